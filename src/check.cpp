@@ -1,0 +1,54 @@
+#include "check.hpp"
+
+#include <algorithm>
+
+namespace mlakv::detail {
+
+void check_tensor(const Tensor& t, std::string_view name, Device device) {
+  require(t.ndim >= 0 && t.ndim <= kMaxDims, name, ": ndim ", t.ndim, " out of range [0, ", kMaxDims, "]");
+  for (int d = 0; d < t.ndim; ++d)
+    require(t.shape[d] >= 0, name, ": dimension ", d, " is ", t.shape[d], ", expected >= 0");
+  require(t.data != nullptr || t.numel() == 0, name, ": null data pointer for ", t.describe());
+  check_same_device(t, name, device);
+}
+
+void check_same_device(const Tensor& t, std::string_view name, Device device) {
+  require(t.device == device, name, " is on ", t.device.str(), ", expected ", device.str(),
+          " (all tensors of an op must be on one device)");
+}
+
+void check_dtype(const Tensor& t, std::string_view name, std::initializer_list<DType> allowed) {
+  if (std::find(allowed.begin(), allowed.end(), t.dtype) != allowed.end()) return;
+  std::string list;
+  for (DType d : allowed) list += (list.empty() ? "" : " or ") + std::string(dtype_name(d));
+  fail(name, ": dtype ", dtype_name(t.dtype), ", expected ", list);
+}
+
+void check_ndim(const Tensor& t, std::string_view name, int ndim) {
+  require(t.ndim == ndim, name, ": ", t.describe(), " has ", t.ndim, " dimensions, expected ", ndim);
+}
+
+void check_dim(const Tensor& t, std::string_view name, int dim, int64_t expected) {
+  require(t.shape[dim] == expected, name, ": dimension ", dim, " of ", t.describe(), " is ", t.shape[dim],
+          ", expected ", expected);
+}
+
+void check_inner_contiguous(const Tensor& t, std::string_view name) {
+  require(t.ndim == 0 || t.shape[t.ndim - 1] <= 1 || t.stride[t.ndim - 1] == 1, name,
+          ": innermost stride is ", t.ndim ? t.stride[t.ndim - 1] : 0, ", expected 1");
+}
+
+void check_contiguous(const Tensor& t, std::string_view name) {
+  require(t.is_contiguous(), name, ": ", t.describe(), " must be contiguous");
+}
+
+void check_aligned(const Tensor& t, std::string_view name, std::size_t bytes) {
+  const auto addr = reinterpret_cast<std::uintptr_t>(t.data);
+  require(addr % bytes == 0, name, ": data address ", t.data, " is not ", bytes, "-byte aligned");
+  const std::size_t es = dtype_size(t.dtype);
+  for (int d = 0; d + 1 < t.ndim; ++d)
+    require((static_cast<std::size_t>(t.stride[d]) * es) % bytes == 0 || t.shape[d] <= 1, name, ": stride ",
+            t.stride[d], " of dimension ", d, " is not a multiple of ", bytes, " bytes");
+}
+
+}  // namespace mlakv::detail

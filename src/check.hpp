@@ -1,0 +1,37 @@
+// Argument checks shared by every op: each failure throws mlakv::Error naming the argument,
+// its value and what was expected.
+#pragma once
+
+#include <sstream>
+#include <string>
+#include <string_view>
+
+#include "mlakv/error.hpp"
+#include "mlakv/tensor.hpp"
+
+namespace mlakv::detail {
+
+template <class... Args> [[noreturn]] void fail(const Args&... parts) {
+  std::ostringstream os;
+  (os << ... << parts);
+  throw Error(os.str());
+}
+
+template <class... Args> void require(bool ok, const Args&... parts) {
+  if (!ok) fail(parts...);
+}
+
+/// name: data non-null unless empty, device as expected.
+void check_tensor(const Tensor& t, std::string_view name, Device device);
+void check_dtype(const Tensor& t, std::string_view name, std::initializer_list<DType> allowed);
+void check_ndim(const Tensor& t, std::string_view name, int ndim);
+void check_dim(const Tensor& t, std::string_view name, int dim, int64_t expected);
+/// Last dimension has stride 1 (rows are contiguous).
+void check_inner_contiguous(const Tensor& t, std::string_view name);
+void check_contiguous(const Tensor& t, std::string_view name);
+/// Start address aligned to `bytes`, and every non-inner stride a multiple of bytes / elem size.
+void check_aligned(const Tensor& t, std::string_view name, std::size_t bytes);
+/// All devices equal to `device` (first tensor's device is the op's device).
+void check_same_device(const Tensor& t, std::string_view name, Device device);
+
+}  // namespace mlakv::detail
