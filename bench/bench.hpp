@@ -1,0 +1,19 @@
+// `mlakv bench` entry points; the CLI parses flags and calls these.
+#pragma once
+
+#include <string>
+
+namespace mlakv::bench {
+
+struct BenchOptions {
+  int device = 0;          ///< CUDA device index
+  std::string json_path;   ///< write the JSON report here when non-empty
+  int iters = 50;          ///< timed repetitions per case (median reported)
+  bool quick = false;      ///< fewer / smaller cases (smoke test)
+};
+
+/// Each returns a process exit code (0 ok); they throw mlakv::Error when no GPU is usable.
+int run_cache(const BenchOptions& opts);
+int run_decode(const BenchOptions& opts);
+
+}  // namespace mlakv::bench
