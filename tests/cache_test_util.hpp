@@ -40,10 +40,7 @@ inline std::vector<int32_t> shuffled_blocks(int64_t n) {
   return v;
 }
 
-/// Tensor over a vector (contiguous, 1-D or with the given shape).
-template <class T> Tensor view(std::vector<T>& v, DType dt, std::initializer_list<int64_t> shape) {
-  return Tensor(v.data(), dt, shape);
-}
+/// 1-D views of index vectors.
 inline Tensor vec_i32(std::vector<int32_t>& v) { return Tensor(v.data(), DType::i32, {static_cast<int64_t>(v.size())}); }
 inline Tensor vec_i64(std::vector<int64_t>& v) { return Tensor(v.data(), DType::i64, {static_cast<int64_t>(v.size())}); }
 

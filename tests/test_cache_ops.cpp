@@ -310,6 +310,14 @@ TEST(GatherCache, Bf16CacheGathersIntoU8RowsOfTokenBytes) {
   for (int64_t i = 0; i < 20; ++i) EXPECT_EQ(0, std::memcmp(dst.data() + i * 1152, hc.token_data(p.slot(0, i)), 1152));
 }
 
+TEST(GatherCache, EmptyBatchWritesNothing) {
+  HostCache hc(CacheFormat::fp8_ds_mla, 1, 4);
+  std::vector<int32_t> bt, cu = {0};
+  std::vector<uint8_t> dst(656, 0x42);
+  gather_cache(hc.cache, Tensor(bt.data(), DType::i32, {0, 3}), vec_i32(cu), Tensor(dst.data(), DType::u8, {1, 656}));
+  EXPECT_TRUE(std::all_of(dst.begin(), dst.end(), [](uint8_t x) { return x == 0x42; }));
+}
+
 // SPEC §6: FP8 storage vs the bf16 cache on N(0,1) data. The per-value error bounds the attention
 // output error, which averages it further.
 TEST(GatherDequant, Fp8StorageErrorOnNormalDataIsWithinSpecBudget) {
@@ -327,6 +335,7 @@ TEST(GatherDequant, Fp8StorageErrorOnNormalDataIsWithinSpecBudget) {
       }
     const double err = rel_err(out, ref);
     EXPECT_LE(err, budget) << format_name(format);
+    RecordProperty(std::string("rel_err_") + format_name(format), std::to_string(err));
     EXPECT_GT(err, 0.0) << format_name(format);  // really quantized
   }
 }

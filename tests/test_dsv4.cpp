@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "cache_test_util.hpp"
+#include "cpu/cache_codec.hpp"
 
 namespace mlakv::test {
 namespace {
@@ -121,6 +122,30 @@ TEST(Dsv4, OutputRowAndRequestStridesAreHonoured) {
           << "request " << r << " row " << row;
       ASSERT_EQ(out[r * qs + row * rs + 512], poison_bf16()) << "row tail untouched";
     }
+}
+
+// The raw gather packs a dsv4 token as its 576 data bytes then its 8 scale bytes; decoding that
+// packed form gives what the dequantizing gather gives.
+TEST(Dsv4, RawGatherPacksDataThenScalesAndDecodesLikeTheDequantGather) {
+  Dsv4Vectors v;
+  HostCache hc(CacheFormat::dsv4, v.num_blocks(), kBs, kVllmStride);
+  hc.bytes = v.cache;
+  hc.cache.data = hc.bytes.data();
+  const int64_t n = 70;  // spans two blocks, written and poisoned slots alike
+  std::vector<int32_t> bt = {7, 2}, cu = {0, static_cast<int32_t>(n)};
+  std::vector<uint8_t> packed(n * 584);
+  gather_cache(hc.cache, Tensor(bt.data(), DType::i32, {1, 2}), vec_i32(cu), Tensor(packed.data(), DType::u8, {n, 584}));
+  std::vector<float> deq(n * 512);
+  gather_dequant_cache(hc.cache, Tensor(bt.data(), DType::i32, {1, 2}), vec_i32(cu),
+                       Tensor(deq.data(), DType::f32, {n, 512}));
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* block = v.cache.data() + bt[i / kBs] * kVllmStride;
+    ASSERT_EQ(0, std::memcmp(packed.data() + i * 584, block + (i % kBs) * 576, 576)) << "token " << i;
+    ASSERT_EQ(0, std::memcmp(packed.data() + i * 584 + 576, block + 64 * 576 + (i % kBs) * 8, 8)) << "token " << i;
+    float row[576];
+    cpu::codec::decode_packed_token(CacheFormat::dsv4, packed.data() + i * 584, 1.0f, row);
+    ASSERT_EQ(0, std::memcmp(row, deq.data() + i * 512, 512 * 4)) << "token " << i;
+  }
 }
 
 TEST(Dsv4, ScaleBytesAreBiasedExponentsWithAZeroPadByte) {
