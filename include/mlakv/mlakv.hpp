@@ -4,6 +4,7 @@
 #include "mlakv/comm.hpp"
 #include "mlakv/dcp.hpp"
 #include "mlakv/error.hpp"
+#include "mlakv/nccl.hpp"
 #include "mlakv/format.hpp"
 #include "mlakv/numeric.hpp"
 #include "mlakv/ops.hpp"
