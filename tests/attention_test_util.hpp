@@ -215,13 +215,15 @@ inline RefResult ref_decode(const Tensor& q, float q_scale, const Cache& cache, 
 
 /// Distance of a bf16 result from the exact value in units of the bf16 spacing at that value:
 /// a correctly rounded result is within 0.5.
+inline double bf16_spacing(double exact) {
+  int e;
+  std::frexp(exact, &e);             // |exact| in [2^(e-1), 2^e)
+  return std::ldexp(1.0, e - 8);     // bf16 keeps 8 significant bits
+}
 inline double bf16_ulps(uint16_t got, double exact) {
   const double g = num::bf16_to_f32(got);
   if (exact == 0) return g == 0 ? 0 : INFINITY;
-  int e;
-  std::frexp(exact, &e);                  // |exact| in [2^(e-1), 2^e)
-  const double ulp = std::ldexp(1.0, e - 8);  // bf16 keeps 8 significant bits
-  return std::fabs(g - exact) / ulp;
+  return std::fabs(g - exact) / bf16_spacing(exact);
 }
 
 /// Largest |a - b| with both -inf counting as equal (and -inf vs finite as infinitely far).

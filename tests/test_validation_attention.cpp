@@ -1,0 +1,245 @@
+// Bad inputs to mla_decode, merge_states and the DCP entry points (SPEC §5): each throws
+// mlakv::Error naming the argument, and leaves out / lse untouched.
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "attention_test_util.hpp"
+
+namespace mlakv::test {
+namespace {
+
+using namespace attn;
+
+// A valid decode that each test breaks in one place.
+struct DecodeArgs {
+  static constexpr int B = 2, S = 2, H = 4, bs = 16;
+  OwnedCache cache{CacheFormat::fp8, 8, bs};
+  std::vector<int32_t> table{0, 1, 1000000, 2, 3, 4}, lens{20, 47};
+  std::vector<uint16_t> q = random_bf16(B * S * H * kHeadDim);
+  std::vector<uint16_t> out = std::vector<uint16_t>(B * S * H * kLatentDim, 0x4242);
+  std::vector<float> lse = std::vector<float>(B * S * H, 42.0f);
+  float q_scale = 0.5f;
+  Tensor tq{q.data(), DType::bf16, {B, S, H, kHeadDim}};
+  Tensor tbt{table.data(), DType::i32, {B, 3}};
+  Tensor tlens{lens.data(), DType::i32, {B}};
+  Tensor tout{out.data(), DType::bf16, {B, S, H, kLatentDim}};
+  Tensor tlse{lse.data(), DType::f32, {B, S, H}};
+  DecodeParams params{0.1f, true, nullptr, {}};
+
+  void run() { mla_decode(tq, cache.cache, tbt, tlens, tout, tlse, params); }
+  bool untouched() const {
+    for (uint16_t v : out)
+      if (v != 0x4242) return false;
+    for (float v : lse)
+      if (v != 42.0f) return false;
+    return true;
+  }
+};
+
+void expect_rejected(const std::function<void(DecodeArgs&)>& breakit, const std::string& needle) {
+  DecodeArgs a;
+  breakit(a);
+  try {
+    a.run();
+    ADD_FAILURE() << "accepted; expected an error naming " << needle;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
+  }
+  EXPECT_TRUE(a.untouched()) << needle;
+}
+
+TEST(ValidateDecode, TheBaselineIsValid) {
+  DecodeArgs a;
+  EXPECT_NO_THROW(a.run());
+  EXPECT_FALSE(a.untouched());
+}
+
+TEST(ValidateDecode, QueryShapeAndType) {
+  expect_rejected([](DecodeArgs& a) { a.tq.shape[3] = 512; }, "q: head width 512");
+  expect_rejected([](DecodeArgs& a) { a.tq.dtype = DType::f32; }, "q: dtype f32");
+  expect_rejected([](DecodeArgs& a) { a.tq.ndim = 3; }, "q:");
+  expect_rejected([](DecodeArgs& a) { a.tq.shape[1] = 17, a.tout.shape[1] = 17, a.tlse.shape[1] = 17; }, "s_q");
+  expect_rejected([](DecodeArgs& a) { a.tq.shape[2] = 0; }, "heads");
+  expect_rejected([](DecodeArgs& a) { a.tq.stride[3] = 2; }, "q: innermost stride");
+  expect_rejected([](DecodeArgs& a) { a.tq.data = nullptr; }, "q: null data");
+}
+
+TEST(ValidateDecode, E4m3QueryNeedsScale) {
+  expect_rejected([](DecodeArgs& a) { a.tq.dtype = DType::e4m3; }, "params.q_scale");
+  expect_rejected(
+      [](DecodeArgs& a) {
+        a.tq.dtype = DType::e4m3;
+        a.q_scale = 0.0f;
+        a.params.q_scale = &a.q_scale;
+      },
+      "params.q_scale: 0");
+}
+
+TEST(ValidateDecode, CacheFormatAndScale) {
+  expect_rejected(
+      [](DecodeArgs& a) {
+        a.cache.cache.desc.format = CacheFormat::dsv4;
+        a.cache.cache.desc.num_blocks = 1;  // keep the byte size within the buffer
+      },
+      "dsv4");
+  expect_rejected([](DecodeArgs& a) { a.cache.cache.scale = nullptr; }, "cache.scale");
+  expect_rejected([](DecodeArgs& a) { a.cache.cache.device = Device::cuda(0); }, "cache");
+}
+
+TEST(ValidateDecode, BlockTableAndLengths) {
+  expect_rejected([](DecodeArgs& a) { a.tbt.dtype = DType::i64; }, "block_table: dtype i64");
+  expect_rejected([](DecodeArgs& a) { a.tbt.shape[0] = 1; }, "block_table: dimension 0");
+  expect_rejected([](DecodeArgs& a) { a.lens[0] = -1; }, "seq_lens[0]: -1");
+  expect_rejected([](DecodeArgs& a) { a.lens[1] = 49; }, "seq_lens[1]: 49");  // 3 blocks x 16
+  expect_rejected([](DecodeArgs& a) { a.lens[0] = 33; }, "block_table[0][2]: block id 1000000");
+  expect_rejected([](DecodeArgs& a) { a.table[3] = 8; }, "block_table[1][0]: block id 8");
+  expect_rejected([](DecodeArgs& a) { a.table[4] = -1; }, "block_table[1][1]");
+  expect_rejected([](DecodeArgs& a) { a.tlens.shape[0] = 3; }, "seq_lens: dimension 0");
+}
+
+TEST(ValidateDecode, UnusedBlockTableEntriesAreNotChecked) {
+  DecodeArgs a;
+  a.lens = {32, 0};  // entries [0][2] and row 1 unused
+  a.table[3] = -5;
+  EXPECT_NO_THROW(a.run());
+}
+
+TEST(ValidateDecode, OutputsAndScale) {
+  expect_rejected([](DecodeArgs& a) { a.tout.shape[3] = 576; }, "out: width 576");
+  expect_rejected([](DecodeArgs& a) { a.tout.dtype = DType::f16; }, "out: dtype f16");
+  expect_rejected([](DecodeArgs& a) { a.tout.shape[2] = 3; }, "out: dimension 2");
+  expect_rejected([](DecodeArgs& a) { a.tlse.dtype = DType::bf16; }, "lse: dtype bf16");
+  expect_rejected([](DecodeArgs& a) { a.tlse.shape[1] = 1; }, "lse: dimension 1");
+  expect_rejected([](DecodeArgs& a) { a.tout.device = Device::cuda(0); }, "out is on cuda:0");
+  expect_rejected([](DecodeArgs& a) { a.params.softmax_scale = 0.0f; }, "params.softmax_scale: 0");
+  expect_rejected([](DecodeArgs& a) { a.params.softmax_scale = NAN; }, "params.softmax_scale");
+}
+
+TEST(ValidateDecode, ShardParameters) {
+  expect_rejected([](DecodeArgs& a) { a.params.shard = {2, 2, 1}; }, "shard.rank");
+  expect_rejected([](DecodeArgs& a) { a.params.shard = {2, 0, 3}; }, "shard.interleave: 3");
+  expect_rejected([](DecodeArgs& a) { a.params.shard = {0, 0, 1}; }, "shard.world");
+  // Global length 150 over 2 ranks, interleave 16: rank 0 holds 80 local tokens > 3 blocks x 16.
+  expect_rejected(
+      [](DecodeArgs& a) {
+        a.params.shard = {2, 0, 16};
+        a.lens[1] = 150;
+      },
+      "on DCP rank 0");
+  DecodeArgs ok;
+  ok.params.shard = {2, 1, 16};
+  ok.lens[1] = 94;  // rank 1 holds 46 tokens: fits
+  EXPECT_NO_THROW(ok.run());
+}
+
+// ---- merge_states ---------------------------------------------------------------------------------
+
+struct MergeArgs {
+  std::vector<float> oa = random_f32(2 * 3 * 8), ob = random_f32(2 * 3 * 8), o = std::vector<float>(2 * 3 * 8, 9.0f);
+  std::vector<float> la = random_f32(6), lb = random_f32(6), l = std::vector<float>(6, 9.0f);
+  Tensor toa{oa.data(), DType::f32, {2, 3, 8}}, tob{ob.data(), DType::f32, {2, 3, 8}}, to{o.data(), DType::f32, {2, 3, 8}};
+  Tensor tla{la.data(), DType::f32, {2, 3}}, tlb{lb.data(), DType::f32, {2, 3}}, tl{l.data(), DType::f32, {2, 3}};
+  void run() { merge_states(toa, tla, tob, tlb, to, tl); }
+  bool untouched() const {
+    for (float v : o)
+      if (v != 9.0f) return false;
+    for (float v : l)
+      if (v != 9.0f) return false;
+    return true;
+  }
+};
+
+void expect_merge_rejected(const std::function<void(MergeArgs&)>& breakit, const std::string& needle) {
+  MergeArgs a;
+  breakit(a);
+  try {
+    a.run();
+    ADD_FAILURE() << "accepted; expected an error naming " << needle;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
+  }
+  EXPECT_TRUE(a.untouched()) << needle;
+}
+
+TEST(ValidateMerge, Rejects) {
+  MergeArgs ok;
+  EXPECT_NO_THROW(ok.run());
+  expect_merge_rejected([](MergeArgs& a) { a.tob.shape[2] = 4; }, "o_b: dimension 2");
+  expect_merge_rejected([](MergeArgs& a) { a.to.shape[0] = 1; }, "o: dimension 0");
+  expect_merge_rejected([](MergeArgs& a) { a.tla.dtype = DType::bf16; }, "lse_a: dtype bf16");
+  expect_merge_rejected([](MergeArgs& a) { a.tlb.shape[1] = 2; }, "lse_b: dimension 1");
+  expect_merge_rejected([](MergeArgs& a) { a.to.dtype = DType::e4m3; }, "o: dtype e4m3");
+  expect_merge_rejected([](MergeArgs& a) { a.tob.stride[2] = 2; }, "o_b: innermost stride");
+  expect_merge_rejected([](MergeArgs& a) { a.toa.ndim = 2; }, "o_a:");
+  expect_merge_rejected([](MergeArgs& a) { a.tl.device = Device::cuda(1); }, "lse is on cuda:1");
+}
+
+// ---- DCP entry points ------------------------------------------------------------------------------
+
+TEST(ValidateDcp, DecodeOptionsAndWorkspace) {
+  DecodeArgs a;
+  auto comms = make_cpu_group(1);
+  std::vector<uint8_t> ws(dcp::decode_workspace_size(2, 2, 4, 1, Device::cpu()));
+  auto attempt = [&](dcp::DecodeOptions o, std::size_t bytes, const std::string& needle) {
+    try {
+      dcp::decode(*comms[0], a.tq, a.cache.cache, a.tbt, a.tlens, a.tout, a.tlse, o, {ws.data(), bytes});
+      ADD_FAILURE() << "accepted; expected " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(a.untouched());
+  };
+  dcp::DecodeOptions o;
+  o.softmax_scale = 0.1f;
+  o.q_quant = dcp::QueryQuant::e4m3_after_gather;
+  attempt(o, ws.size(), "opts.q_scale");
+  o.q_quant = dcp::QueryQuant::none;
+  attempt(o, ws.size() - 1, "workspace.bytes");
+  o.interleave = 5;
+  attempt(o, ws.size(), "shard.interleave: 5");
+  o.interleave = 1;
+  o.softmax_scale = -1;
+  attempt(o, ws.size(), "softmax_scale");
+  o.softmax_scale = 0.1f;
+  a.lens[0] = 1000;
+  attempt(o, ws.size(), "seq_lens[0]: 1000");
+  a.lens[0] = 20;
+  EXPECT_NO_THROW(dcp::decode(*comms[0], a.tq, a.cache.cache, a.tbt, a.tlens, a.tout, a.tlse, o, {ws.data(), ws.size()}));
+}
+
+TEST(ValidateDcp, WorkspaceSizeQueries) {
+  EXPECT_THROW(dcp::decode_workspace_size(1, 0, 1, 1, Device::cpu()), Error);
+  EXPECT_THROW(dcp::decode_workspace_size(1, 1, 1, 0, Device::cpu()), Error);
+  EXPECT_THROW(dcp::gather_context_workspace_size({}, -1, 1, 1, 1), Error);
+  EXPECT_GT(dcp::decode_workspace_size(0, 1, 1, 2, Device::cpu()), 0u);
+  // Grows with the world and the rows.
+  EXPECT_LT(dcp::decode_workspace_size(4, 1, 8, 2, Device::cpu()), dcp::decode_workspace_size(4, 1, 8, 4, Device::cpu()));
+  CacheDesc d{CacheFormat::fp8, 10, 64, 0};
+  EXPECT_LT(dcp::gather_context_workspace_size(d, 100, 2, 2, 1), dcp::gather_context_workspace_size(d, 1000, 2, 2, 1));
+}
+
+TEST(ValidateDcp, SlotMappingArguments) {
+  std::vector<int64_t> pos{0, 1}, slots(2, 5);
+  std::vector<int32_t> req{0, 0}, table{0};
+  const Tensor tp(pos.data(), DType::i64, {2}), tr(req.data(), DType::i32, {2}), tbt(table.data(), DType::i32, {1, 1}),
+      ts(slots.data(), DType::i64, {2});
+  auto expect = [&](const std::function<void()>& f, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "accepted; expected " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(slots, (std::vector<int64_t>{5, 5}));
+  };
+  expect([&] { dcp::slot_mapping(Tensor(pos.data(), DType::i32, {2}), tr, tbt, 4, {1, 0, 1}, ts); }, "positions: dtype");
+  expect([&] { dcp::slot_mapping(tp, Tensor(req.data(), DType::i32, {1}), tbt, 4, {1, 0, 1}, ts); }, "token_to_req");
+  expect([&] { dcp::slot_mapping(tp, tr, tbt, 4, {1, 0, 1}, Tensor(slots.data(), DType::i32, {2})); }, "slot_mapping: dtype");
+  expect([&] { dcp::slot_mapping(tp, tr, tbt, 4, {2, 0, 8}, ts); }, "shard.interleave: 8");
+  pos[1] = 9;  // local index 9 needs block entry 2 of a 1-entry table
+  expect([&] { dcp::slot_mapping(tp, tr, tbt, 4, {1, 0, 1}, ts); }, "positions[1]: 9");
+}
+
+}  // namespace
+}  // namespace mlakv::test
