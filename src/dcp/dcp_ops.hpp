@@ -82,6 +82,12 @@ inline std::size_t packed_floats(int64_t tokens, int heads) {
 /// The CPU kernels (src/cpu/dcp_kernels.cpp).
 const Kernels& cpu_kernels();
 
+#if MLAKV_WITH_CUDA
+/// The CUDA kernels (src/cuda/dcp_kernels.cu): asynchronous on the given stream, no allocation,
+/// no host synchronization.
+const Kernels& cuda_kernels();
+#endif
+
 /// The kernels for `device`; throws mlakv::Error naming `op` where the backend has none.
 const Kernels& kernels_for(Device device, const char* op);
 

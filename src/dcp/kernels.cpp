@@ -6,9 +6,11 @@ namespace mlakv::dcp::ops {
 
 const Kernels& kernels_for(Device device, const char* op) {
   if (device.is_cpu()) return cpu_kernels();
-  // The CUDA kernels implement the same table; until they exist this is the one place to change.
-  detail::fail(op, " on ", device.str(), ": the DCP kernels for CUDA devices are not available in this build yet ",
-               "(CPU ranks from make_cpu_group are)");
+#if MLAKV_WITH_CUDA
+  if (device.is_cuda()) return cuda_kernels();
+#endif
+  detail::fail(op, " on ", device.str(), ": this build has no CUDA backend (configure with -DMLAKV_CUDA=ON); ",
+               "CPU ranks from make_cpu_group run everywhere");
 }
 
 }  // namespace mlakv::dcp::ops
