@@ -29,7 +29,9 @@ void cuda_check(cudaError_t e, const char* what) {
 void use(Device d) { cuda_check(cudaSetDevice(d.index), "cudaSetDevice"); }
 #endif
 
+#if !MLAKV_WITH_CUDA
 [[noreturn]] void no_cuda() { throw Error("this build of mlakv has no CUDA backend (configure with -DMLAKV_CUDA=ON)"); }
+#endif
 
 }  // namespace
 

@@ -52,12 +52,6 @@ Budget format_budget(CacheFormat f) {
 }
 constexpr Budget kDcpBudget{4e-3, 1e-3};
 
-/// The host-side picture of every token the demo will ever write: request b's rows for
-/// positions [0, final_len[b]), 576 bf16 each, latent then rope.
-struct Tokens {
-  std::vector<std::vector<uint16_t>> rows;
-};
-
 /// One cache (one rank's shard, or a single-rank cache) on its device, with the buffers a decode
 /// step needs there.
 struct Replica {
@@ -67,7 +61,10 @@ struct Replica {
   DeviceBuffer cache, scale, block_table, seq_lens;
   DeviceBuffer rows, positions, token_to_req, slots;  // write staging
   DeviceBuffer q, out, lse, workspace;
-  Cache view() const { return Cache{cache.data(), desc, device, desc.format == CacheFormat::fp8 ? static_cast<const float*>(scale.data()) : nullptr}; }
+  Cache view() const {
+    const bool scaled = desc.format == CacheFormat::fp8;
+    return Cache{cache.data(), desc, device, scaled ? static_cast<const float*>(scale.data()) : nullptr};
+  }
 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -264,11 +261,11 @@ int run_demo(DemoOptions o) {
   // Every latent row up front, N(0,1) rounded to bf16 (what a model's kv_a projection emits).
   std::mt19937_64 rng(o.seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  Tokens tok;
-  tok.rows.resize(static_cast<std::size_t>(B));
+  // rows[b]: request b's tokens at positions [0, final_len[b]), 576 bf16 each.
+  std::vector<std::vector<uint16_t>> rows(static_cast<std::size_t>(B));
   float amax = 0.0f;
   for (int b = 0; b < B; ++b) {
-    auto& v = tok.rows[static_cast<std::size_t>(b)];
+    auto& v = rows[static_cast<std::size_t>(b)];
     v.resize(static_cast<std::size_t>(final_len[b]) * kHeadDim);
     for (std::size_t i = 0; i < v.size(); ++i) {
       v[i] = num::f32_to_bf16(normal(rng));
@@ -320,12 +317,12 @@ int run_demo(DemoOptions o) {
           pos[static_cast<std::size_t>(i)] = p0 + i;
           req[static_cast<std::size_t>(i)] = b;
         }
-        const uint16_t* rows = tok.rows[static_cast<std::size_t>(b)].data() + p0 * kHeadDim;
+        const uint16_t* chunk = rows[static_cast<std::size_t>(b)].data() + p0 * kHeadDim;
         run_ranks(W, [&](int r) {
-          write_tokens(ranks[static_cast<std::size_t>(r)], rows, pos.data(), req.data(), n, shard_paging.max_blocks, B);
+          write_tokens(ranks[static_cast<std::size_t>(r)], chunk, pos.data(), req.data(), n, shard_paging.max_blocks, B);
         });
-        write_tokens(ref, rows, pos.data(), req.data(), n, full_paging.max_blocks, B);
-        write_tokens(single, rows, pos.data(), req.data(), n, full_paging.max_blocks, B);
+        write_tokens(ref, chunk, pos.data(), req.data(), n, full_paging.max_blocks, B);
+        write_tokens(single, chunk, pos.data(), req.data(), n, full_paging.max_blocks, B);
         written += n;
         progress.update(kPrefillUnits * written / std::max<int64_t>(start_tokens, 1));
       }
@@ -350,7 +347,7 @@ int run_demo(DemoOptions o) {
       pos[static_cast<std::size_t>(b)] = p;
       req[static_cast<std::size_t>(b)] = b;
       lens[static_cast<std::size_t>(b)] = static_cast<int32_t>(p + 1);
-      std::copy_n(tok.rows[static_cast<std::size_t>(b)].data() + p * kHeadDim, kHeadDim,
+      std::copy_n(rows[static_cast<std::size_t>(b)].data() + p * kHeadDim, kHeadDim,
                   new_rows.data() + static_cast<std::size_t>(b) * kHeadDim);
     }
     for (auto& x : q_host) x = num::f32_to_bf16(normal(rng));
