@@ -1,0 +1,123 @@
+// Host side of mla_decode on CUDA: workspace carving, kernel arguments and the three launches
+// (schedule -> attention -> combine), all asynchronous on the caller's stream, with no
+// allocation and no host synchronization (CUDA-graph capturable).
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "backend.hpp"
+#include "mla_decode_common.cuh"
+#include "mla_decode_kernel.cuh"
+#include "runtime.hpp"
+
+namespace mlakv::cuda {
+namespace mla {
+namespace {
+
+template <CacheFormat F, int NM> void launch_instance(const DecodeArgs& a, int parts, cudaStream_t stream) {
+  using S = Smem<F, NM>;
+  auto kernel = mla_decode_kernel<F, NM>;
+  // The opt-in above 48 KB is per function and device; setting it is cheap and legal while a
+  // stream is being captured, but do it once per device anyway.
+  static int configured[64] = {};
+  int dev = 0;
+  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+  if (dev < 0 || dev >= 64 || !configured[dev]) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kBytes),
+               "cudaFuncSetAttribute(mla_decode_kernel)");
+    if (dev >= 0 && dev < 64) configured[dev] = 1;
+  }
+  const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(num_mtiles(a.rows)));
+  kernel<<<grid, kThreads, S::kBytes, stream>>>(a);
+  check_launch("mla_decode_kernel");
+}
+
+template <CacheFormat F> void launch_format(const DecodeArgs& a, int parts, cudaStream_t stream) {
+  if (rows_per_cta(a.rows) == 16) launch_instance<F, 1>(a, parts, stream);
+  else launch_instance<F, 2>(a, parts, stream);
+}
+
+}  // namespace
+
+void launch_attention(const DecodeArgs& a, CacheFormat format, int parts, cudaStream_t stream) {
+  switch (format) {
+    case CacheFormat::bf16: launch_format<CacheFormat::bf16>(a, parts, stream); break;
+    case CacheFormat::fp8: launch_format<CacheFormat::fp8>(a, parts, stream); break;
+    case CacheFormat::fp8_ds_mla: launch_format<CacheFormat::fp8_ds_mla>(a, parts, stream); break;
+    default: detail::fail("mla_decode: cache format ", format_name(format), " has no CUDA kernel");
+  }
+}
+
+}  // namespace mla
+
+std::size_t mla_decode_workspace_size(int batch, int s_q, int heads, int device_index) {
+  if (batch <= 0) return 0;
+  const int rows = s_q * heads;
+  return mla::workspace_layout(batch, rows, mla::num_parts(rows, sm_count(device_index))).total;
+}
+
+namespace {
+bool vec_ok(const Tensor& t, int elems) {
+  const std::size_t bytes = elems * dtype_size(t.dtype);
+  if (reinterpret_cast<std::uintptr_t>(t.data) % bytes != 0) return false;
+  for (int d = 0; d + 1 < t.ndim; ++d)
+    if (t.shape[d] > 1 && t.stride[d] % elems != 0) return false;
+  return true;
+}
+}  // namespace
+
+void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, const Tensor& seq_lens,
+                const Tensor& out, const Tensor& lse, const DecodeParams& params, Workspace workspace,
+                Stream stream) {
+  set_device(q.device);
+  const int batch = static_cast<int>(q.shape[0]), s_q = static_cast<int>(q.shape[1]),
+            heads = static_cast<int>(q.shape[2]);
+  if (batch == 0) return;
+  const int rows = s_q * heads;
+  const int parts = mla::num_parts(rows, sm_count(q.device.index));
+  const mla::WorkspaceLayout wl = mla::workspace_layout(batch, rows, parts);
+  auto* ws = static_cast<uint8_t*>(workspace.data);
+
+  mla::DecodeArgs a{};
+  a.q = q.data;
+  a.q_s0 = q.stride[0], a.q_s1 = q.stride[1], a.q_s2 = q.stride[2];
+  a.q_e4m3 = q.dtype == DType::e4m3;
+  a.q_vec = vec_ok(q, 8);
+  a.q_scale = params.q_scale;
+  a.cache = static_cast<const uint8_t*>(cache.data);
+  a.num_blocks = cache.desc.num_blocks;
+  a.block_stride = cache.desc.stride_bytes();
+  a.block_size = cache.desc.block_size;
+  a.k_scale = cache.scale;
+  a.block_table = block_table.ptr<const int32_t>();
+  a.bt_s0 = block_table.stride[0], a.bt_s1 = block_table.stride[1];
+  a.max_blocks = static_cast<int>(block_table.shape[1]);
+  a.seq_lens = seq_lens.ptr<const int32_t>();
+  a.sl_s0 = seq_lens.stride[0];
+  a.out = out.data;
+  a.o_s0 = out.stride[0], a.o_s1 = out.stride[1], a.o_s2 = out.stride[2];
+  a.out_f32 = out.dtype == DType::f32;
+  a.out_vec = vec_ok(out, 8);
+  a.lse = lse.ptr<float>();
+  a.l_s0 = lse.stride[0], a.l_s1 = lse.stride[1], a.l_s2 = lse.stride[2];
+  a.batch = batch, a.s_q = s_q, a.heads = heads, a.rows = rows;
+  a.scale_log2 = params.softmax_scale * static_cast<float>(M_LOG2E);
+  a.causal = params.causal;
+  a.world = params.shard.world, a.rank = params.shard.rank, a.interleave = params.shard.interleave;
+  a.sched.header = reinterpret_cast<int*>(ws + wl.header);
+  a.sched.prefix = reinterpret_cast<int*>(ws + wl.prefix);
+  a.sched.ntiles = reinterpret_cast<int*>(ws + wl.ntiles);
+  a.sched.len_local = reinterpret_cast<int*>(ws + wl.len_local);
+  a.sched.split_base = reinterpret_cast<int*>(ws + wl.split_base);
+  a.sched.nsplit = reinterpret_cast<int*>(ws + wl.nsplit);
+  a.sched.list = reinterpret_cast<int*>(ws + wl.list);
+  a.sched.part_lse = reinterpret_cast<float*>(ws + wl.part_lse);
+  a.sched.part_o = reinterpret_cast<float*>(ws + wl.part_o);
+
+  const cudaStream_t st = to_cuda(stream);
+  mla::launch_schedule(a, parts, st);
+  mla::launch_attention(a, cache.desc.format, parts, st);
+  mla::launch_combine(a, parts, st);
+}
+
+}  // namespace mlakv::cuda

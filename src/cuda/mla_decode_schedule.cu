@@ -1,0 +1,118 @@
+// Split-KV scheduler for mla_decode, computed on the device from seq_lens so that the decode step
+// needs no host synchronization and stays graph-capturable.
+//
+// Every request b costs ntiles_b + kSegmentCost units (0 when it has no local token); the total
+// is cut into `parts` equal ranges of `payload` units, and part p processes the tiles whose cost
+// units fall in [p·payload, (p+1)·payload). One long request is thus spread over every part, many
+// short ones are packed a few per part, and a request is split only at part boundaries. Tile t of
+// request b sits at unit prefix[b] + kSegmentCost + t, so any kernel can recompute which part
+// holds it without a table.
+#include "mla_decode_common.cuh"
+#include "runtime.hpp"
+
+namespace mlakv::cuda::mla {
+namespace {
+
+constexpr int kSchedThreads = 1024;
+
+// Exclusive scan over the block; returns the block total in `total`.
+__device__ int block_exclusive_scan(int v, int& total) {
+  __shared__ int warp_sums[kSchedThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int x = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o) x += y;
+  }
+  if (lane == 31) warp_sums[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    int w = warp_sums[lane];
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w += y;
+    }
+    warp_sums[lane] = w;  // inclusive
+  }
+  __syncthreads();
+  const int before = (warp > 0 ? warp_sums[warp - 1] : 0) + x - v;
+  total = warp_sums[kSchedThreads / 32 - 1];
+  __syncthreads();  // warp_sums is reused by the next call
+  return before;
+}
+
+__device__ __forceinline__ int local_len(int L, int rank, int world, int inter) {
+  if (L <= 0) return 0;
+  if (world == 1) return L;
+  const int base = (L / (inter * world)) * inter;
+  int extra = L - base * world - rank * inter;
+  extra = extra < 0 ? 0 : (extra > inter ? inter : extra);
+  return base + extra;
+}
+
+__global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, int parts) {
+  const Schedule s = a.sched;
+  const int B = a.batch;
+  int carry = 0;
+  for (int b0 = 0; b0 < B; b0 += kSchedThreads) {
+    const int b = b0 + threadIdx.x;
+    int n = 0, cost = 0;
+    if (b < B) {
+      const int len = local_len(a.seq_lens[b * a.sl_s0], a.rank, a.world, a.interleave);
+      n = (len + kTile - 1) / kTile;
+      cost = n > 0 ? n + kSegmentCost : 0;
+      s.ntiles[b] = n;
+      s.len_local[b] = len;
+    }
+    int total;
+    const int ex = block_exclusive_scan(cost, total);
+    if (b < B) s.prefix[b] = carry + ex;
+    carry += total;
+  }
+  const int total = carry;
+  const int payload = total > 0 ? (total + parts - 1) / parts : 1;
+  if (threadIdx.x == 0) {
+    s.prefix[B] = total;
+    s.header[0] = payload;
+    s.header[1] = total;
+  }
+  __syncthreads();  // prefix written by other threads above is read below
+
+  __shared__ int list_len;
+  if (threadIdx.x == 0) list_len = 0;
+  __syncthreads();
+  int slots = 0;
+  for (int b0 = 0; b0 < B; b0 += kSchedThreads) {
+    const int b = b0 + threadIdx.x;
+    int nsplit = 0;
+    if (b < B) {
+      const int n = s.ntiles[b];
+      if (n > 0) {
+        const int first = s.prefix[b] + kSegmentCost;
+        nsplit = (first + n - 1) / payload - first / payload + 1;
+      }
+      s.nsplit[b] = nsplit;
+    }
+    const int v = nsplit > 1 ? nsplit : 0;
+    int tot;
+    const int ex = block_exclusive_scan(v, tot);
+    if (b < B) {
+      s.split_base[b] = v > 0 ? slots + ex : -1;
+      if (nsplit != 1) s.list[atomicAdd(&list_len, 1)] = b;  // split, or empty: the combine's work
+    }
+    slots += tot;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) s.header[2] = list_len;
+}
+
+}  // namespace
+
+void launch_schedule(const DecodeArgs& a, int parts, cudaStream_t stream) {
+  schedule_kernel<<<1, kSchedThreads, 0, stream>>>(a, parts);
+  check_launch("mla_decode schedule_kernel");
+}
+
+}  // namespace mlakv::cuda::mla

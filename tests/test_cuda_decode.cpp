@@ -1,0 +1,434 @@
+// CUDA mla_decode and merge_states against the fp64 CPU reference (the public ops on CPU tensors)
+// within SPEC §6, on every format, ragged batches with empty requests, 1..128 heads, s_q 1..4,
+// block sizes 64/16/1, DCP shards, e4m3 queries, f32 outputs, poisoned outputs and workspaces,
+// out-of-range block-table entries, CUDA-graph capture, and the FlashMLA / vLLM reference vectors.
+// Skipped without a GPU.
+#include "attention_test_util.hpp"
+
+#if MLAKV_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace mlakv::test {
+namespace {
+
+#if MLAKV_WITH_CUDA
+
+#define CUDA_OK(x) ASSERT_EQ((x), cudaSuccess) << #x << ": " << cudaGetErrorString(x)
+
+/// Owned device buffer.
+struct DevBuf {
+  void* p = nullptr;
+  std::size_t n = 0;
+  explicit DevBuf(std::size_t bytes, int fill = -1) : n(bytes) {
+    if (bytes) EXPECT_EQ(cudaMalloc(&p, bytes), cudaSuccess);
+    if (bytes && fill >= 0) EXPECT_EQ(cudaMemset(p, fill, bytes), cudaSuccess);
+  }
+  template <class T> DevBuf(const std::vector<T>& v) : DevBuf(v.size() * sizeof(T)) {
+    if (n) EXPECT_EQ(cudaMemcpy(p, v.data(), n, cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  ~DevBuf() {
+    if (p) cudaFree(p);
+  }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  template <class T> std::vector<T> get() const {
+    std::vector<T> v(n / sizeof(T));
+    EXPECT_EQ(cudaMemcpy(v.data(), p, n, cudaMemcpyDeviceToHost), cudaSuccess);
+    return v;
+  }
+};
+
+Tensor like(const Tensor& t, void* data, Device d) {
+  Tensor r = t;
+  r.data = data;
+  r.device = d;
+  return r;
+}
+
+struct Case {
+  CacheFormat format = CacheFormat::bf16;
+  std::vector<int32_t> lens;
+  int s_q = 1, heads = 16, block_size = 64;
+  bool causal = true;
+  DcpShard shard{};
+  bool q_e4m3 = false;
+  bool out_f32 = false;
+  /// Extra elements between heads of q and of out (strided views).
+  int q_pad = 0, out_pad = 0;
+};
+
+std::string describe(const Case& c) {
+  std::string s = std::string(format_name(c.format)) + " H=" + std::to_string(c.heads) + " s_q=" +
+                  std::to_string(c.s_q) + " bs=" + std::to_string(c.block_size) + " lens={";
+  for (std::size_t i = 0; i < c.lens.size() && i < 8; ++i) s += std::to_string(c.lens[i]) + ",";
+  s += c.lens.size() > 8 ? "...}" : "}";
+  if (c.shard.world > 1)
+    s += " dcp W=" + std::to_string(c.shard.world) + " r=" + std::to_string(c.shard.rank) + " I=" +
+         std::to_string(c.shard.interleave);
+  if (c.q_e4m3) s += " q=e4m3";
+  if (c.out_f32) s += " out=f32";
+  if (!c.causal) s += " non-causal";
+  return s;
+}
+
+/// Everything one decode needs, on the host and on the device.
+struct Problem {
+  Case c;
+  attn::Requests req;
+  attn::BlockTable bt;
+  std::unique_ptr<attn::OwnedCache> host;
+  std::vector<uint16_t> q_bf16;
+  std::vector<uint8_t> q_e4m3;
+  float q_scale = 0.05f;
+  int64_t B, S, H;
+
+  explicit Problem(const Case& cc)
+      : c(cc), req(cc.lens), bt(attn::blocks_needed(req, cc.block_size, cc.shard.world, cc.shard.interleave)) {
+    B = req.batch(), S = c.s_q, H = c.heads;
+    host = std::make_unique<attn::OwnedCache>(c.format, bt.num_blocks, c.block_size, 0.02f, 0xFF);
+    std::vector<int64_t> slots = c.shard.world > 1 ? attn::dcp_slots(req, bt, c.block_size, c.shard)
+                                                   : attn::plain_slots(req, bt, c.block_size);
+    attn::write_tokens(req, host->cache, slots);
+    const std::size_t nq = static_cast<std::size_t>(B * S * H * kHeadDim);
+    q_bf16 = random_bf16(nq);
+    if (c.q_e4m3) {
+      q_e4m3.resize(nq);
+      for (std::size_t i = 0; i < nq; ++i) q_e4m3[i] = num::f32_to_e4m3(num::bf16_to_f32(q_bf16[i]) / q_scale);
+    }
+  }
+  Tensor q_host() {
+    if (c.q_e4m3) return Tensor(q_e4m3.data(), DType::e4m3, {B, S, H, kHeadDim});
+    return Tensor(q_bf16.data(), DType::bf16, {B, S, H, kHeadDim});
+  }
+  DecodeParams params(const float* qs) const {
+    DecodeParams p;
+    p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+    p.causal = c.causal;
+    p.shard = c.shard;
+    if (c.q_e4m3) p.q_scale = qs;
+    return p;
+  }
+  /// The CPU reference: f32 out, so the comparison sees the kernel's rounding only.
+  void reference(std::vector<float>& out, std::vector<float>& lse) {
+    out.assign(static_cast<std::size_t>(B * S * H * kLatentDim), 0.0f);
+    lse.assign(static_cast<std::size_t>(B * S * H), 0.0f);
+    Tensor seq(req.lens.data(), DType::i32, {B});
+    mla_decode(q_host(), host->cache, bt.tensor, seq, Tensor(out.data(), DType::f32, {B, S, H, kLatentDim}),
+               Tensor(lse.data(), DType::f32, {B, S, H}), params(&q_scale));
+  }
+};
+
+/// The decode on the GPU with poisoned out, lse and workspace; returns out as floats.
+struct GpuRun {
+  std::vector<float> out, lse;
+};
+
+GpuRun run_gpu(Problem& p, std::vector<int32_t>* bt_override = nullptr) {
+  const Case& c = p.c;
+  const Device dev = Device::cuda(0);
+  DevBuf cache_d(p.host->bytes);
+  DevBuf kscale_d(std::vector<float>{*p.host->scale});
+  DevBuf qscale_d(std::vector<float>{p.q_scale});
+  Cache cache = p.host->cache;
+  cache.data = cache_d.p;
+  cache.device = dev;
+  cache.scale = static_cast<float*>(kscale_d.p);
+
+  // q (optionally with padding between heads).
+  const int64_t qh = kHeadDim + c.q_pad;
+  const std::size_t esz = c.q_e4m3 ? 1 : 2;
+  std::vector<uint8_t> qpad(static_cast<std::size_t>(p.B * p.S * p.H * qh) * esz, 0x7f);
+  const auto* qsrc = static_cast<const uint8_t*>(p.q_host().data);
+  for (int64_t r = 0; r < p.B * p.S * p.H; ++r)
+    std::memcpy(qpad.data() + r * qh * esz, qsrc + r * kHeadDim * esz, kHeadDim * esz);
+  DevBuf q_d(qpad);
+  Tensor q(q_d.p, c.q_e4m3 ? DType::e4m3 : DType::bf16, {p.B, p.S, p.H, kHeadDim},
+           {p.S * p.H * qh, p.H * qh, qh, 1}, dev);
+
+  DevBuf bt_d(bt_override ? *bt_override : p.bt.ids);
+  DevBuf seq_d(p.req.lens);
+  Tensor bt = like(p.bt.tensor, bt_d.p, dev);
+  Tensor seq(seq_d.p, DType::i32, {p.B}, dev);
+
+  const int64_t oh = kLatentDim + c.out_pad;
+  const std::size_t osz = c.out_f32 ? 4 : 2;
+  DevBuf out_d(static_cast<std::size_t>(p.B * p.S * p.H * oh) * osz, 0xFF);  // NaN pattern
+  DevBuf lse_d(static_cast<std::size_t>(p.B * p.S * p.H) * 4, 0xFF);
+  Tensor out(out_d.p, c.out_f32 ? DType::f32 : DType::bf16, {p.B, p.S, p.H, kLatentDim},
+             {p.S * p.H * oh, p.H * oh, oh, 1}, dev);
+  Tensor lse(lse_d.p, DType::f32, {p.B, p.S, p.H}, dev);
+  const std::size_t ws_bytes = mla_decode_workspace_size(static_cast<int>(p.B), c.s_q, c.heads, dev);
+  DevBuf ws_d(ws_bytes, 0xFF);
+
+  mla_decode(q, cache, bt, seq, out, lse, p.params(static_cast<float*>(qscale_d.p)), Workspace{ws_d.p, ws_bytes});
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+  GpuRun r;
+  r.lse = lse_d.get<float>();
+  r.out.resize(static_cast<std::size_t>(p.B * p.S * p.H * kLatentDim));
+  if (c.out_f32) {
+    const auto o = out_d.get<float>();
+    for (int64_t i = 0; i < p.B * p.S * p.H; ++i)
+      std::memcpy(r.out.data() + i * kLatentDim, o.data() + i * oh, kLatentDim * 4);
+  } else {
+    const auto o = out_d.get<uint16_t>();
+    for (int64_t i = 0; i < p.B * p.S * p.H; ++i)
+      for (int k = 0; k < kLatentDim; ++k) r.out[i * kLatentDim + k] = num::bf16_to_f32(o[i * oh + k]);
+  }
+  return r;
+}
+
+void check_case(const Case& c) {
+  SCOPED_TRACE(describe(c));
+  Problem p(c);
+  std::vector<float> ref_out, ref_lse;
+  p.reference(ref_out, ref_lse);
+  const GpuRun g = run_gpu(p);
+  const double out_err = rel_err(g.out, ref_out);
+  const double lse_err = attn::max_lse_diff(g.lse, ref_lse);
+  const double lse_tol = c.format == CacheFormat::fp8_ds_mla ? 4e-3 : 1e-3;
+  EXPECT_LE(out_err, 4e-3);
+  EXPECT_LE(lse_err, lse_tol);
+  // Rows with nothing visible: exactly zero and -inf (never NaN).
+  int64_t empty_rows = 0, bad = 0;
+  for (std::size_t r = 0; r < ref_lse.size(); ++r) {
+    if (ref_lse[r] != -INFINITY) continue;
+    ++empty_rows;
+    if (g.lse[r] != -INFINITY) ++bad;
+    for (int k = 0; k < kLatentDim; ++k)
+      if (g.out[r * kLatentDim + k] != 0.0f) {
+        ++bad;
+        break;
+      }
+  }
+  EXPECT_EQ(bad, 0) << "of " << empty_rows << " empty rows";
+  std::printf("  %-60s out %.2e  lse %.2e\n", describe(c).c_str(), out_err, lse_err);
+}
+
+const std::vector<int32_t> kMixed = {0, 1, 5, 64, 65, 130, 700, 0, 1100};
+
+TEST(CudaDecode, FormatsHeadsQueries) {
+  MLAKV_REQUIRE_GPU();
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
+    for (int h : {1, 16, 33, 128})
+      for (int s : {1, 2, 4}) {
+        if (h == 128 && s == 4 && f != CacheFormat::bf16) continue;  // keeps the CPU reference quick
+        Case c;
+        c.format = f, c.heads = h, c.s_q = s, c.lens = kMixed;
+        check_case(c);
+      }
+}
+
+TEST(CudaDecode, BlockSizes) {
+  MLAKV_REQUIRE_GPU();
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
+    for (int bs : {16, 1, 32}) {
+      Case c;
+      c.format = f, c.block_size = bs, c.s_q = 2, c.heads = 16, c.lens = {3, 0, 97, 513};
+      check_case(c);
+    }
+}
+
+TEST(CudaDecode, LongContextOneRequest) {
+  MLAKV_REQUIRE_GPU();
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8_ds_mla}) {
+    Case c;
+    c.format = f, c.heads = 16, c.lens = {131072};
+    check_case(c);
+  }
+  Case c;
+  c.format = CacheFormat::fp8, c.heads = 128, c.s_q = 1, c.lens = {20000};
+  check_case(c);
+}
+
+TEST(CudaDecode, ManyShortRequests) {
+  MLAKV_REQUIRE_GPU();
+  std::uniform_int_distribution<int> len(0, 400);
+  Case c;
+  for (int b = 0; b < 200; ++b) c.lens.push_back(b % 17 == 0 ? 0 : len(rng()));
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8}) {
+    c.format = f;
+    check_case(c);
+  }
+}
+
+TEST(CudaDecode, QueryE4m3OutF32StridedNonCausal) {
+  MLAKV_REQUIRE_GPU();
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
+    Case c;
+    c.format = f, c.heads = 20, c.s_q = 3, c.lens = kMixed, c.q_e4m3 = true;
+    check_case(c);
+    c.q_e4m3 = false, c.out_f32 = true, c.q_pad = 8, c.out_pad = 24;
+    check_case(c);
+    c.out_f32 = false, c.q_pad = 3, c.out_pad = 1;  // misaligned strides: scalar paths
+    check_case(c);
+    c.q_pad = 0, c.out_pad = 0, c.causal = false;
+    check_case(c);
+  }
+}
+
+TEST(CudaDecode, DcpShards) {
+  MLAKV_REQUIRE_GPU();
+  for (auto [w, inter] : std::vector<std::pair<int, int>>{{2, 1}, {3, 1}, {2, 16}, {4, 64}})
+    for (int r = 0; r < w; ++r) {
+      Case c;
+      c.format = r % 2 ? CacheFormat::fp8 : CacheFormat::bf16;
+      c.heads = 16, c.s_q = 4, c.lens = {0, 1, 2, 5, 64, 200, 1000};
+      c.shard = {w, r, inter};
+      check_case(c);
+    }
+  Case c;
+  c.format = CacheFormat::fp8_ds_mla, c.heads = 33, c.s_q = 3, c.block_size = 16, c.lens = {1, 7, 300};
+  c.shard = {3, 2, 8};
+  check_case(c);
+}
+
+TEST(CudaDecode, BadBlockIdsAreMaskedNotRead) {
+  MLAKV_REQUIRE_GPU();
+  Case c;
+  c.lens = {300, 200};
+  Problem p(c);
+  std::vector<int32_t> ids = p.bt.ids;
+  ids[1] = 1 << 30;  // request 0, tokens 64..127
+  ids[p.bt.max_blocks + 0] = -5;  // request 1, tokens 0..63
+  const GpuRun g = run_gpu(p, &ids);
+  for (float x : g.out) ASSERT_TRUE(std::isfinite(x));
+  for (float x : g.lse) ASSERT_TRUE(std::isfinite(x));
+}
+
+// Capture the decode in a graph, then change seq_lens on the device between replays: the schedule
+// must follow the new lengths without a host round trip.
+TEST(CudaDecode, GraphCaptureFollowsDeviceLengths) {
+  MLAKV_REQUIRE_GPU();
+  Case c;
+  c.lens = {4000, 17, 0, 900};
+  Problem p(c);
+  const Device dev = Device::cuda(0);
+  DevBuf cache_d(p.host->bytes);
+  Cache cache = p.host->cache;
+  cache.data = cache_d.p, cache.device = dev;
+  DevBuf q_d(p.q_bf16), bt_d(p.bt.ids), seq_d(p.req.lens);
+  Tensor q(q_d.p, DType::bf16, {p.B, p.S, p.H, kHeadDim}, dev);
+  Tensor bt = like(p.bt.tensor, bt_d.p, dev), seq(seq_d.p, DType::i32, {p.B}, dev);
+  DevBuf out_d(static_cast<std::size_t>(p.B * p.S * p.H * kLatentDim) * 2, 0xFF);
+  DevBuf lse_d(static_cast<std::size_t>(p.B * p.S * p.H) * 4, 0xFF);
+  Tensor out(out_d.p, DType::bf16, {p.B, p.S, p.H, kLatentDim}, dev), lse(lse_d.p, DType::f32, {p.B, p.S, p.H}, dev);
+  const std::size_t wsb = mla_decode_workspace_size(static_cast<int>(p.B), 1, 16, dev);
+  DevBuf ws(wsb, 0xFF);
+  cudaStream_t st;
+  CUDA_OK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+  mla_decode(q, cache, bt, seq, out, lse, p.params(nullptr), Workspace{ws.p, wsb}, Stream{st});
+  CUDA_OK(cudaStreamEndCapture(st, &graph));
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  // Prefixes of the written lengths stay valid caches, so shorter lengths need no rewrite.
+  for (const std::vector<int32_t>& lens : {std::vector<int32_t>{4000, 17, 0, 900}, {1, 17, 0, 64}, {2500, 0, 0, 1}}) {
+    p.req.lens = lens;
+    CUDA_OK(cudaMemcpyAsync(seq_d.p, p.req.lens.data(), p.req.lens.size() * 4, cudaMemcpyHostToDevice, st));
+    CUDA_OK(cudaMemsetAsync(out_d.p, 0xFF, out_d.n, st));
+    CUDA_OK(cudaGraphLaunch(exec, st));
+    CUDA_OK(cudaStreamSynchronize(st));
+    std::vector<float> ref_out, ref_lse;
+    p.reference(ref_out, ref_lse);
+    const auto ob = out_d.get<uint16_t>();
+    std::vector<float> o(ob.size());
+    for (std::size_t i = 0; i < ob.size(); ++i) o[i] = num::bf16_to_f32(ob[i]);
+    EXPECT_LE(rel_err(o, ref_out), 4e-3);
+    EXPECT_LE(attn::max_lse_diff(lse_d.get<float>(), ref_lse), 1e-3);
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(st);
+}
+
+// The peers' outputs (FlashMLA bf16, vLLM Triton fp8) on their own inputs.
+TEST(CudaDecode, ReferenceVectors) {
+  MLAKV_REQUIRE_GPU();
+  for (const char* set : {"decode_bf16_flashmla", "decode_fp8_vllm_triton"}) {
+    SCOPED_TRACE(set);
+    const bool fp8 = std::string(set).find("fp8") != std::string::npos;
+    const std::string dir = std::string("vectors/") + set + "/";
+    const auto q = read_raw<uint16_t>(dir + "q.bf16");
+    const auto cache = read_raw<uint8_t>(dir + (fp8 ? "cache.e4m3" : "cache.bf16"));
+    const auto bt = read_raw<int32_t>(dir + "block_table.i32");
+    const auto lens = read_raw<int32_t>(dir + "seq_lens.i32");
+    const auto want = bf16_to_f32(read_raw<uint16_t>(dir + "out.bf16"));
+    const auto want_lse = read_raw<float>(dir + "lse.f32");
+    const int64_t B = 3, H = 16, nb = 22, mb = 17;
+    const Device dev = Device::cuda(0);
+    DevBuf q_d(q), c_d(cache), bt_d(bt), l_d(lens), ks_d(std::vector<float>{0.0125f});
+    Cache c;
+    c.data = c_d.p, c.device = dev, c.desc = {fp8 ? CacheFormat::fp8 : CacheFormat::bf16, nb, 64, 0};
+    c.scale = fp8 ? static_cast<float*>(ks_d.p) : nullptr;
+    DevBuf out_d(static_cast<std::size_t>(B * H * kLatentDim) * 2, 0xFF), lse_d(static_cast<std::size_t>(B * H) * 4, 0xFF);
+    const std::size_t wsb = mla_decode_workspace_size(3, 1, 16, dev);
+    DevBuf ws(wsb, 0xFF);
+    DecodeParams prm;
+    prm.softmax_scale = 0.07216878364870323f;
+    mla_decode(Tensor(q_d.p, DType::bf16, {B, 1, H, kHeadDim}, dev), c, Tensor(bt_d.p, DType::i32, {B, mb}, dev),
+               Tensor(l_d.p, DType::i32, {B}, dev), Tensor(out_d.p, DType::bf16, {B, 1, H, kLatentDim}, dev),
+               Tensor(lse_d.p, DType::f32, {B, 1, H}, dev), prm, Workspace{ws.p, wsb});
+    CUDA_OK(cudaDeviceSynchronize());
+    const auto got = bf16_to_f32(out_d.get<uint16_t>());
+    EXPECT_LE(rel_err(got, want), 4e-3);
+    EXPECT_LE(attn::max_lse_diff(lse_d.get<float>(), want_lse), fp8 ? 5e-3 : 1e-3);
+  }
+}
+
+TEST(CudaMergeStates, MatchesCpu) {
+  MLAKV_REQUIRE_GPU();
+  const int64_t N = 37, H = 5, D = 512;
+  for (DType dt : {DType::bf16, DType::f32}) {
+    const std::size_t n = static_cast<std::size_t>(N * H * D), esz = dtype_size(dt);
+    std::vector<uint8_t> oa(n * esz), ob(n * esz);
+    auto fill = [&](std::vector<uint8_t>& v) {
+      const auto f = random_f32(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        if (dt == DType::f32) std::memcpy(v.data() + 4 * i, &f[i], 4);
+        else {
+          const uint16_t b = num::f32_to_bf16(f[i]);
+          std::memcpy(v.data() + 2 * i, &b, 2);
+        }
+      }
+    };
+    fill(oa), fill(ob);
+    std::vector<float> la = random_f32(static_cast<std::size_t>(N * H), 3.0f), lb = random_f32(static_cast<std::size_t>(N * H), 3.0f);
+    // Empty states in every combination, +inf and NaN counting as empty.
+    la[0] = -INFINITY, lb[0] = -INFINITY;
+    la[1] = INFINITY, lb[2] = NAN, la[3] = NAN, lb[3] = INFINITY, lb[4] = -INFINITY;
+    std::vector<uint8_t> o_ref(n * esz);
+    std::vector<float> l_ref(static_cast<std::size_t>(N * H));
+    auto t3 = [&](void* p, Device d) { return Tensor(p, dt, {N, H, D}, d); };
+    auto t2 = [&](void* p, Device d) { return Tensor(p, DType::f32, {N, H}, d); };
+    merge_states(t3(oa.data(), Device::cpu()), t2(la.data(), Device::cpu()), t3(ob.data(), Device::cpu()),
+                 t2(lb.data(), Device::cpu()), t3(o_ref.data(), Device::cpu()), t2(l_ref.data(), Device::cpu()));
+    const Device dev = Device::cuda(0);
+    DevBuf oa_d(oa), ob_d(ob), la_d(la), lb_d(lb), o_d(n * esz, 0xFF), l_d(l_ref.size() * 4, 0xFF);
+    merge_states(t3(oa_d.p, dev), t2(la_d.p, dev), t3(ob_d.p, dev), t2(lb_d.p, dev), t3(o_d.p, dev), t2(l_d.p, dev));
+    CUDA_OK(cudaDeviceSynchronize());
+    const auto o_got = o_d.get<uint8_t>();
+    std::vector<double> got(n), ref(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (dt == DType::f32) {
+        float a, b;
+        std::memcpy(&a, o_got.data() + 4 * i, 4), std::memcpy(&b, o_ref.data() + 4 * i, 4);
+        got[i] = a, ref[i] = b;
+      } else {
+        uint16_t a, b;
+        std::memcpy(&a, o_got.data() + 2 * i, 2), std::memcpy(&b, o_ref.data() + 2 * i, 2);
+        got[i] = num::bf16_to_f32(a), ref[i] = num::bf16_to_f32(b);
+      }
+    }
+    EXPECT_LE(rel_err(got, ref), dt == DType::f32 ? 1e-6 : 4e-3);
+    EXPECT_LE(attn::max_lse_diff(l_d.get<float>(), l_ref), 1e-5);
+    for (int k = 0; k < D; ++k) EXPECT_EQ(got[k], 0.0) << "both empty: o must be 0";
+  }
+}
+
+#endif  // MLAKV_WITH_CUDA
+
+}  // namespace
+}  // namespace mlakv::test
