@@ -118,7 +118,7 @@ TEST(Cli, DemoOnOneRankSkipsTheDcpRow) {
   const RunResult r = run_cli("demo --device cpu --batch 2 --context-lens 70 --steps 1 --heads 2 --dcp 1");
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(r.output.find("DCP alone"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("format alone"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("W=1 vs bf16 W=1"), std::string::npos) << r.output;
 }
 
 TEST(Cli, BenchWithoutAGpuExits2) {

@@ -330,10 +330,10 @@ struct Checker {
     }
     const char* s = o.status == Status::pass ? "PASS" : (o.status == Status::skip ? "SKIP" : "FAIL");
     (o.status == Status::pass ? passed : (o.status == Status::skip ? skipped : failed))++;
-    // Keep the table readable: long messages are cut, the full text goes to stderr.
+    // Keep the table readable: long messages are cut; a failure's full text goes to stderr.
     std::string note = o.note;
     if (note.size() > 90) {
-      std::cerr << op << " [" << fmt << "]: " << note << '\n';
+      if (o.status == Status::fail) std::cerr << op << " [" << fmt << "]: " << note << '\n';
       note = note.substr(0, 87) + "...";
     }
     table.add({op, fmt, s, o.figure, o.bound, note});
@@ -799,7 +799,7 @@ std::optional<Outcome> dcp_gpu_unavailable(const Checker& c) {
   if (!on_gpu(c) || gpu_world(c.device) >= 2) return std::nullopt;
   Outcome o;
   o.status = Status::skip;
-  o.note = "not available: DCP over NCCL needs 2+ GPUs (one rank per GPU); the CPU check runs it over the CPU group";
+  o.note = "not available: DCP over NCCL needs 2+ GPUs, one rank per GPU (--device cpu runs it)";
   return o;
 }
 
