@@ -191,6 +191,27 @@ Tensor DeviceBuffer::view(DType dtype, std::initializer_list<int64_t> shape) con
   return t;
 }
 
+DeviceCache::DeviceCache(Device device, const CacheDesc& d, float fp8_scale, uint8_t fill)
+    : bytes(device, static_cast<std::size_t>(d.total_bytes())),
+      scale(DeviceBuffer::from(device, std::vector<float>{fp8_scale})),
+      desc(d) {
+  bytes.fill(fill);
+}
+
+DeviceCache::DeviceCache(Device device, const CacheDesc& d, float fp8_scale, const std::vector<uint8_t>& contents)
+    : bytes(DeviceBuffer::from(device, contents)),
+      scale(DeviceBuffer::from(device, std::vector<float>{fp8_scale})),
+      desc(d) {
+  if (contents.size() != static_cast<std::size_t>(d.total_bytes()))
+    throw Error("DeviceCache: " + std::to_string(contents.size()) + " bytes given, the descriptor needs " +
+                std::to_string(d.total_bytes()));
+}
+
+Cache DeviceCache::view() const {
+  const bool scaled = desc.format == CacheFormat::fp8;
+  return Cache{bytes.data(), desc, bytes.device(), scaled ? static_cast<const float*>(scale.data()) : nullptr};
+}
+
 // ---------------------------------------------------------------------------------------------
 // Error figures
 

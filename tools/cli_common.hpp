@@ -81,6 +81,18 @@ class DeviceBuffer {
   std::size_t bytes_ = 0;
 };
 
+/// A paged cache in one device's memory, with the per-tensor scale an fp8 cache reads beside it.
+struct DeviceCache {
+  DeviceBuffer bytes, scale;
+  CacheDesc desc;
+  DeviceCache() = default;
+  /// Allocates desc.total_bytes() filled with `fill`.
+  DeviceCache(Device device, const CacheDesc& desc, float fp8_scale, uint8_t fill = 0);
+  /// Uploads existing cache bytes (desc.total_bytes() of them).
+  DeviceCache(Device device, const CacheDesc& desc, float fp8_scale, const std::vector<uint8_t>& contents);
+  Cache view() const;
+};
+
 /// ‖x − ref‖ / ‖ref‖ over finite reference entries; an entry where exactly one side is
 /// non-finite, or differs in kind (+inf vs −inf), makes it +inf. Both zero gives 0.
 double rel_err(const std::vector<double>& x, const std::vector<double>& ref);

@@ -378,10 +378,9 @@ WriteInputs make_write_inputs(Checker& c, const Workload& w) {
 
 std::vector<uint8_t> run_write(Device d, const Workload& w, CacheFormat f, const WriteInputs& in,
                                const std::vector<uint8_t>& initial) {
-  const CacheDesc desc = w.desc(f);
-  DeviceBuffer cache = DeviceBuffer::from(d, initial), scale = DeviceBuffer::from(d, std::vector<float>{w.fp8_scale});
+  const DeviceCache cache(d, w.desc(f), w.fp8_scale, initial);
   DeviceBuffer rows = DeviceBuffer::from(d, in.rows), slots = DeviceBuffer::from(d, in.slots);
-  const Cache cv{cache.data(), desc, d, f == CacheFormat::fp8 ? static_cast<const float*>(scale.data()) : nullptr};
+  const Cache cv = cache.view();
   const int64_t n_rows = static_cast<int64_t>(in.rows.size()) / in.stride;
   const Tensor sm(slots.data(), DType::i64, {in.tokens}, d);
   auto* base = static_cast<uint16_t*>(rows.data());
@@ -392,7 +391,7 @@ std::vector<uint8_t> run_write(Device d, const Workload& w, CacheFormat f, const
                 Tensor(base + 512, DType::bf16, {n_rows, 64}, {in.stride, 1}, d), sm, cv);
   }
   synchronize(d);
-  return cache.to_host<uint8_t>();
+  return cache.bytes.to_host<uint8_t>();
 }
 
 void check_writes(Checker& c) {
@@ -441,14 +440,13 @@ GatherInputs make_gather_inputs(Checker& c, const Workload& w) {
 /// Runs gather_cache (dequant = false, u8 rows) or gather_dequant_cache (bf16 or f32 rows).
 std::vector<uint8_t> run_gather(Device d, const Workload& w, CacheFormat f, const std::vector<uint8_t>& cache_bytes,
                                 const GatherInputs& g, bool dequant, DType out_dtype) {
-  const CacheDesc desc = w.desc(f);
-  DeviceBuffer cache = DeviceBuffer::from(d, cache_bytes), scale = DeviceBuffer::from(d, std::vector<float>{w.fp8_scale});
+  const DeviceCache cache(d, w.desc(f), w.fp8_scale, cache_bytes);
   DeviceBuffer table = DeviceBuffer::from(d, w.table), cu = DeviceBuffer::from(d, g.cu),
                starts = DeviceBuffer::from(d, g.starts);
   const int64_t width = dequant ? naive_row_width(f) : naive_token_bytes(f);
   DeviceBuffer out(d, static_cast<std::size_t>(g.rows * width) * dtype_size(out_dtype));
   out.fill(0xcc);
-  const Cache cv{cache.data(), desc, d, f == CacheFormat::fp8 ? static_cast<const float*>(scale.data()) : nullptr};
+  const Cache cv = cache.view();
   const Tensor bt(table.data(), DType::i32, {w.batch(), w.max_blocks}, d);
   const Tensor cs(cu.data(), DType::i32, {w.batch() + 1}, d);
   GatherOptions opts;
@@ -528,11 +526,10 @@ void check_dsv4_gather(Checker& c) {
     const std::size_t out_elems = static_cast<std::size_t>(w.batch() * max_rows * row_stride);
     const std::vector<uint16_t> initial(out_elems, num::f32_to_bf16(-3.0f));
     auto run = [&](Device d) {
-      DeviceBuffer cache = DeviceBuffer::from(d, bytes), table = DeviceBuffer::from(d, w.table),
-                   sl = DeviceBuffer::from(d, lens), gl = DeviceBuffer::from(d, glens),
-                   out = DeviceBuffer::from(d, initial);
-      const Cache cv{cache.data(), w.desc(CacheFormat::dsv4), d, nullptr};
-      dsv4_dequant_gather(cv, Tensor(table.data(), DType::i32, {w.batch(), w.max_blocks}, d),
+      const DeviceCache cache(d, w.desc(CacheFormat::dsv4), w.fp8_scale, bytes);
+      DeviceBuffer table = DeviceBuffer::from(d, w.table), sl = DeviceBuffer::from(d, lens),
+                   gl = DeviceBuffer::from(d, glens), out = DeviceBuffer::from(d, initial);
+      dsv4_dequant_gather(cache.view(), Tensor(table.data(), DType::i32, {w.batch(), w.max_blocks}, d),
                           Tensor(sl.data(), DType::i32, {w.batch()}, d),
                           Tensor(out.data(), DType::bf16, {w.batch(), max_rows, 512}, {max_rows * row_stride, row_stride, 1}, d),
                           Tensor(gl.data(), DType::i32, {w.batch()}, d), offset);
@@ -602,14 +599,14 @@ AttnResult naive_decode_all(const Workload& w, CacheFormat f, const std::vector<
 
 AttnResult run_decode(Device d, const Workload& w, CacheFormat f, const std::vector<uint8_t>& cache_bytes,
                       const std::vector<uint16_t>& q, int s_q, int heads, DType out_dtype) {
-  DeviceBuffer cache = DeviceBuffer::from(d, cache_bytes), scale = DeviceBuffer::from(d, std::vector<float>{w.fp8_scale});
+  const DeviceCache cache(d, w.desc(f), w.fp8_scale, cache_bytes);
   DeviceBuffer table = DeviceBuffer::from(d, w.table), qb = DeviceBuffer::from(d, q),
                lens = DeviceBuffer::from(d, std::vector<int32_t>(w.lens.begin(), w.lens.end()));
   const int64_t B = w.batch();
   DeviceBuffer out(d, static_cast<std::size_t>(B * s_q * heads * 512) * dtype_size(out_dtype));
   DeviceBuffer lse(d, static_cast<std::size_t>(B * s_q * heads) * 4);
   DeviceBuffer ws(d, mla_decode_workspace_size(w.batch(), s_q, heads, d));
-  const Cache cv{cache.data(), w.desc(f), d, f == CacheFormat::fp8 ? static_cast<const float*>(scale.data()) : nullptr};
+  const Cache cv = cache.view();
   DecodeParams p;
   p.softmax_scale = static_cast<float>(kScale);
   p.causal = true;
@@ -770,17 +767,14 @@ Shards write_shards(const std::vector<Device>& devices, const Workload& w, Cache
   out.caches.resize(static_cast<std::size_t>(world));
   run_ranks(world, [&](int r) {
     const Device d = devices[static_cast<std::size_t>(r)];
-    const CacheDesc desc = w.desc(f);
-    DeviceBuffer cache(d, static_cast<std::size_t>(desc.total_bytes()));
-    cache.fill(0);
-    DeviceBuffer scale = DeviceBuffer::from(d, std::vector<float>{w.fp8_scale}), table = DeviceBuffer::from(d, w.table),
-                 pos = DeviceBuffer::from(d, tok.positions), rq = DeviceBuffer::from(d, tok.reqs),
+    const DeviceCache cache(d, w.desc(f), w.fp8_scale);
+    DeviceBuffer table = DeviceBuffer::from(d, w.table), pos = DeviceBuffer::from(d, tok.positions), rq = DeviceBuffer::from(d, tok.reqs),
                  x = DeviceBuffer::from(d, tok.rows), slots(d, static_cast<std::size_t>(T) * 8);
     const Tensor sm(slots.data(), DType::i64, {T}, d);
     dcp::slot_mapping(pos.view(DType::i64, {T}), rq.view(DType::i32, {T}),
                       table.view(DType::i32, {w.batch(), w.max_blocks}), w.block_size,
                       DcpShard{world, r, w.interleave}, sm);
-    const Cache cv{cache.data(), desc, d, f == CacheFormat::fp8 ? static_cast<const float*>(scale.data()) : nullptr};
+    const Cache cv = cache.view();
     auto* base = static_cast<uint16_t*>(x.data());
     if (f == CacheFormat::dsv4)
       dsv4_write(x.view(DType::bf16, {T, 512}), sm, cv);
@@ -789,7 +783,7 @@ Shards write_shards(const std::vector<Device>& devices, const Workload& w, Cache
                   sm, cv);
     synchronize(d);
     out.slots[static_cast<std::size_t>(r)] = slots.to_host<int64_t>();
-    out.caches[static_cast<std::size_t>(r)] = cache.to_host<uint8_t>();
+    out.caches[static_cast<std::size_t>(r)] = cache.bytes.to_host<uint8_t>();
   });
   return out;
 }
@@ -848,14 +842,13 @@ AttnResult run_dcp_decode(Group& g, const Workload& w, CacheFormat f, const std:
   std::vector<std::vector<float>> lses(static_cast<std::size_t>(world));
   run_ranks(world, [&](int r) {
     const Device d = g.devices[static_cast<std::size_t>(r)];
-    DeviceBuffer cache = DeviceBuffer::from(d, caches[static_cast<std::size_t>(r)]),
-                 scale = DeviceBuffer::from(d, std::vector<float>{w.fp8_scale}), table = DeviceBuffer::from(d, w.table),
-                 qb = DeviceBuffer::from(d, q),
+    const DeviceCache cache(d, w.desc(f), w.fp8_scale, caches[static_cast<std::size_t>(r)]);
+    DeviceBuffer table = DeviceBuffer::from(d, w.table), qb = DeviceBuffer::from(d, q),
                  lens = DeviceBuffer::from(d, std::vector<int32_t>(w.lens.begin(), w.lens.end())),
                  out(d, static_cast<std::size_t>(B * s_q * local_heads * 512) * 2),
                  lse(d, static_cast<std::size_t>(B * s_q * local_heads) * 4),
                  ws(d, dcp::decode_workspace_size(w.batch(), s_q, local_heads, world, d));
-    const Cache cv{cache.data(), w.desc(f), d, f == CacheFormat::fp8 ? static_cast<const float*>(scale.data()) : nullptr};
+    const Cache cv = cache.view();
     // The rank's heads are a strided slice of the full query.
     const int64_t hs = static_cast<int64_t>(heads) * 576;
     const Tensor ql(static_cast<uint16_t*>(qb.data()) + static_cast<int64_t>(r) * local_heads * 576, DType::bf16,
@@ -897,12 +890,11 @@ std::vector<std::vector<float>> run_gather_context(Group& g, const Workload& w, 
   run_ranks(world, [&](int r) {
     const Device d = g.devices[static_cast<std::size_t>(r)];
     const CacheDesc desc = w.desc(f);
-    DeviceBuffer cache = DeviceBuffer::from(d, caches[static_cast<std::size_t>(r)]),
-                 scale = DeviceBuffer::from(d, std::vector<float>{w.fp8_scale}), table = DeviceBuffer::from(d, w.table),
-                 cub = DeviceBuffer::from(d, cu), sb = DeviceBuffer::from(d, starts),
+    const DeviceCache cache(d, desc, w.fp8_scale, caches[static_cast<std::size_t>(r)]);
+    DeviceBuffer table = DeviceBuffer::from(d, w.table), cub = DeviceBuffer::from(d, cu), sb = DeviceBuffer::from(d, starts),
                  out(d, static_cast<std::size_t>(rows * width) * 4),
                  ws(d, dcp::gather_context_workspace_size(desc, rows, w.batch(), world, w.interleave));
-    const Cache cv{cache.data(), desc, d, f == CacheFormat::fp8 ? static_cast<const float*>(scale.data()) : nullptr};
+    const Cache cv = cache.view();
     dcp::gather_context(*g.comms[static_cast<std::size_t>(r)], cv, table.view(DType::i32, {w.batch(), w.max_blocks}),
                         cub.view(DType::i32, {w.batch() + 1}), sb.view(DType::i32, {w.batch()}),
                         out.view(DType::f32, {rows, width}), w.interleave, Workspace{ws.data(), ws.bytes()});

@@ -58,14 +58,10 @@ constexpr Budget kDcpBudget{4e-3, 1e-3};
 struct Replica {
   Device device;
   DcpShard shard;
-  CacheDesc desc;
-  DeviceBuffer cache, scale, block_table, seq_lens;
+  DeviceCache cache;
+  DeviceBuffer block_table, seq_lens;
   DeviceBuffer rows, positions, token_to_req, slots;  // write staging
   DeviceBuffer q, out, lse, workspace;
-  Cache view() const {
-    const bool scaled = desc.format == CacheFormat::fp8;
-    return Cache{cache.data(), desc, device, scaled ? static_cast<const float*>(scale.data()) : nullptr};
-  }
 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -101,13 +97,12 @@ Replica make_replica(Device device, DcpShard shard, CacheFormat format, int bloc
   Replica r;
   r.device = device;
   r.shard = shard;
-  r.desc.format = format;
-  r.desc.block_size = block_size;
-  r.desc.num_blocks = std::max<int64_t>(paging.num_blocks, 1);
-  r.cache = DeviceBuffer(device, static_cast<std::size_t>(r.desc.total_bytes()));
-  // Never-written slots read as zeros rather than garbage, should anything ever look at them.
-  r.cache.fill(0);
-  r.scale = DeviceBuffer::from(device, std::vector<float>{fp8_scale});
+  CacheDesc desc;
+  desc.format = format;
+  desc.block_size = block_size;
+  desc.num_blocks = std::max<int64_t>(paging.num_blocks, 1);
+  // Zero-filled: never-written slots read as zeros rather than garbage, should anything look.
+  r.cache = DeviceCache(device, desc, fp8_scale);
   r.block_table = DeviceBuffer::from(device, paging.table);
   r.seq_lens = DeviceBuffer(device, sizeof(int32_t) * static_cast<std::size_t>(batch));
   const std::size_t staging = static_cast<std::size_t>(std::max<int64_t>(kPrefillChunk, batch));
@@ -137,13 +132,13 @@ void write_tokens(Replica& r, const uint16_t* rows, const int64_t* positions, co
   const Tensor req(r.token_to_req.data(), DType::i32, {count}, r.device);
   const Tensor slots(r.slots.data(), DType::i64, {count}, r.device);
   const Tensor table(r.block_table.data(), DType::i32, {batch, max_blocks}, r.device);
-  dcp::slot_mapping(pos, req, table, r.desc.block_size, r.shard, slots);
+  dcp::slot_mapping(pos, req, table, r.cache.desc.block_size, r.shard, slots);
   // The latent and rope halves are views of the same 576-wide rows, as an engine's kv_a
   // projection output is split: row stride 576, widths 512 and 64.
   auto* base = static_cast<uint16_t*>(r.rows.data());
   const Tensor kv_c(base, DType::bf16, {count, kLatentDim}, {kHeadDim, 1}, r.device);
   const Tensor k_pe(base + kLatentDim, DType::bf16, {count, kRopeDim}, {kHeadDim, 1}, r.device);
-  write_cache(kv_c, k_pe, slots, r.view());
+  write_cache(kv_c, k_pe, slots, r.cache.view());
 }
 
 /// Runs one decode over `heads` query heads starting at head `first_head` of the uploaded query.
@@ -163,11 +158,11 @@ void decode(Replica& r, Communicator* comm, int batch, int total_heads, int firs
     o.softmax_scale = kSoftmaxScale;
     o.interleave = r.shard.interleave;
     o.merge = merge;
-    dcp::decode(*comm, q, r.view(), table, lens, out, lse, o, ws);
+    dcp::decode(*comm, q, r.cache.view(), table, lens, out, lse, o, ws);
   } else {
     DecodeParams p;
     p.softmax_scale = kSoftmaxScale;
-    mla_decode(q, r.view(), table, lens, out, lse, p, ws);
+    mla_decode(q, r.cache.view(), table, lens, out, lse, p, ws);
   }
 }
 
