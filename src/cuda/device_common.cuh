@@ -1,12 +1,16 @@
-// Device primitives every kernel shares: vector types, 16-byte loads and stores, e4m3/bf16
-// conversion, paged-cache addressing.
+// Device primitives every kernel shares: vector types, 16-byte loads and stores with cache hints,
+// cp.async, e4m3 / bf16 / UE8M0 conversion, index tensors and paged-cache addressing.
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cstdint>
 
 namespace mlakv::cuda::dev {
+
+// ---------------------------------------------------------------------------------------------
+// Scalar conversions (bit-exact with mlakv::num on the host).
 
 /// e4m3 byte -> float, exact.
 __device__ __forceinline__ float e4m3_to_float(uint8_t c) {
@@ -33,9 +37,384 @@ __device__ __forceinline__ uint16_t float_to_bf16_bits(float x) {
   return *reinterpret_cast<uint16_t*>(&h);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Packed conversions: the forms the bandwidth kernels use (one instruction per two values).
+
+/// Four e4m3 bytes (byte 0 first) -> four floats: two cvt.rn.f16x2.e4m3x2 (exact: every e4m3
+/// value is a normal f16) and four f16 -> f32 widenings (exact).
+__device__ __forceinline__ void e4m3x4_to_float(uint32_t q, float* f) {
+  const float2 a = e4m3x2_to_float2(static_cast<uint16_t>(q & 0xffffu));
+  const float2 b = e4m3x2_to_float2(static_cast<uint16_t>(q >> 16));
+  f[0] = a.x;
+  f[1] = a.y;
+  f[2] = b.x;
+  f[3] = b.y;
+}
+
+/// Two floats -> two e4m3 bytes in the low 16 bits (x first): cvt.rn.satfinite.e4m3x2.f32, the
+/// same rounding as float_to_e4m3 per value.
+__device__ __forceinline__ uint32_t float2_to_e4m3x2(float x, float y) {
+  return static_cast<uint32_t>(__nv_cvt_float2_to_fp8x2(make_float2(x, y), __NV_SATFINITE, __NV_E4M3));
+}
+
+/// Four floats -> four e4m3 bytes packed little-endian.
+__device__ __forceinline__ uint32_t float4_to_e4m3x4(float a, float b, float c, float d) {
+  return float2_to_e4m3x2(a, b) | (float2_to_e4m3x2(c, d) << 16);
+}
+
+/// Two floats -> bf16x2 bits (x in the low half), round to nearest even: one cvt.rn.bf16x2.f32.
+__device__ __forceinline__ uint32_t float2_to_bf16x2(float x, float y) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+/// bf16x2 bits -> two floats (exact).
+__device__ __forceinline__ float bf16lo(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+
+/// UE8M0 byte -> 2^(b - 127) as a float, built from its bits. b = 0 is the subnormal 2^-127 and
+/// b = 255 is +inf, as ldexp gives on the host.
+__device__ __forceinline__ float ue8m0_to_float(uint32_t b) {
+  return __uint_as_float(b == 0 ? 0x00400000u : (b << 23));
+}
+
+/// The UE8M0 exponent e = ceil(log2(max(amax, 1e-4) / 448)) of a 64-group, read off the
+/// quotient's bits (exact, as the host's frexp). amax = inf gives 0, as glibc's frexp(inf) does.
+__device__ __forceinline__ int ue8m0_exponent(float amax) {
+  const uint32_t u = __float_as_uint(fmaxf(amax, 1e-4f) / 448.0f);
+  const int biased = static_cast<int>(u >> 23);
+  if (biased >= 255) return 0;
+  return biased - 127 + ((u & 0x7fffffu) != 0u ? 1 : 0);  // the quotient is >= 2.2e-7: always normal
+}
+
+/// 2^-e as a float for the e above (|e| < 127).
+__device__ __forceinline__ float exp2_neg(int e) { return __uint_as_float(static_cast<uint32_t>(127 - e) << 23); }
+
+// ---------------------------------------------------------------------------------------------
+// Vector types and memory access.
+
+template <int N> struct VecOf;
+template <> struct VecOf<1> { using type = uint8_t; };
+template <> struct VecOf<2> { using type = uint16_t; };
+template <> struct VecOf<4> { using type = uint32_t; };
+template <> struct VecOf<8> { using type = uint2; };
+template <> struct VecOf<16> { using type = uint4; };
+template <int N> using Vec = typename VecOf<N>::type;
+
+/// Read-only, streaming load (ld.global.nc.L1::no_allocate): cache data is read once, so it should
+/// not displace the block tables and scales that neighbouring lanes re-read from L1.
+__device__ __forceinline__ uint4 ld_stream16(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint2 ld_stream8(const void* p) {
+  uint2 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint32_t ld_stream4(const void* p) {
+  uint32_t v;
+  asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+
+/// Streaming store (st.global.cs): outputs are written once and not re-read by this kernel.
+__device__ __forceinline__ void st_stream16(void* p, uint4 v) {
+  asm volatile("st.global.cs.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
+__device__ __forceinline__ void st_stream8(void* p, uint2 v) {
+  asm volatile("st.global.cs.v2.u32 [%0], {%1, %2};" ::"l"(p), "r"(v.x), "r"(v.y) : "memory");
+}
+
+/// Loads N bytes. Aligned: one access of N bytes (the address must be N-aligned). Otherwise byte
+/// by byte, for views whose pointers or strides are not aligned (slow, but never wrong).
+template <int N, bool Aligned> __device__ __forceinline__ Vec<N> load(const void* p) {
+  if constexpr (Aligned) {
+    if constexpr (N == 16) return ld_stream16(p);
+    else if constexpr (N == 8) return ld_stream8(p);
+    else if constexpr (N == 4) return ld_stream4(p);
+    else return __ldg(static_cast<const Vec<N>*>(p));
+  } else {
+    union {
+      Vec<N> v;
+      uint8_t b[N];
+    } u;
+#pragma unroll
+    for (int i = 0; i < N; ++i) u.b[i] = __ldg(static_cast<const uint8_t*>(p) + i);
+    return u.v;
+  }
+}
+
+template <int N, bool Aligned> __device__ __forceinline__ void store(void* p, Vec<N> v) {
+  if constexpr (Aligned) {
+    if constexpr (N == 16) st_stream16(p, v);
+    else if constexpr (N == 8) st_stream8(p, v);
+    else *static_cast<Vec<N>*>(p) = v;
+  } else {
+    union {
+      Vec<N> v;
+      uint8_t b[N];
+    } u;
+    u.v = v;
+#pragma unroll
+    for (int i = 0; i < N; ++i) static_cast<uint8_t*>(p)[i] = u.b[i];
+  }
+}
+
+/// Words of a vector, for code that handles 8- and 16-byte vectors alike.
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+__device__ __forceinline__ uint32_t word(const uint2& v, int i) { return i == 0 ? v.x : v.y; }
+
+// cp.async (global -> shared, 16 bytes, bypassing L1); src_bytes < 16 zero-fills the rest.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes = 16) {
+  const auto s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int Pending> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(Pending) : "memory");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Index tensors and paged addressing.
+
+/// A 1-D int32 or int64 tensor on the device (stride in elements); null means absent.
+struct IndexVec {
+  const void* data = nullptr;
+  int64_t stride = 1;
+  bool is64 = false;
+
+  __device__ __forceinline__ int64_t operator[](int64_t i) const {
+    return is64 ? __ldg(static_cast<const int64_t*>(data) + i * stride)
+                : static_cast<int64_t>(__ldg(static_cast<const int32_t*>(data) + i * stride));
+  }
+  __host__ __device__ bool present() const { return data != nullptr; }
+};
+
+/// A block table [rows, cols] of int32 (strides in elements).
+struct BlockTable {
+  const int32_t* data = nullptr;
+  int64_t stride0 = 0, stride1 = 1;
+  int64_t cols = 0;
+
+  /// Physical block of (row, logical block), or -1 when the logical block is past the table.
+  __device__ __forceinline__ int64_t at(int64_t row, int64_t col) const {
+    if (col < 0 || col >= cols) return -1;
+    return __ldg(data + row * stride0 + col * stride1);
+  }
+};
+
+/// A paged cache as the kernels see it.
+struct Paged {
+  uint8_t* base = nullptr;
+  int64_t block_stride = 0;  ///< bytes
+  int64_t num_blocks = 0;
+  int block_size = 1;
+
+  /// Block-table entries come from device memory the host never saw: any entry outside
+  /// [0, num_blocks) is treated as absent (the row is skipped), never dereferenced.
+  __device__ __forceinline__ bool valid_block(int64_t b) const { return b >= 0 && b < num_blocks; }
+  __device__ __forceinline__ uint8_t* block(int64_t b) const { return base + b * block_stride; }
+};
+
 /// Byte address of slot `slot` in a paged cache (token `slot % bs` of block `slot / bs`).
 __device__ __forceinline__ int64_t block_of(int64_t slot, int block_size) { return slot / block_size; }
 
 template <class T> __device__ __forceinline__ T ldg_stream(const T* p) { return __ldcs(p); }
 
+/// Splits a slot known to lie in [0, capacity) into (block, index in block). 32-bit division
+/// when the capacity allows it: a 64-bit division is a ~70-instruction software routine.
+__device__ __forceinline__ void split_slot(int64_t slot, int block_size, bool small, int64_t& blk, int& k) {
+  if (small) {
+    const uint32_t s = static_cast<uint32_t>(slot), b = static_cast<uint32_t>(block_size);
+    const uint32_t q = s / b;
+    blk = q;
+    k = static_cast<int>(s - q * b);
+  } else {
+    blk = slot / block_size;
+    k = static_cast<int>(slot - blk * block_size);
+  }
+}
+
 }  // namespace mlakv::cuda::dev
+
+// ---------------------------------------------------------------------------------------------
+// One cached token's layout per format, and its dequantization in 16-byte output items.
+// Used by the dequantizing gathers (ops 3 and 5).
+
+#include "mlakv/format.hpp"
+
+namespace mlakv::cuda::dev {
+
+template <CacheFormat F> struct TokenGeom {
+  /// Bytes from one token's data to the next inside a block (dsv4: data region only).
+  static constexpr int kDataStride = F == CacheFormat::bf16 ? 1152 : F == CacheFormat::fp8 ? 576
+                                     : F == CacheFormat::fp8_ds_mla ? 656 : 576;
+  static constexpr int kWidth = F == CacheFormat::dsv4 ? 512 : 576;  ///< dequantized row width
+  static constexpr int kQuant = F == CacheFormat::bf16 ? 0 : F == CacheFormat::fp8 ? 576
+                                : F == CacheFormat::fp8_ds_mla ? 512 : 448;  ///< e4m3 values
+  static constexpr int kRopeOffset = F == CacheFormat::fp8_ds_mla ? 528 : F == CacheFormat::dsv4 ? 448 : 0;
+  static constexpr int kGroup = F == CacheFormat::fp8_ds_mla ? 128 : 64;  ///< values per scale
+};
+
+/// Dequantizes a token into rows of Out (bf16 or float). An item is one 16-byte load of the
+/// token: 16 e4m3 values (plus their scale) or 8 bf16 values; it becomes 32 or 64 bytes (e4m3)
+/// or 16 or 32 bytes (bf16) of output, in 16-byte stores.
+template <CacheFormat F, class Out> struct RowCodec {
+  using G = TokenGeom<F>;
+  static constexpr int kOutBytes = static_cast<int>(sizeof(Out));
+  static constexpr int kQuantItems = G::kQuant / 16;
+  static constexpr int kRopeItems = (G::kWidth - G::kQuant) / 8;  // bf16 values: the rope, or a bf16 row
+  static constexpr int kItems = kQuantItems + kRopeItems;
+  static_assert(G::kQuant % 16 == 0 && G::kGroup % 16 == 0 && G::kRopeOffset % 16 == 0);
+
+  struct Raw {
+    uint4 v;     // 16 e4m3 bytes or 8 bf16 values
+    uint32_t s;  // the item's scale: float bits (fp8_ds_mla) or UE8M0 byte (dsv4)
+  };
+
+  /// tok: the token's data; scales: its UE8M0 bytes (dsv4 only).
+  template <bool A> __device__ __forceinline__ static void load_item(const uint8_t* tok, const uint8_t* scales, int c,
+                                                                      Raw& r) {
+    if (kQuantItems > 0 && (kRopeItems == 0 || c < kQuantItems)) {
+      r.v = load<16, A>(tok + 16 * c);
+      if constexpr (F == CacheFormat::fp8_ds_mla) {
+        const uint8_t* sp = tok + G::kQuant + 4 * (16 * c / G::kGroup);
+        if constexpr (A) r.s = __ldg(reinterpret_cast<const uint32_t*>(sp));  // shared by 8 lanes: keep in L1
+        else r.s = load<4, false>(sp);
+      } else if constexpr (F == CacheFormat::dsv4) {
+        r.s = __ldg(scales + 16 * c / G::kGroup);
+      }
+    } else {
+      r.v = load<16, A>(tok + G::kRopeOffset + 16 * (c - kQuantItems));
+    }
+  }
+
+  template <bool A> __device__ __forceinline__ static void store_item(uint8_t* dst, int c, const Raw& r,
+                                                                       float tensor_scale) {
+    if (kQuantItems > 0 && (kRopeItems == 0 || c < kQuantItems)) {
+      float s;
+      if constexpr (F == CacheFormat::fp8) s = tensor_scale;
+      else if constexpr (F == CacheFormat::fp8_ds_mla) s = __uint_as_float(r.s);
+      else s = ue8m0_to_float(r.s);
+      // Every product rounds once, as the host's float(q) * scale; bf16 then rounds to nearest even.
+      float f[16];
+      e4m3x4_to_float(r.v.x, f);
+      e4m3x4_to_float(r.v.y, f + 4);
+      e4m3x4_to_float(r.v.z, f + 8);
+      e4m3x4_to_float(r.v.w, f + 12);
+      uint8_t* o = dst + 16 * kOutBytes * c;
+      if constexpr (kOutBytes == 2) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          store<16, A>(o + 16 * h, make_uint4(float2_to_bf16x2(f[8 * h] * s, f[8 * h + 1] * s),
+                                              float2_to_bf16x2(f[8 * h + 2] * s, f[8 * h + 3] * s),
+                                              float2_to_bf16x2(f[8 * h + 4] * s, f[8 * h + 5] * s),
+                                              float2_to_bf16x2(f[8 * h + 6] * s, f[8 * h + 7] * s)));
+      } else {
+#pragma unroll
+        for (int h = 0; h < 4; ++h)
+          store<16, A>(o + 16 * h, make_uint4(__float_as_uint(f[4 * h] * s), __float_as_uint(f[4 * h + 1] * s),
+                                              __float_as_uint(f[4 * h + 2] * s), __float_as_uint(f[4 * h + 3] * s)));
+      }
+    } else {
+      uint8_t* o = dst + kOutBytes * (G::kQuant + 8 * (c - kQuantItems));
+      if constexpr (kOutBytes == 2) {
+        store<16, A>(o, r.v);  // bf16 -> bf16: a copy
+      } else {
+        store<16, A>(o, make_uint4(__float_as_uint(bf16lo(r.v.x)), __float_as_uint(bf16hi(r.v.x)),
+                                   __float_as_uint(bf16lo(r.v.y)), __float_as_uint(bf16hi(r.v.y))));
+        store<16, A>(o + 16, make_uint4(__float_as_uint(bf16lo(r.v.z)), __float_as_uint(bf16hi(r.v.z)),
+                                        __float_as_uint(bf16lo(r.v.w)), __float_as_uint(bf16hi(r.v.w))));
+      }
+    }
+  }
+};
+
+/// Rows per warp tile for a codec: 9 copied items (144 bytes of loads) in flight per lane, or ~6
+/// dequantized ones, whose conversions need more registers (more would spill).
+template <class C> inline constexpr int kTileRows = (C::kQuantItems > 0 ? 192 : 288) / C::kItems;
+
+/// a / b and a % b for a >= 0, in 32 bits when a fits (the common case).
+__device__ __forceinline__ void divmod_pos(int64_t a, int b, int64_t& q, int& r) {
+  if ((a >> 31) == 0) {
+    const uint32_t ua = static_cast<uint32_t>(a), ub = static_cast<uint32_t>(b);
+    const uint32_t uq = ua / ub;
+    q = uq;
+    r = static_cast<int>(ua - uq * ub);
+  } else {
+    q = a / b;
+    r = static_cast<int>(a - q * b);
+  }
+}
+
+/// The rows of one warp tile in flight. Lane j < RW holds row j's physical block (-1: skip the
+/// row, leaving its output untouched) and index in block; load() issues every load of the tile
+/// (U items a lane) and store() converts and writes them, row j at dst0 + j * dst_stride. Kernels
+/// resolve the next tile's rows between the two, so that lookup hides under these loads.
+template <CacheFormat F, class Out, int RW, bool A> struct TileInFlight {
+  using C = RowCodec<F, Out>;
+  using G = TokenGeom<F>;
+  static constexpr int kTileItems = RW * C::kItems;
+  static constexpr int U = (kTileItems + 31) / 32;
+  typename C::Raw raw[U];
+  int blk[U];
+
+  __device__ __forceinline__ void load(const Paged& cache, int my_blk, int my_k) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int item = u * 32 + lane;
+      const int r = item / C::kItems, c = item - r * C::kItems;
+      blk[u] = __shfl_sync(0xffffffffu, my_blk, r & 31);
+      const int k = __shfl_sync(0xffffffffu, my_k, r & 31);
+      if (item >= kTileItems) blk[u] = -1;
+      if (blk[u] >= 0) {
+        const uint8_t* block = cache.block(blk[u]);
+        const uint8_t* scales =
+            F == CacheFormat::dsv4 ? block + static_cast<int64_t>(G::kDataStride) * cache.block_size + 8 * k : nullptr;
+        C::template load_item<A>(block + static_cast<int64_t>(G::kDataStride) * k, scales, c, raw[u]);
+      }
+    }
+  }
+
+  __device__ __forceinline__ void store(uint8_t* dst0, int64_t dst_stride, float tensor_scale) const {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int item = u * 32 + lane;
+      const int r = item / C::kItems, c = item - r * C::kItems;
+      if (blk[u] >= 0) C::template store_item<A>(dst0 + r * dst_stride, c, raw[u], tensor_scale);
+    }
+  }
+};
+
+}  // namespace mlakv::cuda::dev
+
+#include <cuda_runtime.h>
+
+namespace mlakv::cuda {
+
+/// Grid for a grid-stride kernel: enough CTAs for `want` units of work, at most as many as fit
+/// on the device at once (so the tail is one partial wave, not a second queue of CTAs).
+/// The occupancy is a host-side query (no stream work), cached per kernel.
+template <auto Kernel> int persistent_grid(int threads, int64_t want, int sms) {
+  static const int per_sm = [&] {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, threads, 0) != cudaSuccess || n < 1) {
+      cudaGetLastError();
+      n = 1;
+    }
+    return n;
+  }();
+  const int64_t cap = static_cast<int64_t>(per_sm) * sms;
+  return static_cast<int>(want < cap ? (want < 1 ? 1 : want) : cap);
+}
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+}  // namespace mlakv::cuda
