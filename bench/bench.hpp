@@ -15,5 +15,7 @@ struct BenchOptions {
 /// Each returns a process exit code (0 ok); they throw mlakv::Error when no GPU is usable.
 int run_cache(const BenchOptions& opts);
 int run_decode(const BenchOptions& opts);
+/// DCP decode step at W = 1 and 2, context gather with FP8 vs bf16 on the wire, KV bytes per GPU.
+int run_dcp(const BenchOptions& opts);
 
 }  // namespace mlakv::bench

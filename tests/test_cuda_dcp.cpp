@@ -263,7 +263,9 @@ void expect_merged_equal(const OutBuffers& want, const std::vector<uint8_t>& out
   // the padding between rows untouched on both.
   std::size_t bad = 0;
   for (std::size_t i = 0; i < a.size(); ++i)
-    if (!(std::fabs(a[i] - b[i]) <= (f32 ? 1e-5 : 1.0 / 64) * std::fabs(b[i]) + 1e-6)) ++bad;
+    if (!(std::fabs(a[i] - b[i]) <= (f32 ? 1e-5 : 1.0 / 64) * std::fabs(b[i]) + 1e-6)) {
+      if (bad++ < 4) ADD_FAILURE() << "element " << i << ": got " << a[i] << ", want " << b[i];
+    }
   EXPECT_EQ(bad, 0u);
   EXPECT_LE(max_lse_diff(lse, want.lse), 1e-5);
 }
@@ -309,12 +311,13 @@ TEST(CudaDcpKernels, PackPartialsAndMergePackedMatchCpu) {
         EXPECT_TRUE(same_bytes(got, want));
 
         // Merge what a rank would receive: here the packed blocks themselves, as W senders.
-        for (DType dt : {DType::f32, DType::bf16}) {
-          SCOPED_TRACE(dtype_name(dt));
+        for (DType dt : {DType::f32, DType::bf16})
+          for (int64_t pad : {int64_t{0}, int64_t{1}}) {
+          SCOPED_TRACE(std::string(dtype_name(dt)) + " pad=" + std::to_string(pad));
           const int64_t B = T, S = 1;
-          OutBuffers w(B, S, N, dt, 0);
+          OutBuffers w(B, S, N, dt, pad);
           cpu_k().merge_packed(want.data(), W, T, N, w.out_view(w.out.data()), w.lse_view(w.lse.data()), {});
-          OutBuffers init(B, S, N, dt, 0);
+          OutBuffers init(B, S, N, dt, pad);
           DevMem dout(0, init.out), dlse(0, init.lse);
           gpu_k().merge_packed(dp.as<float>(), W, T, N, on(dout, init.out_view(nullptr), 0),
                                on(dlse, init.lse_view(nullptr), 0), {});

@@ -17,9 +17,9 @@ CommandFn add_bench_command(CLI::App& root) {
   auto what = std::make_shared<std::string>();
   auto opts = std::make_shared<mlakv::bench::BenchOptions>();
   CLI::App* app = root.add_subcommand("bench", "Time the CUDA kernels against the device-to-device copy ceiling");
-  app->add_option("what", *what, "cache (writes and gathers) or decode (mla_decode)")
+  app->add_option("what", *what, "cache (writes and gathers), decode (mla_decode) or dcp (DCP over 2 GPUs)")
       ->required()
-      ->check(CLI::IsMember({"cache", "decode"}));
+      ->check(CLI::IsMember({"cache", "decode", "dcp"}));
   app->add_option("--device", opts->device, "CUDA device index")->capture_default_str()->check(CLI::NonNegativeNumber);
   app->add_option("--json", opts->json_path, "also write the results as JSON to this file");
   app->add_option("--iters", opts->iters, "timed repetitions per case (the median is reported)")
@@ -40,6 +40,7 @@ CommandFn add_bench_command(CLI::App& root) {
       std::cerr << "mlakv bench: --device " << opts->device << ": only " << n << " CUDA device(s) visible\n";
       return 2;
     }
+    if (*what == "dcp") return mlakv::bench::run_dcp(*opts);
     return *what == "cache" ? mlakv::bench::run_cache(*opts) : mlakv::bench::run_decode(*opts);
   };
 }

@@ -26,7 +26,6 @@ using mlakv::cuda::to_cuda;
 constexpr int K = kHeadDim;    // 576
 constexpr int D = kLatentDim;  // 512
 constexpr int kThreads = 256;
-constexpr int kWarpsPerBlock = kThreads / 32;
 
 // ---- host helpers -------------------------------------------------------------------------------
 
@@ -66,24 +65,42 @@ __device__ __forceinline__ int64_t local_length_of(int64_t L, int rank, int worl
   return base + (extra < 0 ? 0 : (extra > interleave ? interleave : extra));
 }
 
-// 16-, 8- and 4-byte accesses; the unaligned forms go byte by byte (views with odd strides).
+// 16-, 8- and 4-byte accesses; the unaligned forms go byte by byte (views with odd strides),
+// assembling the words with shifts.
 template <int N> struct Bytes;
 template <> struct Bytes<16> { using type = uint4; };
 template <> struct Bytes<8> { using type = uint2; };
-template <> struct Bytes<4> { using type = uint32_t; };
 template <int N> using BytesT = typename Bytes<N>::type;
+
+__device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+__device__ __forceinline__ uint32_t word_of(const uint2& v, int i) { return i == 0 ? v.x : v.y; }
+__device__ __forceinline__ void set_word(uint4& v, int i, uint32_t w) {
+  if (i == 0) v.x = w;
+  else if (i == 1) v.y = w;
+  else if (i == 2) v.z = w;
+  else v.w = w;
+}
+__device__ __forceinline__ void set_word(uint2& v, int i, uint32_t w) {
+  if (i == 0) v.x = w;
+  else v.y = w;
+}
 
 template <int N, bool Aligned> __device__ __forceinline__ BytesT<N> load_bytes(const void* p) {
   if constexpr (Aligned) {
     return __ldg(static_cast<const BytesT<N>*>(p));
   } else {
-    union {
-      BytesT<N> v;
-      uint8_t b[N];
-    } u;
+    const auto* b = static_cast<const uint8_t*>(p);
+    BytesT<N> v;
 #pragma unroll
-    for (int i = 0; i < N; ++i) u.b[i] = __ldg(static_cast<const uint8_t*>(p) + i);
-    return u.v;
+    for (int w = 0; w < N / 4; ++w) {
+      uint32_t x = 0;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) x |= static_cast<uint32_t>(__ldg(b + 4 * w + i)) << (8 * i);
+      set_word(v, w, x);
+    }
+    return v;
   }
 }
 
@@ -91,18 +108,14 @@ template <int N, bool Aligned> __device__ __forceinline__ void store_bytes(void*
   if constexpr (Aligned) {
     *static_cast<BytesT<N>*>(p) = v;
   } else {
-    union {
-      BytesT<N> v;
-      uint8_t b[N];
-    } u;
-    u.v = v;
+    auto* b = static_cast<uint8_t*>(p);
 #pragma unroll
-    for (int i = 0; i < N; ++i) static_cast<uint8_t*>(p)[i] = u.b[i];
+    for (int w = 0; w < N / 4; ++w) {
+      const uint32_t x = word_of(v, w);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) b[4 * w + i] = static_cast<uint8_t>(x >> (8 * i));
+    }
   }
-}
-
-__device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
 __device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
@@ -133,8 +146,14 @@ __device__ __forceinline__ float ue8m0(uint32_t b) { return __uint_as_float(b ==
 
 // Stores V consecutive floats (V = 4 or 8) to a bf16 or f32 row. Vec: the address is aligned to
 // the store's full width (8/16 bytes for bf16, 16 for f32).
+template <bool F32> __device__ __forceinline__ void store_value(void* p, float v);
+
 template <int V, bool F32, bool Vec> __device__ __forceinline__ void store_values(void* p, const float* v) {
-  if constexpr (F32) {
+  if constexpr (!Vec) {  // element-aligned only: one store per value
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+      store_value<F32>(F32 ? static_cast<void*>(static_cast<float*>(p) + i) : static_cast<void*>(static_cast<uint16_t*>(p) + i), v[i]);
+  } else if constexpr (F32) {
 #pragma unroll
     for (int i = 0; i < V; i += 4) {
       const uint4 w{__float_as_uint(v[i]), __float_as_uint(v[i + 1]), __float_as_uint(v[i + 2]),
@@ -577,17 +596,34 @@ struct CacheView {
   int token_bytes;
 };
 
-// One warp per packed row. Chunk: 16 bytes (bf16, fp8, fp8_ds_mla: every token and row starts
-// 16-aligned) or 8 bytes (dsv4: 584-byte packed rows; the scale bytes are chunk 72).
+// Splits a flat item index into (row, chunk): 32-bit division when the count allows (a 64-bit
+// one is a long software sequence, paid once per 8 or 16 bytes moved here).
+__device__ __forceinline__ void split_item(int64_t it, int chunks, bool small, int64_t& row, int& c) {
+  if (small) {
+    const uint32_t u = static_cast<uint32_t>(it), q = u / static_cast<uint32_t>(chunks);
+    row = q;
+    c = static_cast<int>(u - q * static_cast<uint32_t>(chunks));
+  } else {
+    row = it / chunks;
+    c = static_cast<int>(it - row * chunks);
+  }
+}
+
+// One thread per chunk of a packed row, so that short rows (36 chunks for fp8) keep every lane
+// busy. Chunk: 16 bytes (bf16, fp8, fp8_ds_mla: every token and row starts 16-aligned) or 8
+// bytes (dsv4: 584-byte packed rows; the scale bytes are chunk 72).
 template <int V, bool Dsv4, bool SrcAligned, bool DstAligned>
 __global__ void pack_context_kernel(CacheView cache, const int32_t* table, int64_t table_stride, int64_t max_blocks,
                                     dev::IndexVec seq_starts, int64_t batch, int world, const int32_t* mine,
                                     uint8_t* dst) {
-  const int lane = threadIdx.x % 32;
-  const int64_t warp = grid_index() / 32, warps = grid_threads() / 32;
   const int64_t rows = __ldg(mine + batch);
-  const int chunks = cache.token_bytes / V;  // dsv4: 72 data chunks, then the scales
-  for (int64_t row = warp; row < rows; row += warps) {
+  const int chunks = cache.token_bytes / V;
+  const int64_t items = rows * chunks;
+  const bool small = items < (int64_t{1} << 31);
+  for (int64_t it = grid_index(); it < items; it += grid_threads()) {
+    int64_t row;
+    int c;
+    split_item(it, chunks, small, row, c);
     const int64_t b = upper_index([&](int64_t i) { return static_cast<int64_t>(__ldg(mine + i)); }, batch, row);
     const int64_t start = seq_starts[b];
     if (start < 0) continue;
@@ -598,16 +634,13 @@ __global__ void pack_context_kernel(CacheView cache, const int32_t* table, int64
     if (id < 0 || id >= cache.num_blocks) continue;
     const int64_t k = j - col * cache.block_size;
     const uint8_t* blk = cache.base + id * cache.stride;
-    uint8_t* out = dst + row * cache.token_bytes;
-    for (int c = lane; c < chunks; c += 32) {
-      const uint8_t* src;
-      if constexpr (Dsv4) {
-        src = c < 72 ? blk + k * 576 + c * 8 : blk + static_cast<int64_t>(cache.block_size) * 576 + k * 8;
-      } else {
-        src = blk + k * cache.token_bytes + c * V;
-      }
-      store_bytes<V, DstAligned>(out + c * V, load_bytes<V, SrcAligned>(src));
+    const uint8_t* src;
+    if constexpr (Dsv4) {
+      src = c < 72 ? blk + k * 576 + c * 8 : blk + static_cast<int64_t>(cache.block_size) * 576 + k * 8;
+    } else {
+      src = blk + k * cache.token_bytes + c * V;
     }
+    store_bytes<V, DstAligned>(dst + row * cache.token_bytes + c * V, load_bytes<V, SrcAligned>(src));
   }
 }
 
@@ -625,7 +658,7 @@ void pack_context(const Cache& cache, const Tensor& block_table, const Tensor& /
   const bool dst_al = aligned(dst, v);
   const int32_t* mine = offsets + static_cast<int64_t>(shard.rank) * (batch + 1);
   // The row count is on the device: one wave of warps walks them grid-stride.
-  const int blocks = cuda::sm_count(cache.device.index) * 4;
+  const int blocks = cuda::sm_count(cache.device.index) * 8;
   auto launch = [&](auto kernel) {
     kernel<<<blocks, kThreads, 0, to_cuda(stream)>>>(view, block_table.ptr<const int32_t>(), block_table.stride[0],
                                                      block_table.shape[1], index_vec(seq_starts), batch, shard.world,
@@ -641,15 +674,15 @@ void pack_context(const Cache& cache, const Tensor& block_table, const Tensor& /
   check_launch("dcp pack_context");
 }
 
-// Decodes one packed token (one warp, lanes over chunks) into an output row.
+// Decodes chunks first, first + step, ... of one packed token into an output row.
 template <CacheFormat F, bool F32, bool Vec>
-__device__ __forceinline__ void decode_row(const uint8_t* tok, float scale, void* row, int lane) {
+__device__ __forceinline__ void decode_row(const uint8_t* tok, float scale, void* row, int first, int step) {
   auto at = [&](int elem) -> void* {
     if constexpr (F32) return static_cast<float*>(row) + elem;
     else return static_cast<uint16_t*>(row) + elem;
   };
   if constexpr (F == CacheFormat::bf16) {
-    for (int c = lane; c < 72; c += 32) {
+    for (int c = first; c < 72; c += step) {
       const uint4 v = load_bytes<16, true>(tok + c * 16);
       if constexpr (F32) {
         float f[8];
@@ -663,7 +696,7 @@ __device__ __forceinline__ void decode_row(const uint8_t* tok, float scale, void
   } else if constexpr (F == CacheFormat::fp8 || F == CacheFormat::fp8_ds_mla) {
     constexpr int kLatentChunks = F == CacheFormat::fp8 ? 36 : 32;  // 16 e4m3 each
     constexpr int kChunks = kLatentChunks + (F == CacheFormat::fp8 ? 0 : 8);
-    for (int c = lane; c < kChunks; c += 32) {
+    for (int c = first; c < kChunks; c += step) {
       if (c < kLatentChunks) {
         const float s = F == CacheFormat::fp8 ? scale : __ldg(reinterpret_cast<const float*>(tok + 512) + c / 8);
         const uint4 v = load_bytes<16, true>(tok + c * 16);
@@ -687,7 +720,7 @@ __device__ __forceinline__ void decode_row(const uint8_t* tok, float scale, void
       }
     }
   } else {  // dsv4: 8-byte chunks (packed rows are 584 bytes); 56 of e4m3, 16 of bf16 rope
-    for (int c = lane; c < 72; c += 32) {
+    for (int c = first; c < 72; c += step) {
       const uint2 v = load_bytes<8, true>(tok + c * 8);
       if (c < 56) {
         const float s = ue8m0(__ldg(tok + 576 + c / 8));
@@ -710,18 +743,28 @@ __device__ __forceinline__ void decode_row(const uint8_t* tok, float scale, void
   }
 }
 
-// One warp per output row: find its request, its owner rank and the packed row there.
+// Chunks a packed row of format F decodes in: 16 bytes (8 for dsv4's 584-byte rows).
+template <CacheFormat F> constexpr int unpack_chunks() {
+  return F == CacheFormat::bf16 ? 72 : F == CacheFormat::fp8 ? 36 : F == CacheFormat::fp8_ds_mla ? 40 : 72;
+}
+
+// One thread per chunk of an output row: find the row's request, its owner rank and the packed
+// row there.
 template <CacheFormat F, bool F32, bool Vec>
 __global__ void unpack_context_kernel(const uint8_t* recv, int64_t capacity, const float* scale_ptr,
                                       dev::IndexVec cu, int64_t batch, int world, int interleave,
                                       const int32_t* offsets, void* out, int64_t out_stride, int64_t out_rows) {
   constexpr int64_t kTokenBytes = F == CacheFormat::bf16 ? 1152 : F == CacheFormat::fp8 ? 576
                                   : F == CacheFormat::fp8_ds_mla ? 656 : 584;
-  const int lane = threadIdx.x % 32;
-  const int64_t warp = grid_index() / 32, warps = grid_threads() / 32;
+  constexpr int kChunks = unpack_chunks<F>();
   const float scale = F == CacheFormat::fp8 ? __ldg(scale_ptr) : 1.0f;
-  for (int64_t o = warp; o < out_rows; o += warps) {
-    if (o < cu[0]) continue;
+  const int64_t first = cu[0], items = out_rows * kChunks;
+  const bool small = items < (int64_t{1} << 31);
+  for (int64_t it = grid_index(); it < items; it += grid_threads()) {
+    int64_t o;
+    int c;
+    split_item(it, kChunks, small, o, c);
+    if (o < first) continue;
     const int64_t b = upper_index([&](int64_t i) { return cu[i]; }, batch + 1, o);
     if (b >= batch) continue;  // past the last chunk
     const int64_t lo = cu[b];
@@ -733,7 +776,7 @@ __global__ void unpack_context_kernel(const uint8_t* recv, int64_t capacity, con
     const uint8_t* tok = recv + (r * capacity + src) * kTokenBytes;
     void* row = F32 ? static_cast<void*>(static_cast<float*>(out) + o * out_stride)
                     : static_cast<void*>(static_cast<uint16_t*>(out) + o * out_stride);
-    decode_row<F, F32, Vec>(tok, scale, row, lane);
+    decode_row<F, F32, Vec>(tok, scale, row, c, kChunks);
   }
 }
 
@@ -743,8 +786,7 @@ void launch_unpack(const uint8_t* recv, int64_t capacity, const float* scale, co
   const int64_t batch = cu_seq_lens.shape[0] - 1, rows = out.shape[0];
   const bool f32 = out.dtype == DType::f32;
   const bool vec = rows_aligned(out, 1, 16);
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock,
-                                                                  int64_t{1} << 20));
+  const unsigned blocks = blocks_for(rows * unpack_chunks<F>());
   auto launch = [&](auto kernel) {
     kernel<<<blocks, kThreads, 0, stream>>>(recv, capacity, scale, index_vec(cu_seq_lens), batch, world, interleave,
                                             offsets, out.data, out.stride[0], rows);
