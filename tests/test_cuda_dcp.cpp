@@ -440,9 +440,10 @@ TEST(CudaDcpKernels, PackAndUnpackContextMatchCpuBitExactlyForEveryFormat) {
           for (int r = 0; r < W; ++r) {
             SCOPED_TRACE(std::string(format_name(f)) + " W=" + std::to_string(W) + " I=" + std::to_string(I) +
                          " stride=" + std::to_string(stride) + " rank=" + std::to_string(r));
-            cpu_k().pack_context(hc, hbt, hcu, hst, {W, r, I}, offsets.data(), recv_cpu.data() + r * capacity * tb, {});
+            cpu_k().pack_context(hc, hbt, hcu, hst, {W, r, I}, offsets.data(), recv_cpu.data() + r * capacity * tb,
+                                 capacity, {});
             gpu_k().pack_context(gc, on(dbt, hbt, 0), on(dcu, hcu, 0), on(dst, hst, 0), {W, r, I}, doff.as<int32_t>(),
-                                 drecv.as<uint8_t>() + r * capacity * tb, {});
+                                 drecv.as<uint8_t>() + r * capacity * tb, capacity, {});
           }
           sync(0);
           ASSERT_TRUE(same_bytes(drecv.host<uint8_t>(), recv_cpu));
@@ -486,7 +487,7 @@ TEST(CudaDcpKernels, PackContextSkipsGarbageBlockTableEntriesAndUnpackSkipsGarba
   drecv.fill(0xC3);
   Cache gc{dcache.get(), s.desc, Device::cuda(0), nullptr};
   gpu_k().pack_context(gc, on(dbt, hbt, 0), on(dcu, hcu, 0), on(dst, hst, 0), {W, 0, I}, doff.as<int32_t>(),
-                       drecv.as<uint8_t>(), {});
+                       drecv.as<uint8_t>(), capacity, {});
   sync(0);
   // Rows whose block is garbage are left as they were; the others are the stored bytes.
   const auto got = drecv.host<uint8_t>();
@@ -512,6 +513,15 @@ TEST(CudaDcpKernels, PackContextSkipsGarbageBlockTableEntriesAndUnpackSkipsGarba
                          dbad.as<int32_t>(), Tensor(dout.get(), DType::bf16, {rows, kHeadDim}, Device::cuda(0)), {});
   sync(0);
   EXPECT_TRUE(same_bytes(dout.host<uint8_t>(), init));
+
+  // The same garbage offsets on the packing side: rows at or past the capacity are never written,
+  // negative local indices never read. recv holds W·capacity rows; rank 0's part is the first.
+  drecv.fill(0xC3);
+  gpu_k().pack_context(gc, on(dbt, hbt, 0), on(dcu, hcu, 0), on(dst, hst, 0), {W, 0, I}, dbad.as<int32_t>(),
+                       drecv.as<uint8_t>(), capacity, {});
+  sync(0);
+  const auto after = drecv.host<uint8_t>();
+  EXPECT_TRUE(std::all_of(after.begin() + capacity * tb, after.end(), [](uint8_t x) { return x == 0xC3; }));
 }
 
 TEST(CudaDcpKernels, EmptyInputsLaunchNothing) {

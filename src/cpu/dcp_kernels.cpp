@@ -182,7 +182,7 @@ void context_offsets(const Tensor& cu_seq_lens, int world, int interleave, int32
 
 void pack_context(const Cache& cache, const Tensor& block_table, const Tensor& /*cu_seq_lens: in offsets*/,
                   const Tensor& seq_starts,
-                  DcpShard shard, const int32_t* offsets, uint8_t* dst, Stream) {
+                  DcpShard shard, const int32_t* offsets, uint8_t* dst, int64_t capacity, Stream) {
   const CacheDesc& desc = cache.desc;
   const int64_t batch = seq_starts.shape[0], tb = desc.token_bytes();
   const int32_t* mine = offsets + static_cast<std::size_t>(shard.rank) * (batch + 1);
@@ -190,7 +190,7 @@ void pack_context(const Cache& cache, const Tensor& block_table, const Tensor& /
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t first = i32_at(seq_starts, b) / shard.world;
     const auto* table = static_cast<const int32_t*>(block_table.data) + b * block_table.stride[0];
-    for (int64_t i = 0; i < mine[b + 1] - mine[b]; ++i) {
+    for (int64_t i = 0; i < mine[b + 1] - mine[b] && mine[b] + i < capacity; ++i) {
       const int64_t j = first + i;
       const uint8_t* block = base + static_cast<int64_t>(table[j / desc.block_size]) * desc.stride_bytes();
       cpu::codec::copy_token_bytes(desc, block, j % desc.block_size, dst + (mine[b] + i) * tb);

@@ -615,8 +615,8 @@ __device__ __forceinline__ void split_item(int64_t it, int chunks, bool small, i
 template <int V, bool Dsv4, bool SrcAligned, bool DstAligned>
 __global__ void pack_context_kernel(CacheView cache, const int32_t* table, int64_t table_stride, int64_t max_blocks,
                                     dev::IndexVec seq_starts, int64_t batch, int world, const int32_t* mine,
-                                    uint8_t* dst) {
-  const int64_t rows = __ldg(mine + batch);
+                                    uint8_t* dst, int64_t capacity) {
+  const int64_t rows = min(static_cast<int64_t>(__ldg(mine + batch)), capacity);
   const int chunks = cache.token_bytes / V;
   const int64_t items = rows * chunks;
   const bool small = items < (int64_t{1} << 31);
@@ -628,6 +628,7 @@ __global__ void pack_context_kernel(CacheView cache, const int32_t* table, int64
     const int64_t start = seq_starts[b];
     if (start < 0) continue;
     const int64_t j = start / world + (row - __ldg(mine + b));
+    if (j < 0) continue;  // offsets from garbage device lengths
     const int64_t col = j / cache.block_size;
     if (col >= max_blocks) continue;
     const int64_t id = __ldg(table + b * table_stride + col);
@@ -645,7 +646,8 @@ __global__ void pack_context_kernel(CacheView cache, const int32_t* table, int64
 }
 
 void pack_context(const Cache& cache, const Tensor& block_table, const Tensor& /*cu_seq_lens: in offsets*/,
-                  const Tensor& seq_starts, DcpShard shard, const int32_t* offsets, uint8_t* dst, Stream stream) {
+                  const Tensor& seq_starts, DcpShard shard, const int32_t* offsets, uint8_t* dst, int64_t capacity,
+                  Stream stream) {
   const int64_t batch = seq_starts.shape[0];
   if (batch == 0) return;
   cuda::set_device(cache.device);
@@ -662,7 +664,7 @@ void pack_context(const Cache& cache, const Tensor& block_table, const Tensor& /
   auto launch = [&](auto kernel) {
     kernel<<<blocks, kThreads, 0, to_cuda(stream)>>>(view, block_table.ptr<const int32_t>(), block_table.stride[0],
                                                      block_table.shape[1], index_vec(seq_starts), batch, shard.world,
-                                                     mine, dst);
+                                                     mine, dst, capacity);
   };
   if (dsv4) {
     if (src_al) dst_al ? launch(pack_context_kernel<8, true, true, true>) : launch(pack_context_kernel<8, true, true, false>);

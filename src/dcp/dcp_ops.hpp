@@ -61,9 +61,11 @@ struct Kernels {
   /// This rank's rows of each request's chunk, as stored bytes (codec packed form, token_bytes()
   /// each; dsv4: 576 data bytes then 8 scale bytes), to dst [capacity][token_bytes]:
   /// request b's i-th local row (local index seq_starts[b] / W + i, i < local_length(len_b)) goes
-  /// to row offsets[rank][b] + i. Rows past offsets[rank][B] are not written.
+  /// to row offsets[rank][b] + i. Rows past offsets[rank][B], or at or past `capacity` (device
+  /// offsets from garbage lengths), are not written.
   void (*pack_context)(const Cache& cache, const Tensor& block_table, const Tensor& cu_seq_lens,
-                       const Tensor& seq_starts, DcpShard shard, const int32_t* offsets, uint8_t* dst, Stream stream);
+                       const Tensor& seq_starts, DcpShard shard, const int32_t* offsets, uint8_t* dst,
+                       int64_t capacity, Stream stream);
 
   /// recv [W][capacity][token_bytes] (rank-major, all-gathered) -> out [rows, row_width] (bf16 or
   /// f32, row stride given): position p of request b's chunk comes from rank owner(p) at row

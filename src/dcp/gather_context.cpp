@@ -126,7 +126,7 @@ void gather_context(Communicator& comm, const Cache& cache, const Tensor& block_
   uint8_t* base = WorkspacePlan::aligned_base(workspace.data);
   auto* offsets = reinterpret_cast<int32_t*>(base + L.offsets);
   k.context_offsets(cu_seq_lens, shard.world, interleave, offsets, stream);
-  k.pack_context(cache, block_table, cu_seq_lens, seq_starts, shard, offsets, base + L.send, stream);
+  k.pack_context(cache, block_table, cu_seq_lens, seq_starts, shard, offsets, base + L.send, L.capacity, stream);
   comm.all_gather(base + L.send, base + L.recv, static_cast<std::size_t>(L.capacity * cache.desc.token_bytes()),
                   stream);
   k.unpack_context(base + L.recv, L.capacity, cache.desc.format, cache.scale, cu_seq_lens, shard.world, interleave,
