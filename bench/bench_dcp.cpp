@@ -23,6 +23,8 @@
 #if MLAKV_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include "bench_cuda.hpp"
+
 #include "mlakv/nccl.hpp"
 #endif
 
@@ -31,12 +33,6 @@ namespace mlakv::bench {
 #if MLAKV_WITH_CUDA
 
 namespace {
-
-void ck(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw Error(std::string("mlakv bench dcp: ") + what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +
-                ")");
-}
 
 cudaStream_t cs(const BenchStream& s) { return static_cast<cudaStream_t>(s.get()); }
 

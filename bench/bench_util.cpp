@@ -14,6 +14,8 @@
 
 #if MLAKV_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include "bench_cuda.hpp"
 #endif
 
 namespace mlakv::bench {
@@ -21,11 +23,6 @@ namespace mlakv::bench {
 #if MLAKV_WITH_CUDA
 
 namespace {
-
-void ck(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw Error(std::string("mlakv bench: ") + what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
-}
 
 cudaStream_t st(void* s) { return static_cast<cudaStream_t>(s); }
 

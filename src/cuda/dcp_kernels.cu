@@ -126,20 +126,6 @@ __device__ __forceinline__ uint32_t bf16x2_bits(float lo, float hi) {
   return static_cast<uint32_t>(dev::float_to_bf16_bits(lo)) | (static_cast<uint32_t>(dev::float_to_bf16_bits(hi)) << 16);
 }
 
-// Four e4m3 bytes (byte 0 first) -> four floats, exactly.
-__device__ __forceinline__ void e4m3x4(uint32_t q, float* f) {
-  const float2 a = dev::e4m3x2_to_float2(static_cast<uint16_t>(q & 0xffffu));
-  const float2 b = dev::e4m3x2_to_float2(static_cast<uint16_t>(q >> 16));
-  f[0] = a.x;
-  f[1] = a.y;
-  f[2] = b.x;
-  f[3] = b.y;
-}
-
-// Two floats -> two e4m3 bytes (x in the low byte), saturating, round to nearest even.
-__device__ __forceinline__ uint32_t e4m3x2_bits(float x, float y) {
-  return static_cast<uint32_t>(__nv_cvt_float2_to_fp8x2(make_float2(x, y), __NV_SATFINITE, __NV_E4M3));
-}
 
 // 2^(b - 127), as the host's ldexp(1, b - 127) (b = 0 is the subnormal 2^-127, 255 is +inf).
 __device__ __forceinline__ float ue8m0(uint32_t b) { return __uint_as_float(b == 0 ? 0x00400000u : (b << 23)); }
@@ -246,8 +232,8 @@ __device__ __forceinline__ uint2 quantize8(const uint4& v, float scale) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const uint32_t a = word_of(v, 2 * h), b = word_of(v, 2 * h + 1);
-    out[h] = e4m3x2_bits(bf16_lo(a) / scale, bf16_hi(a) / scale) |
-             (e4m3x2_bits(bf16_lo(b) / scale, bf16_hi(b) / scale) << 16);
+    out[h] = dev::float2_to_e4m3x2(bf16_lo(a) / scale, bf16_hi(a) / scale) |
+             (dev::float2_to_e4m3x2(bf16_lo(b) / scale, bf16_hi(b) / scale) << 16);
   }
   return uint2{out[0], out[1]};
 }
@@ -704,7 +690,7 @@ __device__ __forceinline__ void decode_row(const uint8_t* tok, float scale, void
         const uint4 v = load_bytes<16, true>(tok + c * 16);
         float f[16];
 #pragma unroll
-        for (int w = 0; w < 4; ++w) e4m3x4(word_of(v, w), f + 4 * w);
+        for (int w = 0; w < 4; ++w) dev::e4m3x4_to_float(word_of(v, w), f + 4 * w);
 #pragma unroll
         for (int i = 0; i < 16; ++i) f[i] *= s;
         store_values<16, F32, Vec>(at(c * 16), f);
@@ -727,8 +713,8 @@ __device__ __forceinline__ void decode_row(const uint8_t* tok, float scale, void
       if (c < 56) {
         const float s = ue8m0(__ldg(tok + 576 + c / 8));
         float f[8];
-        e4m3x4(v.x, f);
-        e4m3x4(v.y, f + 4);
+        dev::e4m3x4_to_float(v.x, f);
+        dev::e4m3x4_to_float(v.y, f + 4);
 #pragma unroll
         for (int i = 0; i < 8; ++i) f[i] *= s;
         store_values<8, F32, Vec>(at(c * 8), f);
