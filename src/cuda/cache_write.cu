@@ -127,48 +127,29 @@ template <CacheFormat F, class In, bool A, int U>
 __global__ void __launch_bounds__(kThreads) write_cache_kernel(const WriteParams p) {
   constexpr int kTokBytes = dev::TokenGeom<F>::kDataStride;
   const int lane = threadIdx.x & 31;
-  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) >> 5;
-  const int64_t nwarps = (static_cast<int64_t>(gridDim.x) * kThreads) >> 5;
   const float tensor_scale = F == CacheFormat::fp8 ? __ldg(p.scale) : 1.0f;
-
-  // The next group's slots are loaded one iteration ahead, so that the slot lookup's latency
-  // hides under this group's input loads instead of preceding them.
-  const int64_t step = nwarps * U;
-  int64_t next_slot = -1;
-  if (lane < U && warp * U + lane < p.rows) next_slot = p.slots[warp * U + lane];
-  for (int64_t row0 = warp * U; row0 < p.rows; row0 += step) {
-    const int64_t my_slot = next_slot;
-    next_slot = -1;
-    if (lane < U && row0 + step + lane < p.rows) next_slot = p.slots[row0 + step + lane];
-    int64_t slot[U];
-    LaneIn<In> in[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      slot[u] = __shfl_sync(0xffffffffu, my_slot, u);
-      if (slot[u] >= p.capacity) slot[u] = -1;  // a device-side slot the host never saw: skip it
-      if (slot[u] >= 0) {
-        const uint8_t* lat = p.kv_c + (row0 + u) * p.kv_stride + lane * 16 * static_cast<int>(sizeof(In));
+  LaneIn<In> in[U];
+  dev::for_each_slot_group<U>(
+      p.slots, p.rows, p.capacity,
+      [&](int u, int64_t row) {
+        const uint8_t* lat = p.kv_c + row * p.kv_stride + lane * 16 * static_cast<int>(sizeof(In));
 #pragma unroll
         for (int i = 0; i < LaneIn<In>::kLat; ++i) in[u].lat[i] = dev::load<16, A>(lat + 16 * i);
         if (lane < 8) {
-          const uint8_t* rope = p.k_pe + (row0 + u) * p.pe_stride + lane * 8 * static_cast<int>(sizeof(In));
+          const uint8_t* rope = p.k_pe + row * p.pe_stride + lane * 8 * static_cast<int>(sizeof(In));
 #pragma unroll
           for (int i = 0; i < LaneIn<In>::kRope; ++i) in[u].rope[i] = dev::load<16, A>(rope + 16 * i);
         } else {
 #pragma unroll
           for (int i = 0; i < LaneIn<In>::kRope; ++i) in[u].rope[i] = make_uint4(0u, 0u, 0u, 0u);
         }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      if (slot[u] < 0) continue;  // warp-uniform
-      int64_t blk;
-      int k;
-      dev::split_slot(slot[u], p.cache.block_size, p.small_capacity, blk, k);
-      encode_row<F, In, A>(in[u], p.cache.block(blk) + static_cast<int64_t>(kTokBytes) * k, lane, tensor_scale);
-    }
-  }
+      },
+      [&](int u, int64_t, int64_t slot) {
+        int64_t blk;
+        int k;
+        dev::split_slot(slot, p.cache.block_size, p.small_capacity, blk, k);
+        encode_row<F, In, A>(in[u], p.cache.block(blk) + static_cast<int64_t>(kTokBytes) * k, lane, tensor_scale);
+      });
 }
 
 template <CacheFormat F, class In, bool A> void launch(const WriteParams& p, int sms, cudaStream_t stream) {

@@ -228,6 +228,38 @@ template <class T> __device__ __forceinline__ T ldg_stream(const T* p) { return 
 
 /// Splits a slot known to lie in [0, capacity) into (block, index in block). 32-bit division
 /// when the capacity allows it: a 64-bit division is a ~70-instruction software routine.
+__device__ __forceinline__ void split_slot(int64_t slot, int block_size, bool small, int64_t& blk, int& k);
+
+/// The writers' walk: one warp per group of U input rows, grid-stride over [0, rows). The next
+/// group's slots are loaded one iteration ahead, so that the slot lookup's latency hides under
+/// this group's input loads instead of preceding them. load(u, row) runs for every kept row of a
+/// group before store(u, row, slot) runs for any, so all of a group's loads are in flight first.
+/// Negative slots and slots at or past `capacity` (device values the host never saw) are skipped.
+template <int U, class Load, class Store>
+__device__ __forceinline__ void for_each_slot_group(IndexVec slots, int64_t rows, int64_t capacity, Load&& load,
+                                                    Store&& store) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int64_t step = ((static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5) * U;
+  int64_t next_slot = -1;
+  if (lane < U && warp * U + lane < rows) next_slot = slots[warp * U + lane];
+  for (int64_t row0 = warp * U; row0 < rows; row0 += step) {
+    const int64_t my_slot = next_slot;
+    next_slot = -1;
+    if (lane < U && row0 + step + lane < rows) next_slot = slots[row0 + step + lane];
+    int64_t slot[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      slot[u] = __shfl_sync(0xffffffffu, my_slot, u);
+      if (slot[u] >= capacity) slot[u] = -1;
+      if (slot[u] >= 0) load(u, row0 + u);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (slot[u] >= 0) store(u, row0 + u, slot[u]);  // warp-uniform
+  }
+}
+
 __device__ __forceinline__ void split_slot(int64_t slot, int block_size, bool small, int64_t& blk, int& k) {
   if (small) {
     const uint32_t s = static_cast<uint32_t>(slot), b = static_cast<uint32_t>(block_size);

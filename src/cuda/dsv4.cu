@@ -30,92 +30,73 @@ template <class In, bool A, int U>
 __global__ void __launch_bounds__(kThreads) dsv4_write_kernel(const WriteParams p) {
   constexpr int kVecs = 16 * sizeof(In) / 16;  // 16-byte input vectors per lane
   const int lane = threadIdx.x & 31;
-  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) >> 5;
-  const int64_t nwarps = (static_cast<int64_t>(gridDim.x) * kThreads) >> 5;
-
-  // The next group's slots are loaded one iteration ahead, so that the slot lookup's latency
-  // hides under this group's input loads instead of preceding them.
-  const int64_t step = nwarps * U;
-  int64_t next_slot = -1;
-  if (lane < U && warp * U + lane < p.rows) next_slot = p.slots[warp * U + lane];
-  for (int64_t row0 = warp * U; row0 < p.rows; row0 += step) {
-    const int64_t my_slot = next_slot;
-    next_slot = -1;
-    if (lane < U && row0 + step + lane < p.rows) next_slot = p.slots[row0 + step + lane];
-    int64_t slot[U];
-    uint4 in[U][kVecs];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      slot[u] = __shfl_sync(0xffffffffu, my_slot, u);
-      if (slot[u] >= p.capacity) slot[u] = -1;  // device-side slot past the cache: skip
-      if (slot[u] >= 0) {
-        const uint8_t* src = p.k + (row0 + u) * p.k_stride + lane * 16 * static_cast<int>(sizeof(In));
+  uint4 in[U][kVecs];
+  dev::for_each_slot_group<U>(
+      p.slots, p.rows, p.capacity,
+      [&](int u, int64_t row) {
+        const uint8_t* src = p.k + row * p.k_stride + lane * 16 * static_cast<int>(sizeof(In));
 #pragma unroll
         for (int i = 0; i < kVecs; ++i) in[u][i] = dev::load<16, A>(src + 16 * i);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      if (slot[u] < 0) continue;  // warp-uniform
-      int64_t blk;
-      int k;
-      dev::split_slot(slot[u], p.cache.block_size, p.small_capacity, blk, k);
-      uint8_t* block = p.cache.block(blk);
-      uint8_t* data = block + static_cast<int64_t>(kDataBytes) * k;
+      },
+      [&](int u, int64_t, int64_t slot) {
+        int64_t blk;
+        int k;
+        dev::split_slot(slot, p.cache.block_size, p.small_capacity, blk, k);
+        uint8_t* block = p.cache.block(blk);
+        uint8_t* data = block + static_cast<int64_t>(kDataBytes) * k;
 
-      float x[16];
+        float x[16];
 #pragma unroll
-      for (int i = 0; i < kVecs; ++i)
+        for (int i = 0; i < kVecs; ++i)
 #pragma unroll
-        for (int w = 0; w < 4; ++w) {
-          const uint32_t v = dev::word(in[u][i], w);
-          if constexpr (sizeof(In) == 2) {
-            x[8 * i + 2 * w] = dev::bf16lo(v);
-            x[8 * i + 2 * w + 1] = dev::bf16hi(v);
-          } else {
-            x[4 * i + w] = __uint_as_float(v);
+          for (int w = 0; w < 4; ++w) {
+            const uint32_t v = dev::word(in[u][i], w);
+            if constexpr (sizeof(In) == 2) {
+              x[8 * i + 2 * w] = dev::bf16lo(v);
+              x[8 * i + 2 * w + 1] = dev::bf16hi(v);
+            } else {
+              x[4 * i + w] = __uint_as_float(v);
+            }
           }
-        }
-      float amax = 0.0f;
+        float amax = 0.0f;
 #pragma unroll
-      for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(x[i]));
-      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-      const int e = dev::ue8m0_exponent(amax);
-      const uint32_t byte = static_cast<uint32_t>(min(max(e + 127, 0), 255));
-      if (lane < 28) {
-        // x * 2^-e is exact (or rounds once into a subnormal, as ldexp does on the host).
-        const float m = dev::exp2_neg(e);
-        uint32_t q[4];
+        for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(x[i]));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+        const int e = dev::ue8m0_exponent(amax);
+        const uint32_t byte = static_cast<uint32_t>(min(max(e + 127, 0), 255));
+        if (lane < 28) {
+          // x * 2^-e is exact (or rounds once into a subnormal, as ldexp does on the host).
+          const float m = dev::exp2_neg(e);
+          uint32_t q[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-          q[i] = dev::float4_to_e4m3x4(x[4 * i] * m, x[4 * i + 1] * m, x[4 * i + 2] * m, x[4 * i + 3] * m);
-        dev::store<16, A>(data + 16 * lane, make_uint4(q[0], q[1], q[2], q[3]));
-      } else {
-        uint4 o[2];
-        if constexpr (sizeof(In) == 2) {
-          o[0] = in[u][0];  // bf16 rope is stored as is
-          o[1] = in[u][1];
+          for (int i = 0; i < 4; ++i)
+            q[i] = dev::float4_to_e4m3x4(x[4 * i] * m, x[4 * i + 1] * m, x[4 * i + 2] * m, x[4 * i + 3] * m);
+          dev::store<16, A>(data + 16 * lane, make_uint4(q[0], q[1], q[2], q[3]));
         } else {
+          uint4 o[2];
+          if constexpr (sizeof(In) == 2) {
+            o[0] = in[u][0];  // bf16 rope is stored as is
+            o[1] = in[u][1];
+          } else {
 #pragma unroll
-          for (int i = 0; i < 2; ++i)
-            o[i] = make_uint4(dev::float2_to_bf16x2(x[8 * i], x[8 * i + 1]), dev::float2_to_bf16x2(x[8 * i + 2], x[8 * i + 3]),
-                              dev::float2_to_bf16x2(x[8 * i + 4], x[8 * i + 5]),
-                              dev::float2_to_bf16x2(x[8 * i + 6], x[8 * i + 7]));
+            for (int i = 0; i < 2; ++i)
+              o[i] = make_uint4(dev::float2_to_bf16x2(x[8 * i], x[8 * i + 1]), dev::float2_to_bf16x2(x[8 * i + 2], x[8 * i + 3]),
+                                dev::float2_to_bf16x2(x[8 * i + 4], x[8 * i + 5]),
+                                dev::float2_to_bf16x2(x[8 * i + 6], x[8 * i + 7]));
+          }
+          uint8_t* rope = data + kDsv4QuantDim + 32 * (lane - 28);
+          dev::store<16, A>(rope, o[0]);
+          dev::store<16, A>(rope + 16, o[1]);
         }
-        uint8_t* rope = data + kDsv4QuantDim + 32 * (lane - 28);
-        dev::store<16, A>(rope, o[0]);
-        dev::store<16, A>(rope + 16, o[1]);
-      }
-      uint32_t b[7];
+        uint32_t b[7];
 #pragma unroll
-      for (int g = 0; g < 7; ++g) b[g] = __shfl_sync(0xffffffffu, byte, 4 * g);
-      if (lane == 0) {
-        uint8_t* scales = block + static_cast<int64_t>(kDataBytes) * p.cache.block_size + 8 * k;
-        dev::store<8, A>(scales, make_uint2(b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24), b[4] | (b[5] << 8) | (b[6] << 16)));
-      }
-    }
-  }
+        for (int g = 0; g < 7; ++g) b[g] = __shfl_sync(0xffffffffu, byte, 4 * g);
+        if (lane == 0) {
+          uint8_t* scales = block + static_cast<int64_t>(kDataBytes) * p.cache.block_size + 8 * k;
+          dev::store<8, A>(scales, make_uint2(b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24), b[4] | (b[5] << 8) | (b[6] << 16)));
+        }
+      });
 }
 
 template <class In, bool A> void launch_write(const WriteParams& p, int sms, cudaStream_t stream) {
