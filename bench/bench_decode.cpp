@@ -6,6 +6,7 @@
 // with per-tensor or per-tile scales), block size 64, shuffled physical blocks; shapes whose
 // cache would fit in L2 get several copies of it, used in turn.
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <iostream>
@@ -26,6 +27,7 @@ constexpr int kBlockSize = 64;
 struct Shape {
   CacheFormat format;
   int batch, heads, ctx, s_q;
+  bool mma = false;  ///< force the mma.sync kernel (the before/after of the sm90 kernel in one run)
 };
 
 /// `n` valid tokens of format f (one encoding of N(0,1) rows), as stored bytes.
@@ -82,6 +84,11 @@ int run_decode(const BenchOptions& opts) {
     shapes.push_back({f, 1, 16, 65536, 1});
     shapes.push_back({f, 1, 128, 32768, 1});
     shapes.push_back({f, 128, 128, 4096, 1});
+  }
+  for (const Shape s : std::vector<Shape>(shapes.begin(), shapes.begin() + 5)) {  // bf16 on the mma.sync kernel
+    Shape m = s;
+    m.mma = true;
+    shapes.push_back(m);
   }
   if (!opts.quick)
     for (CacheFormat f : formats)
@@ -150,12 +157,13 @@ int run_decode(const BenchOptions& opts) {
 
     Result r;
     r.op = "mla_decode";
-    r.format = format_name(s.format);
+    r.format = std::string(format_name(s.format)) + (s.mma ? "/mma" : "");
     r.shape = "B=" + std::to_string(s.batch) + " H=" + std::to_string(s.heads) + " ctx=" + std::to_string(s.ctx) +
               (s.s_q > 1 ? " s_q=" + std::to_string(s.s_q) : "");
     r.requests = s.batch;
     r.tokens = int64_t{s.batch} * s.ctx;
     r.bytes = static_cast<double>(s.batch) * s.ctx * static_cast<double>(tb);
+    if (s.mma) setenv("MLAKV_DECODE_KERNEL", "mma", 1);
     r.us = time_us(
         [&](int i) {
           const Tensor btt(bt.as<int32_t>() + static_cast<std::size_t>(i % copies) * need_blocks, DType::i32,
@@ -163,6 +171,7 @@ int run_decode(const BenchOptions& opts) {
           mla_decode(qt, cache, btt, sl, ot, lt, p, Workspace{ws.get(), ws_bytes}, st);
         },
         stream.get(), t);
+    if (s.mma) unsetenv("MLAKV_DECODE_KERNEL");
     const double flops = 2.0 * s.batch * s.s_q * s.heads * static_cast<double>(s.ctx) * (kHeadDim + kLatentDim);
     r.extra = {{"batch", s.batch}, {"heads", s.heads}, {"context", s.ctx}, {"s_q", s.s_q}};
     finish(r, copy, flops);

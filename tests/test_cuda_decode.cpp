@@ -3,6 +3,8 @@
 // block sizes 64/16/1, DCP shards, e4m3 queries, f32 outputs, poisoned outputs and workspaces,
 // out-of-range block-table entries, CUDA-graph capture, and the FlashMLA / vLLM reference vectors.
 // Skipped without a GPU.
+#include <cstdlib>
+
 #include "attention_test_util.hpp"
 
 #if MLAKV_WITH_CUDA
@@ -218,6 +220,23 @@ TEST(CudaDecode, FormatsHeadsQueries) {
         c.format = f, c.heads = h, c.s_q = s, c.lens = kMixed;
         check_case(c);
       }
+}
+
+// Where the wgmma kernel serves bf16 (sm_90a), the mma.sync kernel stays the fallback for other
+// devices: keep it checked on bf16 too (MLAKV_DECODE_KERNEL=mma forces it).
+TEST(CudaDecode, MmaKernelPathBf16) {
+  MLAKV_REQUIRE_GPU();
+  setenv("MLAKV_DECODE_KERNEL", "mma", 1);
+  for (int h : {1, 16, 33, 128})
+    for (int s : {1, 4}) {
+      Case c;
+      c.heads = h, c.s_q = s, c.lens = kMixed;
+      check_case(c);
+    }
+  Case c;
+  c.block_size = 1, c.s_q = 2, c.lens = {3, 0, 97, 513};
+  check_case(c);
+  unsetenv("MLAKV_DECODE_KERNEL");
 }
 
 TEST(CudaDecode, BlockSizes) {

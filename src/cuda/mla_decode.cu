@@ -3,11 +3,16 @@
 // allocation and no host synchronization (CUDA-graph capturable).
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "backend.hpp"
 #include "mla_decode_common.cuh"
 #include "mla_decode_kernel.cuh"
+#include "mla_decode_sm90.cuh"
 #include "runtime.hpp"
 
 namespace mlakv::cuda {
@@ -37,7 +42,63 @@ template <CacheFormat F> void launch_format(const DecodeArgs& a, int parts, cuda
   else launch_instance<F, 2>(a, parts, stream);
 }
 
+template <int NW> void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
+  auto kernel = mla_decode_sm90_kernel<NW>;
+  static int configured[64] = {};
+  int dev = 0;
+  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+  if (dev < 0 || dev >= 64 || !configured[dev]) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Sm90Smem<NW>::kBytes),
+               "cudaFuncSetAttribute(mla_decode_sm90_kernel)");
+    if (dev >= 0 && dev < 64) configured[dev] = 1;
+  }
+  const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(sm90_mtiles(a.rows)));
+  kernel<<<grid, kSm90Threads, Sm90Smem<NW>::kBytes, stream>>>(a);
+  check_launch("mla_decode_sm90_kernel");
+}
+
+/// The wgmma kernel runs where the device is compute capability 9.0 and this build carries its
+/// sm_90a machine code (a build for other targets leaves it out: binaryVersion tells).
+bool sm90_available(int dev) {
+  static std::atomic<int> cache[64] = {};  // 0 unknown, 1 yes, 2 no
+  if (dev >= 0 && dev < 64)
+    if (const int v = cache[dev].load(std::memory_order_relaxed)) return v == 1;
+  int major = 0, minor = 0;
+  check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
+  check_cuda(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), "cudaDeviceGetAttribute");
+  bool ok = major == 9 && minor == 0;
+  if (ok) {
+    cudaFuncAttributes attr{};
+    ok = cudaFuncGetAttributes(&attr, mla_decode_sm90_kernel<8>) == cudaSuccess && attr.binaryVersion == 90;
+    cudaGetLastError();
+  }
+  if (dev >= 0 && dev < 64) cache[dev].store(ok ? 1 : 2, std::memory_order_relaxed);
+  return ok;
+}
+
 }  // namespace
+
+/// Which attention kernel serves a call: decided on the host from the format and the device, so
+/// the choice needs no synchronization. MLAKV_DECODE_KERNEL=mma forces the mma.sync kernel
+/// (tests run both paths through it).
+bool use_sm90(CacheFormat format, int dev) {
+  if (format != CacheFormat::bf16) return false;
+  if (const char* e = std::getenv("MLAKV_DECODE_KERNEL"); e && std::strcmp(e, "mma") == 0) return false;
+  return sm90_available(dev);
+}
+
+int plan_parts(int rows, int sms, bool sm90) {
+  const int p = sms / (sm90 ? sm90_mtiles(rows) : num_mtiles(rows));
+  return p < 1 ? 1 : p;
+}
+
+void launch_attention_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
+  switch (sm90_rows_per_cta(a.rows)) {
+    case 16: launch_sm90<8>(a, parts, stream); break;
+    case 32: launch_sm90<16>(a, parts, stream); break;
+    default: launch_sm90<32>(a, parts, stream); break;
+  }
+}
 
 void launch_attention(const DecodeArgs& a, CacheFormat format, int parts, cudaStream_t stream) {
   switch (format) {
@@ -52,8 +113,10 @@ void launch_attention(const DecodeArgs& a, CacheFormat format, int parts, cudaSt
 
 std::size_t mla_decode_workspace_size(int batch, int s_q, int heads, int device_index) {
   if (batch <= 0) return 0;
-  const int rows = s_q * heads;
-  return mla::workspace_layout(batch, rows, mla::num_parts(rows, sm_count(device_index))).total;
+  const int rows = s_q * heads, sms = sm_count(device_index);
+  // Sized for whichever kernel needs more parts (the format is not known here).
+  const int parts = std::max(mla::plan_parts(rows, sms, false), mla::plan_parts(rows, sms, true));
+  return mla::workspace_layout(batch, rows, parts).total;
 }
 
 namespace {
@@ -74,7 +137,8 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
             heads = static_cast<int>(q.shape[2]);
   if (batch == 0) return;
   const int rows = s_q * heads;
-  const int parts = mla::num_parts(rows, sm_count(q.device.index));
+  const bool sm90 = mla::use_sm90(cache.desc.format, q.device.index);
+  const int parts = mla::plan_parts(rows, sm_count(q.device.index), sm90);
   const mla::WorkspaceLayout wl = mla::workspace_layout(batch, rows, parts);
   auto* ws = static_cast<uint8_t*>(workspace.data);
 
@@ -116,7 +180,8 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
 
   const cudaStream_t st = to_cuda(stream);
   mla::launch_schedule(a, parts, st);
-  mla::launch_attention(a, cache.desc.format, parts, st);
+  if (sm90) mla::launch_attention_sm90(a, parts, st);
+  else mla::launch_attention(a, cache.desc.format, parts, st);
   mla::launch_combine(a, parts, st);
 }
 

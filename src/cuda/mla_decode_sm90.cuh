@@ -1,0 +1,468 @@
+// MLA decode attention kernel for Hopper (sm_90a): wgmma with the operands swapped.
+//
+// Decode MLA is MQA with few query rows per request (heads · s_q: 16 to 128) against 64-token KV
+// tiles. Putting the rows in wgmma's M dimension (64) wastes 3/4 of the tensor work at 16 heads,
+// which makes the memory-bound shapes tensor-bound. So the tile's tokens are M instead:
+//   Sᵀ[64 tok × n]   = K[64 × 576] · Qᵀ          A = K tile (K-major), B = Q rows (K-major)
+//   Oᵀ[512 × n]     += Vᵀ[512 × 64 tok] · Pᵀ      A = the same tile read MN-major (V = first 512
+//                                                  dims: no second load), B = P (bf16, smem)
+// with n = NW query rows per consumer warpgroup (8, 16 or 32), so no tensor work is padding.
+//
+// CTA = 3 warpgroups, one per SM:
+//   WG0 producer: walks the part's tiles (the split-KV schedule of mla_decode_schedule.cu),
+//        looks each token's block up once, and streams 64 × 1152-byte token rows with 16-byte
+//        cp.async into a 2-stage ring laid out in the 128-byte swizzle wgmma reads; masked tokens
+//        (past the end, bad block ids) are zero-filled, never read. Completion is signalled on a
+//        "full" mbarrier by cp.async.mbarrier.arrive, so loads stay in flight without the producer
+//        waiting on them.
+//   WG1, WG2 consumers: each owns NW of the CTA's 2·NW rows and all 512 output columns, so the
+//        two never exchange softmax state; they share the KV stage and the Q tile. Per tile:
+//        36 wgmma for Sᵀ, mask + online softmax in registers (row maxima across the 4 warps
+//        through shared memory), P to shared memory as bf16, 32 wgmma for Oᵀ, release the stage.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <climits>
+#include <cstdint>
+
+#include "mla_decode_common.cuh"
+#include "mla_decode_kernel.cuh"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define MLAKV_SM90A_DEVICE 1
+#else
+#define MLAKV_SM90A_DEVICE 0
+#endif
+
+namespace mlakv::cuda::mla {
+
+inline constexpr int kSm90Threads = 384;
+inline constexpr int kSm90Stages = 2;
+inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims × 64 tokens × 128 B
+
+/// Query rows per CTA of the sm90 kernel (2 warpgroups × NW).
+inline int sm90_rows_per_cta(int rows) { return rows <= 16 ? 16 : rows <= 32 ? 32 : 64; }
+inline int sm90_mtiles(int rows) { return (rows + sm90_rows_per_cta(rows) - 1) / sm90_rows_per_cta(rows); }
+
+template <int NW> struct Sm90Smem {
+  static constexpr int kQBytes = 9 * 2 * NW * 128;  // [9 column blocks][2·NW rows][128 B]
+  static constexpr int kPBytes = NW * 128;          // per warpgroup: [NW rows][64 tokens] bf16
+  static constexpr int kRedBytes = 2 * 2 * 4 * NW * 4;  // [wg][parity][warp][row] floats
+  static constexpr int kQ = kSm90Stages * kStageBytes;
+  static constexpr int kP = kQ + kQBytes;
+  static constexpr int kRed = kP + 2 * kPBytes;
+  static constexpr int kOk = kRed + kRedBytes;      // [stage][64] token-valid flags
+  static constexpr int kBar = kOk + kSm90Stages * kTile;
+  static constexpr int kBytes = kBar + 4 * 8;       // full[2], empty[2]
+  static_assert(kBytes <= 232448, "sm90 decode shared-memory plan does not fit");
+  static_assert(kQ % 1024 == 0 && kP % 1024 == 0 && kPBytes % 1024 == 0 && kBar % 8 == 0, "alignment");
+};
+
+#if MLAKV_SM90A_DEVICE
+namespace sm90 {
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+/// Arrives when every cp.async this thread issued so far has landed (counts as one arrival).
+__device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ void named_sync(int id, int count) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+/// Orders this thread's generic-proxy shared-memory accesses with the async proxy (wgmma).
+__device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+/// Keeps the compiler from moving accumulator reads or writes across wgmma issue / wait.
+template <int N> __device__ __forceinline__ void pin(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+/// Shared-memory matrix descriptor, 128-byte swizzle. K-major: rows 128 B apart, 8-row groups
+/// `sbo` apart (lbo unused). MN-major: `lbo` between 64-element blocks along M/N, `sbo` between
+/// 8-row groups along K.
+__device__ __forceinline__ uint64_t desc_sw128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (static_cast<uint64_t>(lbo >> 4) << 16) |
+         (static_cast<uint64_t>(sbo >> 4) << 32) | (1ull << 62);
+}
+
+/// D[64 × n] (+)= A · B, bf16 in, fp32 accumulate; TA = 1 reads A MN-major (transposed).
+template <int N, int TA> struct Mma;
+template <int TA> struct Mma<8, TA> {
+  static __device__ __forceinline__ void run(float (&d)[4], uint64_t a, uint64_t b, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0,%1,%2,%3}, %4, %5, p, 1, 1, %7, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "l"(a), "l"(b), "r"(acc), "n"(TA));
+  }
+};
+template <int TA> struct Mma<16, TA> {
+  static __device__ __forceinline__ void run(float (&d)[8], uint64_t a, uint64_t b, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, %11, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "l"(a), "l"(b), "r"(acc), "n"(TA));
+  }
+};
+template <int TA> struct Mma<32, TA> {
+  static __device__ __forceinline__ void run(float (&d)[16], uint64_t a, uint64_t b, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, p, 1, 1, %19, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(a), "l"(b), "r"(acc), "n"(TA));
+  }
+};
+
+}  // namespace sm90
+#endif  // MLAKV_SM90A_DEVICE
+
+template <int NW>
+__global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const __grid_constant__ DecodeArgs a) {
+#if MLAKV_SM90A_DEVICE
+  using namespace sm90;
+  using S = Sm90Smem<NW>;
+  constexpr int kRowsCta = 2 * NW, NJ = NW / 8, NS = NW / 2;
+  extern __shared__ __align__(1024) uint8_t smem[];
+  const uint32_t base = smem_u32(smem);
+  if (base & 1023) __trap();  // the swizzle is on address bits: tiles must sit on 1024-byte lines
+  const uint32_t q_u = base + S::kQ, p_u = base + S::kP, bar_u = base + S::kBar;
+  float* red = reinterpret_cast<float*>(smem + S::kRed);
+  uint8_t* tok_ok = smem + S::kOk;
+  auto full_bar = [&](int st) { return bar_u + 8 * st; };
+  auto empty_bar = [&](int st) { return bar_u + 16 + 8 * st; };
+
+  const Schedule& sch = a.sched;
+  const int B = a.batch;
+  const int payload = __ldg(sch.header), total = __ldg(sch.header + 1);
+  const int part = blockIdx.x, row0 = blockIdx.y * kRowsCta;
+  const int lo = part * payload;
+  if (lo >= total) return;  // uniform over the CTA
+  const int hi = min(lo + payload, total);
+  int first_b;
+  {
+    int l = 0, h = B;  // prefix[l] <= lo < prefix[h]
+    while (h - l > 1) {
+      const int m = (l + h) >> 1;
+      if (__ldg(sch.prefix + m) <= lo) l = m;
+      else h = m;
+    }
+    first_b = l;
+  }
+
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < kSm90Stages; ++st) {
+      mbar_init(full_bar(st), 256);  // 128 producer threads × (cp.async arrival + flag arrival)
+      mbar_init(empty_bar(st), 8);   // one arrival per consumer warp
+    }
+  }
+  __syncthreads();
+
+  const int wg = threadIdx.x >> 7;
+  if (wg == 0) {
+    // ---------------------------------------------------------------- producer
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    const int pt = threadIdx.x, sub = pt & 7;
+    Cursor ld;
+    seek(ld, first_b, lo, hi, sch, B);
+    for (int k = 0; ld.b < B; ++k) {
+      const int st = k & 1;
+      const int len = __ldg(sch.len_local + ld.b);
+      const uint8_t* src[4];
+      bool ok[4];
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        const int tok = (pt >> 3) + 16 * p;
+        const int j = ld.t * kTile + tok;
+        bool v = j < len;
+        src[p] = a.cache;
+        if (v) {
+          const int jb = j / a.block_size;
+          v = jb < a.max_blocks;
+          if (v) {
+            const int64_t blk = __ldg(a.block_table + ld.b * a.bt_s0 + jb * a.bt_s1);
+            v = blk >= 0 && blk < a.num_blocks;
+            if (v) src[p] = a.cache + blk * a.block_stride + static_cast<int64_t>(j - jb * a.block_size) * 1152 + sub * 16;
+          }
+        }
+        ok[p] = v;
+      }
+      mbar_wait(empty_bar(st), ((k >> 1) & 1) ^ 1);
+      const uint32_t stage_u = base + st * kStageBytes;
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        const int tok = (pt >> 3) + 16 * p;
+        const uint32_t row_u = stage_u + tok * 128 + ((sub ^ (tok & 7)) << 4);
+#pragma unroll
+        for (int c = 0; c < 9; ++c) cp_async16(row_u + c * 8192, ok[p] ? src[p] + c * 128 : a.cache, ok[p] ? 16 : 0);
+        if (sub == 0) tok_ok[st * kTile + tok] = ok[p];
+      }
+      mbar_arrive(full_bar(st));
+      mbar_arrive_cp_async(full_bar(st));
+      advance(ld, lo, hi, sch, B);
+    }
+    cp_async_wait<0>();
+    return;
+  }
+
+  // ------------------------------------------------------------------ consumers
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+  const int cw = wg - 1;                   // consumer warpgroup: rows [cw·NW, cw·NW + NW) of the CTA
+  const int ct = threadIdx.x - 128;        // 0..255 over both consumer warpgroups
+  const int wt = threadIdx.x & 127, w = wt >> 5, lane = wt & 31, g = lane >> 2, qd = lane & 3;
+  const int bar_wg = 2 + cw;               // named barrier of this warpgroup
+  const uint32_t pw_u = p_u + cw * S::kPBytes;
+  float* red_wg = red + cw * (2 * 4 * NW);  // [parity][warp][row]
+
+  float sc = a.scale_log2;
+  if (a.q_e4m3) sc *= __ldg(a.q_scale);
+  const float out_scale = 1.0f;
+
+  // Fragment (j, i, e) of an m64nNW accumulator: token / output dim 16w + g + 8i (+ 64·mtile),
+  // query row 8j + 2qd + e of this warpgroup.
+  float o[8][NS];
+  float m_st[NJ][2], l_st[NJ][2];
+  int lim[NJ][2];
+
+  Cursor cs;
+  seek(cs, first_b, lo, hi, sch, B);
+  int seg_t0 = cs.t;
+  for (int k = 0; cs.b < B; ++k) {
+    const int st = k & 1, par = k & 1;
+    const int b = cs.b;
+    if (cs.t == seg_t0) {
+      // New request: Q rows to shared memory (both warpgroups read the tile), fresh state.
+      named_sync(1, 256);  // every consumer is past its last Q·Kᵀ of the previous request
+      for (int idx = ct; idx < kRowsCta * 72; idx += 256) {
+        const int r = idx / 72, ch = idx - r * 72, gr = row0 + r;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (gr < a.rows) {
+          const int qi = gr / a.heads, h = gr - qi * a.heads;
+          const int64_t off = b * a.q_s0 + qi * a.q_s1 + h * a.q_s2 + ch * 8;
+          if (!a.q_e4m3) {
+            const uint16_t* qp = static_cast<const uint16_t*>(a.q) + off;
+            if (a.q_vec) {
+              v = __ldg(reinterpret_cast<const uint4*>(qp));
+            } else {
+              uint32_t x[4];
+#pragma unroll
+              for (int e = 0; e < 4; ++e) x[e] = __ldg(qp + 2 * e) | (static_cast<uint32_t>(__ldg(qp + 2 * e + 1)) << 16);
+              v = make_uint4(x[0], x[1], x[2], x[3]);
+            }
+          } else {
+            const uint8_t* qp = static_cast<const uint8_t*>(a.q) + off;
+            uint32_t x[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) x[e] = e4m3x2_to_bf16x2(__ldg(qp + 2 * e) | (__ldg(qp + 2 * e + 1) << 8));
+            v = make_uint4(x[0], x[1], x[2], x[3]);
+          }
+        }
+        const int c = ch >> 3, u = ch & 7;
+        *reinterpret_cast<uint4*>(smem + S::kQ + c * (kRowsCta * 128) + (r >> 3) * 1024 + (r & 7) * 128 + ((u ^ (r & 7)) << 4)) = v;
+      }
+      fence_async_smem();
+      named_sync(1, 256);
+      const int L = __ldg(a.seq_lens + b * a.sl_s0);
+#pragma unroll
+      for (int j = 0; j < NJ; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int gr = row0 + cw * NW + 8 * j + 2 * qd + e;
+          const int qi = gr / a.heads;
+          lim[j][e] = gr >= a.rows ? INT_MIN : a.causal ? L - a.s_q + qi + 1 : INT_MAX;
+          m_st[j][e] = -INFINITY;
+          l_st[j][e] = 0.0f;
+        }
+#pragma unroll
+      for (int mt = 0; mt < 8; ++mt)
+#pragma unroll
+        for (int r = 0; r < NS; ++r) o[mt][r] = 0.0f;
+    }
+
+    mbar_wait(full_bar(st), (k >> 1) & 1);
+    fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
+    const uint32_t stage_u = base + st * kStageBytes;
+
+    // ---- Sᵀ = K · Qᵀ over 576 dims: 36 k-steps of 16 ----
+    float s[NS];
+#pragma unroll
+    for (int r = 0; r < NS; ++r) s[r] = 0.0f;
+    pin(s);
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < 36; ++kk) {
+      const uint32_t koff = (kk >> 2) * 8192 + (kk & 3) * 32;
+      const uint64_t da = desc_sw128(stage_u + koff, 16, 1024);
+      const uint64_t db = desc_sw128(q_u + (kk >> 2) * (kRowsCta * 128) + cw * NW * 128 + (kk & 3) * 32, 16, 1024);
+      Mma<NW, 0>::run(s, da, db, kk > 0);
+    }
+    wg_commit();
+    wg_wait0();
+    pin(s);
+
+    // ---- mask, scale, tile maxima ----
+    const int len = __ldg(sch.len_local + b);
+    const int tk0 = 16 * w + g;
+    bool okt[2];
+    int64_t pos[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int jt = cs.t * kTile + tk0 + 8 * i;
+      okt[i] = tok_ok[st * kTile + tk0 + 8 * i] != 0 && jt < len;
+      pos[i] = global_pos(jt, a);
+    }
+    float* red_p = red_wg + par * (4 * NW);
+#pragma unroll
+    for (int j = 0; j < NJ; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          float& x = s[4 * j + 2 * i + e];
+          x = okt[i] && pos[i] < lim[j][e] ? x * sc : -INFINITY;
+        }
+        float mx = fmaxf(s[4 * j + e], s[4 * j + 2 + e]);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+        if (g == 0) red_p[w * NW + 8 * j + 2 * qd + e] = mx;
+      }
+    named_sync(bar_wg, 128);
+
+    // ---- online softmax; P (bf16) to shared memory as the K-major B operand [row][token] ----
+#pragma unroll
+    for (int j = 0; j < NJ; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int n = 8 * j + 2 * qd + e;
+        float mn = m_st[j][e];
+#pragma unroll
+        for (int ww = 0; ww < 4; ++ww) mn = fmaxf(mn, red_p[ww * NW + n]);
+        const float mu = mn == -INFINITY ? 0.0f : mn;  // nothing visible yet: keep exp2 finite
+        const float alpha = exp2f(m_st[j][e] - mu);
+        m_st[j][e] = mn;
+        const float p0 = exp2f(s[4 * j + e] - mu), p1 = exp2f(s[4 * j + 2 + e] - mu);
+        l_st[j][e] = l_st[j][e] * alpha + (p0 + p1);
+#pragma unroll
+        for (int mt = 0; mt < 8; ++mt) {
+          o[mt][4 * j + e] *= alpha;
+          o[mt][4 * j + 2 + e] *= alpha;
+        }
+        const uint32_t row_b = (n >> 3) * 1024 + (n & 7) * 128 + g * 2;
+        __nv_bfloat16* pw = reinterpret_cast<__nv_bfloat16*>(smem + S::kP + cw * S::kPBytes);
+        pw[(row_b + (((2 * w) ^ (n & 7)) << 4)) >> 1] = __float2bfloat16_rn(p0);
+        pw[(row_b + (((2 * w + 1) ^ (n & 7)) << 4)) >> 1] = __float2bfloat16_rn(p1);
+      }
+    fence_async_smem();
+    named_sync(bar_wg, 128);
+
+    // ---- Oᵀ += Vᵀ · Pᵀ: 8 column blocks of 64 dims × 4 k-steps of 16 tokens ----
+#pragma unroll
+    for (int mt = 0; mt < 8; ++mt) pin(o[mt]);
+    wg_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+      const uint64_t db = desc_sw128(pw_u + ks * 32, 16, 1024);
+#pragma unroll
+      for (int mt = 0; mt < 8; ++mt) {
+        const uint64_t da = desc_sw128(stage_u + mt * 8192 + ks * 2048, 8192, 1024);
+        Mma<NW, 1>::run(o[mt], da, db, 1);
+      }
+    }
+    wg_commit();
+    wg_wait0();
+#pragma unroll
+    for (int mt = 0; mt < 8; ++mt) pin(o[mt]);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(empty_bar(st));
+
+    // ---- end of segment: normalized output, or a partial for the combine kernel ----
+    if (cs.t + 1 == cs.t_end) {
+      // Row sums: per-thread partials over g, then over the 4 warps (red_p is free again: every
+      // warp of this warpgroup read its maxima before the P barrier).
+      float lsum[NJ][2];
+#pragma unroll
+      for (int j = 0; j < NJ; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float x = l_st[j][e];
+          x += __shfl_xor_sync(0xffffffffu, x, 4);
+          x += __shfl_xor_sync(0xffffffffu, x, 8);
+          x += __shfl_xor_sync(0xffffffffu, x, 16);
+          if (g == 0) red_p[w * NW + 8 * j + 2 * qd + e] = x;
+        }
+      named_sync(bar_wg, 128);
+#pragma unroll
+      for (int j = 0; j < NJ; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int n = 8 * j + 2 * qd + e;
+          lsum[j][e] = red_p[n] + red_p[NW + n] + red_p[2 * NW + n] + red_p[3 * NW + n];
+        }
+      const int sb = __ldg(sch.split_base + b);
+      int slot = -1;
+      if (sb >= 0) slot = sb + part - (__ldg(sch.prefix + b) + kSegmentCost) / payload;
+#pragma unroll
+      for (int j = 0; j < NJ; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int gr = row0 + cw * NW + 8 * j + 2 * qd + e;
+          if (gr >= a.rows) continue;
+          const float l = lsum[j][e];
+          const float inv = l > 0.0f ? out_scale / l : 0.0f;
+          const float lse_v = l > 0.0f ? (m_st[j][e] + __log2f(l)) * 0.69314718055994531f : -INFINITY;
+          const int qi = gr / a.heads, h = gr - qi * a.heads;
+          if (slot >= 0) {
+            float* dst = sch.part_o + (static_cast<int64_t>(slot) * a.rows + gr) * 512 + 16 * w + g;
+#pragma unroll
+            for (int mt = 0; mt < 8; ++mt)
+#pragma unroll
+              for (int i = 0; i < 2; ++i) dst[mt * 64 + 8 * i] = o[mt][4 * j + 2 * i + e] * inv;
+            if (w == 0 && g == 0) sch.part_lse[static_cast<int64_t>(slot) * a.rows + gr] = lse_v;
+          } else {
+            const int64_t off = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + 16 * w + g;
+#pragma unroll
+            for (int mt = 0; mt < 8; ++mt)
+#pragma unroll
+              for (int i = 0; i < 2; ++i) {
+                const float y = o[mt][4 * j + 2 * i + e] * inv;
+                if (a.out_f32) static_cast<float*>(a.out)[off + mt * 64 + 8 * i] = y;
+                else static_cast<__nv_bfloat16*>(a.out)[off + mt * 64 + 8 * i] = __float2bfloat16_rn(y);
+              }
+            if (w == 0 && g == 0) a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = lse_v;
+          }
+        }
+    }
+
+    advance(cs, lo, hi, sch, B);
+    if (cs.b != b) seg_t0 = cs.t;
+  }
+#else
+  __trap();  // launched only where the launcher found an sm_90a binary
+#endif
+}
+
+}  // namespace mlakv::cuda::mla
