@@ -115,5 +115,30 @@ if [[ "${BENCH:-1}" != 0 ]]; then
   fi
 fi
 
+# ---- Python package (issue 6) ------------------------------------------------------------------
+# Builds the wheel's extension with the CUDA backend and runs python/tests (the torch/CuPy device
+# tests run here; they skip on CI). PYTHON=0 skips it. Logs go into build.log and tests.log so that
+# $OUT stays within 8 files. A failure is logged and counted, and the script goes on.
+if [[ "${PYTHON:-1}" != 0 ]]; then
+  log "python: pip install . (CUDA backend)"
+  if CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" python3 -m pip install --no-build-isolation --no-deps \
+      -Cbuild-dir=build-gpu-py -Ccmake.define.MLAKV_CUDA=ON -Ccmake.define.CMAKE_CUDA_ARCHITECTURES=90a \
+      . >>"$OUT/build.log" 2>&1; then
+    log "python: pytest python/tests"
+    echo "==== python -m pytest python/tests" >>"$OUT/tests.log"
+    if timeout "$STEP_TIMEOUT" python3 -m pytest python/tests -x -q -rs >>"$OUT/tests.log" 2>&1; then
+      log "python tests ok: $(tail -1 "$OUT/tests.log")"
+    else
+      status=1
+      log "python tests FAILED: $(tail -1 "$OUT/tests.log")"
+      grep -E "^(FAILED|ERROR|E )" "$OUT/tests.log" | head -30
+    fi
+  else
+    status=1
+    log "python: pip install FAILED (see build.log)"
+    grep -E "error|Error" "$OUT/build.log" | tail -20
+  fi
+fi
+
 log "done, status $status"
 exit $status
