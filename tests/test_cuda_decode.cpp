@@ -222,19 +222,42 @@ TEST(CudaDecode, FormatsHeadsQueries) {
       }
 }
 
-// Where the wgmma kernel serves bf16 (sm_90a), the mma.sync kernel stays the fallback for other
-// devices: keep it checked on bf16 too (MLAKV_DECODE_KERNEL=mma forces it).
-TEST(CudaDecode, MmaKernelPathBf16) {
+// Where the wgmma kernel serves a call (sm_90a), the mma.sync kernel stays the fallback for other
+// devices: keep it checked here too (MLAKV_DECODE_KERNEL=mma forces it).
+TEST(CudaDecode, MmaKernelPath) {
   MLAKV_REQUIRE_GPU();
   setenv("MLAKV_DECODE_KERNEL", "mma", 1);
-  for (int h : {1, 16, 33, 128})
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
+    for (int h : {1, 16, 33, 128})
+      for (int s : {1, 4}) {
+        if (h == 128 && s == 4 && f != CacheFormat::bf16) continue;
+        Case c;
+        c.format = f, c.heads = h, c.s_q = s, c.lens = kMixed;
+        check_case(c);
+      }
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8_ds_mla}) {
+    Case c;
+    c.format = f, c.block_size = 1, c.s_q = 2, c.lens = {3, 0, 97, 513};
+    check_case(c);
+  }
+  unsetenv("MLAKV_DECODE_KERNEL");
+}
+
+// fp8_ds_mla runs on the mma.sync kernel by default; its sm90 path (MLAKV_DECODE_KERNEL=sm90)
+// stays correct for when it becomes the faster one.
+TEST(CudaDecode, Sm90KernelPathDsMla) {
+  MLAKV_REQUIRE_GPU();
+  setenv("MLAKV_DECODE_KERNEL", "sm90", 1);
+  for (int h : {1, 16, 33})
     for (int s : {1, 4}) {
       Case c;
-      c.heads = h, c.s_q = s, c.lens = kMixed;
+      c.format = CacheFormat::fp8_ds_mla, c.heads = h, c.s_q = s, c.lens = kMixed;
       check_case(c);
     }
   Case c;
-  c.block_size = 1, c.s_q = 2, c.lens = {3, 0, 97, 513};
+  c.format = CacheFormat::fp8_ds_mla, c.block_size = 1, c.s_q = 2, c.lens = {3, 0, 97, 513};
+  check_case(c);
+  c.block_size = 64, c.heads = 16, c.s_q = 1, c.lens = {20000};
   check_case(c);
   unsetenv("MLAKV_DECODE_KERNEL");
 }

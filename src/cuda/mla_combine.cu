@@ -26,8 +26,9 @@ __device__ __forceinline__ void store2(const DecodeArgs& a, int64_t off, float x
   }
 }
 
-// Grid (list entries, rows). One CTA merges one row of one request: warp w sums the partials
-// i ≡ w (mod 8), several loads in flight per lane, then the 8 warps' sums meet in shared memory.
+// Grid (list entries, rows, column chunks of 512 / gridDim.z). One CTA merges one row (or a
+// quarter of it) of one request: warp w sums the partials i ≡ w (mod 8), several loads in flight
+// per lane, then the 8 warps' sums meet in shared memory.
 __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_constant__ DecodeArgs a) {
   __shared__ float acc_s[kCombineWarps][512];
   __shared__ float red[kCombineWarps];
@@ -64,41 +65,50 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
     for (int w = 0; w < kCombineWarps; ++w) sum += red[w];
     const float lse = mx > -INFINITY ? mx + __logf(sum) : -INFINITY;
 
+    // This CTA's columns: [z0, z0 + 128·nq); lane l owns float4 column groups z0 + 4l + 128k.
+    const int nq = 4 / gridDim.z, z0 = blockIdx.z * 128 * nq;
     float4 acc[4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
     if (lse > -INFINITY) {
-      const float* po = s.part_o + (static_cast<int64_t>(s.split_base[b]) * a.rows + r) * 512 + lane * 4;
+      const float* po = s.part_o + (static_cast<int64_t>(s.split_base[b]) * a.rows + r) * 512 + z0 + lane * 4;
       const int64_t split_stride = static_cast<int64_t>(a.rows) * 512;
-#pragma unroll 2
+      // Four partials in flight per warp: with one request spread over every SM, each row merges
+      // ~130 partials and the walk is latency-bound.
+#pragma unroll 4
       for (int i = warp; i < ns; i += kCombineWarps) {
         const float wt = __expf(pl[static_cast<int64_t>(i) * a.rows] - lse);
         const float* p = po + i * split_stride;
         float4 v[4];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) v[k] = *reinterpret_cast<const float4*>(p + 128 * k);
+        for (int k = 0; k < 4; ++k)
+          if (k < nq) v[k] = *reinterpret_cast<const float4*>(p + 128 * k);
         if (wt != 0.0f) {  // an empty partial (lse −inf) adds nothing
 #pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            acc[k].x += wt * v[k].x;
-            acc[k].y += wt * v[k].y;
-            acc[k].z += wt * v[k].z;
-            acc[k].w += wt * v[k].w;
-          }
+          for (int k = 0; k < 4; ++k)
+            if (k < nq) {
+              acc[k].x += wt * v[k].x;
+              acc[k].y += wt * v[k].y;
+              acc[k].z += wt * v[k].z;
+              acc[k].w += wt * v[k].w;
+            }
         }
       }
     }
 #pragma unroll
-    for (int k = 0; k < 4; ++k) *reinterpret_cast<float4*>(&acc_s[warp][lane * 4 + 128 * k]) = acc[k];
+    for (int k = 0; k < 4; ++k)
+      if (k < nq) *reinterpret_cast<float4*>(&acc_s[warp][lane * 4 + 128 * k]) = acc[k];
     __syncthreads();
-    float x = 0.0f, y = 0.0f;
+    if (2 * tid < 128 * nq) {
+      float x = 0.0f, y = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kCombineWarps; ++w) {
-      x += acc_s[w][2 * tid];
-      y += acc_s[w][2 * tid + 1];
+      for (int w = 0; w < kCombineWarps; ++w) {
+        x += acc_s[w][2 * tid];
+        y += acc_s[w][2 * tid + 1];
+      }
+      store2(a, obase + z0 + 2 * tid, x, y);
     }
-    store2(a, obase + 2 * tid, x, y);
-    if (tid == 0) *lse_out = lse;
+    if (tid == 0 && blockIdx.z == 0) *lse_out = lse;
     __syncthreads();  // acc_s and red are reused by the next entry
   }
 }
@@ -108,7 +118,10 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
 void launch_combine(const DecodeArgs& a, int parts, cudaStream_t stream) {
   // At most parts − 1 requests are split; more entries (empty requests) are walked grid-stride.
   const int x = a.batch < parts ? a.batch : parts;
-  combine_kernel<<<dim3(static_cast<unsigned>(x), static_cast<unsigned>(a.rows)), kCombineThreads, 0, stream>>>(a);
+  // Few (request, row) pairs: split the 512 columns over 4 CTAs so the merge uses more SMs.
+  const int z = static_cast<int64_t>(x) * a.rows >= 4 * parts ? 1 : 4;
+  combine_kernel<<<dim3(static_cast<unsigned>(x), static_cast<unsigned>(a.rows), static_cast<unsigned>(z)), kCombineThreads, 0,
+                   stream>>>(a);
   check_launch("mla_decode combine_kernel");
 }
 

@@ -42,18 +42,19 @@ template <CacheFormat F> void launch_format(const DecodeArgs& a, int parts, cuda
   else launch_instance<F, 2>(a, parts, stream);
 }
 
-template <int NW> void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
-  auto kernel = mla_decode_sm90_kernel<NW>;
+template <CacheFormat F, int NW> void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
+  using S = Sm90Smem<F, NW>;
+  auto kernel = mla_decode_sm90_kernel<F, NW>;
   static int configured[64] = {};
   int dev = 0;
   check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
   if (dev < 0 || dev >= 64 || !configured[dev]) {
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Sm90Smem<NW>::kBytes),
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kBytes),
                "cudaFuncSetAttribute(mla_decode_sm90_kernel)");
     if (dev >= 0 && dev < 64) configured[dev] = 1;
   }
-  const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(sm90_mtiles(a.rows)));
-  kernel<<<grid, kSm90Threads, Sm90Smem<NW>::kBytes, stream>>>(a);
+  const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(sm90_mtiles(a.rows, F)));
+  kernel<<<grid, kSm90Threads, S::kBytes, stream>>>(a);
   check_launch("mla_decode_sm90_kernel");
 }
 
@@ -69,7 +70,7 @@ bool sm90_available(int dev) {
   bool ok = major == 9 && minor == 0;
   if (ok) {
     cudaFuncAttributes attr{};
-    ok = cudaFuncGetAttributes(&attr, mla_decode_sm90_kernel<8>) == cudaSuccess && attr.binaryVersion == 90;
+    ok = cudaFuncGetAttributes(&attr, mla_decode_sm90_kernel<CacheFormat::bf16, 8>) == cudaSuccess && attr.binaryVersion == 90;
     cudaGetLastError();
   }
   if (dev >= 0 && dev < 64) cache[dev].store(ok ? 1 : 2, std::memory_order_relaxed);
@@ -79,24 +80,41 @@ bool sm90_available(int dev) {
 }  // namespace
 
 /// Which attention kernel serves a call: decided on the host from the format and the device, so
-/// the choice needs no synchronization. MLAKV_DECODE_KERNEL=mma forces the mma.sync kernel
-/// (tests run both paths through it).
+/// the choice needs no synchronization. fp8_ds_mla stays on the mma.sync kernel by default: on
+/// the sm90 kernel its 16-row CTAs and four scaled P tiles measured slower (docs/PERF.md).
+/// MLAKV_DECODE_KERNEL=mma forces the mma.sync kernel, =sm90 the sm90 kernel for every format
+/// (tests run all paths through it).
 bool use_sm90(CacheFormat format, int dev) {
-  if (format != CacheFormat::bf16) return false;
-  if (const char* e = std::getenv("MLAKV_DECODE_KERNEL"); e && std::strcmp(e, "mma") == 0) return false;
+  if (format != CacheFormat::bf16 && format != CacheFormat::fp8 && format != CacheFormat::fp8_ds_mla) return false;
+  const char* e = std::getenv("MLAKV_DECODE_KERNEL");
+  if (e && std::strcmp(e, "mma") == 0) return false;
+  const bool forced = e && std::strcmp(e, "sm90") == 0;
+  if (format == CacheFormat::fp8_ds_mla && !forced) return false;
   return sm90_available(dev);
 }
 
-int plan_parts(int rows, int sms, bool sm90) {
-  const int p = sms / (sm90 ? sm90_mtiles(rows) : num_mtiles(rows));
+int plan_parts(int rows, int sms, bool sm90, CacheFormat format) {
+  const int p = sms / (sm90 ? sm90_mtiles(rows, format) : num_mtiles(rows));
   return p < 1 ? 1 : p;
 }
 
-void launch_attention_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
-  switch (sm90_rows_per_cta(a.rows)) {
-    case 16: launch_sm90<8>(a, parts, stream); break;
-    case 32: launch_sm90<16>(a, parts, stream); break;
-    default: launch_sm90<32>(a, parts, stream); break;
+template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts, cudaStream_t stream) {
+  switch (sm90_rows_per_cta(a.rows, F)) {
+    case 16: launch_sm90<F, 8>(a, parts, stream); break;
+    case 32:
+      if constexpr (F != CacheFormat::fp8_ds_mla) launch_sm90<F, 16>(a, parts, stream);
+      break;
+    default:
+      if constexpr (F == CacheFormat::bf16) launch_sm90<F, 32>(a, parts, stream);
+      break;
+  }
+}
+
+void launch_attention_sm90(const DecodeArgs& a, CacheFormat format, int parts, cudaStream_t stream) {
+  switch (format) {
+    case CacheFormat::bf16: launch_sm90_format<CacheFormat::bf16>(a, parts, stream); break;
+    case CacheFormat::fp8: launch_sm90_format<CacheFormat::fp8>(a, parts, stream); break;
+    default: launch_sm90_format<CacheFormat::fp8_ds_mla>(a, parts, stream); break;
   }
 }
 
@@ -115,7 +133,9 @@ std::size_t mla_decode_workspace_size(int batch, int s_q, int heads, int device_
   if (batch <= 0) return 0;
   const int rows = s_q * heads, sms = sm_count(device_index);
   // Sized for whichever kernel needs more parts (the format is not known here).
-  const int parts = std::max(mla::plan_parts(rows, sms, false), mla::plan_parts(rows, sms, true));
+  int parts = mla::plan_parts(rows, sms, false, CacheFormat::bf16);
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
+    parts = std::max(parts, mla::plan_parts(rows, sms, true, f));
   return mla::workspace_layout(batch, rows, parts).total;
 }
 
@@ -138,7 +158,7 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   if (batch == 0) return;
   const int rows = s_q * heads;
   const bool sm90 = mla::use_sm90(cache.desc.format, q.device.index);
-  const int parts = mla::plan_parts(rows, sm_count(q.device.index), sm90);
+  const int parts = mla::plan_parts(rows, sm_count(q.device.index), sm90, cache.desc.format);
   const mla::WorkspaceLayout wl = mla::workspace_layout(batch, rows, parts);
   auto* ws = static_cast<uint8_t*>(workspace.data);
 
@@ -180,7 +200,7 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
 
   const cudaStream_t st = to_cuda(stream);
   mla::launch_schedule(a, parts, st);
-  if (sm90) mla::launch_attention_sm90(a, parts, st);
+  if (sm90) mla::launch_attention_sm90(a, cache.desc.format, parts, st);
   else mla::launch_attention(a, cache.desc.format, parts, st);
   mla::launch_combine(a, parts, st);
 }

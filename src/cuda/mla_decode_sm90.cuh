@@ -41,22 +41,43 @@ inline constexpr int kSm90Threads = 384;
 inline constexpr int kSm90Stages = 2;
 inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims × 64 tokens × 128 B
 
-/// Query rows per CTA of the sm90 kernel (2 warpgroups × NW).
-inline int sm90_rows_per_cta(int rows) { return rows <= 16 ? 16 : rows <= 32 ? 32 : 64; }
-inline int sm90_mtiles(int rows) { return (rows + sm90_rows_per_cta(rows) - 1) / sm90_rows_per_cta(rows); }
+/// Query rows per CTA of the sm90 kernel (2 warpgroups × NW). FP8 caches need room for a raw
+/// staging ring, so they use fewer rows per CTA (fp8_ds_mla also keeps four scaled P tiles).
+inline int sm90_rows_per_cta(int rows, CacheFormat f) {
+  const int cap = f == CacheFormat::bf16 ? 64 : f == CacheFormat::fp8 ? 32 : 16;
+  const int r = rows <= 16 ? 16 : rows <= 32 ? 32 : 64;
+  return r < cap ? r : cap;
+}
+inline int sm90_mtiles(int rows, CacheFormat f) {
+  return (rows + sm90_rows_per_cta(rows, f) - 1) / sm90_rows_per_cta(rows, f);
+}
 
-template <int NW> struct Sm90Smem {
-  static constexpr int kQBytes = 9 * 2 * NW * 128;  // [9 column blocks][2·NW rows][128 B]
-  static constexpr int kPBytes = NW * 128;          // per warpgroup: [NW rows][64 tokens] bf16
+template <CacheFormat F, int NW> struct Sm90Smem {
+  static constexpr bool kWiden = F != CacheFormat::bf16, kTileScales = F == CacheFormat::fp8_ds_mla;
+  static constexpr int kTokenBytes = Fmt<F>::kTokenBytes;
+  static constexpr int kPTiles = kTileScales ? 4 : 1;  // P scaled by each 128-column tile scale
+  static constexpr int kQBytes = 9 * 2 * NW * 128;     // [9 column blocks][2·NW rows][128 B]
+  static constexpr int kPBytes = NW * 128;             // one P: [NW rows][64 tokens] bf16
   static constexpr int kRedBytes = 2 * 2 * 4 * NW * 4;  // [wg][parity][warp][row] floats
   static constexpr int kQ = kSm90Stages * kStageBytes;
   static constexpr int kP = kQ + kQBytes;
-  static constexpr int kRed = kP + 2 * kPBytes;
-  static constexpr int kOk = kRed + kRedBytes;      // [stage][64] token-valid flags
-  static constexpr int kBar = kOk + kSm90Stages * kTile;
-  static constexpr int kBytes = kBar + 4 * 8;       // full[2], empty[2]
+  static constexpr int kRed = kP + 2 * kPTiles * kPBytes;
+  static constexpr int kOk = kRed + kRedBytes;         // [stage][64] token-valid flags
+  static constexpr int kScl = kOk + kSm90Stages * kTile;  // [stage][64][4] fp8_ds_mla tile scales
+  static constexpr int kBar = kScl + (kTileScales ? kSm90Stages * kTile * 16 : 0);
+  static constexpr int kRaw = kBar + 64;               // raw FP8 half tiles (32 tokens) in flight
+  static constexpr int kRawSlotBytes = 32 * kTokenBytes;
+  static constexpr int bytes_for(int slots) { return kRaw + (kWiden ? slots * (kRawSlotBytes + 32) : 0); }
+  static constexpr int raw_slots() {
+    int n = 4;
+    while (n > 2 && bytes_for(n) > 232448) --n;
+    return n;
+  }
+  static constexpr int kRawSlots = raw_slots();
+  static constexpr int kRawOk = kRaw + kRawSlots * kRawSlotBytes;  // [slot][32]
+  static constexpr int kBytes = bytes_for(kRawSlots);
   static_assert(kBytes <= 232448, "sm90 decode shared-memory plan does not fit");
-  static_assert(kQ % 1024 == 0 && kP % 1024 == 0 && kPBytes % 1024 == 0 && kBar % 8 == 0, "alignment");
+  static_assert(kQ % 1024 == 0 && kP % 1024 == 0 && kPBytes % 1024 == 0 && kBar % 8 == 0 && kRaw % 16 == 0, "alignment");
 };
 
 #if MLAKV_SM90A_DEVICE
@@ -140,18 +161,20 @@ template <int TA> struct Mma<32, TA> {
 }  // namespace sm90
 #endif  // MLAKV_SM90A_DEVICE
 
-template <int NW>
+template <CacheFormat F, int NW>
 __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const __grid_constant__ DecodeArgs a) {
 #if MLAKV_SM90A_DEVICE
   using namespace sm90;
-  using S = Sm90Smem<NW>;
-  constexpr int kRowsCta = 2 * NW, NJ = NW / 8, NS = NW / 2;
+  using S = Sm90Smem<F, NW>;
+  constexpr bool kWiden = S::kWiden, kTileScales = S::kTileScales;
+  constexpr int kRowsCta = 2 * NW, NJ = NW / 8, NS = NW / 2, TB = S::kTokenBytes, kRawSlots = S::kRawSlots;
   extern __shared__ __align__(1024) uint8_t smem[];
   const uint32_t base = smem_u32(smem);
   if (base & 1023) __trap();  // the swizzle is on address bits: tiles must sit on 1024-byte lines
   const uint32_t q_u = base + S::kQ, p_u = base + S::kP, bar_u = base + S::kBar;
   float* red = reinterpret_cast<float*>(smem + S::kRed);
   uint8_t* tok_ok = smem + S::kOk;
+  float* scl = reinterpret_cast<float*>(smem + S::kScl);
   auto full_bar = [&](int st) { return bar_u + 8 * st; };
   auto empty_bar = [&](int st) { return bar_u + 16 + 8 * st; };
 
@@ -175,8 +198,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 
   if (threadIdx.x == 0) {
     for (int st = 0; st < kSm90Stages; ++st) {
-      mbar_init(full_bar(st), 256);  // 128 producer threads × (cp.async arrival + flag arrival)
-      mbar_init(empty_bar(st), 8);   // one arrival per consumer warp
+      // bf16: 128 producer threads × (cp.async arrival + flag arrival); FP8: one arrival each
+      // after widening.
+      mbar_init(full_bar(st), kWiden ? 128 : 256);
+      mbar_init(empty_bar(st), 8);  // one arrival per consumer warp
     }
   }
   __syncthreads();
@@ -184,62 +209,148 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   const int wg = threadIdx.x >> 7;
   if (wg == 0) {
     // ---------------------------------------------------------------- producer
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-    const int pt = threadIdx.x, sub = pt & 7;
-    Cursor ld;
-    seek(ld, first_b, lo, hi, sch, B);
-    for (int k = 0; ld.b < B; ++k) {
-      const int st = k & 1;
-      const int len = __ldg(sch.len_local + ld.b);
-      const uint8_t* src[4];
-      bool ok[4];
+    // Register split (128·p + 256·c ≤ 64K): the FP8 producer widens tiles and needs room to keep
+    // several loads in flight; the bf16 one only issues copies, and 64-row consumers need 232.
+    if constexpr (kWiden) asm volatile("setmaxnreg.dec.sync.aligned.u32 96;\n");
+    else asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    const int pt = threadIdx.x;
+    // Address of token `tok` of tile `c.t` of request `c.b` (nullptr when masked).
+    auto token_src = [&](const Cursor& c, int tok) -> const uint8_t* {
+      const int j = c.t * kTile + tok;
+      if (j >= __ldg(sch.len_local + c.b)) return nullptr;
+      const int jb = j / a.block_size;
+      if (jb >= a.max_blocks) return nullptr;
+      const int64_t blk = __ldg(a.block_table + c.b * a.bt_s0 + jb * a.bt_s1);
+      if (blk < 0 || blk >= a.num_blocks) return nullptr;
+      return a.cache + blk * a.block_stride + static_cast<int64_t>(j - jb * a.block_size) * TB;
+    };
+    if constexpr (!kWiden) {
+      const int sub = pt & 7;
+      Cursor ld;
+      seek(ld, first_b, lo, hi, sch, B);
+      for (int k = 0; ld.b < B; ++k) {
+        const int st = k & 1;
+        const uint8_t* src[4];
 #pragma unroll
-      for (int p = 0; p < 4; ++p) {
-        const int tok = (pt >> 3) + 16 * p;
-        const int j = ld.t * kTile + tok;
-        bool v = j < len;
-        src[p] = a.cache;
-        if (v) {
-          const int jb = j / a.block_size;
-          v = jb < a.max_blocks;
-          if (v) {
-            const int64_t blk = __ldg(a.block_table + ld.b * a.bt_s0 + jb * a.bt_s1);
-            v = blk >= 0 && blk < a.num_blocks;
-            if (v) src[p] = a.cache + blk * a.block_stride + static_cast<int64_t>(j - jb * a.block_size) * 1152 + sub * 16;
-          }
+        for (int p = 0; p < 4; ++p) src[p] = token_src(ld, (pt >> 3) + 16 * p);
+        mbar_wait(empty_bar(st), ((k >> 1) & 1) ^ 1);
+        const uint32_t stage_u = base + st * kStageBytes;
+#pragma unroll
+        for (int p = 0; p < 4; ++p) {
+          const int tok = (pt >> 3) + 16 * p;
+          const uint32_t row_u = stage_u + tok * 128 + ((sub ^ (tok & 7)) << 4);
+          const bool ok = src[p] != nullptr;
+#pragma unroll
+          for (int c = 0; c < 9; ++c) cp_async16(row_u + c * 8192, ok ? src[p] + c * 128 + sub * 16 : a.cache, ok ? 16 : 0);
+          if (sub == 0) tok_ok[st * kTile + tok] = ok;
         }
-        ok[p] = v;
+        mbar_arrive(full_bar(st));
+        mbar_arrive_cp_async(full_bar(st));
+        advance(ld, lo, hi, sch, B);
       }
-      mbar_wait(empty_bar(st), ((k >> 1) & 1) ^ 1);
-      const uint32_t stage_u = base + st * kStageBytes;
+      cp_async_wait<0>();
+    } else {
+      // Raw half tiles (32 tokens) land in a ring of kRawSlots by cp.async, kRawSlots half tiles
+      // ahead; each is then widened (exactly: e4m3 ⊂ bf16) into the swizzled bf16 stage.
+      uint8_t* raw = smem + S::kRaw;
+      uint8_t* raw_ok = smem + S::kRawOk;
+      Cursor li;
+      seek(li, first_b, lo, hi, sch, B);
+      int li_half = 0, li_unit = 0;
+      auto issue_unit = [&]() {
+        if (li.b < B) {
+          const int slot = li_unit % kRawSlots, tok = pt >> 2;
+          const uint8_t* src = token_src(li, li_half * 32 + tok);
+          const uint32_t dst = base + S::kRaw + slot * S::kRawSlotBytes + tok * TB;
+          constexpr int kCh = TB / 16;
 #pragma unroll
-      for (int p = 0; p < 4; ++p) {
-        const int tok = (pt >> 3) + 16 * p;
-        const uint32_t row_u = stage_u + tok * 128 + ((sub ^ (tok & 7)) << 4);
+          for (int c = pt & 3; c < kCh; c += 4) cp_async16(dst + c * 16, src ? src + c * 16 : a.cache, src ? 16 : 0);
+          if ((pt & 3) == 0) raw_ok[slot * 32 + tok] = src != nullptr;
+          if (li_half == 1) advance(li, lo, hi, sch, B);
+          li_half ^= 1;
+        }
+        ++li_unit;
+        cp_async_commit();  // one group per unit, empty past the end: the wait count stays fixed
+      };
 #pragma unroll
-        for (int c = 0; c < 9; ++c) cp_async16(row_u + c * 8192, ok[p] ? src[p] + c * 128 : a.cache, ok[p] ? 16 : 0);
-        if (sub == 0) tok_ok[st * kTile + tok] = ok[p];
+      for (int u = 0; u < kRawSlots; ++u) issue_unit();
+      Cursor lc;
+      seek(lc, first_b, lo, hi, sch, B);
+      for (int k = 0; lc.b < B; ++k) {
+        const int st = k & 1;
+        mbar_wait(empty_bar(st), ((k >> 1) & 1) ^ 1);
+        uint8_t* stage = smem + st * kStageBytes;
+#pragma unroll 1
+        for (int h = 0; h < 2; ++h) {
+          const int slot = (2 * k + h) % kRawSlots;
+          cp_async_wait<kRawSlots - 1>();
+          named_sync(4, 128);  // every producer thread's part of this half tile has landed
+          const uint8_t* rs = raw + slot * S::kRawSlotBytes;
+          // 32 tokens × 72 chunks of 8 values = 18 per thread, in batches of 6 whose shared loads
+          // are all issued before the first conversion: four warps alone must widen a tile in
+          // well under the consumers' time for it.
+#pragma unroll
+          for (int it0 = 0; it0 < 18; it0 += 6) {
+            uint4 v[6];
+#pragma unroll
+            for (int u = 0; u < 6; ++u) {
+              const int idx = pt + 128 * (it0 + u), tok = idx / 72, ch = idx - tok * 72;
+              const uint8_t* src = rs + tok * TB;
+              if (kTileScales && ch >= 64) {
+                v[u] = *reinterpret_cast<const uint4*>(src + 528 + (ch - 64) * 16);  // bf16 rope, as is
+              } else {
+                const uint2 e = *reinterpret_cast<const uint2*>(src + ch * 8);
+                v[u] = make_uint4(e.x, e.y, 0, 0);  // raw e4m3, widened below
+              }
+            }
+#pragma unroll
+            for (int u = 0; u < 6; ++u) {
+              const int idx = pt + 128 * (it0 + u), tok = idx / 72, ch = idx - tok * 72, row = h * 32 + tok;
+              uint4 w4 = v[u];
+              if (!(kTileScales && ch >= 64)) {
+                const uint32_t x = v[u].x, y = v[u].y;
+                w4 = make_uint4(e4m3x2_to_bf16x2(x), e4m3x2_to_bf16x2(x >> 16), e4m3x2_to_bf16x2(y), e4m3x2_to_bf16x2(y >> 16));
+              }
+              *reinterpret_cast<uint4*>(stage + (ch >> 3) * 8192 + row * 128 + (((ch & 7) ^ (row & 7)) << 4)) = w4;
+            }
+          }
+          if constexpr (kTileScales) {
+            const int tok = pt >> 2;
+            scl[(st * kTile + h * 32 + tok) * 4 + (pt & 3)] = *reinterpret_cast<const float*>(rs + tok * TB + 512 + (pt & 3) * 4);
+          }
+          if (pt < 32) tok_ok[st * kTile + h * 32 + pt] = raw_ok[slot * 32 + pt];
+          named_sync(4, 128);  // the raw slot is read: refill it
+          issue_unit();
+        }
+        fence_async_smem();  // the widened tile is read by wgmma (async proxy)
+        mbar_arrive(full_bar(st));
+        advance(lc, lo, hi, sch, B);
       }
-      mbar_arrive(full_bar(st));
-      mbar_arrive_cp_async(full_bar(st));
-      advance(ld, lo, hi, sch, B);
+      cp_async_wait<0>();
     }
-    cp_async_wait<0>();
     return;
   }
 
   // ------------------------------------------------------------------ consumers
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+  if constexpr (kWiden) asm volatile("setmaxnreg.inc.sync.aligned.u32 200;\n");
+  else asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   const int cw = wg - 1;                   // consumer warpgroup: rows [cw·NW, cw·NW + NW) of the CTA
   const int ct = threadIdx.x - 128;        // 0..255 over both consumer warpgroups
   const int wt = threadIdx.x & 127, w = wt >> 5, lane = wt & 31, g = lane >> 2, qd = lane & 3;
   const int bar_wg = 2 + cw;               // named barrier of this warpgroup
-  const uint32_t pw_u = p_u + cw * S::kPBytes;
+  const uint32_t pw_u = p_u + cw * S::kPTiles * S::kPBytes;
+  __nv_bfloat16* pw = reinterpret_cast<__nv_bfloat16*>(smem + S::kP + cw * S::kPTiles * S::kPBytes);
   float* red_wg = red + cw * (2 * 4 * NW);  // [parity][warp][row]
 
-  float sc = a.scale_log2;
+  // Per-tensor FP8: the scale goes into the softmax scale and the output, never into the bf16
+  // values (SPEC §6).
+  float sc = a.scale_log2, out_scale = 1.0f;
   if (a.q_e4m3) sc *= __ldg(a.q_scale);
-  const float out_scale = 1.0f;
+  if constexpr (F == CacheFormat::fp8) {
+    const float ks = __ldg(a.k_scale);
+    sc *= ks;
+    out_scale = ks;
+  }
 
   // Fragment (j, i, e) of an m64nNW accumulator: token / output dim 16w + g + 8i (+ 64·mtile),
   // query row 8j + 2qd + e of this warpgroup.
@@ -305,27 +416,57 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     mbar_wait(full_bar(st), (k >> 1) & 1);
     fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
     const uint32_t stage_u = base + st * kStageBytes;
+    const int tk0 = 16 * w + g;  // this thread's tokens: tk0 (i = 0), tk0 + 8 (i = 1)
 
     // ---- Sᵀ = K · Qᵀ over 576 dims: 36 k-steps of 16 ----
-    float s[NS];
-#pragma unroll
-    for (int r = 0; r < NS; ++r) s[r] = 0.0f;
-    pin(s);
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < 36; ++kk) {
+    auto qk = [&](float(&acc)[NS], int kk, int first) {
       const uint32_t koff = (kk >> 2) * 8192 + (kk & 3) * 32;
       const uint64_t da = desc_sw128(stage_u + koff, 16, 1024);
       const uint64_t db = desc_sw128(q_u + (kk >> 2) * (kRowsCta * 128) + cw * NW * 128 + (kk & 3) * 32, 16, 1024);
-      Mma<NW, 0>::run(s, da, db, kk > 0);
+      Mma<NW, 0>::run(acc, da, db, first ? 0 : 1);
+    };
+    float s[NS];
+#pragma unroll
+    for (int r = 0; r < NS; ++r) s[r] = 0.0f;
+    if constexpr (!kTileScales) {
+      pin(s);
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < 36; ++kk) qk(s, kk, kk == 0);
+      wg_commit();
+      wg_wait0();
+      pin(s);
+    } else {
+      // Each 128-dim tile has its own per-token scale: separate partial products, scaled after.
+      float sg[5][NS];
+#pragma unroll
+      for (int t = 0; t < 5; ++t) {
+#pragma unroll
+        for (int r = 0; r < NS; ++r) sg[t][r] = 0.0f;
+        pin(sg[t]);
+      }
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < 36; ++kk) qk(sg[kk >> 3], kk, (kk & 7) == 0);
+      wg_commit();
+      wg_wait0();
+#pragma unroll
+      for (int t = 0; t < 5; ++t) pin(sg[t]);
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float4 c = *reinterpret_cast<const float4*>(scl + (st * kTile + tk0 + 8 * i) * 4);
+#pragma unroll
+        for (int j = 0; j < NJ; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int r = 4 * j + 2 * i + e;
+            s[r] = c.x * sg[0][r] + c.y * sg[1][r] + c.z * sg[2][r] + c.w * sg[3][r] + sg[4][r];
+          }
+      }
     }
-    wg_commit();
-    wg_wait0();
-    pin(s);
 
     // ---- mask, scale, tile maxima ----
     const int len = __ldg(sch.len_local + b);
-    const int tk0 = 16 * w + g;
     bool okt[2];
     int64_t pos[2];
 #pragma unroll
@@ -353,6 +494,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     named_sync(bar_wg, 128);
 
     // ---- online softmax; P (bf16) to shared memory as the K-major B operand [row][token] ----
+    float4 vs[2];  // fp8_ds_mla: the tile scales of this thread's two tokens, applied to P
+    if constexpr (kTileScales) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) vs[i] = *reinterpret_cast<const float4*>(scl + (st * kTile + tk0 + 8 * i) * 4);
+    }
 #pragma unroll
     for (int j = 0; j < NJ; ++j)
 #pragma unroll
@@ -372,9 +518,18 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           o[mt][4 * j + 2 + e] *= alpha;
         }
         const uint32_t row_b = (n >> 3) * 1024 + (n & 7) * 128 + g * 2;
-        __nv_bfloat16* pw = reinterpret_cast<__nv_bfloat16*>(smem + S::kP + cw * S::kPBytes);
-        pw[(row_b + (((2 * w) ^ (n & 7)) << 4)) >> 1] = __float2bfloat16_rn(p0);
-        pw[(row_b + (((2 * w + 1) ^ (n & 7)) << 4)) >> 1] = __float2bfloat16_rn(p1);
+        const uint32_t at0 = (row_b + (((2 * w) ^ (n & 7)) << 4)) >> 1;
+        const uint32_t at1 = (row_b + (((2 * w + 1) ^ (n & 7)) << 4)) >> 1;
+        if constexpr (!kTileScales) {
+          pw[at0] = __float2bfloat16_rn(p0);
+          pw[at1] = __float2bfloat16_rn(p1);
+        } else {
+          constexpr int kP2 = S::kPBytes / 2;
+          pw[at0] = __float2bfloat16_rn(p0 * vs[0].x), pw[at1] = __float2bfloat16_rn(p1 * vs[1].x);
+          pw[kP2 + at0] = __float2bfloat16_rn(p0 * vs[0].y), pw[kP2 + at1] = __float2bfloat16_rn(p1 * vs[1].y);
+          pw[2 * kP2 + at0] = __float2bfloat16_rn(p0 * vs[0].z), pw[2 * kP2 + at1] = __float2bfloat16_rn(p1 * vs[1].z);
+          pw[3 * kP2 + at0] = __float2bfloat16_rn(p0 * vs[0].w), pw[3 * kP2 + at1] = __float2bfloat16_rn(p1 * vs[1].w);
+        }
       }
     fence_async_smem();
     named_sync(bar_wg, 128);
@@ -385,9 +540,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     wg_fence();
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) {
-      const uint64_t db = desc_sw128(pw_u + ks * 32, 16, 1024);
 #pragma unroll
       for (int mt = 0; mt < 8; ++mt) {
+        // fp8_ds_mla: columns [64mt, 64mt+64) lie in tile-scale group mt/2.
+        const uint32_t pt_off = kTileScales ? (mt >> 1) * S::kPBytes : 0;
+        const uint64_t db = desc_sw128(pw_u + pt_off + ks * 32, 16, 1024);
         const uint64_t da = desc_sw128(stage_u + mt * 8192 + ks * 2048, 8192, 1024);
         Mma<NW, 1>::run(o[mt], da, db, 1);
       }
