@@ -66,7 +66,13 @@ def bf16_to_float32(bits):
 def _register_torch_ops() -> bool:
     if _os.environ.get("MLAKV_NO_TORCH") == "1" or _ilu.find_spec("torch") is None:
         return False
-    from . import _torch_ops
+    try:
+        from . import _torch_ops
+    except Exception as e:  # a broken torch installation must not take the NumPy path down with it
+        import warnings
+
+        warnings.warn(f"mlakv: torch is installed but the torch.ops.mlakv custom ops could not be registered: {e}")
+        return False
 
     ops._torch_ops = _torch_ops
     return True
