@@ -7,15 +7,17 @@
 #   BUILD_DIR      an existing build directory to reuse (else one is configured in build-gpu)
 #   GTEST_FILTER   which tests run on the GPU (default '*Cuda*')
 #   TESTS          0 skips the tests (and the sanitizer runs)
-#   SANITIZE       0 skips compute-sanitizer
+#   SANITIZE       0 skips compute-sanitizer; SANITIZE_FILTER picks its tests (default: the GPU
+#                  tests but the NCCL group ones); SANITIZE_TOOLS (default "memcheck racecheck")
 #   BENCH          0 skips the benchmarks; BENCH_ARGS adds flags (e.g. --quick)
-#   BENCH_DECODE   0 skips `bench decode` only
+#   BENCH_DECODE   0 skips `bench decode` only; `bench dcp` runs where there are 2+ GPUs
 #   STEP_TIMEOUT   seconds allowed per sanitizer run (default 900)
 #
 # Header-only CLI11 / nlohmann-json missing on the machine: put CLI/ and nlohmann/ under
 # .deps/include (CMake looks there). Exit status: non-zero when the build, the tests or a
 # sanitizer run failed; a missing or failing `bench decode` only leaves a note in the log.
 set -u -o pipefail
+export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on shared machines
 
 OUT="${OUT:-$PWD/gpu-check-out}"
 mkdir -p "$OUT"
@@ -74,17 +76,22 @@ elif [[ -x "$TESTBIN" ]]; then
     grep -E "FAILED|Failure|error" "$OUT/tests.log" | head -30
   fi
   if [[ "${SANITIZE:-1}" != 0 ]] && command -v compute-sanitizer >/dev/null; then
-    for tool in memcheck racecheck; do
-      log "compute-sanitizer --tool $tool"
+    # One log for every tool, so that $OUT stays within the files the device tool brings back.
+    sfilter="${SANITIZE_FILTER:-*Cuda*-*CudaDcpGroup*}"
+    for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
+      log "compute-sanitizer --tool $tool ($sfilter)"
+      echo "==== compute-sanitizer --tool $tool" >>"$OUT/sanitizer.log"
       if timeout "$STEP_TIMEOUT" compute-sanitizer --tool "$tool" --error-exitcode 99 \
-          "$TESTBIN" --gtest_filter="$FILTER" >"$OUT/$tool.log" 2>&1; then
-        log "$tool ok: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool.log" | tail -1)"
+          "$TESTBIN" --gtest_filter="$sfilter" >"$OUT/sanitizer.$tool.tmp" 2>&1; then
+        log "$tool ok: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.$tool.tmp" | tail -1)"
       else
         rc=$?
         status=1
-        log "$tool FAILED (exit $rc): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool.log" | tail -1)"
-        grep -E "Invalid|Race|Error|FAILED" "$OUT/$tool.log" | head -20
+        log "$tool FAILED (exit $rc): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.$tool.tmp" | tail -1)"
+        grep -E "Invalid|Race|Error|FAILED" "$OUT/sanitizer.$tool.tmp" | head -20
       fi
+      grep -vE '^\[ +(RUN|OK) +\]' "$OUT/sanitizer.$tool.tmp" >>"$OUT/sanitizer.log"
+      rm -f "$OUT/sanitizer.$tool.tmp"
     done
   fi
 else
@@ -107,6 +114,16 @@ if [[ "${BENCH:-1}" != 0 ]]; then
       log "bench decode ok"
     else
       log "bench decode did not run (not implemented yet, or failed): see bench.log"
+    fi
+    ngpu="$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')"
+    if [[ "$ngpu" -ge 2 ]]; then
+      log "bench dcp ($ngpu GPUs)"
+      if NCCL_NVLS_ENABLE=0 "$CLI" bench dcp --json "$OUT/dcp.json" ${BENCH_ARGS:-} >>"$OUT/bench.log" 2>&1; then
+        log "bench dcp ok"
+      else
+        status=1
+        log "bench dcp FAILED"
+      fi
     fi
     tail -80 "$OUT/bench.log"
   else
