@@ -15,6 +15,15 @@ from __future__ import annotations
 import importlib.util as _ilu
 import os as _os
 
+# PyTorch first, when it is used: torch loads its own CUDA libraries (NCCL among them), and the
+# extension, loaded after, binds to those same copies instead of pulling in the system's first
+# (two NCCL builds under one soname in one process is what torch cannot survive).
+if _os.environ.get("MLAKV_NO_TORCH") != "1" and _ilu.find_spec("torch") is not None:
+    try:
+        import torch as _torch  # noqa: F401
+    except Exception:  # a broken torch must not take the NumPy path down; _register_torch_ops warns
+        pass
+
 from . import _mlakv
 from . import dcp, ops
 from ._cache import FORMATS, Cache, cache_shape, canonical_format, empty_cache, storage_dtype
