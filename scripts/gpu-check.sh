@@ -143,7 +143,7 @@ if [[ "${PYTHON:-1}" != 0 ]]; then
       . >>"$OUT/build.log" 2>&1; then
     log "python: pytest python/tests"
     echo "==== python -m pytest python/tests" >>"$OUT/tests.log"
-    if timeout "$STEP_TIMEOUT" PYTHONFAULTHANDLER=1 python3 -m pytest python/tests -q -rs >>"$OUT/tests.log" 2>&1; then
+    if PYTHONFAULTHANDLER=1 timeout "$STEP_TIMEOUT" python3 -m pytest python/tests -q -rs >>"$OUT/tests.log" 2>&1; then
       log "python tests ok: $(tail -1 "$OUT/tests.log")"
     else
       status=1
