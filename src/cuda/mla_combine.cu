@@ -32,6 +32,7 @@ __device__ __forceinline__ void store2(const DecodeArgs& a, int64_t off, float x
 __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_constant__ DecodeArgs a) {
   __shared__ float acc_s[kCombineWarps][512];
   __shared__ float red[kCombineWarps];
+  pdl_wait();  // the schedule and every partial come from the grids before this one
   const Schedule& s = a.sched;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int r = blockIdx.y, qi = r / a.heads, h = r - qi * a.heads;
@@ -120,8 +121,10 @@ void launch_combine(const DecodeArgs& a, int parts, cudaStream_t stream) {
   const int x = a.batch < parts ? a.batch : parts;
   // Few (request, row) pairs: split the 512 columns over 4 CTAs so the merge uses more SMs.
   const int z = static_cast<int64_t>(x) * a.rows >= 4 * parts ? 1 : 4;
-  combine_kernel<<<dim3(static_cast<unsigned>(x), static_cast<unsigned>(a.rows), static_cast<unsigned>(z)), kCombineThreads, 0,
-                   stream>>>(a);
+  check_cuda(launch_maybe_pdl(a.pdl, combine_kernel,
+                              dim3(static_cast<unsigned>(x), static_cast<unsigned>(a.rows), static_cast<unsigned>(z)),
+                              dim3(kCombineThreads), 0, stream, a),
+             "mla_decode combine_kernel");
   check_launch("mla_decode combine_kernel");
 }
 

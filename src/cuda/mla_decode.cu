@@ -19,6 +19,8 @@ namespace mlakv::cuda {
 namespace mla {
 namespace {
 
+constexpr bool kAltDefault = true;
+
 template <CacheFormat F, int NM> void launch_instance(const DecodeArgs& a, int parts, cudaStream_t stream) {
   using S = Smem<F, NM>;
   auto kernel = mla_decode_kernel<F, NM>;
@@ -33,8 +35,7 @@ template <CacheFormat F, int NM> void launch_instance(const DecodeArgs& a, int p
     if (dev >= 0 && dev < 64) configured[dev] = 1;
   }
   const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(num_mtiles(a.rows)));
-  kernel<<<grid, kThreads, S::kBytes, stream>>>(a);
-  check_launch("mla_decode_kernel");
+  check_cuda(launch_maybe_pdl(a.pdl, kernel, grid, dim3(kThreads), S::kBytes, stream, a), "mla_decode_kernel");
 }
 
 template <CacheFormat F> void launch_format(const DecodeArgs& a, int parts, cudaStream_t stream) {
@@ -42,9 +43,9 @@ template <CacheFormat F> void launch_format(const DecodeArgs& a, int parts, cuda
   else launch_instance<F, 2>(a, parts, stream);
 }
 
-template <CacheFormat F, int NW> void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
-  using S = Sm90Smem<F, NW>;
-  auto kernel = mla_decode_sm90_kernel<F, NW>;
+template <CacheFormat F, int NW, bool ALT = false> void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
+  using S = Sm90Smem<F, NW, ALT>;
+  auto kernel = mla_decode_sm90_kernel<F, NW, ALT>;
   static int configured[64] = {};
   int dev = 0;
   check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
@@ -54,8 +55,7 @@ template <CacheFormat F, int NW> void launch_sm90(const DecodeArgs& a, int parts
     if (dev >= 0 && dev < 64) configured[dev] = 1;
   }
   const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(sm90_mtiles(a.rows, F)));
-  kernel<<<grid, kSm90Threads, S::kBytes, stream>>>(a);
-  check_launch("mla_decode_sm90_kernel");
+  check_cuda(launch_maybe_pdl(a.pdl, kernel, grid, dim3(kSm90Threads), S::kBytes, stream, a), "mla_decode_sm90_kernel");
 }
 
 /// The wgmma kernel runs where the device is compute capability 9.0 and this build carries its
@@ -98,9 +98,43 @@ int plan_parts(int rows, int sms, bool sm90, CacheFormat format) {
   return p < 1 ? 1 : p;
 }
 
+/// Alternating tiles (the two consumer warpgroups take every other KV tile with all 16 rows of
+/// the CTA, merging at request ends) halve the shared-memory reads per tile for bf16 at ≤ 16
+/// rows per CTA; the FP8 rings leave no room for the merge buffer. MLAKV_DECODE_ALT=0 turns it
+/// off (the split-rows form), =1 on.
+bool use_alt() {
+  const char* e = std::getenv("MLAKV_DECODE_ALT");
+  if (e && std::strcmp(e, "0") == 0) return false;
+  if (e && std::strcmp(e, "1") == 0) return true;
+  return kAltDefault;
+}
+
+/// Programmatic dependent launch across schedule -> attention -> combine where the device has it
+/// (compute capability 9.0+); MLAKV_DECODE_PDL=0 launches them as plain stream successors.
+bool use_pdl(int dev) {
+  const char* e = std::getenv("MLAKV_DECODE_PDL");
+  if (e && std::strcmp(e, "0") == 0) return false;
+  static std::atomic<int> cache[64] = {};  // 0 unknown, 1 yes, 2 no
+  if (dev >= 0 && dev < 64)
+    if (const int v = cache[dev].load(std::memory_order_relaxed)) return v == 1;
+  int major = 0;
+  check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
+  const bool ok = major >= 9;
+  if (dev >= 0 && dev < 64) cache[dev].store(ok ? 1 : 2, std::memory_order_relaxed);
+  return ok;
+}
+
 template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts, cudaStream_t stream) {
   switch (sm90_rows_per_cta(a.rows, F)) {
-    case 16: launch_sm90<F, 8>(a, parts, stream); break;
+    case 16:
+      if constexpr (F == CacheFormat::bf16) {
+        if (use_alt()) {
+          launch_sm90<F, 8, true>(a, parts, stream);
+          break;
+        }
+      }
+      launch_sm90<F, 8>(a, parts, stream);
+      break;
     case 32:
       if constexpr (F != CacheFormat::fp8_ds_mla) launch_sm90<F, 16>(a, parts, stream);
       break;
@@ -197,6 +231,7 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.sched.list = reinterpret_cast<int*>(ws + wl.list);
   a.sched.part_lse = reinterpret_cast<float*>(ws + wl.part_lse);
   a.sched.part_o = reinterpret_cast<float*>(ws + wl.part_o);
+  a.pdl = mla::use_pdl(q.device.index);
 
   const cudaStream_t st = to_cuda(stream);
   mla::launch_schedule(a, parts, st);

@@ -101,7 +101,38 @@ struct DecodeArgs {
   int world, rank, interleave;
 
   Schedule sched;
+  /// The attention and combine grids are launched as programmatic dependents (host-side choice).
+  bool pdl;
 };
+
+/// Programmatic dependent launch (sm_90+): schedule -> attention -> combine are launched so that
+/// each next grid is scheduled while the previous one runs, and waits in pdl_wait() for the
+/// previous grid's completion (and memory) before reading anything it wrote. Both are no-ops
+/// when the grid was launched without the attribute, so every kernel may call them.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+/// Launches `kernel(args...)`; with `pdl`, as a programmatic dependent of the stream's previous
+/// kernel (the launch stays capturable: a graph records it as a programmatic edge).
+template <typename... P, typename... A>
+inline cudaError_t launch_maybe_pdl(bool pdl, void (*kernel)(P...), dim3 grid, dim3 block, std::size_t smem,
+                                    cudaStream_t stream, A&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr, cfg.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, static_cast<A&&>(args)...);
+}
 
 /// Turns seq_lens into the split-KV schedule (one CTA; no host synchronization).
 void launch_schedule(const DecodeArgs& a, int parts, cudaStream_t stream);

@@ -164,6 +164,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const __grid_co
   uint8_t* tok_ok = ring + kSlots * S::kSlotBytes;  // [slot][32]: 0 = masked (past the end, bad block)
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, qd = lane & 3;
+  pdl_wait();  // the schedule is written by the grid before this one
+  pdl_launch_dependents();
   const Schedule& sch = a.sched;
   const int B = a.batch;
   const int payload = __ldg(sch.header), total = __ldg(sch.header + 1);

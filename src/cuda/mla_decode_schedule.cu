@@ -53,6 +53,9 @@ __device__ __forceinline__ int local_len(int L, int rank, int world, int inter) 
 }
 
 __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, int parts) {
+  // The attention grid may be scheduled now: it waits for this grid's completion before reading
+  // the schedule, and its launch latency hides under this kernel.
+  pdl_launch_dependents();
   const Schedule s = a.sched;
   const int B = a.batch;
   int carry = 0;
@@ -111,6 +114,8 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
 }  // namespace
 
 void launch_schedule(const DecodeArgs& a, int parts, cudaStream_t stream) {
+  // Launched as an ordinary stream successor: the previous decode's combine may still read this
+  // workspace, and everything before the step must be complete.
   schedule_kernel<<<1, kSchedThreads, 0, stream>>>(a, parts);
   check_launch("mla_decode schedule_kernel");
 }

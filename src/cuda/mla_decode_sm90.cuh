@@ -19,6 +19,12 @@
 //        two never exchange softmax state; they share the KV stage and the Q tile. Per tile:
 //        36 wgmma for Sᵀ, mask + online softmax in registers (row maxima across the 4 warps
 //        through shared memory), P to shared memory as bf16, 32 wgmma for Oᵀ, release the stage.
+//   ALT (bf16, 16 rows per CTA): the two consumer warpgroups take alternate tiles instead (tile k
+//        and stage k & 1 belong to warpgroup k & 1), each with all 16 rows as n. Every KV byte is
+//        then read from shared memory once per use instead of once per warpgroup (the split-rows
+//        form is bound by those reads at H = 16), and one warpgroup's softmax overlaps the other's
+//        wgmma. Each keeps its own (m, l, o) over a request's tiles; at the request's end warpgroup
+//        1 hands its state to warpgroup 0 through shared memory, which merges and writes.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -52,19 +58,23 @@ inline int sm90_mtiles(int rows, CacheFormat f) {
   return (rows + sm90_rows_per_cta(rows, f) - 1) / sm90_rows_per_cta(rows, f);
 }
 
-template <CacheFormat F, int NW> struct Sm90Smem {
+template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr bool kWiden = F != CacheFormat::bf16, kTileScales = F == CacheFormat::fp8_ds_mla;
+  static constexpr int NR = ALT ? 2 * NW : NW;         // rows of one consumer warpgroup's wgmma (n)
   static constexpr int kTokenBytes = Fmt<F>::kTokenBytes;
   static constexpr int kPTiles = kTileScales ? 4 : 1;  // P scaled by each 128-column tile scale
   static constexpr int kQBytes = 9 * 2 * NW * 128;     // [9 column blocks][2·NW rows][128 B]
-  static constexpr int kPBytes = NW * 128;             // one P: [NW rows][64 tokens] bf16
-  static constexpr int kRedBytes = 2 * 2 * 4 * NW * 4;  // [wg][parity][warp][row] floats
+  static constexpr int kPBytes = NR * 128;             // one P: [NR rows][64 tokens] bf16
+  static constexpr int kRedBytes = 2 * 2 * 4 * NR * 4;  // [wg][parity][warp][row] floats
+  // ALT: warpgroup 1's o ([8][NR/2][128 threads] floats), m and l ([NR] each) for the merge.
+  static constexpr int kXBytes = ALT ? 8 * (NR / 2) * 128 * 4 + 2 * NR * 4 : 0;
   static constexpr int kQ = kSm90Stages * kStageBytes;
   static constexpr int kP = kQ + kQBytes;
   static constexpr int kRed = kP + 2 * kPTiles * kPBytes;
   static constexpr int kOk = kRed + kRedBytes;         // [stage][64] token-valid flags
   static constexpr int kScl = kOk + kSm90Stages * kTile;  // [stage][64][4] fp8_ds_mla tile scales
-  static constexpr int kBar = kScl + (kTileScales ? kSm90Stages * kTile * 16 : 0);
+  static constexpr int kX = kScl + (kTileScales ? kSm90Stages * kTile * 16 : 0);
+  static constexpr int kBar = kX + kXBytes;
   static constexpr int kRaw = kBar + 64;               // raw FP8 half tiles (32 tokens) in flight
   static constexpr int kRawSlotBytes = 32 * kTokenBytes;
   static constexpr int bytes_for(int slots) { return kRaw + (kWiden ? slots * (kRawSlotBytes + 32) : 0); }
@@ -77,7 +87,9 @@ template <CacheFormat F, int NW> struct Sm90Smem {
   static constexpr int kRawOk = kRaw + kRawSlots * kRawSlotBytes;  // [slot][32]
   static constexpr int kBytes = bytes_for(kRawSlots);
   static_assert(kBytes <= 232448, "sm90 decode shared-memory plan does not fit");
-  static_assert(kQ % 1024 == 0 && kP % 1024 == 0 && kPBytes % 1024 == 0 && kBar % 8 == 0 && kRaw % 16 == 0, "alignment");
+  static_assert(kQ % 1024 == 0 && kP % 1024 == 0 && kPBytes % 1024 == 0 && kX % 16 == 0 && kBar % 8 == 0 && kRaw % 16 == 0,
+                "alignment");
+  static_assert(!ALT || (F == CacheFormat::bf16 && NW == 8), "alternating tiles: bf16, 16 rows per CTA");
 };
 
 #if MLAKV_SM90A_DEVICE
@@ -161,13 +173,14 @@ template <int TA> struct Mma<32, TA> {
 }  // namespace sm90
 #endif  // MLAKV_SM90A_DEVICE
 
-template <CacheFormat F, int NW>
+template <CacheFormat F, int NW, bool ALT = false>
 __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const __grid_constant__ DecodeArgs a) {
 #if MLAKV_SM90A_DEVICE
   using namespace sm90;
-  using S = Sm90Smem<F, NW>;
+  using S = Sm90Smem<F, NW, ALT>;
   constexpr bool kWiden = S::kWiden, kTileScales = S::kTileScales;
-  constexpr int kRowsCta = 2 * NW, NJ = NW / 8, NS = NW / 2, TB = S::kTokenBytes, kRawSlots = S::kRawSlots;
+  constexpr int NR = S::NR;  // this warpgroup's rows: its own NW, or (ALT) all 2·NW of the CTA
+  constexpr int kRowsCta = 2 * NW, NJ = NR / 8, NS = NR / 2, TB = S::kTokenBytes, kRawSlots = S::kRawSlots;
   extern __shared__ __align__(1024) uint8_t smem[];
   const uint32_t base = smem_u32(smem);
   if (base & 1023) __trap();  // the swizzle is on address bits: tiles must sit on 1024-byte lines
@@ -178,6 +191,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   auto full_bar = [&](int st) { return bar_u + 8 * st; };
   auto empty_bar = [&](int st) { return bar_u + 16 + 8 * st; };
 
+  pdl_wait();  // the schedule is written by the grid before this one
+  pdl_launch_dependents();
   const Schedule& sch = a.sched;
   const int B = a.batch;
   const int payload = __ldg(sch.header), total = __ldg(sch.header + 1);
@@ -201,7 +216,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // bf16: 128 producer threads × (cp.async arrival + flag arrival); FP8: one arrival each
       // after widening.
       mbar_init(full_bar(st), kWiden ? 128 : 256);
-      mbar_init(empty_bar(st), 8);  // one arrival per consumer warp
+      mbar_init(empty_bar(st), ALT ? 4 : 8);  // one arrival per consumer warp that reads the stage
     }
   }
   __syncthreads();
@@ -334,13 +349,14 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   // ------------------------------------------------------------------ consumers
   if constexpr (kWiden) asm volatile("setmaxnreg.inc.sync.aligned.u32 200;\n");
   else asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
-  const int cw = wg - 1;                   // consumer warpgroup: rows [cw·NW, cw·NW + NW) of the CTA
+  const int cw = wg - 1;                   // consumer warpgroup: rows [cw·NW, cw·NW + NW) of the CTA (ALT: all)
+  const int rbase = ALT ? 0 : cw * NW;     // this warpgroup's first row in the CTA
   const int ct = threadIdx.x - 128;        // 0..255 over both consumer warpgroups
   const int wt = threadIdx.x & 127, w = wt >> 5, lane = wt & 31, g = lane >> 2, qd = lane & 3;
   const int bar_wg = 2 + cw;               // named barrier of this warpgroup
   const uint32_t pw_u = p_u + cw * S::kPTiles * S::kPBytes;
   __nv_bfloat16* pw = reinterpret_cast<__nv_bfloat16*>(smem + S::kP + cw * S::kPTiles * S::kPBytes);
-  float* red_wg = red + cw * (2 * 4 * NW);  // [parity][warp][row]
+  float* red_wg = red + cw * (2 * 4 * NR);  // [parity][warp][row]
 
   // Per-tensor FP8: the scale goes into the softmax scale and the output, never into the bf16
   // values (SPEC §6).
@@ -401,7 +417,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       for (int j = 0; j < NJ; ++j)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int gr = row0 + cw * NW + 8 * j + 2 * qd + e;
+          const int gr = row0 + rbase + 8 * j + 2 * qd + e;
           const int qi = gr / a.heads;
           lim[j][e] = gr >= a.rows ? INT_MIN : a.causal ? L - a.s_q + qi + 1 : INT_MAX;
           m_st[j][e] = -INFINITY;
@@ -413,148 +429,150 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         for (int r = 0; r < NS; ++r) o[mt][r] = 0.0f;
     }
 
-    mbar_wait(full_bar(st), (k >> 1) & 1);
-    fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
-    const uint32_t stage_u = base + st * kStageBytes;
-    const int tk0 = 16 * w + g;  // this thread's tokens: tk0 (i = 0), tk0 + 8 (i = 1)
+    float* red_p = red_wg + par * (4 * NR);
+    if (!ALT || (k & 1) == cw) {  // ALT: only this warpgroup's tiles
+      mbar_wait(full_bar(st), (k >> 1) & 1);
+      fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
+      const uint32_t stage_u = base + st * kStageBytes;
+      const int tk0 = 16 * w + g;  // this thread's tokens: tk0 (i = 0), tk0 + 8 (i = 1)
 
-    // ---- Sᵀ = K · Qᵀ over 576 dims: 36 k-steps of 16 ----
-    auto qk = [&](float(&acc)[NS], int kk, int first) {
-      const uint32_t koff = (kk >> 2) * 8192 + (kk & 3) * 32;
-      const uint64_t da = desc_sw128(stage_u + koff, 16, 1024);
-      const uint64_t db = desc_sw128(q_u + (kk >> 2) * (kRowsCta * 128) + cw * NW * 128 + (kk & 3) * 32, 16, 1024);
-      Mma<NW, 0>::run(acc, da, db, first ? 0 : 1);
-    };
-    float s[NS];
+      // ---- Sᵀ = K · Qᵀ over 576 dims: 36 k-steps of 16 ----
+      auto qk = [&](float(&acc)[NS], int kk, int first) {
+        const uint32_t koff = (kk >> 2) * 8192 + (kk & 3) * 32;
+        const uint64_t da = desc_sw128(stage_u + koff, 16, 1024);
+        const uint64_t db = desc_sw128(q_u + (kk >> 2) * (kRowsCta * 128) + rbase * 128 + (kk & 3) * 32, 16, 1024);
+        Mma<NR, 0>::run(acc, da, db, first ? 0 : 1);
+      };
+      float s[NS];
 #pragma unroll
-    for (int r = 0; r < NS; ++r) s[r] = 0.0f;
-    if constexpr (!kTileScales) {
-      pin(s);
-      wg_fence();
+      for (int r = 0; r < NS; ++r) s[r] = 0.0f;
+      if constexpr (!kTileScales) {
+        pin(s);
+        wg_fence();
 #pragma unroll
-      for (int kk = 0; kk < 36; ++kk) qk(s, kk, kk == 0);
-      wg_commit();
-      wg_wait0();
-      pin(s);
-    } else {
-      // Each 128-dim tile has its own per-token scale: separate partial products, scaled after.
-      float sg[5][NS];
+        for (int kk = 0; kk < 36; ++kk) qk(s, kk, kk == 0);
+        wg_commit();
+        wg_wait0();
+        pin(s);
+      } else {
+        // Each 128-dim tile has its own per-token scale: separate partial products, scaled after.
+        float sg[5][NS];
 #pragma unroll
-      for (int t = 0; t < 5; ++t) {
+        for (int t = 0; t < 5; ++t) {
 #pragma unroll
-        for (int r = 0; r < NS; ++r) sg[t][r] = 0.0f;
-        pin(sg[t]);
-      }
-      wg_fence();
+          for (int r = 0; r < NS; ++r) sg[t][r] = 0.0f;
+          pin(sg[t]);
+        }
+        wg_fence();
 #pragma unroll
-      for (int kk = 0; kk < 36; ++kk) qk(sg[kk >> 3], kk, (kk & 7) == 0);
-      wg_commit();
-      wg_wait0();
+        for (int kk = 0; kk < 36; ++kk) qk(sg[kk >> 3], kk, (kk & 7) == 0);
+        wg_commit();
+        wg_wait0();
 #pragma unroll
-      for (int t = 0; t < 5; ++t) pin(sg[t]);
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const float4 c = *reinterpret_cast<const float4*>(scl + (st * kTile + tk0 + 8 * i) * 4);
-#pragma unroll
-        for (int j = 0; j < NJ; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int r = 4 * j + 2 * i + e;
-            s[r] = c.x * sg[0][r] + c.y * sg[1][r] + c.z * sg[2][r] + c.w * sg[3][r] + sg[4][r];
-          }
-      }
-    }
-
-    // ---- mask, scale, tile maxima ----
-    const int len = __ldg(sch.len_local + b);
-    bool okt[2];
-    int64_t pos[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int jt = cs.t * kTile + tk0 + 8 * i;
-      okt[i] = tok_ok[st * kTile + tk0 + 8 * i] != 0 && jt < len;
-      pos[i] = global_pos(jt, a);
-    }
-    float* red_p = red_wg + par * (4 * NW);
-#pragma unroll
-    for (int j = 0; j < NJ; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
+        for (int t = 0; t < 5; ++t) pin(sg[t]);
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
-          float& x = s[4 * j + 2 * i + e];
-          x = okt[i] && pos[i] < lim[j][e] ? x * sc : -INFINITY;
+          const float4 c = *reinterpret_cast<const float4*>(scl + (st * kTile + tk0 + 8 * i) * 4);
+#pragma unroll
+          for (int j = 0; j < NJ; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int r = 4 * j + 2 * i + e;
+              s[r] = c.x * sg[0][r] + c.y * sg[1][r] + c.z * sg[2][r] + c.w * sg[3][r] + sg[4][r];
+            }
         }
-        float mx = fmaxf(s[4 * j + e], s[4 * j + 2 + e]);
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
-        if (g == 0) red_p[w * NW + 8 * j + 2 * qd + e] = mx;
       }
-    named_sync(bar_wg, 128);
 
-    // ---- online softmax; P (bf16) to shared memory as the K-major B operand [row][token] ----
-    float4 vs[2];  // fp8_ds_mla: the tile scales of this thread's two tokens, applied to P
-    if constexpr (kTileScales) {
+      // ---- mask, scale, tile maxima ----
+      const int len = __ldg(sch.len_local + b);
+      bool okt[2];
+      int64_t pos[2];
 #pragma unroll
-      for (int i = 0; i < 2; ++i) vs[i] = *reinterpret_cast<const float4*>(scl + (st * kTile + tk0 + 8 * i) * 4);
-    }
+      for (int i = 0; i < 2; ++i) {
+        const int jt = cs.t * kTile + tk0 + 8 * i;
+        okt[i] = tok_ok[st * kTile + tk0 + 8 * i] != 0 && jt < len;
+        pos[i] = global_pos(jt, a);
+      }
 #pragma unroll
-    for (int j = 0; j < NJ; ++j)
+      for (int j = 0; j < NJ; ++j)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int n = 8 * j + 2 * qd + e;
-        float mn = m_st[j][e];
+        for (int e = 0; e < 2; ++e) {
 #pragma unroll
-        for (int ww = 0; ww < 4; ++ww) mn = fmaxf(mn, red_p[ww * NW + n]);
-        const float mu = mn == -INFINITY ? 0.0f : mn;  // nothing visible yet: keep exp2 finite
-        const float alpha = exp2f(m_st[j][e] - mu);
-        m_st[j][e] = mn;
-        const float p0 = exp2f(s[4 * j + e] - mu), p1 = exp2f(s[4 * j + 2 + e] - mu);
-        l_st[j][e] = l_st[j][e] * alpha + (p0 + p1);
+          for (int i = 0; i < 2; ++i) {
+            float& x = s[4 * j + 2 * i + e];
+            x = okt[i] && pos[i] < lim[j][e] ? x * sc : -INFINITY;
+          }
+          float mx = fmaxf(s[4 * j + e], s[4 * j + 2 + e]);
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+          if (g == 0) red_p[w * NR + 8 * j + 2 * qd + e] = mx;
+        }
+      named_sync(bar_wg, 128);
+
+      // ---- online softmax; P (bf16) to shared memory as the K-major B operand [row][token] ----
+      float4 vs[2];  // fp8_ds_mla: the tile scales of this thread's two tokens, applied to P
+      if constexpr (kTileScales) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) vs[i] = *reinterpret_cast<const float4*>(scl + (st * kTile + tk0 + 8 * i) * 4);
+      }
+#pragma unroll
+      for (int j = 0; j < NJ; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int n = 8 * j + 2 * qd + e;
+          float mn = m_st[j][e];
+#pragma unroll
+          for (int ww = 0; ww < 4; ++ww) mn = fmaxf(mn, red_p[ww * NR + n]);
+          const float mu = mn == -INFINITY ? 0.0f : mn;  // nothing visible yet: keep exp2 finite
+          const float alpha = exp2f(m_st[j][e] - mu);
+          m_st[j][e] = mn;
+          const float p0 = exp2f(s[4 * j + e] - mu), p1 = exp2f(s[4 * j + 2 + e] - mu);
+          l_st[j][e] = l_st[j][e] * alpha + (p0 + p1);
+#pragma unroll
+          for (int mt = 0; mt < 8; ++mt) {
+            o[mt][4 * j + e] *= alpha;
+            o[mt][4 * j + 2 + e] *= alpha;
+          }
+          const uint32_t row_b = (n >> 3) * 1024 + (n & 7) * 128 + g * 2;
+          const uint32_t at0 = (row_b + (((2 * w) ^ (n & 7)) << 4)) >> 1;
+          const uint32_t at1 = (row_b + (((2 * w + 1) ^ (n & 7)) << 4)) >> 1;
+          if constexpr (!kTileScales) {
+            pw[at0] = __float2bfloat16_rn(p0);
+            pw[at1] = __float2bfloat16_rn(p1);
+          } else {
+            constexpr int kP2 = S::kPBytes / 2;
+            pw[at0] = __float2bfloat16_rn(p0 * vs[0].x), pw[at1] = __float2bfloat16_rn(p1 * vs[1].x);
+            pw[kP2 + at0] = __float2bfloat16_rn(p0 * vs[0].y), pw[kP2 + at1] = __float2bfloat16_rn(p1 * vs[1].y);
+            pw[2 * kP2 + at0] = __float2bfloat16_rn(p0 * vs[0].z), pw[2 * kP2 + at1] = __float2bfloat16_rn(p1 * vs[1].z);
+            pw[3 * kP2 + at0] = __float2bfloat16_rn(p0 * vs[0].w), pw[3 * kP2 + at1] = __float2bfloat16_rn(p1 * vs[1].w);
+          }
+        }
+      fence_async_smem();
+      named_sync(bar_wg, 128);
+
+      // ---- Oᵀ += Vᵀ · Pᵀ: 8 column blocks of 64 dims × 4 k-steps of 16 tokens ----
+#pragma unroll
+      for (int mt = 0; mt < 8; ++mt) pin(o[mt]);
+      wg_fence();
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) {
 #pragma unroll
         for (int mt = 0; mt < 8; ++mt) {
-          o[mt][4 * j + e] *= alpha;
-          o[mt][4 * j + 2 + e] *= alpha;
-        }
-        const uint32_t row_b = (n >> 3) * 1024 + (n & 7) * 128 + g * 2;
-        const uint32_t at0 = (row_b + (((2 * w) ^ (n & 7)) << 4)) >> 1;
-        const uint32_t at1 = (row_b + (((2 * w + 1) ^ (n & 7)) << 4)) >> 1;
-        if constexpr (!kTileScales) {
-          pw[at0] = __float2bfloat16_rn(p0);
-          pw[at1] = __float2bfloat16_rn(p1);
-        } else {
-          constexpr int kP2 = S::kPBytes / 2;
-          pw[at0] = __float2bfloat16_rn(p0 * vs[0].x), pw[at1] = __float2bfloat16_rn(p1 * vs[1].x);
-          pw[kP2 + at0] = __float2bfloat16_rn(p0 * vs[0].y), pw[kP2 + at1] = __float2bfloat16_rn(p1 * vs[1].y);
-          pw[2 * kP2 + at0] = __float2bfloat16_rn(p0 * vs[0].z), pw[2 * kP2 + at1] = __float2bfloat16_rn(p1 * vs[1].z);
-          pw[3 * kP2 + at0] = __float2bfloat16_rn(p0 * vs[0].w), pw[3 * kP2 + at1] = __float2bfloat16_rn(p1 * vs[1].w);
+          // fp8_ds_mla: columns [64mt, 64mt+64) lie in tile-scale group mt/2.
+          const uint32_t pt_off = kTileScales ? (mt >> 1) * S::kPBytes : 0;
+          const uint64_t db = desc_sw128(pw_u + pt_off + ks * 32, 16, 1024);
+          const uint64_t da = desc_sw128(stage_u + mt * 8192 + ks * 2048, 8192, 1024);
+          Mma<NR, 1>::run(o[mt], da, db, 1);
         }
       }
-    fence_async_smem();
-    named_sync(bar_wg, 128);
-
-    // ---- Oᵀ += Vᵀ · Pᵀ: 8 column blocks of 64 dims × 4 k-steps of 16 tokens ----
+      wg_commit();
+      wg_wait0();
 #pragma unroll
-    for (int mt = 0; mt < 8; ++mt) pin(o[mt]);
-    wg_fence();
-#pragma unroll
-    for (int ks = 0; ks < 4; ++ks) {
-#pragma unroll
-      for (int mt = 0; mt < 8; ++mt) {
-        // fp8_ds_mla: columns [64mt, 64mt+64) lie in tile-scale group mt/2.
-        const uint32_t pt_off = kTileScales ? (mt >> 1) * S::kPBytes : 0;
-        const uint64_t db = desc_sw128(pw_u + pt_off + ks * 32, 16, 1024);
-        const uint64_t da = desc_sw128(stage_u + mt * 8192 + ks * 2048, 8192, 1024);
-        Mma<NW, 1>::run(o[mt], da, db, 1);
-      }
-    }
-    wg_commit();
-    wg_wait0();
-#pragma unroll
-    for (int mt = 0; mt < 8; ++mt) pin(o[mt]);
-    __syncwarp();
-    if (lane == 0) mbar_arrive(empty_bar(st));
+      for (int mt = 0; mt < 8; ++mt) pin(o[mt]);
+      __syncwarp();
+      if (lane == 0) mbar_arrive(empty_bar(st));
+    }  // this warpgroup's tile
 
     // ---- end of segment: normalized output, or a partial for the combine kernel ----
     if (cs.t + 1 == cs.t_end) {
@@ -569,7 +587,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           x += __shfl_xor_sync(0xffffffffu, x, 4);
           x += __shfl_xor_sync(0xffffffffu, x, 8);
           x += __shfl_xor_sync(0xffffffffu, x, 16);
-          if (g == 0) red_p[w * NW + 8 * j + 2 * qd + e] = x;
+          if (g == 0) red_p[w * NR + 8 * j + 2 * qd + e] = x;
         }
       named_sync(bar_wg, 128);
 #pragma unroll
@@ -577,8 +595,51 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int n = 8 * j + 2 * qd + e;
-          lsum[j][e] = red_p[n] + red_p[NW + n] + red_p[2 * NW + n] + red_p[3 * NW + n];
+          lsum[j][e] = red_p[n] + red_p[NR + n] + red_p[2 * NR + n] + red_p[3 * NR + n];
         }
+      if constexpr (ALT) {
+        // Warpgroup 1 hands (m, l, o) over; warpgroup 0 merges them into its own and writes. The
+        // buffer is next written at the following request's end, after the request-start barrier
+        // that warpgroup 0 reaches only once it has read it here.
+        float* xo = reinterpret_cast<float*>(smem + S::kX);
+        float* xm = xo + 8 * NS * 128;
+        float* xl = xm + NR;
+        if (cw == 1) {
+#pragma unroll
+          for (int mt = 0; mt < 8; ++mt)
+#pragma unroll
+            for (int r = 0; r < NS; ++r) xo[(mt * NS + r) * 128 + wt] = o[mt][r];
+          if (w == 0 && g == 0)
+#pragma unroll
+            for (int j = 0; j < NJ; ++j)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                xm[8 * j + 2 * qd + e] = m_st[j][e];
+                xl[8 * j + 2 * qd + e] = lsum[j][e];
+              }
+        }
+        named_sync(5, 256);
+        if (cw == 0) {
+#pragma unroll
+          for (int j = 0; j < NJ; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int n = 8 * j + 2 * qd + e;
+              const float m1 = xm[n], mx = fmaxf(m_st[j][e], m1);
+              const float mu = mx == -INFINITY ? 0.0f : mx;  // both empty: factors 0, l stays 0
+              const float f0 = exp2f(m_st[j][e] - mu), f1 = exp2f(m1 - mu);
+              lsum[j][e] = lsum[j][e] * f0 + xl[n] * f1;
+              m_st[j][e] = mx;
+#pragma unroll
+              for (int mt = 0; mt < 8; ++mt)
+#pragma unroll
+                for (int i = 0; i < 2; ++i) {
+                  const int r = 4 * j + 2 * i + e;
+                  o[mt][r] = o[mt][r] * f0 + xo[(mt * NS + r) * 128 + wt] * f1;
+                }
+            }
+        }
+      }
       const int sb = __ldg(sch.split_base + b);
       int slot = -1;
       if (sb >= 0) slot = sb + part - (__ldg(sch.prefix + b) + kSegmentCost) / payload;
@@ -586,8 +647,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       for (int j = 0; j < NJ; ++j)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int gr = row0 + cw * NW + 8 * j + 2 * qd + e;
-          if (gr >= a.rows) continue;
+          const int gr = row0 + rbase + 8 * j + 2 * qd + e;
+          if (gr >= a.rows || (ALT && cw == 1)) continue;
           const float l = lsum[j][e];
           const float inv = l > 0.0f ? out_scale / l : 0.0f;
           const float lse_v = l > 0.0f ? (m_st[j][e] + __log2f(l)) * 0.69314718055994531f : -INFINITY;
