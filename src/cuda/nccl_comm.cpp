@@ -1,7 +1,6 @@
 // Communicator over NCCL. Non-blocking communicators: every call that returns ncclInProgress is
 // polled against a deadline, so a dead or stuck peer turns into an mlakv::Error (after
 // ncclCommAbort) instead of a hang.
-#include <nccl.h>
 
 #include <chrono>
 #include <cstring>
@@ -12,6 +11,7 @@
 
 #include "backend.hpp"
 #include "check.hpp"
+#include "cuda/nccl_api.hpp"
 #include "cuda/runtime.hpp"
 #include "mlakv/nccl.hpp"
 #include "mlakv/version.hpp"
@@ -30,17 +30,17 @@ class NcclCommunicator final : public Communicator {
     if (!comm_) return;
     cudaSetDevice(device_);
     // Finalize flushes outstanding work; if it cannot finish in time the peer is gone: abort.
-    ncclResult_t st = ncclCommFinalize(comm_);
+    ncclResult_t st = cuda::nccl().CommFinalize(comm_);
     const auto deadline = Clock::now() + timeout_;
     while (st == ncclInProgress && Clock::now() < deadline) {
       std::this_thread::yield();
-      if (ncclCommGetAsyncError(comm_, &st) != ncclSuccess) break;
+      if (cuda::nccl().CommGetAsyncError(comm_, &st) != ncclSuccess) break;
     }
     if (st != ncclSuccess) {
-      ncclCommAbort(comm_);
+      cuda::nccl().CommAbort(comm_);
       return;
     }
-    ncclCommDestroy(comm_);
+    cuda::nccl().CommDestroy(comm_);
   }
 
   int rank() const override { return rank_; }
@@ -50,13 +50,13 @@ class NcclCommunicator final : public Communicator {
   void all_gather(const void* send, void* recv, std::size_t bytes, Stream stream) override {
     if (bytes == 0) return;
     enter();
-    finish(ncclAllGather(send, recv, bytes, ncclUint8, comm_, cuda::to_cuda(stream)), "ncclAllGather");
+    finish(cuda::nccl().AllGather(send, recv, bytes, ncclUint8, comm_, cuda::to_cuda(stream)), "ncclAllGather");
   }
 
   void reduce_scatter_sum(const float* send, float* recv, std::size_t count, Stream stream) override {
     if (count == 0) return;
     enter();
-    finish(ncclReduceScatter(send, recv, count, ncclFloat32, ncclSum, comm_, cuda::to_cuda(stream)),
+    finish(cuda::nccl().ReduceScatter(send, recv, count, ncclFloat32, ncclSum, comm_, cuda::to_cuda(stream)),
            "ncclReduceScatter");
   }
 
@@ -66,12 +66,13 @@ class NcclCommunicator final : public Communicator {
     const auto* s = static_cast<const char*>(send);
     auto* r = static_cast<char*>(recv);
     cudaStream_t st = cuda::to_cuda(stream);
-    ncclResult_t res = ncclGroupStart();
+    ncclResult_t res = cuda::nccl().GroupStart();
     for (int peer = 0; peer < world_ && res == ncclSuccess; ++peer) {
-      res = ncclSend(s + peer * bytes, bytes, ncclUint8, peer, comm_, st);
-      if (res == ncclSuccess || res == ncclInProgress) res = ncclRecv(r + peer * bytes, bytes, ncclUint8, peer, comm_, st);
+      res = cuda::nccl().Send(s + peer * bytes, bytes, ncclUint8, peer, comm_, st);
+      if (res == ncclSuccess || res == ncclInProgress)
+        res = cuda::nccl().Recv(r + peer * bytes, bytes, ncclUint8, peer, comm_, st);
     }
-    const ncclResult_t end = ncclGroupEnd();
+    const ncclResult_t end = cuda::nccl().GroupEnd();
     finish(res != ncclSuccess && res != ncclInProgress ? res : end, "all_to_all (ncclSend/ncclRecv)");
   }
 
@@ -83,17 +84,17 @@ class NcclCommunicator final : public Communicator {
     const auto deadline = Clock::now() + timeout_;
     while (res == ncclInProgress) {
       if (Clock::now() > deadline) {
-        ncclCommAbort(comm_);
+        cuda::nccl().CommAbort(comm_);
         comm_ = nullptr;
         detail::fail("NCCL ", what, " on rank ", rank_, ": no progress within ", timeout_.count(),
                      " ms; communicator aborted");
       }
       std::this_thread::yield();
-      if (ncclCommGetAsyncError(comm_, &res) != ncclSuccess) break;
+      if (cuda::nccl().CommGetAsyncError(comm_, &res) != ncclSuccess) break;
     }
     if (res != ncclSuccess) {
-      const char* msg = ncclGetErrorString(res);
-      ncclCommAbort(comm_);
+      const char* msg = cuda::nccl().GetErrorString(res);
+      cuda::nccl().CommAbort(comm_);
       comm_ = nullptr;
       detail::fail("NCCL ", what, " on rank ", rank_, " failed: ", msg, "; communicator aborted");
     }
@@ -115,16 +116,16 @@ void wait_ready(ncclComm_t comm, ncclResult_t res, int rank, std::chrono::millis
   const auto deadline = Clock::now() + timeout;
   while (res == ncclInProgress) {
     if (Clock::now() > deadline) {
-      ncclCommAbort(comm);
+      cuda::nccl().CommAbort(comm);
       detail::fail("ncclCommInitRankConfig on rank ", rank, ": not ready within ", timeout.count(),
                    " ms (are all ranks started with the same id?); communicator aborted");
     }
     std::this_thread::sleep_for(std::chrono::microseconds(100));
-    ncclCommGetAsyncError(comm, &res);
+    cuda::nccl().CommGetAsyncError(comm, &res);
   }
   if (res != ncclSuccess) {
-    if (comm) ncclCommAbort(comm);
-    detail::fail("ncclCommInitRankConfig on rank ", rank, " failed: ", ncclGetErrorString(res));
+    if (comm) cuda::nccl().CommAbort(comm);
+    detail::fail("ncclCommInitRankConfig on rank ", rank, " failed: ", cuda::nccl().GetErrorString(res));
   }
 }
 
@@ -140,8 +141,8 @@ void check_group_args(int world, int rank, int device) {
 NcclId nccl_make_id() {
   static_assert(sizeof(ncclUniqueId) == sizeof(NcclId::bytes));
   ncclUniqueId raw;
-  const ncclResult_t res = ncclGetUniqueId(&raw);
-  detail::require(res == ncclSuccess, "ncclGetUniqueId failed: ", ncclGetErrorString(res));
+  const ncclResult_t res = cuda::nccl().GetUniqueId(&raw);
+  detail::require(res == ncclSuccess, "ncclGetUniqueId failed: ", cuda::nccl().GetErrorString(res));
   NcclId id;
   std::memcpy(id.bytes.data(), raw.internal, sizeof(raw.internal));
   return id;
@@ -177,7 +178,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(const NcclId& id, int world
   std::memcpy(raw.internal, id.bytes.data(), sizeof(raw.internal));
   ncclConfig_t cfg = nonblocking_config();
   ncclComm_t comm = nullptr;
-  const ncclResult_t res = ncclCommInitRankConfig(&comm, world, raw, rank, &cfg);
+  const ncclResult_t res = cuda::nccl().CommInitRankConfig(&comm, world, raw, rank, &cfg);
   wait_ready(comm, res, rank, timeout);
   return std::make_unique<NcclCommunicator>(comm, world, rank, device, timeout);
 }
