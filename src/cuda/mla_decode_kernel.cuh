@@ -71,6 +71,26 @@ __device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t pair) {
   return pack_bf16(f.x, f.y);
 }
 
+/// 16-byte chunk `ch` (8 values, as bf16) of query row `gr` (= query index · heads + head) of
+/// request b; zero for rows past the last (padding rows are then fully masked).
+__device__ __forceinline__ uint4 load_q_chunk(const DecodeArgs& a, int64_t b, int gr, int ch) {
+  if (gr >= a.rows) return make_uint4(0, 0, 0, 0);
+  const int qi = gr / a.heads, h = gr - qi * a.heads;
+  const int64_t off = b * a.q_s0 + qi * a.q_s1 + h * a.q_s2 + ch * 8;
+  uint32_t w[4];
+  if (!a.q_e4m3) {
+    const uint16_t* qp = static_cast<const uint16_t*>(a.q) + off;
+    if (a.q_vec) return __ldg(reinterpret_cast<const uint4*>(qp));
+#pragma unroll
+    for (int e = 0; e < 4; ++e) w[e] = __ldg(qp + 2 * e) | (static_cast<uint32_t>(__ldg(qp + 2 * e + 1)) << 16);
+  } else {
+    const uint8_t* qp = static_cast<const uint8_t*>(a.q) + off;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) w[e] = e4m3x2_to_bf16x2(__ldg(qp + 2 * e) | (__ldg(qp + 2 * e + 1) << 8));
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 /// Byte offset of 16-byte chunk `c` of row `r` in a [rows][576] bf16 tile. Rows are 1152 bytes
 /// (a multiple of 128), so without the XOR the 8 rows an ldmatrix reads would share banks.
 __device__ __forceinline__ uint32_t swz(int r, int c) { return static_cast<uint32_t>(r * 1152 + ((c ^ (r & 7)) << 4)); }
@@ -266,28 +286,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const __grid_co
       const int L = __ldg(a.seq_lens + b * a.sl_s0);
       for (int idx = tid; idx < kRows * 72; idx += kThreads) {
         const int r = idx / 72, ch = idx - r * 72, gr = row0 + r;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (gr < a.rows) {
-          const int qi = gr / a.heads, h = gr - qi * a.heads;
-          const int64_t off = b * a.q_s0 + qi * a.q_s1 + h * a.q_s2 + ch * 8;
-          if (!a.q_e4m3) {
-            const uint16_t* qp = static_cast<const uint16_t*>(a.q) + off;
-            if (a.q_vec) {
-              v = __ldg(reinterpret_cast<const uint4*>(qp));
-            } else {
-              uint32_t w[4];
-#pragma unroll
-              for (int e = 0; e < 4; ++e) w[e] = __ldg(qp + 2 * e) | (static_cast<uint32_t>(__ldg(qp + 2 * e + 1)) << 16);
-              v = make_uint4(w[0], w[1], w[2], w[3]);
-            }
-          } else {
-            const uint8_t* qp = static_cast<const uint8_t*>(a.q) + off;
-            uint32_t w[4];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) w[e] = e4m3x2_to_bf16x2(__ldg(qp + 2 * e) | (__ldg(qp + 2 * e + 1) << 8));
-            v = make_uint4(w[0], w[1], w[2], w[3]);
-          }
-        }
+        const uint4 v = load_q_chunk(a, b, gr, ch);
         *reinterpret_cast<uint4*>(q_s + swz(r, ch)) = v;
       }
 #pragma unroll

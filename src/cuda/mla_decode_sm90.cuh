@@ -385,28 +385,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       named_sync(1, 256);  // every consumer is past its last Q·Kᵀ of the previous request
       for (int idx = ct; idx < kRowsCta * 72; idx += 256) {
         const int r = idx / 72, ch = idx - r * 72, gr = row0 + r;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (gr < a.rows) {
-          const int qi = gr / a.heads, h = gr - qi * a.heads;
-          const int64_t off = b * a.q_s0 + qi * a.q_s1 + h * a.q_s2 + ch * 8;
-          if (!a.q_e4m3) {
-            const uint16_t* qp = static_cast<const uint16_t*>(a.q) + off;
-            if (a.q_vec) {
-              v = __ldg(reinterpret_cast<const uint4*>(qp));
-            } else {
-              uint32_t x[4];
-#pragma unroll
-              for (int e = 0; e < 4; ++e) x[e] = __ldg(qp + 2 * e) | (static_cast<uint32_t>(__ldg(qp + 2 * e + 1)) << 16);
-              v = make_uint4(x[0], x[1], x[2], x[3]);
-            }
-          } else {
-            const uint8_t* qp = static_cast<const uint8_t*>(a.q) + off;
-            uint32_t x[4];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) x[e] = e4m3x2_to_bf16x2(__ldg(qp + 2 * e) | (__ldg(qp + 2 * e + 1) << 8));
-            v = make_uint4(x[0], x[1], x[2], x[3]);
-          }
-        }
+        const uint4 v = load_q_chunk(a, b, gr, ch);
         const int c = ch >> 3, u = ch & 7;
         *reinterpret_cast<uint4*>(smem + S::kQ + c * (kRowsCta * 128) + (r >> 3) * 1024 + (r & 7) * 128 + ((u ^ (r & 7)) << 4)) = v;
       }
