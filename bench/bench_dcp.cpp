@@ -452,9 +452,7 @@ int run_dcp(const BenchOptions& opts) {
     std::printf("%-11s %14.1f %14.1f\n", format_name(f), per[0] / 1e6, per[1] / 1e6);
   }
 
-  std::cout << "\n";
-  print_table(std::cout, results, copy);
-  if (!opts.json_path.empty()) write_json(opts.json_path, device_name(dev0) + (two ? " x2" : ""), copy, results);
+  report(device_name(dev0) + (two ? " x2" : ""), copy, results, opts.json_path);
   return 0;
 }
 

@@ -180,12 +180,7 @@ int run_decode(const BenchOptions& opts) {
     stream.sync();
   }
 
-  std::cout << "\n";
-  print_table(std::cout, results, copy);
-  if (!opts.json_path.empty()) {
-    write_json(opts.json_path, name, copy, results);
-    std::cout << "wrote " << opts.json_path << "\n";
-  }
+  report(name, copy, results, opts.json_path);
   return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <iostream>
 #include <iomanip>
 #include <ostream>
 
@@ -195,6 +196,15 @@ void write_json(const std::string& path, const std::string& device, double copy_
   std::ofstream f(path);
   if (!f) throw Error("mlakv bench: cannot write " + path);
   f << std::setw(2) << j << "\n";
+}
+
+void report(const std::string& device, double copy_gbps, const std::vector<Result>& results,
+            const std::string& json_path) {
+  std::cout << "\n";
+  print_table(std::cout, results, copy_gbps);
+  if (json_path.empty()) return;
+  write_json(json_path, device, copy_gbps, results);
+  std::cout << "wrote " << json_path << "\n";
 }
 
 }  // namespace mlakv::bench

@@ -94,4 +94,8 @@ void print_row(std::ostream& os, const Result& r);
 /// {device, date, copy_gbps, results: [{op, format, requests, tokens, us, gbps, pct_of_copy, ...}]}.
 void write_json(const std::string& path, const std::string& device, double copy_gbps, const std::vector<Result>& results);
 
+/// The end of every bench: the table on stdout, then the JSON when json_path is non-empty.
+void report(const std::string& device, double copy_gbps, const std::vector<Result>& results,
+            const std::string& json_path);
+
 }  // namespace mlakv::bench
