@@ -42,6 +42,14 @@ void check_contiguous(const Tensor& t, std::string_view name) {
   require(t.is_contiguous(), name, ": ", t.describe(), " must be contiguous");
 }
 
+void check_block_table(const Tensor& block_table, Device device, int64_t batch) {
+  check_tensor(block_table, "block_table", device);
+  check_dtype(block_table, "block_table", {DType::i32});
+  check_ndim(block_table, "block_table", 2);
+  check_inner_contiguous(block_table, "block_table");
+  if (batch >= 0) check_dim(block_table, "block_table", 0, batch);
+}
+
 void check_aligned(const Tensor& t, std::string_view name, std::size_t bytes) {
   const auto addr = reinterpret_cast<std::uintptr_t>(t.data);
   require(addr % bytes == 0, name, ": data address ", t.data, " is not ", bytes, "-byte aligned");

@@ -31,6 +31,8 @@ void check_inner_contiguous(const Tensor& t, std::string_view name);
 void check_contiguous(const Tensor& t, std::string_view name);
 /// Start address aligned to `bytes`, and every non-inner stride a multiple of bytes / elem size.
 void check_aligned(const Tensor& t, std::string_view name, std::size_t bytes);
+/// An int32 [batch, max_blocks] block table with contiguous rows on `device`; batch < 0: any.
+void check_block_table(const Tensor& block_table, Device device, int64_t batch);
 /// All devices equal to `device` (first tensor's device is the op's device).
 void check_same_device(const Tensor& t, std::string_view name, Device device);
 

@@ -80,11 +80,7 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
           "cache.desc.format: dsv4 is not supported by mla_decode (its head dim is 512, not 576), expected bf16, "
           "fp8 or fp8_ds_mla");
 
-  check_tensor(block_table, "block_table", dev);
-  check_dtype(block_table, "block_table", {DType::i32});
-  check_ndim(block_table, "block_table", 2);
-  check_dim(block_table, "block_table", 0, batch);
-  check_inner_contiguous(block_table, "block_table");
+  check_block_table(block_table, dev, batch);
   check_tensor(seq_lens, "seq_lens", dev);
   check_dtype(seq_lens, "seq_lens", {DType::i32});
   check_ndim(seq_lens, "seq_lens", 1);

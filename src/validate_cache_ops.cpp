@@ -67,14 +67,6 @@ void check_positions(const Cache& cache, const Tensor& block_table, int64_t b, i
   }
 }
 
-void check_block_table(const Tensor& block_table, Device device, int64_t batch) {
-  check_tensor(block_table, "block_table", device);
-  check_dtype(block_table, "block_table", {DType::i32});
-  check_ndim(block_table, "block_table", 2);
-  check_inner_contiguous(block_table, "block_table");
-  check_dim(block_table, "block_table", 0, batch);
-}
-
 // The addressing shared by gather_cache and gather_dequant_cache; `row_elems` is dst's row width.
 Device validate_gather_common(const Cache& cache, const Tensor& block_table, const Tensor& cu_seq_lens,
                               const Tensor& dst, const GatherOptions& opts, int64_t row_elems) {

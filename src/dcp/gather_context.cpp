@@ -102,11 +102,7 @@ void gather_context(Communicator& comm, const Cache& cache, const Tensor& block_
   const int64_t batch = seq_starts.shape[0];
   check_index_vector(seq_starts, "seq_starts", dev, batch);
   check_index_vector(cu_seq_lens, "cu_seq_lens", dev, batch + 1);
-  check_tensor(block_table, "block_table", dev);
-  check_dtype(block_table, "block_table", {DType::i32});
-  check_ndim(block_table, "block_table", 2);
-  check_dim(block_table, "block_table", 0, batch);
-  check_inner_contiguous(block_table, "block_table");
+  check_block_table(block_table, dev, batch);
   check_tensor(out, "out", dev);
   check_dtype(out, "out", {DType::bf16, DType::f32});
   check_ndim(out, "out", 2);

@@ -30,10 +30,7 @@ void slot_mapping(const Tensor& positions, const Tensor& token_to_req, const Ten
   check_dtype(token_to_req, "token_to_req", {DType::i32});
   check_ndim(token_to_req, "token_to_req", 1);
   check_dim(token_to_req, "token_to_req", 0, tokens);
-  check_tensor(block_table, "block_table", dev);
-  check_dtype(block_table, "block_table", {DType::i32});
-  check_ndim(block_table, "block_table", 2);
-  check_inner_contiguous(block_table, "block_table");
+  check_block_table(block_table, dev, -1);
   check_tensor(slot_mapping, "slot_mapping", dev);
   check_dtype(slot_mapping, "slot_mapping", {DType::i64});
   check_ndim(slot_mapping, "slot_mapping", 1);
