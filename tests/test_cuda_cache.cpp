@@ -8,6 +8,8 @@
 
 #include "cache_test_util.hpp"
 
+#include "cuda_test_util.hpp"
+
 #if MLAKV_WITH_CUDA
 #include <cuda_runtime.h>
 #endif
@@ -16,30 +18,6 @@ namespace mlakv::test {
 namespace {
 
 #if MLAKV_WITH_CUDA
-
-/// Owned device buffer, optionally a copy of a host vector.
-struct DevBuf {
-  void* p = nullptr;
-  std::size_t n = 0;
-  explicit DevBuf(std::size_t bytes) : n(bytes) {
-    if (bytes) EXPECT_EQ(cudaMalloc(&p, bytes), cudaSuccess);
-  }
-  template <class T> explicit DevBuf(const std::vector<T>& v) : DevBuf(v.size() * sizeof(T)) {
-    if (n) EXPECT_EQ(cudaMemcpy(p, v.data(), n, cudaMemcpyHostToDevice), cudaSuccess);
-  }
-  ~DevBuf() {
-    if (p) cudaFree(p);
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  template <class T> std::vector<T> get() const {
-    std::vector<T> v(n / sizeof(T));
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    if (n) EXPECT_EQ(cudaMemcpy(v.data(), p, n, cudaMemcpyDeviceToHost), cudaSuccess);
-    return v;
-  }
-  uint8_t* u8() const { return static_cast<uint8_t*>(p); }
-};
 
 const Device kGpu = Device::cuda(0);
 

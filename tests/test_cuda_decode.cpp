@@ -7,6 +7,8 @@
 
 #include "attention_test_util.hpp"
 
+#include "cuda_test_util.hpp"
+
 #if MLAKV_WITH_CUDA
 #include <cuda_runtime.h>
 #endif
@@ -17,29 +19,6 @@ namespace {
 #if MLAKV_WITH_CUDA
 
 #define CUDA_OK(x) ASSERT_EQ((x), cudaSuccess) << #x << ": " << cudaGetErrorString(x)
-
-/// Owned device buffer.
-struct DevBuf {
-  void* p = nullptr;
-  std::size_t n = 0;
-  explicit DevBuf(std::size_t bytes, int fill = -1) : n(bytes) {
-    if (bytes) EXPECT_EQ(cudaMalloc(&p, bytes), cudaSuccess);
-    if (bytes && fill >= 0) EXPECT_EQ(cudaMemset(p, fill, bytes), cudaSuccess);
-  }
-  template <class T> DevBuf(const std::vector<T>& v) : DevBuf(v.size() * sizeof(T)) {
-    if (n) EXPECT_EQ(cudaMemcpy(p, v.data(), n, cudaMemcpyHostToDevice), cudaSuccess);
-  }
-  ~DevBuf() {
-    if (p) cudaFree(p);
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  template <class T> std::vector<T> get() const {
-    std::vector<T> v(n / sizeof(T));
-    EXPECT_EQ(cudaMemcpy(v.data(), p, n, cudaMemcpyDeviceToHost), cudaSuccess);
-    return v;
-  }
-};
 
 Tensor like(const Tensor& t, void* data, Device d) {
   Tensor r = t;

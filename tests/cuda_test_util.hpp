@@ -1,0 +1,40 @@
+// Device memory for the GPU tests (CUDA builds only).
+#pragma once
+
+#if MLAKV_WITH_CUDA
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace mlakv::test {
+
+/// Owned device buffer on the current device: uninitialized, filled with a byte, or a copy of a
+/// host vector. get<T>() waits for the device, then copies the whole buffer back.
+struct DevBuf {
+  void* p = nullptr;
+  std::size_t n = 0;
+  explicit DevBuf(std::size_t bytes, int fill = -1) : n(bytes) {
+    if (bytes) EXPECT_EQ(cudaMalloc(&p, bytes), cudaSuccess);
+    if (bytes && fill >= 0) EXPECT_EQ(cudaMemset(p, fill, bytes), cudaSuccess);
+  }
+  template <class T> explicit DevBuf(const std::vector<T>& v) : DevBuf(v.size() * sizeof(T)) {
+    if (n) EXPECT_EQ(cudaMemcpy(p, v.data(), n, cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  ~DevBuf() {
+    if (p) cudaFree(p);
+  }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  template <class T> std::vector<T> get() const {
+    std::vector<T> v(n / sizeof(T));
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    if (n) EXPECT_EQ(cudaMemcpy(v.data(), p, n, cudaMemcpyDeviceToHost), cudaSuccess);
+    return v;
+  }
+  uint8_t* u8() const { return static_cast<uint8_t*>(p); }
+};
+
+}  // namespace mlakv::test
+#endif
