@@ -8,7 +8,7 @@
 namespace mlakv {
 namespace {
 
-[[noreturn]] void no_cuda(Device d) {
+[[noreturn, maybe_unused]] void no_cuda(Device d) {
   detail::fail("tensors are on ", d.str(), " but this build of mlakv has no CUDA backend (configure with -DMLAKV_CUDA=ON)");
 }
 
