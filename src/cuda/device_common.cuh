@@ -373,15 +373,7 @@ template <class C> inline constexpr int kTileRows = (C::kQuantItems > 0 ? 192 : 
 
 /// a / b and a % b for a >= 0, in 32 bits when a fits (the common case).
 __device__ __forceinline__ void divmod_pos(int64_t a, int b, int64_t& q, int& r) {
-  if ((a >> 31) == 0) {
-    const uint32_t ua = static_cast<uint32_t>(a), ub = static_cast<uint32_t>(b);
-    const uint32_t uq = ua / ub;
-    q = uq;
-    r = static_cast<int>(ua - uq * ub);
-  } else {
-    q = a / b;
-    r = static_cast<int>(a - q * b);
-  }
+  split_slot(a, b, (a >> 31) == 0, q, r);
 }
 
 /// The rows of one warp tile in flight. Lane j < RW holds row j's physical block (-1: skip the
