@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace mlakv::bench {
 
@@ -10,7 +11,13 @@ struct BenchOptions {
   std::string json_path;   ///< write the JSON report here when non-empty
   int iters = 50;          ///< timed repetitions per case (median reported)
   bool quick = false;      ///< fewer / smaller cases (smoke test)
+  /// Run only the cases whose "op format shape" contains one of these (empty: every case), so
+  /// that a profiler sees just the kernels of interest.
+  std::vector<std::string> only;
 };
+
+/// Whether the case "op format shape" passes the --only filters.
+bool selected(const BenchOptions& opts, const std::string& op, const std::string& format, const std::string& shape);
 
 /// Each returns a process exit code (0 ok); they throw mlakv::Error when no GPU is usable.
 int run_cache(const BenchOptions& opts);

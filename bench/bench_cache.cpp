@@ -139,6 +139,7 @@ int run_cache(const BenchOptions& opts) {
     Stream st{stream.get()};
 
     auto run = [&](const std::string& op, CacheFormat f, double bytes_per_token, const std::function<void(Set&)>& fn) {
+      if (!selected(opts, op, format_name(f), shape_name(s))) return;
       Result r;
       r.op = op;
       r.format = format_name(f);

@@ -30,6 +30,11 @@ struct Shape {
   bool mma = false;  ///< force the mma.sync kernel (the before/after of the sm90 kernel in one run)
 };
 
+std::string shape_name(const Shape& s) {
+  return "B=" + std::to_string(s.batch) + " H=" + std::to_string(s.heads) + " ctx=" + std::to_string(s.ctx) +
+         (s.s_q > 1 ? " s_q=" + std::to_string(s.s_q) : "");
+}
+
 /// `n` valid tokens of format f (one encoding of N(0,1) rows), as stored bytes.
 std::vector<uint8_t> token_pool(CacheFormat f, int64_t n, std::mt19937_64& g) {
   const int64_t tb = CacheDesc{f, 1, kBlockSize, 0}.token_bytes();
@@ -105,6 +110,7 @@ int run_decode(const BenchOptions& opts) {
   print_table(std::cout, {}, copy);
 
   for (const Shape& s : shapes) {
+    if (!selected(opts, "mla_decode", std::string(format_name(s.format)) + (s.mma ? "/mma" : ""), shape_name(s))) continue;
     const CacheDesc unit{s.format, 1, kBlockSize, 0};
     const int64_t tb = unit.token_bytes();
     const int64_t blocks_per_req = (s.ctx + kBlockSize - 1) / kBlockSize;
@@ -158,8 +164,7 @@ int run_decode(const BenchOptions& opts) {
     Result r;
     r.op = "mla_decode";
     r.format = std::string(format_name(s.format)) + (s.mma ? "/mma" : "");
-    r.shape = "B=" + std::to_string(s.batch) + " H=" + std::to_string(s.heads) + " ctx=" + std::to_string(s.ctx) +
-              (s.s_q > 1 ? " s_q=" + std::to_string(s.s_q) : "");
+    r.shape = shape_name(s);
     r.requests = s.batch;
     r.tokens = int64_t{s.batch} * s.ctx;
     r.bytes = static_cast<double>(s.batch) * s.ctx * static_cast<double>(tb);

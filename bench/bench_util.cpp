@@ -207,4 +207,12 @@ void report(const std::string& device, double copy_gbps, const std::vector<Resul
   std::cout << "wrote " << json_path << "\n";
 }
 
+bool selected(const BenchOptions& opts, const std::string& op, const std::string& format, const std::string& shape) {
+  if (opts.only.empty()) return true;
+  const std::string name = op + " " + format + " " + shape;
+  for (const std::string& o : opts.only)
+    if (name.find(o) != std::string::npos) return true;
+  return false;
+}
+
 }  // namespace mlakv::bench

@@ -26,6 +26,8 @@ CommandFn add_bench_command(CLI::App& root) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app->add_flag("--quick", opts->quick, "fewer and smaller cases (a smoke test)");
+  app->add_option("--only", opts->only,
+                  "run only cases whose \"op format shape\" contains this text (repeatable), e.g. \"dsv4_dequant_gather dsv4 1x2048\"");
   return [what, opts] {
     if (!mlakv::built_with_cuda()) {
       std::cerr << "mlakv bench: this build has no CUDA backend (configure with -DMLAKV_CUDA=ON); nothing to time\n";
