@@ -251,8 +251,11 @@ def test_dcp_slot_mapping_and_sharded_decode(dev):
                                     dcp_world_size=W, dcp_rank=r, dcp_interleave=I)
         o_r, l_r = o_r.reshape(2, H, 512), l_r.reshape(2, H)
         o, l = (o_r, l_r) if o is None else mlakv.merge_states(o, l, o_r, l_r)
-    assert rel_err(o.cpu(), want_o.reshape(2, H, 512).cpu()) <= 1e-5
-    assert (l.cpu() - want_l.reshape(2, H).cpu()).abs().max().item() <= 1e-5
+    # CPU: fp64 accumulation, so the merge is exact to float rounding. GPU: the kernel rounds
+    # probabilities to bf16 for the PV product, so shards differ from one pass within SPEC §6.
+    tol_o, tol_l = (1e-5, 1e-5) if dev == "cpu" else (4e-3, 1e-3)
+    assert rel_err(o.cpu(), want_o.reshape(2, H, 512).cpu()) <= tol_o
+    assert (l.cpu() - want_l.reshape(2, H).cpu()).abs().max().item() <= tol_l
 
 
 @pytest.mark.parametrize("dev", DEVICES)
