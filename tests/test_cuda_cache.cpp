@@ -3,6 +3,7 @@
 // negative slots, strided and misaligned views, poisoned outputs (rows outside the written range
 // must stay poisoned), device-side block ids out of range, and the DeepSeek-V4 reference vectors.
 // Skipped without a GPU; compiled wherever the CUDA backend is.
+#include <cmath>
 #include <cstring>
 #include <optional>
 
@@ -211,6 +212,43 @@ TEST(CudaCache, WriteCacheQuantizesEveryBf16ValueLikeTheHost) {
       write_cache(on_gpu(kv_h, fin ? kvf_d : kv_d), on_gpu(pe_h, fin ? pef_d : pe_d), on_gpu(sl_h, sl_d), tc.gpu);
       tc.expect_same(std::string(format_name(f)) + " scale " + std::to_string(scale) + " pass " + std::to_string(pass));
     }
+  }
+}
+
+// f32 inputs within a few ulps of q·s for every e4m3 rounding midpoint q (and of ±464, where
+// saturation starts), for divisors that are not powers of two: the quotients the GPU's fast
+// division could round differently from the host's x / s, if it were not exact.
+TEST(CudaCache, WriteCacheFp8RoundsQuotientsAtE4m3MidpointsLikeTheHost) {
+  MLAKV_REQUIRE_GPU();
+  std::vector<double> mids;
+  for (int c = 0; c < 126; ++c) mids.push_back(0.5 * (double{num::e4m3_to_f32(static_cast<uint8_t>(c))} +
+                                                      double{num::e4m3_to_f32(static_cast<uint8_t>(c + 1))}));
+  mids.push_back(464.0);
+  for (float scale : {1.0f / 3.0f, 0.37f, 0.0071f, 13.7f, 0x1.fffffep-3f, 0x1.000002p+5f}) {
+    std::vector<float> vals;
+    for (double m : mids)
+      for (double sign : {1.0, -1.0}) {
+        float x = static_cast<float>(sign * m * double{scale});
+        for (int i = 0; i < 3; ++i) x = std::nextafter(x, 0.0f);
+        for (int i = 0; i < 7; ++i, x = std::nextafter(x, static_cast<float>(sign) * INFINITY)) vals.push_back(x);
+      }
+    const int64_t rows = (static_cast<int64_t>(vals.size()) + kHeadDim - 1) / kHeadDim;
+    std::vector<float> kv(static_cast<std::size_t>(rows * kLatentDim)), pe(static_cast<std::size_t>(rows * kRopeDim));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int i = 0; i < kHeadDim; ++i) {
+        const float v = vals[static_cast<std::size_t>(r * kHeadDim + i) % vals.size()];
+        if (i < kLatentDim) kv[static_cast<std::size_t>(r * kLatentDim + i)] = v;
+        else pe[static_cast<std::size_t>(r * kRopeDim + i - kLatentDim)] = v;
+      }
+    std::vector<int64_t> slots(static_cast<std::size_t>(rows));
+    std::iota(slots.begin(), slots.end(), 0);
+    DevBuf kv_d(kv), pe_d(pe), sl_d(slots);
+    Tensor kv_h(kv.data(), DType::f32, {rows, kLatentDim}), pe_h(pe.data(), DType::f32, {rows, kRopeDim});
+    Tensor sl_h = vec_i64(slots);
+    TwinCache tc(CacheFormat::fp8, (rows + 15) / 16, 16, 0, 0xAB, scale);
+    write_cache(kv_h, pe_h, sl_h, tc.host.cache);
+    write_cache(on_gpu(kv_h, kv_d), on_gpu(pe_h, pe_d), on_gpu(sl_h, sl_d), tc.gpu);
+    tc.expect_same("fp8 scale " + std::to_string(scale));
   }
 }
 

@@ -62,8 +62,15 @@ template <int N> __device__ __forceinline__ void to_bf16(const float* f, uint4* 
                         dev::float2_to_bf16x2(f[8 * i + 4], f[8 * i + 5]), dev::float2_to_bf16x2(f[8 * i + 6], f[8 * i + 7]));
 }
 
+// N floats -> N e4m3 bytes, packed four to a word, each value through `div` first.
+template <int N, class Div> __device__ __forceinline__ void quantize(const float* f, uint32_t* q, Div&& div) {
+#pragma unroll
+  for (int i = 0; i < N / 4; ++i)
+    q[i] = dev::float4_to_e4m3x4(div(f[4 * i]), div(f[4 * i + 1]), div(f[4 * i + 2]), div(f[4 * i + 3]));
+}
+
 template <CacheFormat F, class In, bool A>
-__device__ __forceinline__ void encode_row(const LaneIn<In>& in, uint8_t* tok, int lane, float tensor_scale) {
+__device__ __forceinline__ void encode_row(const LaneIn<In>& in, uint8_t* tok, int lane, const dev::E4m3Divider& div) {
   float lat[16], rope[8];
   to_float<In>(in.lat, lat);
   to_float<In>(in.rope, rope);
@@ -84,21 +91,17 @@ __device__ __forceinline__ void encode_row(const LaneIn<In>& in, uint8_t* tok, i
       dev::store<16, A>(tok + 2 * kLatentDim + 16 * lane, r);
     }
   } else if constexpr (F == CacheFormat::fp8) {
-    // x / scale: a true division, as on the host. A reciprocal multiply with an FMA correction
-    // was measured slower here (its per-value range guard kept the division's code inline).
-    const float d = tensor_scale;
-    uint32_t q[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-      q[i] = dev::float4_to_e4m3x4(lat[4 * i] / d, lat[4 * i + 1] / d, lat[4 * i + 2] / d, lat[4 * i + 3] / d);
-    dev::store<16, A>(tok + 16 * lane, make_uint4(q[0], q[1], q[2], q[3]));
-    if (lane < 8) {
-      uint32_t r[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-        r[i] = dev::float4_to_e4m3x4(rope[4 * i] / d, rope[4 * i + 1] / d, rope[4 * i + 2] / d, rope[4 * i + 3] / d);
-      dev::store<8, A>(tok + kLatentDim + 8 * lane, make_uint2(r[0], r[1]));
+    // x / scale rounded as the host's division; the divider's range test is once per kernel.
+    uint32_t q[4], r[2];
+    if (div.fast) {
+      quantize<16>(lat, q, [&](float x) { return div.fast_div(x); });
+      quantize<8>(rope, r, [&](float x) { return div.fast_div(x); });
+    } else {
+      quantize<16>(lat, q, [&](float x) { return x / div.d; });
+      quantize<8>(rope, r, [&](float x) { return x / div.d; });
     }
+    dev::store<16, A>(tok + 16 * lane, make_uint4(q[0], q[1], q[2], q[3]));
+    if (lane < 8) dev::store<8, A>(tok + kLatentDim + 8 * lane, make_uint2(r[0], r[1]));
   } else {  // fp8_ds_mla
     float amax = 0.0f;
 #pragma unroll
@@ -108,10 +111,10 @@ __device__ __forceinline__ void encode_row(const LaneIn<In>& in, uint8_t* tok, i
     amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
     amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 4));
     const float s = fmaxf(amax / 448.0f, FLT_MIN);
+    const dev::E4m3Divider tile(s);
     uint32_t q[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-      q[i] = dev::float4_to_e4m3x4(lat[4 * i] / s, lat[4 * i + 1] / s, lat[4 * i + 2] / s, lat[4 * i + 3] / s);
+    if (tile.fast) quantize<16>(lat, q, [&](float x) { return tile.fast_div(x); });
+    else quantize<16>(lat, q, [&](float x) { return x / s; });
     dev::store<16, A>(tok + 16 * lane, make_uint4(q[0], q[1], q[2], q[3]));
     if ((lane & 7) == 0) dev::store<4, A>(tok + kLatentDim + 4 * (lane >> 3), __float_as_uint(s));
     if (lane < 8) {
@@ -127,7 +130,7 @@ template <CacheFormat F, class In, bool A, int U>
 __global__ void __launch_bounds__(kThreads) write_cache_kernel(const WriteParams p) {
   constexpr int kTokBytes = dev::TokenGeom<F>::kDataStride;
   const int lane = threadIdx.x & 31;
-  const float tensor_scale = F == CacheFormat::fp8 ? __ldg(p.scale) : 1.0f;
+  const dev::E4m3Divider div(F == CacheFormat::fp8 ? __ldg(p.scale) : 1.0f);
   LaneIn<In> in[U];
   dev::for_each_slot_group<U>(
       p.slots, p.rows, p.capacity,
@@ -148,7 +151,7 @@ __global__ void __launch_bounds__(kThreads) write_cache_kernel(const WriteParams
         int64_t blk;
         int k;
         dev::split_slot(slot, p.cache.block_size, p.small_capacity, blk, k);
-        encode_row<F, In, A>(in[u], p.cache.block(blk) + static_cast<int64_t>(kTokBytes) * k, lane, tensor_scale);
+        encode_row<F, In, A>(in[u], p.cache.block(blk) + static_cast<int64_t>(kTokBytes) * k, lane, div);
       });
 }
 

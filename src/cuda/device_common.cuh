@@ -57,6 +57,31 @@ __device__ __forceinline__ uint32_t float2_to_e4m3x2(float x, float y) {
   return static_cast<uint32_t>(__nv_cvt_float2_to_fp8x2(make_float2(x, y), __NV_SATFINITE, __NV_E4M3));
 }
 
+/// x / d for the e4m3 encoders, rounded exactly as an IEEE division, in four instructions instead
+/// of the division's ~10 and its slow-path branch. With r = RN(1/d) and q = RN(x·r) within an ulp
+/// of x/d, Markstein's step q + (x − q·d)·r (residual exact through the FMA) is the correctly
+/// rounded quotient as long as nothing over- or underflows: x is first clamped to ±512·|d|, NaN
+/// kept (every quotient past ±464 encodes as ±448 anyway), and |d| must lie in [2^-60, 2^60] so
+/// that r, the clamp and the residual stay normal; other divisors take the true division.
+struct E4m3Divider {
+  float d, r, lim;
+  bool fast;
+  __device__ __forceinline__ explicit E4m3Divider(float divisor) : d(divisor) {
+    const float a = fabsf(divisor);
+    fast = a >= 0x1p-60f && a <= 0x1p60f;  // false for NaN
+    r = __frcp_rn(divisor);
+    lim = 512.0f * a;
+  }
+  /// The quotient by the fast path; valid only when `fast`.
+  __device__ __forceinline__ float fast_div(float x) const {
+    float xc;
+    asm("min.NaN.f32 %0, %1, %2;" : "=f"(xc) : "f"(x), "f"(lim));
+    asm("max.NaN.f32 %0, %1, %2;" : "=f"(xc) : "f"(xc), "f"(-lim));
+    const float q = xc * r;
+    return __fmaf_rn(__fmaf_rn(-q, d, xc), r, q);
+  }
+};
+
 /// Four floats -> four e4m3 bytes packed little-endian.
 __device__ __forceinline__ uint32_t float4_to_e4m3x4(float a, float b, float c, float d) {
   return float2_to_e4m3x2(a, b) | (float2_to_e4m3x2(c, d) << 16);
