@@ -241,19 +241,20 @@ TEST(CudaDecode, Sm90KernelPathDsMla) {
   unsetenv("MLAKV_DECODE_KERNEL");
 }
 
-// bf16 at <= 16 rows per CTA runs the alternating-tile form and the three launches are
+// bf16 and fp8 at <= 16 rows per CTA run the alternating-tile form and the three launches are
 // programmatic dependents by default; the split-rows form and plain launches stay correct
 // (MLAKV_DECODE_ALT=0, MLAKV_DECODE_PDL=0).
 TEST(CudaDecode, Sm90SplitRowsPlainLaunches) {
   MLAKV_REQUIRE_GPU();
   setenv("MLAKV_DECODE_ALT", "0", 1);
   setenv("MLAKV_DECODE_PDL", "0", 1);
-  for (int h : {1, 16})
-    for (int s : {1, 4}) {
-      Case c;
-      c.format = CacheFormat::bf16, c.heads = h, c.s_q = s, c.lens = kMixed;
-      check_case(c);
-    }
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8})
+    for (int h : {1, 16})
+      for (int s : {1, 4}) {
+        Case c;
+        c.format = f, c.heads = h, c.s_q = s, c.lens = kMixed;
+        check_case(c);
+      }
   Case c;
   c.format = CacheFormat::bf16, c.block_size = 1, c.s_q = 1, c.lens = {3, 0, 97, 513};
   check_case(c);
@@ -275,7 +276,7 @@ TEST(CudaDecode, BlockSizes) {
 
 TEST(CudaDecode, LongContextOneRequest) {
   MLAKV_REQUIRE_GPU();
-  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8_ds_mla}) {
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
     Case c;
     c.format = f, c.heads = 16, c.lens = {131072};
     check_case(c);

@@ -99,9 +99,9 @@ int plan_parts(int rows, int sms, bool sm90, CacheFormat format) {
 }
 
 /// Alternating tiles (the two consumer warpgroups take every other KV tile with all 16 rows of
-/// the CTA, merging at request ends) halve the shared-memory reads per tile for bf16 at ≤ 16
-/// rows per CTA; the FP8 rings leave no room for the merge buffer. MLAKV_DECODE_ALT=0 turns it
-/// off (the split-rows form), =1 on.
+/// the CTA, merging at request ends) halve the shared-memory reads per tile for bf16 and fp8 at
+/// ≤ 16 rows per CTA (fp8 merges through the Q tile; fp8_ds_mla's four scaled P tiles keep the
+/// split-rows form). MLAKV_DECODE_ALT=0 turns it off (the split-rows form), =1 on.
 bool use_alt() {
   const char* e = std::getenv("MLAKV_DECODE_ALT");
   if (e && std::strcmp(e, "0") == 0) return false;
@@ -127,7 +127,7 @@ bool use_pdl(int dev) {
 template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts, cudaStream_t stream) {
   switch (sm90_rows_per_cta(a.rows, F)) {
     case 16:
-      if constexpr (F == CacheFormat::bf16) {
+      if constexpr (F != CacheFormat::fp8_ds_mla) {
         if (use_alt()) {
           launch_sm90<F, 8, true>(a, parts, stream);
           break;

@@ -67,14 +67,19 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr int kPBytes = NR * 128;             // one P: [NR rows][64 tokens] bf16
   static constexpr int kRedBytes = 2 * 2 * 4 * NR * 4;  // [wg][parity][warp][row] floats
   // ALT: warpgroup 1's o ([8][NR/2][128 threads] floats), m and l ([NR] each) for the merge.
-  static constexpr int kXBytes = ALT ? 8 * (NR / 2) * 128 * 4 + 2 * NR * 4 : 0;
+  // FP8 has no room for it beside its raw ring: there it lies in the Q tile (free once both
+  // warpgroups are past the request's last Q·Kᵀ) and o crosses in kXRounds halves of 16 KB.
+  static constexpr bool kXInQ = ALT && kWiden;
+  static constexpr int kXRounds = kXInQ ? 2 : 1;
+  static constexpr int kXBytes = ALT ? 8 * (NR / 2) * 128 * 4 / kXRounds + 2 * NR * 4 : 0;
   static constexpr int kQ = kSm90Stages * kStageBytes;
   static constexpr int kP = kQ + kQBytes;
   static constexpr int kRed = kP + 2 * kPTiles * kPBytes;
   static constexpr int kOk = kRed + kRedBytes;         // [stage][64] token-valid flags
   static constexpr int kScl = kOk + kSm90Stages * kTile;  // [stage][64][4] fp8_ds_mla tile scales
-  static constexpr int kX = kScl + (kTileScales ? kSm90Stages * kTile * 16 : 0);
-  static constexpr int kBar = kX + kXBytes;
+  static constexpr int kSclEnd = kScl + (kTileScales ? kSm90Stages * kTile * 16 : 0);
+  static constexpr int kX = kXInQ ? kQ : kSclEnd;
+  static constexpr int kBar = kSclEnd + (kXInQ ? 0 : kXBytes);
   static constexpr int kRaw = kBar + 64;               // raw FP8 half tiles (32 tokens) in flight
   static constexpr int kRawSlotBytes = 32 * kTokenBytes;
   static constexpr int bytes_for(int slots) { return kRaw + (kWiden ? slots * (kRawSlotBytes + 32) : 0); }
@@ -89,7 +94,8 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static_assert(kBytes <= 232448, "sm90 decode shared-memory plan does not fit");
   static_assert(kQ % 1024 == 0 && kP % 1024 == 0 && kPBytes % 1024 == 0 && kX % 16 == 0 && kBar % 8 == 0 && kRaw % 16 == 0,
                 "alignment");
-  static_assert(!ALT || (F == CacheFormat::bf16 && NW == 8), "alternating tiles: bf16, 16 rows per CTA");
+  static_assert(!ALT || (!kTileScales && NW == 8), "alternating tiles: bf16 or fp8, 16 rows per CTA");
+  static_assert(!kXInQ || kXBytes <= kQBytes, "the merge buffer must fit in the Q tile");
 };
 
 #if MLAKV_SM90A_DEVICE
@@ -124,6 +130,24 @@ __device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.a
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+/// Four e4m3 values (bytes of x) → four bf16 (two bf16x2 words, value 0 in the low half of .x),
+/// exactly, in 4 integer/FMA-pipe instructions per pair instead of conversions (16 per clock and
+/// SM on Hopper): prmt puts each byte in the low half of a 16-bit lane with its sign replicated
+/// above it; << 4 and a mask leave sign at bit 15 and exponent|mantissa at bits 10..4, which is
+/// the bf16 of the value times 2^-120 (subnormals included: e4m3 exponent 0 lands on bf16
+/// exponent 0, the same mantissa); one exact bf16x2 multiply by 2^120 restores the value.
+__device__ __forceinline__ uint2 e4m3x4_to_bf16x4(uint32_t x) {
+  uint32_t lo, hi;
+  asm("prmt.b32 %0, %1, %1, 0x9180;\n" : "=r"(lo) : "r"(x));
+  asm("prmt.b32 %0, %1, %1, 0xB3A2;\n" : "=r"(hi) : "r"(x));
+  lo = (lo << 4) & 0x87f087f0u;
+  hi = (hi << 4) & 0x87f087f0u;
+  const uint32_t two120 = 0x7b807b80u, neg0 = 0x80008000u;  // bf16x2 2^120, -0 (x + -0 = x)
+  asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(lo) : "r"(two120), "r"(neg0));
+  asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(hi) : "r"(two120), "r"(neg0));
+  return make_uint2(lo, hi);
+}
+
 /// Keeps the compiler from moving accumulator reads or writes across wgmma issue / wait.
 template <int N> __device__ __forceinline__ void pin(float (&d)[N]) {
 #pragma unroll
@@ -299,42 +323,39 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         for (int h = 0; h < 2; ++h) {
           const int slot = (2 * k + h) % kRawSlots;
           cp_async_wait<kRawSlots - 1>();
-          named_sync(4, 128);  // every producer thread's part of this half tile has landed
-          const uint8_t* rs = raw + slot * S::kRawSlotBytes;
-          // 32 tokens × 72 chunks of 8 values = 18 per thread, in batches of 6 whose shared loads
-          // are all issued before the first conversion: four warps alone must widen a tile in
-          // well under the consumers' time for it.
+          // This thread widens token pt / 4, 16-byte units pt % 4 + 4j: for fp8 exactly the bytes
+          // issue_unit copied by this thread, so its own wait is enough and the four producer
+          // warps run unsynchronized. fp8_ds_mla's scales and rope were copied by the token's
+          // other threads.
+          if constexpr (kTileScales) named_sync(4, 128);
+          const int tok = pt >> 2, q4 = pt & 3, row = h * 32 + tok;
+          const uint8_t* rs = raw + slot * S::kRawSlotBytes + tok * TB;
+          uint8_t* drow = stage + row * 128;
+          // Unit u = q4 + 4j holds columns 16u .. 16u + 15: column block j, 16-byte chunks 2·q4 and
+          // 2·q4 + 1 of the 128-byte swizzle, so both destinations are per-thread constants plus
+          // j · 8192 (no index arithmetic per unit).
+          const int d0 = ((2 * q4) ^ (row & 7)) << 4, d1 = ((2 * q4 + 1) ^ (row & 7)) << 4;
+          constexpr int kUnits = kTileScales ? 8 : 9;  // e4m3 units per thread (fp8_ds_mla: 512 dims)
+          uint4 v[kUnits];
 #pragma unroll
-          for (int it0 = 0; it0 < 18; it0 += 6) {
-            uint4 v[6];
+          for (int j = 0; j < kUnits; ++j) v[j] = *reinterpret_cast<const uint4*>(rs + (q4 + 4 * j) * 16);
 #pragma unroll
-            for (int u = 0; u < 6; ++u) {
-              const int idx = pt + 128 * (it0 + u), tok = idx / 72, ch = idx - tok * 72;
-              const uint8_t* src = rs + tok * TB;
-              if (kTileScales && ch >= 64) {
-                v[u] = *reinterpret_cast<const uint4*>(src + 528 + (ch - 64) * 16);  // bf16 rope, as is
-              } else {
-                const uint2 e = *reinterpret_cast<const uint2*>(src + ch * 8);
-                v[u] = make_uint4(e.x, e.y, 0, 0);  // raw e4m3, widened below
-              }
-            }
-#pragma unroll
-            for (int u = 0; u < 6; ++u) {
-              const int idx = pt + 128 * (it0 + u), tok = idx / 72, ch = idx - tok * 72, row = h * 32 + tok;
-              uint4 w4 = v[u];
-              if (!(kTileScales && ch >= 64)) {
-                const uint32_t x = v[u].x, y = v[u].y;
-                w4 = make_uint4(e4m3x2_to_bf16x2(x), e4m3x2_to_bf16x2(x >> 16), e4m3x2_to_bf16x2(y), e4m3x2_to_bf16x2(y >> 16));
-              }
-              *reinterpret_cast<uint4*>(stage + (ch >> 3) * 8192 + row * 128 + (((ch & 7) ^ (row & 7)) << 4)) = w4;
-            }
+          for (int j = 0; j < kUnits; ++j) {
+            const uint2 a0 = e4m3x4_to_bf16x4(v[j].x), a1 = e4m3x4_to_bf16x4(v[j].y);
+            const uint2 a2 = e4m3x4_to_bf16x4(v[j].z), a3 = e4m3x4_to_bf16x4(v[j].w);
+            *reinterpret_cast<uint4*>(drow + j * 8192 + d0) = make_uint4(a0.x, a0.y, a1.x, a1.y);
+            *reinterpret_cast<uint4*>(drow + j * 8192 + d1) = make_uint4(a2.x, a2.y, a3.x, a3.y);
           }
           if constexpr (kTileScales) {
-            const int tok = pt >> 2;
-            scl[(st * kTile + h * 32 + tok) * 4 + (pt & 3)] = *reinterpret_cast<const float*>(rs + tok * TB + 512 + (pt & 3) * 4);
+            // bf16 rope (columns 512..575 = block 8), as is; the token's four tile scales.
+            const uint4 r0 = *reinterpret_cast<const uint4*>(rs + 528 + 32 * q4);
+            const uint4 r1 = *reinterpret_cast<const uint4*>(rs + 544 + 32 * q4);
+            *reinterpret_cast<uint4*>(drow + 8 * 8192 + d0) = r0;
+            *reinterpret_cast<uint4*>(drow + 8 * 8192 + d1) = r1;
+            scl[(st * kTile + row) * 4 + q4] = *reinterpret_cast<const float*>(rs + 512 + q4 * 4);
           }
-          if (pt < 32) tok_ok[st * kTile + h * 32 + pt] = raw_ok[slot * 32 + pt];
-          named_sync(4, 128);  // the raw slot is read: refill it
+          if (q4 == 0) tok_ok[st * kTile + row] = raw_ok[slot * 32 + tok];  // written by this thread
+          if constexpr (kTileScales) named_sync(4, 128);  // the raw slot is read: refill it
           issue_unit();
         }
         fence_async_smem();  // the widened tile is read by wgmma (async proxy)
@@ -579,44 +600,54 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       if constexpr (ALT) {
         // Warpgroup 1 hands (m, l, o) over; warpgroup 0 merges them into its own and writes. The
         // buffer is next written at the following request's end, after the request-start barrier
-        // that warpgroup 0 reaches only once it has read it here.
+        // that warpgroup 0 reaches only once it has read it here. Where it lies in the Q tile
+        // (FP8), a first barrier waits for both warpgroups' last Q·Kᵀ of this request, and o
+        // crosses in kXRounds parts, each written, then merged, between two barriers.
+        constexpr int R = S::kXRounds, MR = 8 / R;  // column blocks per round
         float* xo = reinterpret_cast<float*>(smem + S::kX);
-        float* xm = xo + 8 * NS * 128;
+        float* xm = xo + MR * NS * 128;
         float* xl = xm + NR;
-        if (cw == 1) {
+        float f0[NJ][2], f1[NJ][2];
 #pragma unroll
-          for (int mt = 0; mt < 8; ++mt)
+        for (int rd = 0; rd < R; ++rd) {
+          if (S::kXInQ) named_sync(5, 256);  // rd 0: Q is free; rd > 0: the last part was merged
+          if (cw == 1) {
 #pragma unroll
-            for (int r = 0; r < NS; ++r) xo[(mt * NS + r) * 128 + wt] = o[mt][r];
-          if (w == 0 && g == 0)
+            for (int mt = 0; mt < MR; ++mt)
+#pragma unroll
+              for (int r = 0; r < NS; ++r) xo[(mt * NS + r) * 128 + wt] = o[rd * MR + mt][r];
+            if (rd == 0 && w == 0 && g == 0)
+#pragma unroll
+              for (int j = 0; j < NJ; ++j)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                  xm[8 * j + 2 * qd + e] = m_st[j][e];
+                  xl[8 * j + 2 * qd + e] = lsum[j][e];
+                }
+          }
+          named_sync(5, 256);
+          if (cw == 0) {
 #pragma unroll
             for (int j = 0; j < NJ; ++j)
 #pragma unroll
               for (int e = 0; e < 2; ++e) {
-                xm[8 * j + 2 * qd + e] = m_st[j][e];
-                xl[8 * j + 2 * qd + e] = lsum[j][e];
-              }
-        }
-        named_sync(5, 256);
-        if (cw == 0) {
-#pragma unroll
-          for (int j = 0; j < NJ; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int n = 8 * j + 2 * qd + e;
-              const float m1 = xm[n], mx = fmaxf(m_st[j][e], m1);
-              const float mu = mx == -INFINITY ? 0.0f : mx;  // both empty: factors 0, l stays 0
-              const float f0 = exp2f(m_st[j][e] - mu), f1 = exp2f(m1 - mu);
-              lsum[j][e] = lsum[j][e] * f0 + xl[n] * f1;
-              m_st[j][e] = mx;
-#pragma unroll
-              for (int mt = 0; mt < 8; ++mt)
-#pragma unroll
-                for (int i = 0; i < 2; ++i) {
-                  const int r = 4 * j + 2 * i + e;
-                  o[mt][r] = o[mt][r] * f0 + xo[(mt * NS + r) * 128 + wt] * f1;
+                if (rd == 0) {
+                  const int n = 8 * j + 2 * qd + e;
+                  const float m1 = xm[n], mx = fmaxf(m_st[j][e], m1);
+                  const float mu = mx == -INFINITY ? 0.0f : mx;  // both empty: factors 0, l stays 0
+                  f0[j][e] = exp2f(m_st[j][e] - mu), f1[j][e] = exp2f(m1 - mu);
+                  lsum[j][e] = lsum[j][e] * f0[j][e] + xl[n] * f1[j][e];
+                  m_st[j][e] = mx;
                 }
-            }
+#pragma unroll
+                for (int mt = 0; mt < MR; ++mt)
+#pragma unroll
+                  for (int i = 0; i < 2; ++i) {
+                    const int r = 4 * j + 2 * i + e;
+                    o[rd * MR + mt][r] = o[rd * MR + mt][r] * f0[j][e] + xo[(mt * NS + r) * 128 + wt] * f1[j][e];
+                  }
+              }
+          }
         }
       }
       const int sb = __ldg(sch.split_base + b);
