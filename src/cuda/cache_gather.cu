@@ -4,8 +4,8 @@
 // tiles (sized from the number of output rows, not per request), so one 32000-token request
 // fills the chip as well as 128 requests of 8192. Lane j of a warp resolves row j: its sequence
 // (token_to_seq, or a binary search over cu_seq_lens), its position and its block-table entry;
-// the tile's rows then move as 16-byte items spread over all 32 lanes, every lane issuing all of
-// its loads before its first store.
+// the tile's rows then move as chunks of 16 output bytes spread over all 32 lanes, every lane
+// issuing all of its loads before its first store.
 //
 // Device-side indices the host never saw (cu_seq_lens, seq_starts, token_to_seq, block-table
 // entries) are bounds-checked: a row whose sequence, position or physical block falls outside the

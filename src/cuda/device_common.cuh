@@ -78,7 +78,8 @@ struct E4m3Divider {
     asm("min.NaN.f32 %0, %1, %2;" : "=f"(xc) : "f"(x), "f"(lim));
     asm("max.NaN.f32 %0, %1, %2;" : "=f"(xc) : "f"(xc), "f"(-lim));
     const float q = xc * r;
-    return __fmaf_rn(__fmaf_rn(-q, d, xc), r, q);
+    // The correction is under an ulp, so it never changes the sign, except of a zero: -0 must stay -0.
+    return copysignf(__fmaf_rn(__fmaf_rn(-q, d, xc), r, q), q);
   }
 };
 
@@ -318,83 +319,80 @@ template <CacheFormat F> struct TokenGeom {
   static constexpr int kGroup = F == CacheFormat::fp8_ds_mla ? 128 : 64;  ///< values per scale
 };
 
-/// Dequantizes a token into rows of Out (bf16 or float). An item is one 16-byte load of the
-/// token: 16 e4m3 values (plus their scale) or 8 bf16 values; it becomes 32 or 64 bytes (e4m3)
-/// or 16 or 32 bytes (bf16) of output, in 16-byte stores.
+/// Dequantizes a token into rows of Out (bf16 or float) in chunks of 16 output bytes (8 bf16 or 4
+/// float values). A chunk's input is 8 or 4 e4m3 bytes plus their scale, or 16 or 8 bytes of bf16.
+/// Lane-consecutive chunks make a warp's loads and stores contiguous runs of whole sectors (a
+/// lane that wrote 32 bytes as two 16-byte halves left every sector half-written per instruction,
+/// and the L2 took twice the requests).
 template <CacheFormat F, class Out> struct RowCodec {
   using G = TokenGeom<F>;
   static constexpr int kOutBytes = static_cast<int>(sizeof(Out));
-  static constexpr int kQuantItems = G::kQuant / 16;
-  static constexpr int kRopeItems = (G::kWidth - G::kQuant) / 8;  // bf16 values: the rope, or a bf16 row
-  static constexpr int kItems = kQuantItems + kRopeItems;
-  static_assert(G::kQuant % 16 == 0 && G::kGroup % 16 == 0 && G::kRopeOffset % 16 == 0);
+  static constexpr int kChunkVals = 16 / kOutBytes;
+  static constexpr int kChunks = G::kWidth / kChunkVals;  ///< chunks per output row
+  static_assert(G::kQuant % kChunkVals == 0 && G::kGroup % kChunkVals == 0 && G::kRopeOffset % 16 == 0);
 
   struct Raw {
-    uint4 v;     // 16 e4m3 bytes or 8 bf16 values
-    uint32_t s;  // the item's scale: float bits (fp8_ds_mla) or UE8M0 byte (dsv4)
+    uint4 v;     // the chunk's input bytes (low words first)
+    uint32_t s;  // its scale: float bits (fp8_ds_mla) or UE8M0 byte (dsv4)
   };
 
-  /// tok: the token's data; scales: its UE8M0 bytes (dsv4 only).
-  template <bool A> __device__ __forceinline__ static void load_item(const uint8_t* tok, const uint8_t* scales, int c,
-                                                                      Raw& r) {
-    if (kQuantItems > 0 && (kRopeItems == 0 || c < kQuantItems)) {
-      r.v = load<16, A>(tok + 16 * c);
+  /// Loads chunk v0 (its first value) of a token. tok: the token's data; scales: its UE8M0 bytes (dsv4).
+  template <bool A> __device__ __forceinline__ static void load_chunk(const uint8_t* tok, const uint8_t* scales, int v0,
+                                                                       Raw& r) {
+    if (v0 < G::kQuant) {
+      if constexpr (kChunkVals == 8) {
+        const uint2 q = load<8, A>(tok + v0);
+        r.v.x = q.x, r.v.y = q.y;
+      } else {
+        r.v.x = load<4, A>(tok + v0);
+      }
       if constexpr (F == CacheFormat::fp8_ds_mla) {
-        const uint8_t* sp = tok + G::kQuant + 4 * (16 * c / G::kGroup);
-        if constexpr (A) r.s = __ldg(reinterpret_cast<const uint32_t*>(sp));  // shared by 8 lanes: keep in L1
+        const uint8_t* sp = tok + G::kQuant + 4 * (v0 / G::kGroup);
+        if constexpr (A) r.s = __ldg(reinterpret_cast<const uint32_t*>(sp));  // shared by 16 lanes: keep in L1
         else r.s = load<4, false>(sp);
       } else if constexpr (F == CacheFormat::dsv4) {
-        r.s = __ldg(scales + 16 * c / G::kGroup);
+        r.s = __ldg(scales + v0 / G::kGroup);
       }
     } else {
-      r.v = load<16, A>(tok + G::kRopeOffset + 16 * (c - kQuantItems));
+      const uint8_t* b = tok + G::kRopeOffset + 2 * (v0 - G::kQuant);  // the rope, or a whole bf16 row
+      if constexpr (kChunkVals == 8) {
+        r.v = load<16, A>(b);
+      } else {
+        const uint2 w = load<8, A>(b);
+        r.v.x = w.x, r.v.y = w.y;
+      }
     }
   }
 
-  template <bool A> __device__ __forceinline__ static void store_item(uint8_t* dst, int c, const Raw& r,
-                                                                       float tensor_scale) {
-    if (kQuantItems > 0 && (kRopeItems == 0 || c < kQuantItems)) {
+  /// The chunk's 16 output bytes. Every product rounds once, as the host's float(q) * scale;
+  /// bf16 then rounds to nearest even.
+  __device__ __forceinline__ static uint4 convert_chunk(const Raw& r, int v0, float tensor_scale) {
+    if (v0 < G::kQuant) {
       float s;
       if constexpr (F == CacheFormat::fp8) s = tensor_scale;
       else if constexpr (F == CacheFormat::fp8_ds_mla) s = __uint_as_float(r.s);
       else s = ue8m0_to_float(r.s);
-      // Every product rounds once, as the host's float(q) * scale; bf16 then rounds to nearest even.
-      float f[16];
+      float f[8];
       e4m3x4_to_float(r.v.x, f);
-      e4m3x4_to_float(r.v.y, f + 4);
-      e4m3x4_to_float(r.v.z, f + 8);
-      e4m3x4_to_float(r.v.w, f + 12);
-      uint8_t* o = dst + 16 * kOutBytes * c;
-      if constexpr (kOutBytes == 2) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-          store<16, A>(o + 16 * h, make_uint4(float2_to_bf16x2(f[8 * h] * s, f[8 * h + 1] * s),
-                                              float2_to_bf16x2(f[8 * h + 2] * s, f[8 * h + 3] * s),
-                                              float2_to_bf16x2(f[8 * h + 4] * s, f[8 * h + 5] * s),
-                                              float2_to_bf16x2(f[8 * h + 6] * s, f[8 * h + 7] * s)));
+      if constexpr (kChunkVals == 8) {
+        e4m3x4_to_float(r.v.y, f + 4);
+        return make_uint4(float2_to_bf16x2(f[0] * s, f[1] * s), float2_to_bf16x2(f[2] * s, f[3] * s),
+                          float2_to_bf16x2(f[4] * s, f[5] * s), float2_to_bf16x2(f[6] * s, f[7] * s));
       } else {
-#pragma unroll
-        for (int h = 0; h < 4; ++h)
-          store<16, A>(o + 16 * h, make_uint4(__float_as_uint(f[4 * h] * s), __float_as_uint(f[4 * h + 1] * s),
-                                              __float_as_uint(f[4 * h + 2] * s), __float_as_uint(f[4 * h + 3] * s)));
-      }
-    } else {
-      uint8_t* o = dst + kOutBytes * (G::kQuant + 8 * (c - kQuantItems));
-      if constexpr (kOutBytes == 2) {
-        store<16, A>(o, r.v);  // bf16 -> bf16: a copy
-      } else {
-        store<16, A>(o, make_uint4(__float_as_uint(bf16lo(r.v.x)), __float_as_uint(bf16hi(r.v.x)),
-                                   __float_as_uint(bf16lo(r.v.y)), __float_as_uint(bf16hi(r.v.y))));
-        store<16, A>(o + 16, make_uint4(__float_as_uint(bf16lo(r.v.z)), __float_as_uint(bf16hi(r.v.z)),
-                                        __float_as_uint(bf16lo(r.v.w)), __float_as_uint(bf16hi(r.v.w))));
+        return make_uint4(__float_as_uint(f[0] * s), __float_as_uint(f[1] * s), __float_as_uint(f[2] * s),
+                          __float_as_uint(f[3] * s));
       }
     }
+    if constexpr (kChunkVals == 8) return r.v;  // bf16 -> bf16: a copy
+    else
+      return make_uint4(__float_as_uint(bf16lo(r.v.x)), __float_as_uint(bf16hi(r.v.x)), __float_as_uint(bf16lo(r.v.y)),
+                        __float_as_uint(bf16hi(r.v.y)));
   }
 };
 
-/// Rows per warp tile for a codec: 9 copied items (144 bytes of loads) in flight per lane, or ~6
-/// dequantized ones, whose conversions need more registers (more would spill).
-template <class C> inline constexpr int kTileRows = (C::kQuantItems > 0 ? 192 : 288) / C::kItems;
+/// Rows per warp tile for a codec: about 9 chunks a lane, ~100 bytes of loads in flight per lane
+/// at ~100 registers.
+template <class C> inline constexpr int kTileRows = 288 / C::kChunks > 0 ? 288 / C::kChunks : 1;
 
 /// a / b and a % b for a >= 0, in 32 bits when a fits (the common case).
 __device__ __forceinline__ void divmod_pos(int64_t a, int b, int64_t& q, int& r) {
@@ -403,30 +401,30 @@ __device__ __forceinline__ void divmod_pos(int64_t a, int b, int64_t& q, int& r)
 
 /// The rows of one warp tile in flight. Lane j < RW holds row j's physical block (-1: skip the
 /// row, leaving its output untouched) and index in block; load() issues every load of the tile
-/// (U items a lane) and store() converts and writes them, row j at dst0 + j * dst_stride. Kernels
+/// (U chunks a lane) and store() converts and writes them, row j at dst0 + j * dst_stride. Kernels
 /// resolve the next tile's rows between the two, so that lookup hides under these loads.
 template <CacheFormat F, class Out, int RW, bool A> struct TileInFlight {
   using C = RowCodec<F, Out>;
   using G = TokenGeom<F>;
-  static constexpr int kTileItems = RW * C::kItems;
-  static constexpr int U = (kTileItems + 31) / 32;
+  static constexpr int kTileChunks = RW * C::kChunks;
+  static constexpr int U = (kTileChunks + 31) / 32;
   typename C::Raw raw[U];
-  int blk[U];
+  bool live[U];
 
   __device__ __forceinline__ void load(const Paged& cache, int my_blk, int my_k) {
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int item = u * 32 + lane;
-      const int r = item / C::kItems, c = item - r * C::kItems;
-      blk[u] = __shfl_sync(0xffffffffu, my_blk, r & 31);
+      const int m = u * 32 + lane;
+      const int r = m / C::kChunks, j = m - r * C::kChunks;
+      const int blk = __shfl_sync(0xffffffffu, my_blk, r & 31);
       const int k = __shfl_sync(0xffffffffu, my_k, r & 31);
-      if (item >= kTileItems) blk[u] = -1;
-      if (blk[u] >= 0) {
-        const uint8_t* block = cache.block(blk[u]);
+      live[u] = m < kTileChunks && blk >= 0;
+      if (live[u]) {
+        const uint8_t* block = cache.block(blk);
         const uint8_t* scales =
             F == CacheFormat::dsv4 ? block + static_cast<int64_t>(G::kDataStride) * cache.block_size + 8 * k : nullptr;
-        C::template load_item<A>(block + static_cast<int64_t>(G::kDataStride) * k, scales, c, raw[u]);
+        C::template load_chunk<A>(block + static_cast<int64_t>(G::kDataStride) * k, scales, j * C::kChunkVals, raw[u]);
       }
     }
   }
@@ -435,9 +433,9 @@ template <CacheFormat F, class Out, int RW, bool A> struct TileInFlight {
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int item = u * 32 + lane;
-      const int r = item / C::kItems, c = item - r * C::kItems;
-      if (blk[u] >= 0) C::template store_item<A>(dst0 + r * dst_stride, c, raw[u], tensor_scale);
+      const int m = u * 32 + lane;
+      const int r = m / C::kChunks, j = m - r * C::kChunks;
+      if (live[u]) dev::store<16, A>(dst0 + r * dst_stride + 16 * j, C::convert_chunk(raw[u], j * C::kChunkVals, tensor_scale));
     }
   }
 };

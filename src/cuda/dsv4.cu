@@ -112,8 +112,8 @@ template <class In, bool A> void launch_write(const WriteParams& p, int sms, cud
 // dsv4_dequant_gather: the output rows of request r are cut into warp tiles of kRows rows; the
 // grid strides over all tiles of all requests, so one long request fills the chip as well as
 // many short ones. Lane j < kRows resolves row j (its block-table entry: one lookup per row,
-// the kRows lanes' lookups coalescing into one access), then each lane moves 9 items of 16 bytes
-// (16 e4m3 -> 32 bytes of bf16, or 8 rope values), all loads before the first store.
+// the kRows lanes' lookups coalescing into one access), then each lane moves 8 chunks of 16
+// output bytes (8 e4m3 values and their scale, or 8 rope values), all loads before the first store.
 
 constexpr int kGatherRows = dev::kTileRows<dev::RowCodec<CacheFormat::dsv4, __nv_bfloat16>>;
 

@@ -26,16 +26,33 @@ __device__ __forceinline__ void store2(const DecodeArgs& a, int64_t off, float x
   }
 }
 
-// Grid (list entries, rows, column chunks of 512 / gridDim.z). One CTA merges one row (or a
-// quarter of it) of one request: warp w sums the partials i ≡ w (mod 8), several loads in flight
-// per lane, then the 8 warps' sums meet in shared memory.
+/// (max, Σ exp(x − max)) pairs, merged; −inf maxima (nothing seen) add nothing.
+__device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
+  if (m2 == -INFINITY) return;
+  if (m == -INFINITY) {
+    m = m2, s = s2;
+    return;
+  }
+  const float mx = fmaxf(m, m2);
+  s = s * __expf(m - mx) + s2 * __expf(m2 - mx);
+  m = mx;
+}
+
+// Grid (list entries, rows, column slices of C = 512 / gridDim.z). One CTA merges one row's slice
+// of one request. Thread t owns the float4 column group t % (C/4) of partial stream t / (C/4)
+// (G = 1024 / C streams); stream g sums the partials i ≡ g (mod G), four loads in flight per
+// thread, and the G streams meet in shared memory. With one long request split over every SM
+// (~130 partials per row) the walk is latency-bound, so few rows get narrow slices: more CTAs,
+// more partial streams per CTA, fewer partials per thread.
 __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_constant__ DecodeArgs a) {
-  __shared__ float acc_s[kCombineWarps][512];
-  __shared__ float red[kCombineWarps];
+  __shared__ float4 acc_s[kCombineThreads];
+  __shared__ float red_m[kCombineWarps], red_s[kCombineWarps];
   pdl_wait();  // the schedule and every partial come from the grids before this one
   const Schedule& s = a.sched;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int r = blockIdx.y, qi = r / a.heads, h = r - qi * a.heads;
+  const int C = 512 / gridDim.z, tpg = C / 4, G = kCombineThreads / tpg, g = tid / tpg, c4 = tid - g * tpg;
+  const int z0 = blockIdx.z * C;
   const int n = s.header[2];
   for (int e = blockIdx.x; e < n; e += gridDim.x) {
     const int b = s.list[e];
@@ -44,73 +61,50 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
     const int ns = s.ntiles[b] > 0 ? s.nsplit[b] : 0;
     const float* pl = s.part_lse + static_cast<int64_t>(ns > 0 ? s.split_base[b] : 0) * a.rows + r;
 
-    float mx = -INFINITY;
-    for (int i = tid; i < ns; i += kCombineThreads) mx = fmaxf(mx, pl[static_cast<int64_t>(i) * a.rows]);
+    // LSE over the partials in one pass: per-thread (max, sum), then warps, then the CTA.
+    float mx = -INFINITY, sm = 0.0f;
+    for (int i = tid; i < ns; i += kCombineThreads) lse_merge(mx, sm, pl[static_cast<int64_t>(i) * a.rows], 1.0f);
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    if (lane == 0) red[warp] = mx;
+    for (int o = 16; o > 0; o >>= 1) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, mx, o), s2 = __shfl_xor_sync(0xffffffffu, sm, o);
+      lse_merge(mx, sm, m2, s2);
+    }
+    if (lane == 0) red_m[warp] = mx, red_s[warp] = sm;
     __syncthreads();
-    mx = red[0];
+    mx = red_m[0], sm = red_s[0];
 #pragma unroll
-    for (int w = 1; w < kCombineWarps; ++w) mx = fmaxf(mx, red[w]);
-    __syncthreads();
-    float sum = 0.0f;
-    if (mx > -INFINITY)
-      for (int i = tid; i < ns; i += kCombineThreads) sum += __expf(pl[static_cast<int64_t>(i) * a.rows] - mx);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    if (lane == 0) red[warp] = sum;
-    __syncthreads();
-    sum = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kCombineWarps; ++w) sum += red[w];
-    const float lse = mx > -INFINITY ? mx + __logf(sum) : -INFINITY;
+    for (int w = 1; w < kCombineWarps; ++w) lse_merge(mx, sm, red_m[w], red_s[w]);
+    const float lse = mx > -INFINITY ? mx + __logf(sm) : -INFINITY;
 
-    // This CTA's columns: [z0, z0 + 128·nq); lane l owns float4 column groups z0 + 4l + 128k.
-    const int nq = 4 / gridDim.z, z0 = blockIdx.z * 128 * nq;
-    float4 acc[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     if (lse > -INFINITY) {
-      const float* po = s.part_o + (static_cast<int64_t>(s.split_base[b]) * a.rows + r) * 512 + z0 + lane * 4;
+      const float* po = s.part_o + (static_cast<int64_t>(s.split_base[b]) * a.rows + r) * 512 + z0 + c4 * 4;
       const int64_t split_stride = static_cast<int64_t>(a.rows) * 512;
-      // Four partials in flight per warp: with one request spread over every SM, each row merges
-      // ~130 partials and the walk is latency-bound.
 #pragma unroll 4
-      for (int i = warp; i < ns; i += kCombineWarps) {
+      for (int i = g; i < ns; i += G) {
         const float wt = __expf(pl[static_cast<int64_t>(i) * a.rows] - lse);
-        const float* p = po + i * split_stride;
-        float4 v[4];
-#pragma unroll
-        for (int k = 0; k < 4; ++k)
-          if (k < nq) v[k] = *reinterpret_cast<const float4*>(p + 128 * k);
+        const float4 v = *reinterpret_cast<const float4*>(po + i * split_stride);
         if (wt != 0.0f) {  // an empty partial (lse −inf) adds nothing
-#pragma unroll
-          for (int k = 0; k < 4; ++k)
-            if (k < nq) {
-              acc[k].x += wt * v[k].x;
-              acc[k].y += wt * v[k].y;
-              acc[k].z += wt * v[k].z;
-              acc[k].w += wt * v[k].w;
-            }
+          acc.x += wt * v.x;
+          acc.y += wt * v.y;
+          acc.z += wt * v.z;
+          acc.w += wt * v.w;
         }
       }
     }
-#pragma unroll
-    for (int k = 0; k < 4; ++k)
-      if (k < nq) *reinterpret_cast<float4*>(&acc_s[warp][lane * 4 + 128 * k]) = acc[k];
+    acc_s[tid] = acc;  // [stream g][column group c4]
     __syncthreads();
-    if (2 * tid < 128 * nq) {
+    if (2 * tid < C) {
+      const float* col = reinterpret_cast<const float*>(acc_s) + 2 * tid;  // stream g at + g·C
       float x = 0.0f, y = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kCombineWarps; ++w) {
-        x += acc_s[w][2 * tid];
-        y += acc_s[w][2 * tid + 1];
+      for (int k = 0; k < G; ++k) {
+        x += col[k * C];
+        y += col[k * C + 1];
       }
       store2(a, obase + z0 + 2 * tid, x, y);
     }
     if (tid == 0 && blockIdx.z == 0) *lse_out = lse;
-    __syncthreads();  // acc_s and red are reused by the next entry
+    __syncthreads();  // acc_s, red_m and red_s are reused by the next entry
   }
 }
 
@@ -119,8 +113,10 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
 void launch_combine(const DecodeArgs& a, int parts, cudaStream_t stream) {
   // At most parts − 1 requests are split; more entries (empty requests) are walked grid-stride.
   const int x = a.batch < parts ? a.batch : parts;
-  // Few (request, row) pairs: split the 512 columns over 4 CTAs so the merge uses more SMs.
-  const int z = static_cast<int64_t>(x) * a.rows >= 4 * parts ? 1 : 4;
+  // Few (request, row) pairs: split the 512 columns over up to 16 CTAs so the merge has about
+  // two CTAs per SM (B=1 H=16: 256 CTAs of 32 columns instead of 64 of 128).
+  int z = 1;
+  while (z < 16 && static_cast<int64_t>(x) * a.rows * z < 2 * static_cast<int64_t>(parts)) z *= 2;
   check_cuda(launch_maybe_pdl(a.pdl, combine_kernel,
                               dim3(static_cast<unsigned>(x), static_cast<unsigned>(a.rows), static_cast<unsigned>(z)),
                               dim3(kCombineThreads), 0, stream, a),

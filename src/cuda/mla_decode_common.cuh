@@ -100,6 +100,9 @@ struct DecodeArgs {
   bool causal;
   int world, rank, interleave;
 
+  /// FP8 sm90 producer: half tiles prefetched to L2 beyond the cp.async ring (0: none).
+  int l2_ahead;
+
   Schedule sched;
   /// The attention and combine grids are launched as programmatic dependents (host-side choice).
   bool pdl;

@@ -58,6 +58,11 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
   pdl_launch_dependents();
   const Schedule s = a.sched;
   const int B = a.batch;
+  // With one pass (B <= kSchedThreads) each thread keeps its request's tiles and prefix in
+  // registers for the second loop instead of reading them back: this kernel is on the critical
+  // path of every step (the attention grid waits for it), and each read-back is an L2 round trip.
+  const bool one_pass = B <= kSchedThreads;
+  int n_mine = 0, prefix_mine = 0;
   int carry = 0;
   for (int b0 = 0; b0 < B; b0 += kSchedThreads) {
     const int b = b0 + threadIdx.x;
@@ -68,10 +73,11 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
       cost = n > 0 ? n + kSegmentCost : 0;
       s.ntiles[b] = n;
       s.len_local[b] = len;
+      n_mine = n;
     }
     int total;
     const int ex = block_exclusive_scan(cost, total);
-    if (b < B) s.prefix[b] = carry + ex;
+    if (b < B) s.prefix[b] = prefix_mine = carry + ex;
     carry += total;
   }
   const int total = carry;
@@ -91,9 +97,9 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
     const int b = b0 + threadIdx.x;
     int nsplit = 0;
     if (b < B) {
-      const int n = s.ntiles[b];
+      const int n = one_pass ? n_mine : s.ntiles[b];
       if (n > 0) {
-        const int first = s.prefix[b] + kSegmentCost;
+        const int first = (one_pass ? prefix_mine : s.prefix[b]) + kSegmentCost;
         nsplit = (first + n - 1) / payload - first / payload + 1;
       }
       s.nsplit[b] = nsplit;

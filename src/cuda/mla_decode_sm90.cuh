@@ -311,6 +311,24 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         ++li_unit;
         cp_async_commit();  // one group per unit, empty past the end: the wait count stays fixed
       };
+      // L2 prefetch, a.l2_ahead half tiles beyond the cp.async front: the raw ring holds only
+      // kRawSlots half tiles (~55 KB per SM, too few bytes in flight for HBM latency), so more
+      // requests go out as bulk L2 prefetches (one per token row, by one of the token's four
+      // threads) and the ring's copies then mostly hit L2.
+      Cursor lp;
+      seek(lp, first_b, lo, hi, sch, B);
+      int lp_half = 0;
+      auto prefetch_unit = [&](bool issue) {
+        if (lp.b < B) {
+          if (issue && (pt & 3) == 1)
+            if (const uint8_t* src = token_src(lp, lp_half * 32 + (pt >> 2)))
+              asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "n"(TB) : "memory");
+          if (lp_half == 1) advance(lp, lo, hi, sch, B);
+          lp_half ^= 1;
+        }
+      };
+      const int ahead = a.l2_ahead;
+      for (int u = 0; u < kRawSlots + ahead; ++u) prefetch_unit(u >= kRawSlots);
 #pragma unroll
       for (int u = 0; u < kRawSlots; ++u) issue_unit();
       Cursor lc;
@@ -357,6 +375,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           if (q4 == 0) tok_ok[st * kTile + row] = raw_ok[slot * 32 + tok];  // written by this thread
           if constexpr (kTileScales) named_sync(4, 128);  // the raw slot is read: refill it
           issue_unit();
+          if (ahead > 0) prefetch_unit(true);
         }
         fence_async_smem();  // the widened tile is read by wgmma (async proxy)
         mbar_arrive(full_bar(st));
