@@ -65,7 +65,7 @@ __device__ __forceinline__ void resolve_row(const GatherParams& p, int64_t row, 
 }
 
 template <CacheFormat F, class Out, int kRows, bool A>
-__global__ void __launch_bounds__(kThreads, 4) gather_dequant_kernel(const GatherParams p) {
+__global__ void __launch_bounds__(kThreads, 5) gather_dequant_kernel(const GatherParams p) {
   const int lane = threadIdx.x & 31;
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) >> 5;
   const int64_t nwarps = (static_cast<int64_t>(gridDim.x) * kThreads) >> 5;

@@ -287,7 +287,10 @@ __device__ __forceinline__ void for_each_slot_group(IndexVec slots, int64_t rows
 }
 
 __device__ __forceinline__ void split_slot(int64_t slot, int block_size, bool small, int64_t& blk, int& k) {
-  if (small) {
+  if ((block_size & (block_size - 1)) == 0) {  // the usual block sizes: a shift, no division routine
+    blk = slot >> (__ffs(block_size) - 1);
+    k = static_cast<int>(slot & (block_size - 1));
+  } else if (small) {
     const uint32_t s = static_cast<uint32_t>(slot), b = static_cast<uint32_t>(block_size);
     const uint32_t q = s / b;
     blk = q;
@@ -336,9 +339,9 @@ template <CacheFormat F, class Out> struct RowCodec {
     uint32_t s;  // its scale: float bits (fp8_ds_mla) or UE8M0 byte (dsv4)
   };
 
-  /// Loads chunk v0 (its first value) of a token. tok: the token's data; scales: its UE8M0 bytes (dsv4).
-  template <bool A> __device__ __forceinline__ static void load_chunk(const uint8_t* tok, const uint8_t* scales, int v0,
-                                                                       Raw& r) {
+  /// Loads chunk v0 (its first value) of a token's data (dsv4: r.s is filled in later, from the
+  /// token's scale bytes that the row's lane loads once).
+  template <bool A> __device__ __forceinline__ static void load_chunk(const uint8_t* tok, int v0, Raw& r) {
     if (v0 < G::kQuant) {
       if constexpr (kChunkVals == 8) {
         const uint2 q = load<8, A>(tok + v0);
@@ -350,8 +353,6 @@ template <CacheFormat F, class Out> struct RowCodec {
         const uint8_t* sp = tok + G::kQuant + 4 * (v0 / G::kGroup);
         if constexpr (A) r.s = __ldg(reinterpret_cast<const uint32_t*>(sp));  // shared by 16 lanes: keep in L1
         else r.s = load<4, false>(sp);
-      } else if constexpr (F == CacheFormat::dsv4) {
-        r.s = __ldg(scales + v0 / G::kGroup);
       }
     } else {
       const uint8_t* b = tok + G::kRopeOffset + 2 * (v0 - G::kQuant);  // the rope, or a whole bf16 row
@@ -403,6 +404,7 @@ __device__ __forceinline__ void divmod_pos(int64_t a, int b, int64_t& q, int& r)
 /// row, leaving its output untouched) and index in block; load() issues every load of the tile
 /// (U chunks a lane) and store() converts and writes them, row j at dst0 + j * dst_stride. Kernels
 /// resolve the next tile's rows between the two, so that lookup hides under these loads.
+/// Row addresses are computed once, by the row's lane, and shuffled to the lanes of its chunks.
 template <CacheFormat F, class Out, int RW, bool A> struct TileInFlight {
   using C = RowCodec<F, Out>;
   using G = TokenGeom<F>;
@@ -410,31 +412,39 @@ template <CacheFormat F, class Out, int RW, bool A> struct TileInFlight {
   static constexpr int U = (kTileChunks + 31) / 32;
   typename C::Raw raw[U];
   bool live[U];
+  uint2 my_scales{0u, 0u};  // dsv4: the UE8M0 bytes of this lane's row
 
   __device__ __forceinline__ void load(const Paged& cache, int my_blk, int my_k) {
     const int lane = threadIdx.x & 31;
+    const uint8_t* my_tok = nullptr;
+    if (my_blk >= 0) {
+      const uint8_t* block = cache.block(my_blk);
+      my_tok = block + static_cast<int64_t>(G::kDataStride) * my_k;
+      if constexpr (F == CacheFormat::dsv4)
+        my_scales = dev::load<8, A>(block + static_cast<int64_t>(G::kDataStride) * cache.block_size + 8 * my_k);
+    }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int m = u * 32 + lane;
       const int r = m / C::kChunks, j = m - r * C::kChunks;
-      const int blk = __shfl_sync(0xffffffffu, my_blk, r & 31);
-      const int k = __shfl_sync(0xffffffffu, my_k, r & 31);
-      live[u] = m < kTileChunks && blk >= 0;
-      if (live[u]) {
-        const uint8_t* block = cache.block(blk);
-        const uint8_t* scales =
-            F == CacheFormat::dsv4 ? block + static_cast<int64_t>(G::kDataStride) * cache.block_size + 8 * k : nullptr;
-        C::template load_chunk<A>(block + static_cast<int64_t>(G::kDataStride) * k, scales, j * C::kChunkVals, raw[u]);
-      }
+      const auto tok = reinterpret_cast<const uint8_t*>(
+          __shfl_sync(0xffffffffu, reinterpret_cast<unsigned long long>(my_tok), r & 31));
+      live[u] = m < kTileChunks && tok != nullptr;
+      if (live[u]) C::template load_chunk<A>(tok, j * C::kChunkVals, raw[u]);
     }
   }
 
-  __device__ __forceinline__ void store(uint8_t* dst0, int64_t dst_stride, float tensor_scale) const {
+  __device__ __forceinline__ void store(uint8_t* dst0, int64_t dst_stride, float tensor_scale) {
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int m = u * 32 + lane;
       const int r = m / C::kChunks, j = m - r * C::kChunks;
+      if constexpr (F == CacheFormat::dsv4) {
+        const uint32_t lo = __shfl_sync(0xffffffffu, my_scales.x, r & 31), hi = __shfl_sync(0xffffffffu, my_scales.y, r & 31);
+        const int g = j * C::kChunkVals / G::kGroup;
+        raw[u].s = ((g < 4 ? lo : hi) >> (8 * (g & 3))) & 0xffu;
+      }
       if (live[u]) dev::store<16, A>(dst0 + r * dst_stride + 16 * j, C::convert_chunk(raw[u], j * C::kChunkVals, tensor_scale));
     }
   }

@@ -166,7 +166,7 @@ __device__ __forceinline__ void resolve_tile(const GatherParams& p, int64_t t, i
 }
 
 template <bool A, int kRows>
-__global__ void __launch_bounds__(kGThreads, 4) dsv4_gather_kernel(const GatherParams p) {
+__global__ void __launch_bounds__(kGThreads, 5) dsv4_gather_kernel(const GatherParams p) {
   const int lane = threadIdx.x & 31;
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * kGThreads + threadIdx.x) >> 5;
   const int64_t nwarps = (static_cast<int64_t>(gridDim.x) * kGThreads) >> 5;
