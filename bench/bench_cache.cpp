@@ -15,6 +15,9 @@
 
 #include "bench_util.hpp"
 #include "mlakv/mlakv.hpp"
+#if MLAKV_WITH_CUDA
+#include "bench_cuda.hpp"
+#endif
 
 namespace mlakv::bench {
 
@@ -110,6 +113,14 @@ int run_cache(const BenchOptions& opts) {
   const std::size_t l2 = l2_bytes(device);
 
   BenchStream stream;
+  {
+    // What the smallest shapes are measured against: one launch that moves nothing, timed alike.
+    DeviceBuffer tiny(16);
+    const double floor_us = time_us(
+        [&](int) { ck(cudaMemsetAsync(tiny.get(), 0, 16, static_cast<cudaStream_t>(stream.get())), "cudaMemsetAsync"); },
+        stream.get(), {5, opts.iters});
+    std::cout << "launch floor: " << floor_us << " us (a 16-byte memset, timed the same way)\n";
+  }
   // Random bf16 values N(0, 1) as the source of every input buffer.
   DeviceBuffer pool(std::size_t{32} << 20);
   {
