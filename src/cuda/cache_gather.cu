@@ -140,10 +140,21 @@ template <auto Kernel> void launch(const GatherParams& p, int64_t tiles, int sms
   check_launch("gather kernel");
 }
 
-template <CacheFormat F, class Out, bool A> void launch_dequant(GatherParams p, int sms, cudaStream_t s) {
-  constexpr int kRows = dev::kTileRows<dev::RowCodec<F, Out>>;
-  p.tiles = (p.dst_rows + kRows - 1) / kRows;
-  launch<gather_dequant_kernel<F, Out, kRows, A>>(p, p.tiles, sms, s);
+template <CacheFormat F, class Out, int RW, bool A> void run_dequant(GatherParams p, int sms, cudaStream_t s) {
+  p.tiles = (p.dst_rows + RW - 1) / RW;
+  launch<gather_dequant_kernel<F, Out, RW, A>>(p, p.tiles, sms, s);
+}
+
+template <CacheFormat F, class Out, bool A> void launch_dequant(const GatherParams& p, int sms, cudaStream_t s) {
+  constexpr int R = dev::kTileRows<dev::RowCodec<F, Out>>;
+  if constexpr (A) {  // smaller tiles where they balance the last round better (aligned views only)
+    const int64_t warps = int64_t{blocks_per_sm<gather_dequant_kernel<F, Out, R, A>>(kThreads)} * sms * (kThreads / 32);
+    const int rw = balanced_tile_rows(R, warps, [&](int rw) { return (p.dst_rows + rw - 1) / rw; });
+    if (rw == 1) return run_dequant<F, Out, 1, A>(p, sms, s);
+    if constexpr (R / 2 > 1)
+      if (rw == R / 2) return run_dequant<F, Out, R / 2, A>(p, sms, s);
+  }
+  run_dequant<F, Out, R, A>(p, sms, s);
 }
 
 template <class Out, bool A> void dispatch_dequant(CacheFormat f, const GatherParams& p, int sms, cudaStream_t s) {

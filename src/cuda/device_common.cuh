@@ -456,10 +456,9 @@ template <CacheFormat F, class Out, int RW, bool A> struct TileInFlight {
 
 namespace mlakv::cuda {
 
-/// Grid for a grid-stride kernel: enough CTAs for `want` units of work, at most as many as fit
-/// on the device at once (so the tail is one partial wave, not a second queue of CTAs).
-/// The occupancy is a host-side query (no stream work), cached per kernel.
-template <auto Kernel> int persistent_grid(int threads, int64_t want, int sms) {
+/// CTAs of `threads` threads that fit on one SM at once: a host-side occupancy query (no stream
+/// work), cached per kernel.
+template <auto Kernel> int blocks_per_sm(int threads) {
   static const int per_sm = [&] {
     int n = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, threads, 0) != cudaSuccess || n < 1) {
@@ -468,8 +467,27 @@ template <auto Kernel> int persistent_grid(int threads, int64_t want, int sms) {
     }
     return n;
   }();
-  const int64_t cap = static_cast<int64_t>(per_sm) * sms;
+  return per_sm;
+}
+
+/// Grid for a grid-stride kernel: enough CTAs for `want` units of work, at most as many as fit
+/// on the device at once (so the tail is one partial wave, not a second queue of CTAs).
+template <auto Kernel> int persistent_grid(int threads, int64_t want, int sms) {
+  const int64_t cap = static_cast<int64_t>(blocks_per_sm<Kernel>(threads)) * sms;
   return static_cast<int>(want < cap ? (want < 1 ? 1 : want) : cap);
+}
+
+/// Rows per warp tile for a gather whose tile count at rw rows a tile is tiles(rw), run by `warps`
+/// resident warps. A gather that fits in one round of single-row tiles takes them (the shortest
+/// chain of dependent work per warp); otherwise R/2 where it gives the busiest warp at least 10 %
+/// fewer rows (rounds × rows a tile) than R: one request of 32000 rows in tiles of 4 is 3 rounds
+/// with the last one 16 % full, in tiles of 2 it is 5 nearly full ones. Smaller tiles keep fewer
+/// bytes in flight per warp (measured: R/2 on 128 × 8192 loses 8 points), hence the margin.
+template <class Tiles> int balanced_tile_rows(int R, int64_t warps, Tiles&& tiles) {
+  if (tiles(1) <= warps) return 1;
+  if (R / 2 < 1) return R;
+  const int64_t full = (tiles(R) + warps - 1) / warps * R, half = (tiles(R / 2) + warps - 1) / warps * (R / 2);
+  return 10 * half <= 9 * full ? R / 2 : R;
 }
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }

@@ -125,6 +125,7 @@ struct GatherParams {
   uint8_t* out;
   int64_t out_stride0, out_stride1;  // bytes
   int64_t offset;
+  int64_t reqs;           // requests
   int64_t span;           // max_rows - offset: rows a request may write
   int64_t tiles_per_req;  // ceil(span / kRows)
   int64_t tiles;          // num_reqs * tiles_per_req
@@ -183,11 +184,25 @@ __global__ void __launch_bounds__(kGThreads, 5) dsv4_gather_kernel(const GatherP
   }
 }
 
-template <bool A> void launch_gather(const GatherParams& p, int sms, cudaStream_t stream) {
-  constexpr auto kernel = dsv4_gather_kernel<A, kGatherRows>;
+template <bool A, int RW> void run_gather(GatherParams p, int sms, cudaStream_t stream) {
+  p.tiles_per_req = (p.span + RW - 1) / RW;
+  p.tiles = p.reqs * p.tiles_per_req;
+  constexpr auto kernel = dsv4_gather_kernel<A, RW>;
   const int grid = persistent_grid<kernel>(kGThreads, (p.tiles + kGThreads / 32 - 1) / (kGThreads / 32), sms);
   kernel<<<grid, kGThreads, 0, stream>>>(p);
   check_launch("dsv4_gather_kernel");
+}
+
+template <bool A> void launch_gather(const GatherParams& p, int sms, cudaStream_t stream) {
+  constexpr int R = kGatherRows;
+  if constexpr (A) {  // smaller tiles where they balance the last round better (aligned views only)
+    const int64_t warps = int64_t{blocks_per_sm<dsv4_gather_kernel<A, R>>(kGThreads)} * sms * (kGThreads / 32);
+    const int rw = balanced_tile_rows(R, warps, [&](int rw) { return p.reqs * ((p.span + rw - 1) / rw); });
+    if (rw == 1) return run_gather<A, 1>(p, sms, stream);
+    if constexpr (R / 2 > 1)
+      if (rw == R / 2) return run_gather<A, R / 2>(p, sms, stream);
+  }
+  run_gather<A, R>(p, sms, stream);
 }
 
 }  // namespace
@@ -215,7 +230,6 @@ void dsv4_write(const Tensor& k, const Tensor& slot_mapping, const Cache& cache,
 
 void dsv4_dequant_gather(const Cache& cache, const Tensor& block_table, const Tensor& seq_lens, const Tensor& out,
                          const std::optional<Tensor>& gather_lens, int64_t offset, Stream stream) {
-  constexpr int kRows = kGatherRows;
   const int64_t reqs = seq_lens.size(0);
   const int64_t span = out.size(1) - offset;
   if (reqs == 0 || span <= 0 || cache.desc.num_blocks == 0 || block_table.size(1) == 0) return;
@@ -230,8 +244,7 @@ void dsv4_dequant_gather(const Cache& cache, const Tensor& block_table, const Te
   p.out_stride1 = out.stride[1] * es;
   p.offset = offset;
   p.span = span;
-  p.tiles_per_req = (span + kRows - 1) / kRows;
-  p.tiles = reqs * p.tiles_per_req;
+  p.reqs = reqs;
   const bool aligned = aligned16(p.out) && p.out_stride0 % 16 == 0 && p.out_stride1 % 16 == 0 &&
                        aligned16(p.cache.base) && p.cache.block_stride % 16 == 0;
   const int sms = sm_count(cache.device.index);
