@@ -297,6 +297,20 @@ TEST(CudaDecode, ManyShortRequests) {
   }
 }
 
+// Near-equal requests, about one per part: the schedule pads each to the longest and gives it a
+// part of its own instead of splitting (on a 132-SM H200: 120 requests at H=16, 60 at H=128).
+TEST(CudaDecode, NearEqualRequestsOnePartEach) {
+  MLAKV_REQUIRE_GPU();
+  std::uniform_int_distribution<int> len(260, 320);
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8})
+    for (int h : {16, 128}) {
+      Case c;
+      c.format = f, c.heads = h;
+      for (int b = 0; b < (h == 16 ? 120 : 60); ++b) c.lens.push_back(b == 7 ? 0 : len(rng()));
+      check_case(c);
+    }
+}
+
 TEST(CudaDecode, QueryE4m3OutF32StridedNonCausal) {
   MLAKV_REQUIRE_GPU();
   for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {

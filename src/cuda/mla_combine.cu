@@ -12,6 +12,9 @@ namespace mlakv::cuda::mla {
 namespace {
 
 constexpr int kCombineThreads = 256, kCombineWarps = kCombineThreads / 32;
+/// Partials each thread loads in its first round, together with the LSE values (64 registers
+/// at four CTAs per SM leave room for six).
+constexpr int kFirst = 6;
 
 __device__ __forceinline__ void store2(const DecodeArgs& a, int64_t off, float x, float y) {
   if (a.out_f32) {
@@ -40,26 +43,44 @@ __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2
 
 // Grid (list entries, rows, column slices of C = 512 / gridDim.z). One CTA merges one row's slice
 // of one request. Thread t owns the float4 column group t % (C/4) of partial stream t / (C/4)
-// (G = 1024 / C streams); stream g sums the partials i ≡ g (mod G), four loads in flight per
-// thread, and the G streams meet in shared memory. With one long request split over every SM
-// (~130 partials per row) the walk is latency-bound, so few rows get narrow slices: more CTAs,
-// more partial streams per CTA, fewer partials per thread.
-__global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_constant__ DecodeArgs a) {
+// (G = 1024 / C streams); stream g sums the partials i ≡ g (mod G), and the G streams meet in
+// shared memory. The step is a chain of dependent loads, so it is cut short: the schedule's
+// tables are read before pdl_wait (the schedule grid was complete before the attention grid
+// triggered this launch: it waits for it first), and each thread's first kFirst partials are
+// loaded together with the LSE values, so one round trip to L2 does most of the work.
+__global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __grid_constant__ DecodeArgs a) {
   __shared__ float4 acc_s[kCombineThreads];
   __shared__ float red_m[kCombineWarps], red_s[kCombineWarps];
-  pdl_wait();  // the schedule and every partial come from the grids before this one
   const Schedule& s = a.sched;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int r = blockIdx.y, qi = r / a.heads, h = r - qi * a.heads;
   const int C = 512 / gridDim.z, tpg = C / 4, G = kCombineThreads / tpg, g = tid / tpg, c4 = tid - g * tpg;
   const int z0 = blockIdx.z * C;
+  const int64_t split_stride = static_cast<int64_t>(a.rows) * 512;
   const int n = s.header[2];
-  for (int e = blockIdx.x; e < n; e += gridDim.x) {
-    const int b = s.list[e];
+  int e = blockIdx.x, b = 0, ns = 0, sb = 0;
+  auto entry = [&]() {
+    b = s.list[e];
+    ns = s.ntiles[b] > 0 ? s.nsplit[b] : 0;
+    sb = ns > 0 ? s.split_base[b] : 0;
+  };
+  if (e < n) entry();
+  pdl_wait();  // every partial comes from the attention grid
+  for (; e < n; e += gridDim.x) {
+    if (e != static_cast<int>(blockIdx.x)) entry();
     const int64_t obase = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2;
     float* lse_out = a.lse + b * a.l_s0 + qi * a.l_s1 + h * a.l_s2;
-    const int ns = s.ntiles[b] > 0 ? s.nsplit[b] : 0;
-    const float* pl = s.part_lse + static_cast<int64_t>(ns > 0 ? s.split_base[b] : 0) * a.rows + r;
+    const float* pl = s.part_lse + static_cast<int64_t>(sb) * a.rows + r;
+    const float* po = s.part_o + (static_cast<int64_t>(sb) * a.rows + r) * 512 + z0 + c4 * 4;
+
+    float4 v[kFirst];
+    float lv[kFirst];
+#pragma unroll
+    for (int k = 0; k < kFirst; ++k) {
+      const int i = g + k * G;
+      v[k] = i < ns ? *reinterpret_cast<const float4*>(po + i * split_stride) : make_float4(0.f, 0.f, 0.f, 0.f);
+      lv[k] = i < ns ? pl[static_cast<int64_t>(i) * a.rows] : -INFINITY;
+    }
 
     // LSE over the partials in one pass: per-thread (max, sum), then warps, then the CTA.
     float mx = -INFINITY, sm = 0.0f;
@@ -77,20 +98,21 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
     const float lse = mx > -INFINITY ? mx + __logf(sm) : -INFINITY;
 
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (lse > -INFINITY) {
-      const float* po = s.part_o + (static_cast<int64_t>(s.split_base[b]) * a.rows + r) * 512 + z0 + c4 * 4;
-      const int64_t split_stride = static_cast<int64_t>(a.rows) * 512;
-#pragma unroll 4
-      for (int i = g; i < ns; i += G) {
-        const float wt = __expf(pl[static_cast<int64_t>(i) * a.rows] - lse);
-        const float4 v = *reinterpret_cast<const float4*>(po + i * split_stride);
-        if (wt != 0.0f) {  // an empty partial (lse −inf) adds nothing
-          acc.x += wt * v.x;
-          acc.y += wt * v.y;
-          acc.z += wt * v.z;
-          acc.w += wt * v.w;
-        }
+    auto add = [&](float l, const float4& x) {
+      const float wt = __expf(l - lse);
+      if (wt != 0.0f) {  // an empty partial (lse −inf) adds nothing, whatever its o holds
+        acc.x += wt * x.x;
+        acc.y += wt * x.y;
+        acc.z += wt * x.z;
+        acc.w += wt * x.w;
       }
+    };
+    if (lse > -INFINITY) {
+#pragma unroll
+      for (int k = 0; k < kFirst; ++k) add(lv[k], v[k]);
+#pragma unroll 4
+      for (int i = g + kFirst * G; i < ns; i += G)
+        add(pl[static_cast<int64_t>(i) * a.rows], *reinterpret_cast<const float4*>(po + i * split_stride));
     }
     acc_s[tid] = acc;  // [stream g][column group c4]
     __syncthreads();
@@ -110,13 +132,21 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
 
 }  // namespace
 
-void launch_combine(const DecodeArgs& a, int parts, cudaStream_t stream) {
+void launch_combine(const DecodeArgs& a, int parts, int sms, cudaStream_t stream) {
   // At most parts − 1 requests are split; more entries (empty requests) are walked grid-stride.
   const int x = a.batch < parts ? a.batch : parts;
-  // Few (request, row) pairs: split the 512 columns over up to 16 CTAs so the merge has about
-  // two CTAs per SM (B=1 H=16: 256 CTAs of 32 columns instead of 64 of 128).
+  // Column slices z: a CTA has 2z partial streams, so the first round (kFirst partials per
+  // thread) covers 2z · kFirst partials. Grow z while the first round falls short of the
+  // ~parts / x + 1 segments a request has when few requests share the parts, or the grid has
+  // under two CTAs per SM, but keep the grid within four CTAs per SM (one wave, see
+  // __launch_bounds__): a second wave pays the whole chain of loads again (B=1 H=128 at z = 16:
+  // 2048 CTAs, 30 µs).
+  // B=1 H=16: z = 16 (256 CTAs of 32 columns); B=1 H=128: z = 4; many requests: z = 1.
+  const int64_t segs = parts / x + 2, rows = static_cast<int64_t>(x) * a.rows;
   int z = 1;
-  while (z < 16 && static_cast<int64_t>(x) * a.rows * z < 2 * static_cast<int64_t>(parts)) z *= 2;
+  while (z < 16 && rows * 2 * z <= 4 * static_cast<int64_t>(sms) &&
+         (kFirst * 2 * z < segs || rows * z < 2 * static_cast<int64_t>(sms)))
+    z *= 2;
   check_cuda(launch_maybe_pdl(a.pdl, combine_kernel,
                               dim3(static_cast<unsigned>(x), static_cast<unsigned>(a.rows), static_cast<unsigned>(z)),
                               dim3(kCombineThreads), 0, stream, a),

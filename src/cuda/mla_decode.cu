@@ -109,14 +109,6 @@ bool use_alt() {
   return kAltDefault;
 }
 
-/// Half tiles the FP8 producer prefetches to L2 beyond its cp.async ring (MLAKV_DECODE_L2AHEAD,
-/// default 6: ~110 KB more in flight per SM, ~15 MB of L2 over the GPU).
-int l2_ahead() {
-  const char* e = std::getenv("MLAKV_DECODE_L2AHEAD");
-  if (e && *e) return std::clamp(std::atoi(e), 0, 64);
-  return 6;
-}
-
 /// Programmatic dependent launch across schedule -> attention -> combine where the device has it
 /// (compute capability 9.0+); MLAKV_DECODE_PDL=0 launches them as plain stream successors.
 bool use_pdl(int dev) {
@@ -240,13 +232,12 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.sched.part_lse = reinterpret_cast<float*>(ws + wl.part_lse);
   a.sched.part_o = reinterpret_cast<float*>(ws + wl.part_o);
   a.pdl = mla::use_pdl(q.device.index);
-  a.l2_ahead = mla::l2_ahead();
 
   const cudaStream_t st = to_cuda(stream);
   mla::launch_schedule(a, parts, st);
   if (sm90) mla::launch_attention_sm90(a, cache.desc.format, parts, st);
   else mla::launch_attention(a, cache.desc.format, parts, st);
-  mla::launch_combine(a, parts, st);
+  mla::launch_combine(a, parts, sm_count(q.device.index), st);
 }
 
 }  // namespace mlakv::cuda

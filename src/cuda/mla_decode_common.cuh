@@ -100,9 +100,6 @@ struct DecodeArgs {
   bool causal;
   int world, rank, interleave;
 
-  /// FP8 sm90 producer: half tiles prefetched to L2 beyond the cp.async ring (0: none).
-  int l2_ahead;
-
   Schedule sched;
   /// The attention and combine grids are launched as programmatic dependents (host-side choice).
   bool pdl;
@@ -141,7 +138,7 @@ inline cudaError_t launch_maybe_pdl(bool pdl, void (*kernel)(P...), dim3 grid, d
 void launch_schedule(const DecodeArgs& a, int parts, cudaStream_t stream);
 /// The attention kernel over grid (parts, row tiles).
 void launch_attention(const DecodeArgs& a, CacheFormat format, int parts, cudaStream_t stream);
-/// Merges the partials of split requests and writes empty requests.
-void launch_combine(const DecodeArgs& a, int parts, cudaStream_t stream);
+/// Merges the partials of split requests and writes empty requests (sms: the device's SMs).
+void launch_combine(const DecodeArgs& a, int parts, int sms, cudaStream_t stream);
 
 }  // namespace mlakv::cuda::mla

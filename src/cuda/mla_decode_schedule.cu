@@ -52,32 +52,125 @@ __device__ __forceinline__ int local_len(int L, int rank, int world, int inter) 
   return base + extra;
 }
 
+__device__ __forceinline__ void request_tiles(const DecodeArgs& a, int b, int& n, int& cost) {
+  const int len = local_len(a.seq_lens[b * a.sl_s0], a.rank, a.world, a.interleave);
+  n = (len + kTile - 1) / kTile;
+  cost = n > 0 ? n + kSegmentCost : 0;
+  a.sched.ntiles[b] = n;
+  a.sched.len_local[b] = len;
+}
+
+/// Segments of a request of n tiles whose first tile sits at cost unit `first`.
+__device__ __forceinline__ int segments(int n, int first, int payload) {
+  return n > 0 ? (first + n - 1) / payload - first / payload + 1 : 0;
+}
+
+/// Near-equal requests, no more than parts: one part per request, each padded to the longest
+/// (cost units `pad`), instead of cutting most of them in two. A split costs a second Q load and
+/// epilogue, a partial written and read back, and the combine; the padding costs at most a
+/// quarter of a part's work, on the longest part only. (B=128 ctx=4096 H=16: 66 cost units per
+/// request against a payload of 64, so nearly every request was split.)
+__device__ __forceinline__ bool pad_requests(int B, int parts, int pad, int payload) {
+  return B <= parts && pad > 0 && 4 * pad <= 5 * payload;
+}
+
+/// B <= 32: the whole schedule in one warp, shuffles only (no block barriers on the step's
+/// critical path).
+__device__ void schedule_warp(const DecodeArgs& a, int parts) {
+  const Schedule s = a.sched;
+  const int B = a.batch, b = threadIdx.x;
+  int n = 0, cost = 0;
+  if (b < B) request_tiles(a, b, n, cost);
+  int incl = cost;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (b >= o) incl += y;
+  }
+  int first = incl - cost, total = __shfl_sync(0xffffffffu, incl, 31);
+  int payload = total > 0 ? (total + parts - 1) / parts : 1;
+  const int pad = static_cast<int>(__reduce_max_sync(0xffffffffu, static_cast<unsigned>(cost)));
+  if (pad_requests(B, parts, pad, payload)) first = b * pad, total = B * pad, payload = pad;
+  if (b < B) s.prefix[b] = first;
+  if (b == 0) {
+    s.prefix[B] = total;
+    s.header[0] = payload;
+    s.header[1] = total;
+  }
+  const int nsplit = b < B ? segments(n, first + kSegmentCost, payload) : 0;
+  if (b < B) s.nsplit[b] = nsplit;
+  const int v = nsplit > 1 ? nsplit : 0;
+  int vi = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, vi, o);
+    if (b >= o) vi += y;
+  }
+  if (b < B) s.split_base[b] = v > 0 ? vi - v : -1;
+  const unsigned listed = __ballot_sync(0xffffffffu, b < B && nsplit != 1);  // split, or empty
+  if (b < B && nsplit != 1) s.list[__popc(listed & ((1u << b) - 1))] = b;
+  if (b == 0) s.header[2] = __popc(listed);
+}
+
 __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, int parts) {
   // The attention grid may be scheduled now: it waits for this grid's completion before reading
   // the schedule, and its launch latency hides under this kernel.
   pdl_launch_dependents();
   const Schedule s = a.sched;
   const int B = a.batch;
-  // With one pass (B <= kSchedThreads) each thread keeps its request's tiles and prefix in
-  // registers for the second loop instead of reading them back: this kernel is on the critical
-  // path of every step (the attention grid waits for it), and each read-back is an L2 round trip.
-  const bool one_pass = B <= kSchedThreads;
-  int n_mine = 0, prefix_mine = 0;
+  if (B <= 32) {
+    if (threadIdx.x < 32) schedule_warp(a, parts);
+    return;
+  }
+  __shared__ int list_len, max_cost;
+  if (threadIdx.x == 0) list_len = 0, max_cost = 0;
+
+  if (B <= kSchedThreads) {
+    // One request per thread, kept in registers (no read-back: this kernel is on the critical
+    // path of every step, the attention grid waits for it, and each read-back is an L2 round
+    // trip).
+    const int b = threadIdx.x;
+    int n = 0, cost = 0;
+    if (b < B) request_tiles(a, b, n, cost);
+    int total;
+    int first = block_exclusive_scan(cost, total);  // its barriers also order list_len's init
+    atomicMax(&max_cost, cost);
+    __syncthreads();
+    int payload = total > 0 ? (total + parts - 1) / parts : 1;
+    const int pad = max_cost;
+    if (pad_requests(B, parts, pad, payload)) {
+      first = b * pad;
+      total = B * pad;
+      payload = pad;
+    }
+    if (b < B) s.prefix[b] = first;
+    if (b == 0) {
+      s.prefix[B] = total;
+      s.header[0] = payload;
+      s.header[1] = total;
+    }
+    const int nsplit = b < B ? segments(n, first + kSegmentCost, payload) : 0;
+    if (b < B) s.nsplit[b] = nsplit;
+    const int v = nsplit > 1 ? nsplit : 0;
+    int tot;
+    const int ex = block_exclusive_scan(v, tot);
+    if (b < B) {
+      s.split_base[b] = v > 0 ? ex : -1;
+      if (nsplit != 1) s.list[atomicAdd(&list_len, 1)] = b;  // split, or empty: the combine's work
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) s.header[2] = list_len;
+    return;
+  }
+
   int carry = 0;
   for (int b0 = 0; b0 < B; b0 += kSchedThreads) {
     const int b = b0 + threadIdx.x;
     int n = 0, cost = 0;
-    if (b < B) {
-      const int len = local_len(a.seq_lens[b * a.sl_s0], a.rank, a.world, a.interleave);
-      n = (len + kTile - 1) / kTile;
-      cost = n > 0 ? n + kSegmentCost : 0;
-      s.ntiles[b] = n;
-      s.len_local[b] = len;
-      n_mine = n;
-    }
+    if (b < B) request_tiles(a, b, n, cost);
     int total;
     const int ex = block_exclusive_scan(cost, total);
-    if (b < B) s.prefix[b] = prefix_mine = carry + ex;
+    if (b < B) s.prefix[b] = carry + ex;
     carry += total;
   }
   const int total = carry;
@@ -89,19 +182,12 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
   }
   __syncthreads();  // prefix written by other threads above is read below
 
-  __shared__ int list_len;
-  if (threadIdx.x == 0) list_len = 0;
-  __syncthreads();
   int slots = 0;
   for (int b0 = 0; b0 < B; b0 += kSchedThreads) {
     const int b = b0 + threadIdx.x;
     int nsplit = 0;
     if (b < B) {
-      const int n = one_pass ? n_mine : s.ntiles[b];
-      if (n > 0) {
-        const int first = (one_pass ? prefix_mine : s.prefix[b]) + kSegmentCost;
-        nsplit = (first + n - 1) / payload - first / payload + 1;
-      }
+      nsplit = segments(s.ntiles[b], s.prefix[b] + kSegmentCost, payload);
       s.nsplit[b] = nsplit;
     }
     const int v = nsplit > 1 ? nsplit : 0;
@@ -122,7 +208,7 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
 void launch_schedule(const DecodeArgs& a, int parts, cudaStream_t stream) {
   // Launched as an ordinary stream successor: the previous decode's combine may still read this
   // workspace, and everything before the step must be complete.
-  schedule_kernel<<<1, kSchedThreads, 0, stream>>>(a, parts);
+  schedule_kernel<<<1, a.batch <= 32 ? 32 : kSchedThreads, 0, stream>>>(a, parts);
   check_launch("mla_decode schedule_kernel");
 }
 

@@ -19,12 +19,16 @@
 //        two never exchange softmax state; they share the KV stage and the Q tile. Per tile:
 //        36 wgmma for Sᵀ, mask + online softmax in registers (row maxima across the 4 warps
 //        through shared memory), P to shared memory as bf16, 32 wgmma for Oᵀ, release the stage.
-//   ALT (bf16, 16 rows per CTA): the two consumer warpgroups take alternate tiles instead (tile k
+//   ALT (bf16 and fp8, 16 rows per CTA): the two consumer warpgroups take alternate tiles (tile k
 //        and stage k & 1 belong to warpgroup k & 1), each with all 16 rows as n. Every KV byte is
 //        then read from shared memory once per use instead of once per warpgroup (the split-rows
 //        form is bound by those reads at H = 16), and one warpgroup's softmax overlaps the other's
 //        wgmma. Each keeps its own (m, l, o) over a request's tiles; at the request's end warpgroup
-//        1 hands its state to warpgroup 0 through shared memory, which merges and writes.
+//        1 hands its state to warpgroup 0 through shared memory, which merges and writes (fp8:
+//        through the Q tile, in two halves, for lack of room beside the raw ring).
+//   FP8: raw half tiles land in a cp.async ring; each producer thread widens exactly the bytes it
+//        copied (prmt / shift / mask to bf16 · 2^-120, one exact bf16x2 multiply by 2^120) into
+//        the swizzled bf16 stage the consumers read.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -311,24 +315,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         ++li_unit;
         cp_async_commit();  // one group per unit, empty past the end: the wait count stays fixed
       };
-      // L2 prefetch, a.l2_ahead half tiles beyond the cp.async front: the raw ring holds only
-      // kRawSlots half tiles (~55 KB per SM, too few bytes in flight for HBM latency), so more
-      // requests go out as bulk L2 prefetches (one per token row, by one of the token's four
-      // threads) and the ring's copies then mostly hit L2.
-      Cursor lp;
-      seek(lp, first_b, lo, hi, sch, B);
-      int lp_half = 0;
-      auto prefetch_unit = [&](bool issue) {
-        if (lp.b < B) {
-          if (issue && (pt & 3) == 1)
-            if (const uint8_t* src = token_src(lp, lp_half * 32 + (pt >> 2)))
-              asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "n"(TB) : "memory");
-          if (lp_half == 1) advance(lp, lo, hi, sch, B);
-          lp_half ^= 1;
-        }
-      };
-      const int ahead = a.l2_ahead;
-      for (int u = 0; u < kRawSlots + ahead; ++u) prefetch_unit(u >= kRawSlots);
 #pragma unroll
       for (int u = 0; u < kRawSlots; ++u) issue_unit();
       Cursor lc;
@@ -375,7 +361,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           if (q4 == 0) tok_ok[st * kTile + row] = raw_ok[slot * 32 + tok];  // written by this thread
           if constexpr (kTileScales) named_sync(4, 128);  // the raw slot is read: refill it
           issue_unit();
-          if (ahead > 0) prefetch_unit(true);
         }
         fence_async_smem();  // the widened tile is read by wgmma (async proxy)
         mbar_arrive(full_bar(st));
@@ -466,13 +451,33 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
       for (int r = 0; r < NS; ++r) s[r] = 0.0f;
       if constexpr (!kTileScales) {
-        pin(s);
+        // kA independent accumulators, k-steps dealt round-robin, so that no wgmma waits for the
+        // previous one's accumulator. Tried because a 16-row tile costs the ALT consumers
+        // ~3.7 µs per warpgroup even with no loads and no widening (run 7); measured neutral
+        // (run 8, within run-to-run noise), so that cost is not this dependency: see
+        // docs/perf/decode-notes.md. This is the form the committed numbers were measured with.
+        constexpr int kA = NR >= 32 ? 2 : 4;  // 4 × 16 accumulators spill at 32 rows
+        float sa[kA][NS];
+#pragma unroll
+        for (int c = 0; c < kA; ++c) {
+#pragma unroll
+          for (int r = 0; r < NS; ++r) sa[c][r] = 0.0f;
+          pin(sa[c]);
+        }
         wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < 36; ++kk) qk(s, kk, kk == 0);
+        for (int kk = 0; kk < 36; ++kk) qk(sa[kk % kA], kk, kk < kA);
         wg_commit();
         wg_wait0();
-        pin(s);
+#pragma unroll
+        for (int c = 0; c < kA; ++c) pin(sa[c]);
+#pragma unroll
+        for (int r = 0; r < NS; ++r) {
+          float x = sa[0][r];
+#pragma unroll
+          for (int c = 1; c < kA; ++c) x += sa[c][r];
+          s[r] = x;
+        }
       } else {
         // Each 128-dim tile has its own per-token scale: separate partial products, scaled after.
         float sg[5][NS];
@@ -483,8 +488,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           pin(sg[t]);
         }
         wg_fence();
+        // The five groups' k-steps interleaved, as the kA accumulators above.
 #pragma unroll
-        for (int kk = 0; kk < 36; ++kk) qk(sg[kk >> 3], kk, (kk & 7) == 0);
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int t = 0; t < 5; ++t)
+            if (t < 4 || j < 4) qk(sg[t], 8 * t + j, j == 0);
         wg_commit();
         wg_wait0();
 #pragma unroll
