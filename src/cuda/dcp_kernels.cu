@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
 #include "backend.hpp"
 #include "cuda/device_common.cuh"
@@ -663,47 +662,78 @@ void pack_context(const Cache& cache, const Tensor& block_table, const Tensor& /
   check_launch("dcp pack_context");
 }
 
-// Decodes output chunk c of one packed token into an output row. Packed bf16, fp8 and fp8_ds_mla
-// rows are 16-byte aligned and hold the token's bytes: the gathers' codec reads them, one chunk
-// of 16 output bytes a thread, so that a warp's stores are whole sectors. dsv4 rows (584 bytes)
-// are only 8-aligned: 8-byte chunks, 8 e4m3 (16 bytes of bf16) or 4 rope values each.
+// Decodes chunks first, first + step, ... of one packed token into an output row.
 template <CacheFormat F, bool F32, bool Vec>
-__device__ __forceinline__ void decode_chunk(const uint8_t* tok, float scale, void* row, int c) {
+__device__ __forceinline__ void decode_row(const uint8_t* tok, float scale, void* row, int first, int step) {
   auto at = [&](int elem) -> void* {
     if constexpr (F32) return static_cast<float*>(row) + elem;
     else return static_cast<uint16_t*>(row) + elem;
   };
-  if constexpr (F != CacheFormat::dsv4) {
-    using C = dev::RowCodec<F, std::conditional_t<F32, float, __nv_bfloat16>>;
-    typename C::Raw raw;
-    C::template load_chunk<true>(tok, c * C::kChunkVals, raw);
-    store_bytes<16, Vec>(at(c * C::kChunkVals), C::convert_chunk(raw, c * C::kChunkVals, scale));
-  } else {
-    const uint2 v = load_bytes<8, true>(tok + c * 8);
-    if (c < 56) {
-      const float s = ue8m0(__ldg(tok + 576 + c / 8));
-      float f[8];
-      dev::e4m3x4_to_float(v.x, f);
-      dev::e4m3x4_to_float(v.y, f + 4);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) f[i] *= s;
-      store_values<8, F32, Vec>(at(c * 8), f);
-    } else {
-      const int e = 448 + (c - 56) * 4;
+  if constexpr (F == CacheFormat::bf16) {
+    for (int c = first; c < 72; c += step) {
+      const uint4 v = load_bytes<16, true>(tok + c * 16);
       if constexpr (F32) {
-        const float f[4] = {bf16_lo(v.x), bf16_hi(v.x), bf16_lo(v.y), bf16_hi(v.y)};
-        store_values<4, true, Vec>(at(e), f);
+        float f[8];
+#pragma unroll
+        for (int w = 0; w < 4; ++w) f[2 * w] = bf16_lo(word_of(v, w)), f[2 * w + 1] = bf16_hi(word_of(v, w));
+        store_values<8, true, Vec>(at(c * 8), f);
       } else {
-        store_bytes<8, Vec>(at(e), v);
+        store_bytes<16, Vec>(at(c * 8), v);  // bf16 to bf16: the stored bits
+      }
+    }
+  } else if constexpr (F == CacheFormat::fp8 || F == CacheFormat::fp8_ds_mla) {
+    constexpr int kLatentChunks = F == CacheFormat::fp8 ? 36 : 32;  // 16 e4m3 each
+    constexpr int kChunks = kLatentChunks + (F == CacheFormat::fp8 ? 0 : 8);
+    for (int c = first; c < kChunks; c += step) {
+      if (c < kLatentChunks) {
+        const float s = F == CacheFormat::fp8 ? scale : __ldg(reinterpret_cast<const float*>(tok + 512) + c / 8);
+        const uint4 v = load_bytes<16, true>(tok + c * 16);
+        float f[16];
+#pragma unroll
+        for (int w = 0; w < 4; ++w) dev::e4m3x4_to_float(word_of(v, w), f + 4 * w);
+#pragma unroll
+        for (int i = 0; i < 16; ++i) f[i] *= s;
+        store_values<16, F32, Vec>(at(c * 16), f);
+      } else {  // fp8_ds_mla rope: 8 bf16 per chunk, not quantized
+        const int r = c - kLatentChunks;
+        const uint4 v = load_bytes<16, true>(tok + 528 + r * 16);
+        if constexpr (F32) {
+          float f[8];
+#pragma unroll
+          for (int w = 0; w < 4; ++w) f[2 * w] = bf16_lo(word_of(v, w)), f[2 * w + 1] = bf16_hi(word_of(v, w));
+          store_values<8, true, Vec>(at(512 + r * 8), f);
+        } else {
+          store_bytes<16, Vec>(at(512 + r * 8), v);
+        }
+      }
+    }
+  } else {  // dsv4: 8-byte chunks (packed rows are 584 bytes); 56 of e4m3, 16 of bf16 rope
+    for (int c = first; c < 72; c += step) {
+      const uint2 v = load_bytes<8, true>(tok + c * 8);
+      if (c < 56) {
+        const float s = ue8m0(__ldg(tok + 576 + c / 8));
+        float f[8];
+        dev::e4m3x4_to_float(v.x, f);
+        dev::e4m3x4_to_float(v.y, f + 4);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) f[i] *= s;
+        store_values<8, F32, Vec>(at(c * 8), f);
+      } else {
+        const int e = 448 + (c - 56) * 4;
+        if constexpr (F32) {
+          const float f[4] = {bf16_lo(v.x), bf16_hi(v.x), bf16_lo(v.y), bf16_hi(v.y)};
+          store_values<4, true, Vec>(at(e), f);
+        } else {
+          store_bytes<8, Vec>(at(e), v);
+        }
       }
     }
   }
 }
 
-// Chunks a packed row of format F decodes in.
-template <CacheFormat F, bool F32> constexpr int unpack_chunks() {
-  if constexpr (F == CacheFormat::dsv4) return 72;
-  else return dev::RowCodec<F, std::conditional_t<F32, float, __nv_bfloat16>>::kChunks;
+// Chunks a packed row of format F decodes in: 16 bytes (8 for dsv4's 584-byte rows).
+template <CacheFormat F> constexpr int unpack_chunks() {
+  return F == CacheFormat::bf16 ? 72 : F == CacheFormat::fp8 ? 36 : F == CacheFormat::fp8_ds_mla ? 40 : 72;
 }
 
 // One thread per chunk of an output row: find the row's request, its owner rank and the packed
@@ -714,7 +744,7 @@ __global__ void unpack_context_kernel(const uint8_t* recv, int64_t capacity, con
                                       const int32_t* offsets, void* out, int64_t out_stride, int64_t out_rows) {
   constexpr int64_t kTokenBytes = F == CacheFormat::bf16 ? 1152 : F == CacheFormat::fp8 ? 576
                                   : F == CacheFormat::fp8_ds_mla ? 656 : 584;
-  constexpr int kChunks = unpack_chunks<F, F32>();
+  constexpr int kChunks = unpack_chunks<F>();
   const float scale = F == CacheFormat::fp8 ? __ldg(scale_ptr) : 1.0f;
   const int64_t first = cu[0], items = out_rows * kChunks;
   const bool small = items < (int64_t{1} << 31);
@@ -734,7 +764,7 @@ __global__ void unpack_context_kernel(const uint8_t* recv, int64_t capacity, con
     const uint8_t* tok = recv + (r * capacity + src) * kTokenBytes;
     void* row = F32 ? static_cast<void*>(static_cast<float*>(out) + o * out_stride)
                     : static_cast<void*>(static_cast<uint16_t*>(out) + o * out_stride);
-    decode_chunk<F, F32, Vec>(tok, scale, row, c);
+    decode_row<F, F32, Vec>(tok, scale, row, c, kChunks);
   }
 }
 
@@ -744,7 +774,7 @@ void launch_unpack(const uint8_t* recv, int64_t capacity, const float* scale, co
   const int64_t batch = cu_seq_lens.shape[0] - 1, rows = out.shape[0];
   const bool f32 = out.dtype == DType::f32;
   const bool vec = rows_aligned(out, 1, 16);
-  const unsigned blocks = f32 ? blocks_for(rows * unpack_chunks<F, true>()) : blocks_for(rows * unpack_chunks<F, false>());
+  const unsigned blocks = blocks_for(rows * unpack_chunks<F>());
   auto launch = [&](auto kernel) {
     kernel<<<blocks, kThreads, 0, stream>>>(recv, capacity, scale, index_vec(cu_seq_lens), batch, world, interleave,
                                             offsets, out.data, out.stride[0], rows);
