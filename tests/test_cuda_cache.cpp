@@ -170,6 +170,21 @@ TEST(CudaCache, WriteCacheStridedAndMisalignedInputs) {
     }
 }
 
+/// Lays `vals` out as rows of 576 (512 latent into kv, 64 rope into pe), cycling to fill the
+/// last row; returns the row count.
+template <class T> int64_t spread_over_rows(const std::vector<T>& vals, std::vector<T>& kv, std::vector<T>& pe) {
+  const int64_t rows = (static_cast<int64_t>(vals.size()) + kHeadDim - 1) / kHeadDim;
+  kv.assign(static_cast<std::size_t>(rows * kLatentDim), T{});
+  pe.assign(static_cast<std::size_t>(rows * kRopeDim), T{});
+  for (int64_t r = 0; r < rows; ++r)
+    for (int i = 0; i < kHeadDim; ++i) {
+      const T v = vals[static_cast<std::size_t>(r * kHeadDim + i) % vals.size()];
+      if (i < kLatentDim) kv[static_cast<std::size_t>(r * kLatentDim + i)] = v;
+      else pe[static_cast<std::size_t>(r * kRopeDim + i - kLatentDim)] = v;
+    }
+  return rows;
+}
+
 // Every non-NaN bf16 value (infinities included), quantized with per-tensor scales from subnormal
 // to 5e30 and with fp8_ds_mla's own tile scales: every quotient x / s, and so every e4m3 code,
 // must round as on the host.
@@ -180,14 +195,8 @@ TEST(CudaCache, WriteCacheQuantizesEveryBf16ValueLikeTheHost) {
     if ((b & 0x7f80u) != 0x7f80u || (b & 0x7fu) == 0) all.push_back(static_cast<uint16_t>(b));
   for (int pass = 0; pass < 2; ++pass) {
     if (pass == 1) std::shuffle(all.begin(), all.end(), rng());  // mixed magnitudes within a tile
-    const int64_t rows = (static_cast<int64_t>(all.size()) + kHeadDim - 1) / kHeadDim;
-    std::vector<uint16_t> kv(static_cast<std::size_t>(rows * kLatentDim)), pe(static_cast<std::size_t>(rows * kRopeDim));
-    for (int64_t r = 0; r < rows; ++r)
-      for (int i = 0; i < kHeadDim; ++i) {
-        const uint16_t v = all[static_cast<std::size_t>(r * kHeadDim + i) % all.size()];
-        if (i < kLatentDim) kv[static_cast<std::size_t>(r * kLatentDim + i)] = v;
-        else pe[static_cast<std::size_t>(r * kRopeDim + i - kLatentDim)] = v;
-      }
+    std::vector<uint16_t> kv, pe;
+    const int64_t rows = spread_over_rows(all, kv, pe);
     std::vector<int64_t> slots(static_cast<std::size_t>(rows));
     std::iota(slots.begin(), slots.end(), 0);
     // fp8_ds_mla: no infinities (an infinite tile scale makes inf / inf, whose NaN sign differs
@@ -232,14 +241,8 @@ TEST(CudaCache, WriteCacheFp8RoundsQuotientsAtE4m3MidpointsLikeTheHost) {
         for (int i = 0; i < 3; ++i) x = std::nextafter(x, 0.0f);
         for (int i = 0; i < 7; ++i, x = std::nextafter(x, static_cast<float>(sign) * INFINITY)) vals.push_back(x);
       }
-    const int64_t rows = (static_cast<int64_t>(vals.size()) + kHeadDim - 1) / kHeadDim;
-    std::vector<float> kv(static_cast<std::size_t>(rows * kLatentDim)), pe(static_cast<std::size_t>(rows * kRopeDim));
-    for (int64_t r = 0; r < rows; ++r)
-      for (int i = 0; i < kHeadDim; ++i) {
-        const float v = vals[static_cast<std::size_t>(r * kHeadDim + i) % vals.size()];
-        if (i < kLatentDim) kv[static_cast<std::size_t>(r * kLatentDim + i)] = v;
-        else pe[static_cast<std::size_t>(r * kRopeDim + i - kLatentDim)] = v;
-      }
+    std::vector<float> kv, pe;
+    const int64_t rows = spread_over_rows(vals, kv, pe);
     std::vector<int64_t> slots(static_cast<std::size_t>(rows));
     std::iota(slots.begin(), slots.end(), 0);
     DevBuf kv_d(kv), pe_d(pe), sl_d(slots);
