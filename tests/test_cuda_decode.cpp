@@ -402,6 +402,142 @@ TEST(CudaDecode, GraphCaptureFollowsDeviceLengths) {
   cudaStreamDestroy(st);
 }
 
+// Small batches (B <= 8) on the sm90 kernel take the fused path: no schedule grid; the attention
+// and combine grids compute the schedule from seq_lens themselves, the attention grid writes
+// empty requests. MLAKV_DECODE_FUSED=merge (opt-in, <= 128 rows) also drops the combine grid: the
+// last CTA to arrive at a split request merges its partials (one level up to 8 partials, two
+// above). =0 keeps the three-kernel path, which the other tests cover at B > 8.
+TEST(CudaDecode, FusedOneRequestLongContext) {
+  MLAKV_REQUIRE_GPU();
+  for (const char* mode : {"default", "merge"}) {
+    if (std::strcmp(mode, "default") != 0) setenv("MLAKV_DECODE_FUSED", mode, 1);
+    Case c;  // ~130 partials: two merge levels
+    c.format = std::strcmp(mode, "default") == 0 ? CacheFormat::bf16 : CacheFormat::fp8;
+    c.heads = 16, c.lens = {65536};
+    check_case(c);
+    unsetenv("MLAKV_DECODE_FUSED");
+  }
+}
+
+TEST(CudaDecode, FusedSmallBatch) {
+  MLAKV_REQUIRE_GPU();
+  const std::vector<std::vector<int32_t>> batches = {{1024}, {300}, {1}, {1, 0}, {0, 5000, 1, 300, 0, 7000, 64},
+                                                     {2000, 2000, 2000, 2000}};
+  for (const char* mode : {"default", "merge"}) {
+    if (std::strcmp(mode, "default") != 0) setenv("MLAKV_DECODE_FUSED", mode, 1);
+    for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8})
+      for (const auto& lens : batches) {
+        Case c;
+        c.format = f, c.heads = 16, c.lens = lens;
+        check_case(c);
+        if (lens.size() > 1) {
+          c.s_q = 2;  // 32 rows
+          check_case(c);
+          c.heads = 1, c.s_q = 1;
+          check_case(c);
+        }
+      }
+    {
+      Case c;  // 128 and 66 rows (several row tiles)
+      c.lens = {0, 3000, 17};
+      c.heads = 128;
+      check_case(c);
+      c.format = CacheFormat::fp8, c.heads = 33, c.s_q = 2;
+      check_case(c);
+      c.format = CacheFormat::bf16, c.heads = 128, c.s_q = 4;  // 512 rows: the in-grid merge declines
+      check_case(c);
+    }
+    for (int r = 0; r < 2; ++r) {  // DCP shards
+      Case c;
+      c.format = r ? CacheFormat::fp8 : CacheFormat::bf16;
+      c.lens = {0, 1, 5, 700, 9000};
+      c.shard = {2, r, 16};
+      check_case(c);
+    }
+    {
+      Case c;  // f32 out, misaligned strides (scalar stores), e4m3 query
+      c.lens = {4000, 0, 33};
+      c.out_f32 = true, c.out_pad = 24;
+      check_case(c);
+      c.out_f32 = false, c.out_pad = 1, c.q_pad = 3, c.q_e4m3 = true;
+      check_case(c);
+    }
+    setenv("MLAKV_DECODE_KERNEL", "sm90", 1);
+    for (int h : {16, 33}) {
+      Case c;
+      c.format = CacheFormat::fp8_ds_mla, c.heads = h, c.lens = {0, 20000, 100};
+      check_case(c);
+    }
+    unsetenv("MLAKV_DECODE_KERNEL");
+    unsetenv("MLAKV_DECODE_FUSED");
+  }
+}
+
+// The in-grid merge's arrival counters live in the caller's workspace (poisoned here): a graph
+// replayed back to back, with no host work between replays, must start clean every time. The
+// default fused path (attention grid first, as a plain successor) is replayed the same way.
+void fused_graph_replay() {
+  Case c;
+  c.lens = {20000, 0, 300};
+  Problem p(c);
+  const Device dev = Device::cuda(0);
+  DevBuf cache_d(p.host->bytes);
+  Cache cache = p.host->cache;
+  cache.data = cache_d.p, cache.device = dev;
+  DevBuf q_d(p.q_bf16), bt_d(p.bt.ids), seq_d(p.req.lens);
+  Tensor q(q_d.p, DType::bf16, {p.B, p.S, p.H, kHeadDim}, dev);
+  Tensor bt = like(p.bt.tensor, bt_d.p, dev), seq(seq_d.p, DType::i32, {p.B}, dev);
+  DevBuf out_d(static_cast<std::size_t>(p.B * p.S * p.H * kLatentDim) * 2, 0xFF);
+  DevBuf lse_d(static_cast<std::size_t>(p.B * p.S * p.H) * 4, 0xFF);
+  Tensor out(out_d.p, DType::bf16, {p.B, p.S, p.H, kLatentDim}, dev), lse(lse_d.p, DType::f32, {p.B, p.S, p.H}, dev);
+  const std::size_t wsb = mla_decode_workspace_size(static_cast<int>(p.B), 1, 16, dev);
+  DevBuf ws(wsb, 0xFF);
+  cudaStream_t st;
+  CUDA_OK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+  mla_decode(q, cache, bt, seq, out, lse, p.params(nullptr), Workspace{ws.p, wsb}, Stream{st});
+  CUDA_OK(cudaStreamEndCapture(st, &graph));
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  std::vector<float> ref_out, ref_lse;
+  p.reference(ref_out, ref_lse);
+  auto check = [&]() {
+    const auto ob = out_d.get<uint16_t>();
+    std::vector<float> o(ob.size());
+    for (std::size_t i = 0; i < ob.size(); ++i) o[i] = num::bf16_to_f32(ob[i]);
+    EXPECT_LE(rel_err(o, ref_out), 4e-3);
+    EXPECT_LE(attn::max_lse_diff(lse_d.get<float>(), ref_lse), 1e-3);
+  };
+  for (int round = 0; round < 2; ++round) {
+    CUDA_OK(cudaGraphLaunch(exec, st));
+    CUDA_OK(cudaGraphLaunch(exec, st));
+    CUDA_OK(cudaStreamSynchronize(st));
+    check();
+    CUDA_OK(cudaMemsetAsync(out_d.p, 0xFF, out_d.n, st));
+    CUDA_OK(cudaMemsetAsync(lse_d.p, 0xFF, lse_d.n, st));
+    CUDA_OK(cudaGraphLaunch(exec, st));
+    CUDA_OK(cudaGraphLaunch(exec, st));
+    CUDA_OK(cudaStreamSynchronize(st));
+    check();
+    // And a plain call on the same (now used) workspace, then the graph again.
+    mla_decode(q, cache, bt, seq, out, lse, p.params(nullptr), Workspace{ws.p, wsb}, Stream{st});
+    CUDA_OK(cudaStreamSynchronize(st));
+    check();
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(st);
+}
+
+TEST(CudaDecode, FusedGraphReplayBackToBack) {
+  MLAKV_REQUIRE_GPU();
+  fused_graph_replay();
+  setenv("MLAKV_DECODE_FUSED", "merge", 1);
+  fused_graph_replay();
+  unsetenv("MLAKV_DECODE_FUSED");
+}
+
 // The peers' outputs (FlashMLA bf16, vLLM Triton fp8) on their own inputs.
 TEST(CudaDecode, ReferenceVectors) {
   MLAKV_REQUIRE_GPU();

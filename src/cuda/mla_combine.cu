@@ -51,8 +51,18 @@ __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2
 __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __grid_constant__ DecodeArgs a) {
   __shared__ float4 acc_s[kCombineThreads];
   __shared__ float red_m[kCombineWarps], red_s[kCombineWarps];
-  const Schedule& s = a.sched;
+  __shared__ int fused_tab[kFusedSchedInts];
+  Schedule s = a.sched;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  if (a.fused) {
+    // No schedule grid: the same schedule, computed here from seq_lens (before pdl_wait, as the
+    // tables are read otherwise).
+    s.header = fused_tab, s.prefix = fused_tab + 4, s.ntiles = fused_tab + 16;
+    s.len_local = s.ntiles + kFusedMaxBatch, s.split_base = s.len_local + kFusedMaxBatch;
+    s.nsplit = s.split_base + kFusedMaxBatch, s.list = s.nsplit + kFusedMaxBatch;
+    if (warp == 0) schedule_warp(a, s, a.parts);
+    __syncthreads();
+  }
   const int r = blockIdx.y, qi = r / a.heads, h = r - qi * a.heads;
   const int C = 512 / gridDim.z, tpg = C / 4, G = kCombineThreads / tpg, g = tid / tpg, c4 = tid - g * tpg;
   const int z0 = blockIdx.z * C;

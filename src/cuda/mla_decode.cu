@@ -55,7 +55,10 @@ template <CacheFormat F, int NW, bool ALT = false> void launch_sm90(const Decode
     if (dev >= 0 && dev < 64) configured[dev] = 1;
   }
   const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(sm90_mtiles(a.rows, F)));
-  check_cuda(launch_maybe_pdl(a.pdl, kernel, grid, dim3(kSm90Threads), S::kBytes, stream, a), "mla_decode_sm90_kernel");
+  // The fused path without the in-grid merge starts the step: an ordinary stream successor (it
+  // reads its inputs at once, and writes partials the previous step's combine may still read).
+  const bool pdl = a.pdl && (!a.fused || a.in_grid_merge);
+  check_cuda(launch_maybe_pdl(pdl, kernel, grid, dim3(kSm90Threads), S::kBytes, stream, a), "mla_decode_sm90_kernel");
 }
 
 /// The wgmma kernel runs where the device is compute capability 9.0 and this build carries its
@@ -152,6 +155,21 @@ void launch_attention_sm90(const DecodeArgs& a, CacheFormat format, int parts, c
   }
 }
 
+/// The fused small-batch path (sm90 kernel, B ≤ kFusedMaxBatch): the attention and combine grids
+/// compute the schedule themselves, no schedule grid. MLAKV_DECODE_FUSED=0 turns it off;
+/// =merge also drops the combine grid (the in-grid merge, ≤ 128 rows and ≤ 512 parts, so that the
+/// counters cover ≤ 8 row tiles and a merge level never holds more than 32 partials; measured
+/// slower, kept opt-in and tested).
+bool use_fused(bool sm90, int batch) {
+  if (!sm90 || batch > kFusedMaxBatch) return false;
+  const char* e = std::getenv("MLAKV_DECODE_FUSED");
+  return !(e && std::strcmp(e, "0") == 0);
+}
+bool use_in_grid_merge(int rows, int parts) {
+  const char* e = std::getenv("MLAKV_DECODE_FUSED");
+  return e && std::strcmp(e, "merge") == 0 && rows <= 128 && parts <= 512;
+}
+
 void launch_attention(const DecodeArgs& a, CacheFormat format, int parts, cudaStream_t stream) {
   switch (format) {
     case CacheFormat::bf16: launch_format<CacheFormat::bf16>(a, parts, stream); break;
@@ -232,9 +250,19 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.sched.part_lse = reinterpret_cast<float*>(ws + wl.part_lse);
   a.sched.part_o = reinterpret_cast<float*>(ws + wl.part_o);
   a.pdl = mla::use_pdl(q.device.index);
+  a.fused = mla::use_fused(sm90, batch);
+  a.in_grid_merge = a.fused && mla::use_in_grid_merge(rows, parts);
+  a.parts = parts;
+  a.counters = reinterpret_cast<int*>(ws + wl.counters);
+  a.num_counters = static_cast<int>(mla::num_counters(batch, parts));
 
   const cudaStream_t st = to_cuda(stream);
-  mla::launch_schedule(a, parts, st);
+  if (a.in_grid_merge) {
+    mla::launch_zero_counters(a, st);
+    mla::launch_attention_sm90(a, cache.desc.format, parts, st);
+    return;
+  }
+  if (!a.fused) mla::launch_schedule(a, parts, st);
   if (sm90) mla::launch_attention_sm90(a, cache.desc.format, parts, st);
   else mla::launch_attention(a, cache.desc.format, parts, st);
   mla::launch_combine(a, parts, sm_count(q.device.index), st);

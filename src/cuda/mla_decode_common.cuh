@@ -43,8 +43,25 @@ struct Schedule {
 };
 
 struct WorkspaceLayout {
-  std::size_t header, prefix, ntiles, len_local, split_base, nsplit, list, part_lse, part_o, total;
+  std::size_t header, prefix, ntiles, len_local, split_base, nsplit, list, part_lse, part_o, counters, total;
 };
+
+/// Fused small-batch path (sm90 kernel only, up to kFusedMaxBatch requests): no schedule grid.
+/// Each attention CTA computes the schedule itself (one warp, from seq_lens, into shared memory)
+/// and writes empty requests; the combine grid, the attention grid's programmatic dependent,
+/// computes the same schedule itself before it waits. Opt-in (MLAKV_DECODE_FUSED=merge, measured
+/// slower: docs/perf/decode-notes.md change 9): no combine grid either; the last CTA to arrive at
+/// a split request (arrival counters in the workspace) merges its partials.
+inline constexpr int kFusedMaxBatch = 8;
+/// Ints of the in-CTA schedule in shared memory: header[4], prefix[12], ntiles, len_local,
+/// split_base, nsplit, list [8 each].
+inline constexpr int kFusedSchedInts = 4 + 12 + 5 * kFusedMaxBatch;
+/// Arrival counters: one per (partial slot, row tile) for the first merge level, one per
+/// (request, row tile) for the second (row tiles: at most 2 where the fused path runs by default,
+/// 8 for 128 rows at 16 rows per CTA).
+inline std::size_t num_counters(int batch, int parts) {
+  return (2 * static_cast<std::size_t>(parts) + static_cast<std::size_t>(batch)) * 8;
+}
 
 /// Partial slots: at most 2·(parts − 1) segments belong to split requests (every split needs a
 /// part boundary inside the request, and each boundary adds one segment).
@@ -65,6 +82,7 @@ inline WorkspaceLayout workspace_layout(int batch, int rows, int parts) {
   const std::size_t slots = num_slots(parts), r = static_cast<std::size_t>(rows);
   l.part_lse = at; at = up(at + slots * r * sizeof(float));
   l.part_o = at; at = up(at + slots * r * 512 * sizeof(float));
+  l.counters = at; at = up(at + num_counters(batch, parts) * sizeof(int));
   l.total = at;
   return l;
 }
@@ -101,6 +119,14 @@ struct DecodeArgs {
   int world, rank, interleave;
 
   Schedule sched;
+  /// Fused small-batch path (see kFusedMaxBatch): the schedule is computed in each CTA of the
+  /// attention and combine grids over `parts` parts. With in_grid_merge, the partials are merged
+  /// by the last CTA to arrive; `counters` (zeroed by a kernel launched just before, whose
+  /// completion the attention grid waits for only before its first arrival).
+  bool fused, in_grid_merge;
+  int parts;
+  int* counters;
+  int num_counters;
   /// The attention and combine grids are launched as programmatic dependents (host-side choice).
   bool pdl;
 };
@@ -134,6 +160,87 @@ inline cudaError_t launch_maybe_pdl(bool pdl, void (*kernel)(P...), dim3 grid, d
   return cudaLaunchKernelEx(&cfg, kernel, static_cast<A&&>(args)...);
 }
 
+#ifdef __CUDACC__
+__device__ __forceinline__ int local_len(int L, int rank, int world, int inter) {
+  if (L <= 0) return 0;
+  if (world == 1) return L;
+  const int base = (L / (inter * world)) * inter;
+  int extra = L - base * world - rank * inter;
+  extra = extra < 0 ? 0 : (extra > inter ? inter : extra);
+  return base + extra;
+}
+
+/// Segments of a request of n tiles whose first tile sits at cost unit `first`.
+__device__ __forceinline__ int segments(int n, int first, int payload) {
+  return n > 0 ? (first + n - 1) / payload - first / payload + 1 : 0;
+}
+
+/// Near-equal requests, no more than parts: one part per request, each padded to the longest
+/// (cost units `pad`), instead of cutting most of them in two. A split costs a second Q load and
+/// epilogue, a partial written and read back, and the combine; the padding costs at most a
+/// quarter of a part's work, on the longest part only. (B=128 ctx=4096 H=16: 66 cost units per
+/// request against a payload of 64, so nearly every request was split.)
+__device__ __forceinline__ bool pad_requests(int B, int parts, int pad, int payload) {
+  return B <= parts && pad > 0 && 4 * pad <= 5 * payload;
+}
+
+/// B <= 32: the whole schedule in one warp (lane = request), shuffles only, into `s` (global
+/// memory for the schedule grid, shared memory on the fused path). All 32 lanes call it.
+__device__ __forceinline__ void schedule_warp(const DecodeArgs& a, const Schedule& s, int parts) {
+  const int B = a.batch, b = threadIdx.x & 31;
+  int n = 0, cost = 0;
+  if (b < B) {
+    const int len = local_len(a.seq_lens[b * a.sl_s0], a.rank, a.world, a.interleave);
+    n = (len + kTile - 1) / kTile;
+    cost = n > 0 ? n + kSegmentCost : 0;
+    s.ntiles[b] = n;
+    s.len_local[b] = len;
+  }
+  int incl = cost;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (b >= o) incl += y;
+  }
+  int first = incl - cost, total = __shfl_sync(0xffffffffu, incl, 31);
+  int payload = total > 0 ? (total + parts - 1) / parts : 1;
+  const int pad = static_cast<int>(__reduce_max_sync(0xffffffffu, static_cast<unsigned>(cost)));
+  if (pad_requests(B, parts, pad, payload)) first = b * pad, total = B * pad, payload = pad;
+  if (b < B) s.prefix[b] = first;
+  if (b == 0) {
+    s.prefix[B] = total;
+    s.header[0] = payload;
+    s.header[1] = total;
+  }
+  const int nsplit = b < B ? segments(n, first + kSegmentCost, payload) : 0;
+  if (b < B) s.nsplit[b] = nsplit;
+  const int v = nsplit > 1 ? nsplit : 0;
+  int vi = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, vi, o);
+    if (b >= o) vi += y;
+  }
+  if (b < B) s.split_base[b] = v > 0 ? vi - v : -1;
+  const unsigned listed = __ballot_sync(0xffffffffu, b < B && nsplit != 1);  // split, or empty
+  if (b < B && nsplit != 1) s.list[__popc(listed & ((1u << b) - 1))] = b;
+  if (b == 0) s.header[2] = __popc(listed);
+}
+
+/// Fused path, first merge level: partial i of a request of ns is in group i / G; the last CTA
+/// of a group merges it (into the group's first slot, or straight to the output when there is
+/// one group), the last group merger merges the groups. G = ns up to 8 partials, else ⌈√ns⌉.
+__device__ __forceinline__ int merge_group(int ns) {
+  if (ns <= 8) return ns;
+  int g = 3;
+  while (g * g < ns) ++g;
+  return g;
+}
+#endif
+
+/// Zeroes the fused path's arrival counters (launched as an ordinary stream successor; the
+/// attention grid is its programmatic dependent).
+void launch_zero_counters(const DecodeArgs& a, cudaStream_t stream);
 /// Turns seq_lens into the split-KV schedule (one CTA; no host synchronization).
 void launch_schedule(const DecodeArgs& a, int parts, cudaStream_t stream);
 /// The attention kernel over grid (parts, row tiles).

@@ -145,11 +145,18 @@ struct Cursor {
   int b, t, t_end;
 };
 
-__device__ __forceinline__ void seek(Cursor& c, int b, int lo, int hi, const Schedule& s, int B) {
+/// Reads the schedule tables of the grid before (the schedule kernel's, in global memory).
+struct GlobalTab {
+  const Schedule& s;
+  __device__ __forceinline__ int prefix(int i) const { return __ldg(s.prefix + i); }
+  __device__ __forceinline__ int ntiles(int i) const { return __ldg(s.ntiles + i); }
+};
+
+template <class Tab> __device__ __forceinline__ void seek(Cursor& c, int b, int lo, int hi, const Tab& s, int B) {
   for (; b < B; ++b) {
-    const int p = __ldg(s.prefix + b);
+    const int p = s.prefix(b);
     if (p >= hi) break;
-    const int n = __ldg(s.ntiles + b), base = p + kSegmentCost;
+    const int n = s.ntiles(b), base = p + kSegmentCost;
     const int t0 = min(max(lo - base, 0), n), t1 = min(max(hi - base, 0), n);
     if (t0 < t1) {
       c = {b, t0, t1};
@@ -158,8 +165,14 @@ __device__ __forceinline__ void seek(Cursor& c, int b, int lo, int hi, const Sch
   }
   c = {B, 0, 0};
 }
-__device__ __forceinline__ void advance(Cursor& c, int lo, int hi, const Schedule& s, int B) {
+template <class Tab> __device__ __forceinline__ void advance(Cursor& c, int lo, int hi, const Tab& s, int B) {
   if (++c.t == c.t_end) seek(c, c.b + 1, lo, hi, s, B);
+}
+__device__ __forceinline__ void seek(Cursor& c, int b, int lo, int hi, const Schedule& s, int B) {
+  seek(c, b, lo, hi, GlobalTab{s}, B);
+}
+__device__ __forceinline__ void advance(Cursor& c, int lo, int hi, const Schedule& s, int B) {
+  advance(c, lo, hi, GlobalTab{s}, B);
 }
 
 __device__ __forceinline__ int64_t global_pos(int j, const DecodeArgs& a) {

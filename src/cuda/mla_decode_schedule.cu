@@ -43,73 +43,12 @@ __device__ int block_exclusive_scan(int v, int& total) {
   return before;
 }
 
-__device__ __forceinline__ int local_len(int L, int rank, int world, int inter) {
-  if (L <= 0) return 0;
-  if (world == 1) return L;
-  const int base = (L / (inter * world)) * inter;
-  int extra = L - base * world - rank * inter;
-  extra = extra < 0 ? 0 : (extra > inter ? inter : extra);
-  return base + extra;
-}
-
 __device__ __forceinline__ void request_tiles(const DecodeArgs& a, int b, int& n, int& cost) {
   const int len = local_len(a.seq_lens[b * a.sl_s0], a.rank, a.world, a.interleave);
   n = (len + kTile - 1) / kTile;
   cost = n > 0 ? n + kSegmentCost : 0;
   a.sched.ntiles[b] = n;
   a.sched.len_local[b] = len;
-}
-
-/// Segments of a request of n tiles whose first tile sits at cost unit `first`.
-__device__ __forceinline__ int segments(int n, int first, int payload) {
-  return n > 0 ? (first + n - 1) / payload - first / payload + 1 : 0;
-}
-
-/// Near-equal requests, no more than parts: one part per request, each padded to the longest
-/// (cost units `pad`), instead of cutting most of them in two. A split costs a second Q load and
-/// epilogue, a partial written and read back, and the combine; the padding costs at most a
-/// quarter of a part's work, on the longest part only. (B=128 ctx=4096 H=16: 66 cost units per
-/// request against a payload of 64, so nearly every request was split.)
-__device__ __forceinline__ bool pad_requests(int B, int parts, int pad, int payload) {
-  return B <= parts && pad > 0 && 4 * pad <= 5 * payload;
-}
-
-/// B <= 32: the whole schedule in one warp, shuffles only (no block barriers on the step's
-/// critical path).
-__device__ void schedule_warp(const DecodeArgs& a, int parts) {
-  const Schedule s = a.sched;
-  const int B = a.batch, b = threadIdx.x;
-  int n = 0, cost = 0;
-  if (b < B) request_tiles(a, b, n, cost);
-  int incl = cost;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const int y = __shfl_up_sync(0xffffffffu, incl, o);
-    if (b >= o) incl += y;
-  }
-  int first = incl - cost, total = __shfl_sync(0xffffffffu, incl, 31);
-  int payload = total > 0 ? (total + parts - 1) / parts : 1;
-  const int pad = static_cast<int>(__reduce_max_sync(0xffffffffu, static_cast<unsigned>(cost)));
-  if (pad_requests(B, parts, pad, payload)) first = b * pad, total = B * pad, payload = pad;
-  if (b < B) s.prefix[b] = first;
-  if (b == 0) {
-    s.prefix[B] = total;
-    s.header[0] = payload;
-    s.header[1] = total;
-  }
-  const int nsplit = b < B ? segments(n, first + kSegmentCost, payload) : 0;
-  if (b < B) s.nsplit[b] = nsplit;
-  const int v = nsplit > 1 ? nsplit : 0;
-  int vi = v;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const int y = __shfl_up_sync(0xffffffffu, vi, o);
-    if (b >= o) vi += y;
-  }
-  if (b < B) s.split_base[b] = v > 0 ? vi - v : -1;
-  const unsigned listed = __ballot_sync(0xffffffffu, b < B && nsplit != 1);  // split, or empty
-  if (b < B && nsplit != 1) s.list[__popc(listed & ((1u << b) - 1))] = b;
-  if (b == 0) s.header[2] = __popc(listed);
 }
 
 __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, int parts) {
@@ -119,7 +58,7 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
   const Schedule s = a.sched;
   const int B = a.batch;
   if (B <= 32) {
-    if (threadIdx.x < 32) schedule_warp(a, parts);
+    if (threadIdx.x < 32) schedule_warp(a, a.sched, parts);
     return;
   }
   __shared__ int list_len, max_cost;
@@ -203,7 +142,20 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
   if (threadIdx.x == 0) s.header[2] = list_len;
 }
 
+__global__ void zero_counters_kernel(int* c, int n) {
+  // The attention grid may start at once: it reads no counter before pdl_wait().
+  pdl_launch_dependents();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) c[i] = 0;
+}
+
 }  // namespace
+
+void launch_zero_counters(const DecodeArgs& a, cudaStream_t stream) {
+  // An ordinary stream successor, as the schedule kernel: everything before the step (and the
+  // previous step's last merges) is complete when it starts.
+  zero_counters_kernel<<<1, 256, 0, stream>>>(a.counters, a.num_counters);
+  check_launch("mla_decode zero_counters_kernel");
+}
 
 void launch_schedule(const DecodeArgs& a, int parts, cudaStream_t stream) {
   // Launched as an ordinary stream successor: the previous decode's combine may still read this

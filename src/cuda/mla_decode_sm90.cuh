@@ -84,7 +84,8 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr int kSclEnd = kScl + (kTileScales ? kSm90Stages * kTile * 16 : 0);
   static constexpr int kX = kXInQ ? kQ : kSclEnd;
   static constexpr int kBar = kSclEnd + (kXInQ ? 0 : kXBytes);
-  static constexpr int kRaw = kBar + 64;               // raw FP8 half tiles (32 tokens) in flight
+  static constexpr int kSch = kBar + 64;               // fused path: the CTA's own schedule
+  static constexpr int kRaw = kSch + 256;              // raw FP8 half tiles (32 tokens) in flight
   static constexpr int kRawSlotBytes = 32 * kTokenBytes;
   static constexpr int bytes_for(int slots) { return kRaw + (kWiden ? slots * (kRawSlotBytes + 32) : 0); }
   static constexpr int raw_slots() {
@@ -96,6 +97,7 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr int kRawOk = kRaw + kRawSlots * kRawSlotBytes;  // [slot][32]
   static constexpr int kBytes = bytes_for(kRawSlots);
   static_assert(kBytes <= 232448, "sm90 decode shared-memory plan does not fit");
+  static_assert(kFusedSchedInts * 4 <= 256, "fused schedule");
   static_assert(kQ % 1024 == 0 && kP % 1024 == 0 && kPBytes % 1024 == 0 && kX % 16 == 0 && kBar % 8 == 0 && kRaw % 16 == 0,
                 "alignment");
   static_assert(!ALT || (!kTileScales && NW == 8), "alternating tiles: bf16 or fp8, 16 rows per CTA");
@@ -201,6 +203,170 @@ template <int TA> struct Mma<32, TA> {
 }  // namespace sm90
 #endif  // MLAKV_SM90A_DEVICE
 
+/// The sm90 kernel's schedule tables: the schedule grid's (global memory), or on the fused path
+/// the CTA's own, computed into shared memory at `si` (layout of kFusedSchedInts).
+struct Sm90Tab {
+  static constexpr int kPrefix = 4, kNtiles = 16, kLen = kNtiles + kFusedMaxBatch, kSplitBase = kLen + kFusedMaxBatch,
+                       kNsplit = kSplitBase + kFusedMaxBatch, kList = kNsplit + kFusedMaxBatch;
+  static_assert(kList + kFusedMaxBatch <= kFusedSchedInts && kFusedMaxBatch + 1 <= kNtiles - kPrefix, "layout");
+  const DecodeArgs& a;
+  const int* si;
+  __device__ __forceinline__ int header(int i) const { return a.fused ? si[i] : __ldg(a.sched.header + i); }
+  __device__ __forceinline__ int prefix(int i) const { return a.fused ? si[kPrefix + i] : __ldg(a.sched.prefix + i); }
+  __device__ __forceinline__ int ntiles(int i) const { return a.fused ? si[kNtiles + i] : __ldg(a.sched.ntiles + i); }
+  __device__ __forceinline__ int len_local(int i) const { return a.fused ? si[kLen + i] : __ldg(a.sched.len_local + i); }
+  __device__ __forceinline__ int split_base(int i) const {
+    return a.fused ? si[kSplitBase + i] : __ldg(a.sched.split_base + i);
+  }
+  __device__ __forceinline__ int nsplit(int i) const { return a.fused ? si[kNsplit + i] : __ldg(a.sched.nsplit + i); }
+};
+
+#if MLAKV_SM90A_DEVICE
+namespace sm90 {
+
+/// Fused path: merges `count` partials (slots first + j·stride) of request b over this CTA's rows
+/// into the output (to_out) or in place into slot `first` (partial o and natural-log LSE). Run by
+/// the 256 consumer threads (named barrier 6) once every partial is written; scratch at the start
+/// of shared memory (the KV stages, free once the consumers are done). Partials are read through
+/// L2 (ld.global.cg): other CTAs of this grid wrote them.
+template <int kRowsCta>
+__device__ void fused_merge(const DecodeArgs& a, int b, int first, int count, int stride, bool to_out, int row0,
+                            int ct, uint8_t* smem) {
+  float* lse_s = reinterpret_cast<float*>(smem + 16);  // [kRowsCta]
+  float* wts = reinterpret_cast<float*>(smem + 512);   // [kRowsCta][33]
+  const int nr = min(kRowsCta, a.rows - row0);
+  const int64_t R = a.rows;
+  float* pl = a.sched.part_lse;
+  float* po = a.sched.part_o;
+  if (ct < nr) {
+    // One pass of independent loads (the LSE values parked in the weight row), then the merge.
+    const int gr = row0 + ct;
+    float* wr = wts + ct * 33;
+#pragma unroll 4
+    for (int j = 0; j < count; ++j) wr[j] = __ldcg(pl + static_cast<int64_t>(first + j * stride) * R + gr);
+    float m = -INFINITY;
+    for (int j = 0; j < count; ++j) m = fmaxf(m, wr[j]);
+    float sum = 0.0f;
+    if (m > -INFINITY)
+      for (int j = 0; j < count; ++j) sum += __expf(wr[j] - m);
+    const float L = m > -INFINITY ? m + __logf(sum) : -INFINITY;
+    for (int j = 0; j < count; ++j) wr[j] = L > -INFINITY && wr[j] > -INFINITY ? __expf(wr[j] - L) : 0.0f;
+    lse_s[ct] = L;
+  }
+  named_sync(6, 256);
+  const int units = nr * 128;  // float4 column groups
+  for (int u0 = ct; u0 < units; u0 += 4 * 256) {
+    float4 acc[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) acc[q] = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int j0 = 0; j0 < count; j0 += 4) {
+      float4 v[4][4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+#pragma unroll
+        for (int jj = 0; jj < 4; ++jj) {
+          const int u = u0 + 256 * q, j = j0 + jj;
+          v[q][jj] = u < units && j < count
+                         ? __ldcg(reinterpret_cast<const float4*>(
+                               po + (static_cast<int64_t>(first + j * stride) * R + row0 + (u >> 7)) * 512 + (u & 127) * 4))
+                         : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+#pragma unroll
+        for (int jj = 0; jj < 4; ++jj) {
+          const int u = u0 + 256 * q, j = j0 + jj;
+          if (u < units && j < count) {
+            const float wt = wts[(u >> 7) * 33 + j];
+            if (wt != 0.0f) {  // an empty partial adds nothing, whatever its o holds
+              acc[q].x += wt * v[q][jj].x;
+              acc[q].y += wt * v[q][jj].y;
+              acc[q].z += wt * v[q][jj].z;
+              acc[q].w += wt * v[q][jj].w;
+            }
+          }
+        }
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int u = u0 + 256 * q;
+      if (u >= units) continue;
+      const int gr = row0 + (u >> 7), c = (u & 127) * 4;
+      if (!to_out) {
+        *reinterpret_cast<float4*>(po + (static_cast<int64_t>(first) * R + gr) * 512 + c) = acc[q];
+        continue;
+      }
+      const int qi = gr / a.heads, h = gr - qi * a.heads;
+      const int64_t off = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + c;
+      if (a.out_f32) {
+        float* d = static_cast<float*>(a.out) + off;
+        if (a.out_vec) *reinterpret_cast<float4*>(d) = acc[q];
+        else d[0] = acc[q].x, d[1] = acc[q].y, d[2] = acc[q].z, d[3] = acc[q].w;
+      } else {
+        __nv_bfloat16* d = static_cast<__nv_bfloat16*>(a.out) + off;
+        const __nv_bfloat162 lo2 = __floats2bfloat162_rn(acc[q].x, acc[q].y), hi2 = __floats2bfloat162_rn(acc[q].z, acc[q].w);
+        if (a.out_vec) {
+          uint2 pk;
+          pk.x = *reinterpret_cast<const uint32_t*>(&lo2);
+          pk.y = *reinterpret_cast<const uint32_t*>(&hi2);
+          *reinterpret_cast<uint2*>(d) = pk;
+        } else {
+          d[0] = lo2.x, d[1] = lo2.y, d[2] = hi2.x, d[3] = hi2.y;
+        }
+      }
+    }
+  }
+  if (ct < nr) {
+    const int gr = row0 + ct;
+    if (to_out) {
+      const int qi = gr / a.heads, h = gr - qi * a.heads;
+      a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = lse_s[ct];
+    } else {
+      pl[static_cast<int64_t>(first) * R + gr] = lse_s[ct];
+    }
+  }
+  named_sync(6, 256);  // the scratch is reused
+}
+
+/// Fused path: this CTA wrote partial `slot` of request b (its rows). Arrive at the partial's
+/// group counter; the group's last CTA merges the group (straight to the output when the request
+/// has one group), then arrives at the request counter, whose last CTA merges the groups. The
+/// last arrival resets each counter to 0 (the zeroing kernel before the grid makes any
+/// workspace start clean; the reset keeps the counters clean between steps as well).
+template <int kRowsCta>
+__device__ void fused_arrive(const DecodeArgs& a, const Sm90Tab& sch, int b, int slot, int row0, int ct,
+                             uint8_t* smem) {
+  int* flag = reinterpret_cast<int*>(smem);
+  const int sb = sch.split_base(b), ns = sch.nsplit(b);
+  const int i = slot - sb, G = merge_group(ns), ng = (ns + G - 1) / G, gi = i / G, g0 = gi * G;
+  const int gn = min(G, ns - g0), ty = gridDim.y, y = blockIdx.y;
+  auto arrive = [&](int* c, int n) {
+    __threadfence();  // this thread's partial stores, before the arrival
+    named_sync(6, 256);
+    if (ct == 0) {
+      const bool last = atomicAdd(c, 1) == n - 1;
+      if (last) {
+        atomicExch(c, 0);
+        __threadfence();  // the other CTAs' partials, after the arrival
+      }
+      *flag = last;
+    }
+    named_sync(6, 256);
+    return *flag != 0;
+  };
+  if (!arrive(a.counters + (sb + gi) * ty + y, gn)) return;
+  if (ng == 1) {
+    fused_merge<kRowsCta>(a, b, sb, ns, 1, true, row0, ct, smem);
+    return;
+  }
+  fused_merge<kRowsCta>(a, b, sb + g0, gn, 1, false, row0, ct, smem);
+  if (!arrive(a.counters + (2 * static_cast<int>(gridDim.x) + b) * ty + y, ng)) return;
+  fused_merge<kRowsCta>(a, b, sb, ng, G, true, row0, ct, smem);
+}
+
+}  // namespace sm90
+#endif  // MLAKV_SM90A_DEVICE
+
 template <CacheFormat F, int NW, bool ALT = false>
 __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const __grid_constant__ DecodeArgs a) {
 #if MLAKV_SM90A_DEVICE
@@ -219,12 +385,37 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   auto full_bar = [&](int st) { return bar_u + 8 * st; };
   auto empty_bar = [&](int st) { return bar_u + 16 + 8 * st; };
 
-  pdl_wait();  // the schedule is written by the grid before this one
-  pdl_launch_dependents();
-  const Schedule& sch = a.sched;
+  int* const si = reinterpret_cast<int*>(smem + S::kSch);
+  const Sm90Tab sch{a, si};
   const int B = a.batch;
-  const int payload = __ldg(sch.header), total = __ldg(sch.header + 1);
   const int part = blockIdx.x, row0 = blockIdx.y * kRowsCta;
+  if (a.fused) {
+    // No schedule grid: warp 0 computes the schedule into shared memory (the same one the
+    // schedule kernel would write), and CTA (b mod parts, y) writes empty request b's rows. No
+    // pdl_wait here: this grid is an ordinary stream successor, or (in-grid merge) the
+    // programmatic dependent of a grid that only zeroes the arrival counters (fused_arrive
+    // waits for it).
+    Schedule w = a.sched;
+    w.header = si, w.prefix = si + Sm90Tab::kPrefix, w.ntiles = si + Sm90Tab::kNtiles, w.len_local = si + Sm90Tab::kLen;
+    w.split_base = si + Sm90Tab::kSplitBase, w.nsplit = si + Sm90Tab::kNsplit, w.list = si + Sm90Tab::kList;
+    if (threadIdx.x < 32) schedule_warp(a, w, static_cast<int>(gridDim.x));
+    __syncthreads();
+    const int nr = min(kRowsCta, a.rows - row0);
+    for (int b = blockIdx.x; b < B; b += gridDim.x) {
+      if (sch.ntiles(b) != 0) continue;
+      for (int idx = threadIdx.x; idx < nr * 512; idx += kSm90Threads) {
+        const int gr = row0 + (idx >> 9), c = idx & 511, qi = gr / a.heads, h = gr - qi * a.heads;
+        const int64_t off = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + c;
+        if (a.out_f32) static_cast<float*>(a.out)[off] = 0.0f;
+        else static_cast<__nv_bfloat16*>(a.out)[off] = __float2bfloat16_rn(0.0f);
+        if (c == 0) a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = -INFINITY;
+      }
+    }
+  } else {
+    pdl_wait();  // the schedule is written by the grid before this one
+  }
+  pdl_launch_dependents();
+  const int payload = sch.header(0), total = sch.header(1);
   const int lo = part * payload;
   if (lo >= total) return;  // uniform over the CTA
   const int hi = min(lo + payload, total);
@@ -233,7 +424,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     int l = 0, h = B;  // prefix[l] <= lo < prefix[h]
     while (h - l > 1) {
       const int m = (l + h) >> 1;
-      if (__ldg(sch.prefix + m) <= lo) l = m;
+      if (sch.prefix(m) <= lo) l = m;
       else h = m;
     }
     first_b = l;
@@ -260,7 +451,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     // Address of token `tok` of tile `c.t` of request `c.b` (nullptr when masked).
     auto token_src = [&](const Cursor& c, int tok) -> const uint8_t* {
       const int j = c.t * kTile + tok;
-      if (j >= __ldg(sch.len_local + c.b)) return nullptr;
+      if (j >= sch.len_local(c.b)) return nullptr;
       const int jb = j / a.block_size;
       if (jb >= a.max_blocks) return nullptr;
       const int64_t blk = __ldg(a.block_table + c.b * a.bt_s0 + jb * a.bt_s1);
@@ -402,6 +593,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   Cursor cs;
   seek(cs, first_b, lo, hi, sch, B);
   int seg_t0 = cs.t;
+  int np = 0, pb0 = 0, ps0 = 0, pb1 = 0, ps1 = 0;  // fused path: split segments written
   for (int k = 0; cs.b < B; ++k) {
     const int st = k & 1, par = k & 1;
     const int b = cs.b;
@@ -512,7 +704,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       }
 
       // ---- mask, scale, tile maxima ----
-      const int len = __ldg(sch.len_local + b);
+      const int len = sch.len_local(b);
       bool okt[2];
       int64_t pos[2];
 #pragma unroll
@@ -678,9 +870,14 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           }
         }
       }
-      const int sb = __ldg(sch.split_base + b);
+      const int sb = sch.split_base(b);
       int slot = -1;
-      if (sb >= 0) slot = sb + part - (__ldg(sch.prefix + b) + kSegmentCost) / payload;
+      if (sb >= 0) slot = sb + part - (sch.prefix(b) + kSegmentCost) / payload;
+      if (a.in_grid_merge && slot >= 0) {  // merged after the loop (at most the first and the last segment)
+        if (np == 0) pb0 = b, ps0 = slot;
+        else pb1 = b, ps1 = slot;
+        ++np;
+      }
 #pragma unroll
       for (int j = 0; j < NJ; ++j)
 #pragma unroll
@@ -692,12 +889,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           const float lse_v = l > 0.0f ? (m_st[j][e] + __log2f(l)) * 0.69314718055994531f : -INFINITY;
           const int qi = gr / a.heads, h = gr - qi * a.heads;
           if (slot >= 0) {
-            float* dst = sch.part_o + (static_cast<int64_t>(slot) * a.rows + gr) * 512 + 16 * w + g;
+            float* dst = a.sched.part_o + (static_cast<int64_t>(slot) * a.rows + gr) * 512 + 16 * w + g;
 #pragma unroll
             for (int mt = 0; mt < 8; ++mt)
 #pragma unroll
               for (int i = 0; i < 2; ++i) dst[mt * 64 + 8 * i] = o[mt][4 * j + 2 * i + e] * inv;
-            if (w == 0 && g == 0) sch.part_lse[static_cast<int64_t>(slot) * a.rows + gr] = lse_v;
+            if (w == 0 && g == 0) a.sched.part_lse[static_cast<int64_t>(slot) * a.rows + gr] = lse_v;
           } else {
             const int64_t off = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + 16 * w + g;
 #pragma unroll
@@ -715,6 +912,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 
     advance(cs, lo, hi, sch, B);
     if (cs.b != b) seg_t0 = cs.t;
+  }
+  if (a.in_grid_merge && np > 0) {
+    if (np > 2) __trap();  // only a part's first and last segment can be split
+    pdl_wait();  // the arrival counters were zeroed by the previous grid
+    fused_arrive<kRowsCta>(a, sch, pb0, ps0, row0, ct, smem);
+    if (np > 1) fused_arrive<kRowsCta>(a, sch, pb1, ps1, row0, ct, smem);
   }
 #else
   __trap();  // launched only where the launcher found an sm_90a binary
