@@ -355,40 +355,39 @@ TEST(CudaDecode, BadBlockIdsAreMaskedNotRead) {
   for (float x : g.lse) ASSERT_TRUE(std::isfinite(x));
 }
 
-// Capture the decode in a graph, then change seq_lens on the device between replays: the schedule
-// must follow the new lengths without a host round trip.
-TEST(CudaDecode, GraphCaptureFollowsDeviceLengths) {
-  MLAKV_REQUIRE_GPU();
-  Case c;
-  c.lens = {4000, 17, 0, 900};
-  Problem p(c);
-  const Device dev = Device::cuda(0);
-  DevBuf cache_d(p.host->bytes);
-  Cache cache = p.host->cache;
-  cache.data = cache_d.p, cache.device = dev;
-  DevBuf q_d(p.q_bf16), bt_d(p.bt.ids), seq_d(p.req.lens);
-  Tensor q(q_d.p, DType::bf16, {p.B, p.S, p.H, kHeadDim}, dev);
-  Tensor bt = like(p.bt.tensor, bt_d.p, dev), seq(seq_d.p, DType::i32, {p.B}, dev);
-  DevBuf out_d(static_cast<std::size_t>(p.B * p.S * p.H * kLatentDim) * 2, 0xFF);
-  DevBuf lse_d(static_cast<std::size_t>(p.B * p.S * p.H) * 4, 0xFF);
-  Tensor out(out_d.p, DType::bf16, {p.B, p.S, p.H, kLatentDim}, dev), lse(lse_d.p, DType::f32, {p.B, p.S, p.H}, dev);
-  const std::size_t wsb = mla_decode_workspace_size(static_cast<int>(p.B), 1, 16, dev);
-  DevBuf ws(wsb, 0xFF);
-  cudaStream_t st;
-  CUDA_OK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CUDA_OK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-  mla_decode(q, cache, bt, seq, out, lse, p.params(nullptr), Workspace{ws.p, wsb}, Stream{st});
-  CUDA_OK(cudaStreamEndCapture(st, &graph));
-  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-  // Prefixes of the written lengths stay valid caches, so shorter lengths need no rewrite.
-  for (const std::vector<int32_t>& lens : {std::vector<int32_t>{4000, 17, 0, 900}, {1, 17, 0, 64}, {2500, 0, 0, 1}}) {
-    p.req.lens = lens;
-    CUDA_OK(cudaMemcpyAsync(seq_d.p, p.req.lens.data(), p.req.lens.size() * 4, cudaMemcpyHostToDevice, st));
-    CUDA_OK(cudaMemsetAsync(out_d.p, 0xFF, out_d.n, st));
-    CUDA_OK(cudaGraphLaunch(exec, st));
-    CUDA_OK(cudaStreamSynchronize(st));
+/// A Problem's decode captured in a CUDA graph on its own stream, with the device buffers it reads
+/// and writes (outputs and workspace poisoned with 0xFF first).
+struct CapturedDecode {
+  Device dev = Device::cuda(0);
+  DevBuf cache_d, q_d, bt_d, seq_d, out_d, lse_d, ws;
+  Cache cache;
+  Tensor q, bt, seq, out, lse;
+  std::size_t wsb;
+  cudaStream_t st = nullptr;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+
+  explicit CapturedDecode(Problem& p)
+      : cache_d(p.host->bytes), q_d(p.q_bf16), bt_d(p.bt.ids), seq_d(p.req.lens),
+        out_d(static_cast<std::size_t>(p.B * p.S * p.H * kLatentDim) * 2, 0xFF),
+        lse_d(static_cast<std::size_t>(p.B * p.S * p.H) * 4, 0xFF),
+        ws(mla_decode_workspace_size(static_cast<int>(p.B), 1, 16, Device::cuda(0)), 0xFF),
+        cache(p.host->cache),
+        q(q_d.p, DType::bf16, {p.B, p.S, p.H, kHeadDim}, dev),
+        bt(like(p.bt.tensor, bt_d.p, dev)),
+        seq(seq_d.p, DType::i32, {p.B}, dev),
+        out(out_d.p, DType::bf16, {p.B, p.S, p.H, kLatentDim}, dev),
+        lse(lse_d.p, DType::f32, {p.B, p.S, p.H}, dev),
+        wsb(ws.n) {
+    cache.data = cache_d.p, cache.device = dev;
+    EXPECT_EQ(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), cudaSuccess);
+    EXPECT_EQ(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal), cudaSuccess);
+    mla_decode(q, cache, bt, seq, out, lse, p.params(nullptr), Workspace{ws.p, wsb}, Stream{st});
+    EXPECT_EQ(cudaStreamEndCapture(st, &graph), cudaSuccess);
+    EXPECT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  }
+  /// The outputs (after the stream is synchronized) against p's reference, within SPEC §6.
+  void expect_matches(Problem& p) const {
     std::vector<float> ref_out, ref_lse;
     p.reference(ref_out, ref_lse);
     const auto ob = out_d.get<uint16_t>();
@@ -397,9 +396,32 @@ TEST(CudaDecode, GraphCaptureFollowsDeviceLengths) {
     EXPECT_LE(rel_err(o, ref_out), 4e-3);
     EXPECT_LE(attn::max_lse_diff(lse_d.get<float>(), ref_lse), 1e-3);
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(st);
+  ~CapturedDecode() {
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    if (st) cudaStreamDestroy(st);
+  }
+  CapturedDecode(const CapturedDecode&) = delete;
+  CapturedDecode& operator=(const CapturedDecode&) = delete;
+};
+
+// Capture the decode in a graph, then change seq_lens on the device between replays: the schedule
+// must follow the new lengths without a host round trip.
+TEST(CudaDecode, GraphCaptureFollowsDeviceLengths) {
+  MLAKV_REQUIRE_GPU();
+  Case c;
+  c.lens = {4000, 17, 0, 900};
+  Problem p(c);
+  CapturedDecode g(p);
+  // Prefixes of the written lengths stay valid caches, so shorter lengths need no rewrite.
+  for (const std::vector<int32_t>& lens : {std::vector<int32_t>{4000, 17, 0, 900}, {1, 17, 0, 64}, {2500, 0, 0, 1}}) {
+    p.req.lens = lens;
+    CUDA_OK(cudaMemcpyAsync(g.seq_d.p, p.req.lens.data(), p.req.lens.size() * 4, cudaMemcpyHostToDevice, g.st));
+    CUDA_OK(cudaMemsetAsync(g.out_d.p, 0xFF, g.out_d.n, g.st));
+    CUDA_OK(cudaGraphLaunch(g.exec, g.st));
+    CUDA_OK(cudaStreamSynchronize(g.st));
+    g.expect_matches(p);
+  }
 }
 
 // Small batches (B <= 8) on the sm90 kernel take the fused path: no schedule grid; the attention
@@ -480,54 +502,24 @@ void fused_graph_replay() {
   Case c;
   c.lens = {20000, 0, 300};
   Problem p(c);
-  const Device dev = Device::cuda(0);
-  DevBuf cache_d(p.host->bytes);
-  Cache cache = p.host->cache;
-  cache.data = cache_d.p, cache.device = dev;
-  DevBuf q_d(p.q_bf16), bt_d(p.bt.ids), seq_d(p.req.lens);
-  Tensor q(q_d.p, DType::bf16, {p.B, p.S, p.H, kHeadDim}, dev);
-  Tensor bt = like(p.bt.tensor, bt_d.p, dev), seq(seq_d.p, DType::i32, {p.B}, dev);
-  DevBuf out_d(static_cast<std::size_t>(p.B * p.S * p.H * kLatentDim) * 2, 0xFF);
-  DevBuf lse_d(static_cast<std::size_t>(p.B * p.S * p.H) * 4, 0xFF);
-  Tensor out(out_d.p, DType::bf16, {p.B, p.S, p.H, kLatentDim}, dev), lse(lse_d.p, DType::f32, {p.B, p.S, p.H}, dev);
-  const std::size_t wsb = mla_decode_workspace_size(static_cast<int>(p.B), 1, 16, dev);
-  DevBuf ws(wsb, 0xFF);
-  cudaStream_t st;
-  CUDA_OK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CUDA_OK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-  mla_decode(q, cache, bt, seq, out, lse, p.params(nullptr), Workspace{ws.p, wsb}, Stream{st});
-  CUDA_OK(cudaStreamEndCapture(st, &graph));
-  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-  std::vector<float> ref_out, ref_lse;
-  p.reference(ref_out, ref_lse);
-  auto check = [&]() {
-    const auto ob = out_d.get<uint16_t>();
-    std::vector<float> o(ob.size());
-    for (std::size_t i = 0; i < ob.size(); ++i) o[i] = num::bf16_to_f32(ob[i]);
-    EXPECT_LE(rel_err(o, ref_out), 4e-3);
-    EXPECT_LE(attn::max_lse_diff(lse_d.get<float>(), ref_lse), 1e-3);
-  };
+  CapturedDecode g(p);
+  auto check = [&]() { g.expect_matches(p); };
   for (int round = 0; round < 2; ++round) {
-    CUDA_OK(cudaGraphLaunch(exec, st));
-    CUDA_OK(cudaGraphLaunch(exec, st));
-    CUDA_OK(cudaStreamSynchronize(st));
+    CUDA_OK(cudaGraphLaunch(g.exec, g.st));
+    CUDA_OK(cudaGraphLaunch(g.exec, g.st));
+    CUDA_OK(cudaStreamSynchronize(g.st));
     check();
-    CUDA_OK(cudaMemsetAsync(out_d.p, 0xFF, out_d.n, st));
-    CUDA_OK(cudaMemsetAsync(lse_d.p, 0xFF, lse_d.n, st));
-    CUDA_OK(cudaGraphLaunch(exec, st));
-    CUDA_OK(cudaGraphLaunch(exec, st));
-    CUDA_OK(cudaStreamSynchronize(st));
+    CUDA_OK(cudaMemsetAsync(g.out_d.p, 0xFF, g.out_d.n, g.st));
+    CUDA_OK(cudaMemsetAsync(g.lse_d.p, 0xFF, g.lse_d.n, g.st));
+    CUDA_OK(cudaGraphLaunch(g.exec, g.st));
+    CUDA_OK(cudaGraphLaunch(g.exec, g.st));
+    CUDA_OK(cudaStreamSynchronize(g.st));
     check();
     // And a plain call on the same (now used) workspace, then the graph again.
-    mla_decode(q, cache, bt, seq, out, lse, p.params(nullptr), Workspace{ws.p, wsb}, Stream{st});
-    CUDA_OK(cudaStreamSynchronize(st));
+    mla_decode(g.q, g.cache, g.bt, g.seq, g.out, g.lse, p.params(nullptr), Workspace{g.ws.p, g.wsb}, Stream{g.st});
+    CUDA_OK(cudaStreamSynchronize(g.st));
     check();
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(st);
 }
 
 TEST(CudaDecode, FusedGraphReplayBackToBack) {

@@ -184,18 +184,35 @@ __device__ __forceinline__ bool pad_requests(int B, int parts, int pad, int payl
   return B <= parts && pad > 0 && 4 * pad <= 5 * payload;
 }
 
+/// Request b's local length and tiles, recorded in s; cost: its tiles plus a segment's fixed cost.
+__device__ __forceinline__ void request_tiles(const DecodeArgs& a, const Schedule& s, int b, int& n, int& cost) {
+  const int len = local_len(a.seq_lens[b * a.sl_s0], a.rank, a.world, a.interleave);
+  n = (len + kTile - 1) / kTile;
+  cost = n > 0 ? n + kSegmentCost : 0;
+  s.ntiles[b] = n;
+  s.len_local[b] = len;
+}
+
+/// Records request b (of B) at cost offset `first` (b = 0 also the header: payload and total)
+/// and returns its number of split segments (0 for b >= B).
+__device__ __forceinline__ int place_request(const Schedule& s, int b, int B, int first, int total, int payload, int n) {
+  if (b < B) s.prefix[b] = first;
+  if (b == 0) {
+    s.prefix[B] = total;
+    s.header[0] = payload;
+    s.header[1] = total;
+  }
+  const int nsplit = b < B ? segments(n, first + kSegmentCost, payload) : 0;
+  if (b < B) s.nsplit[b] = nsplit;
+  return nsplit;
+}
+
 /// B <= 32: the whole schedule in one warp (lane = request), shuffles only, into `s` (global
 /// memory for the schedule grid, shared memory on the fused path). All 32 lanes call it.
 __device__ __forceinline__ void schedule_warp(const DecodeArgs& a, const Schedule& s, int parts) {
   const int B = a.batch, b = threadIdx.x & 31;
   int n = 0, cost = 0;
-  if (b < B) {
-    const int len = local_len(a.seq_lens[b * a.sl_s0], a.rank, a.world, a.interleave);
-    n = (len + kTile - 1) / kTile;
-    cost = n > 0 ? n + kSegmentCost : 0;
-    s.ntiles[b] = n;
-    s.len_local[b] = len;
-  }
+  if (b < B) request_tiles(a, s, b, n, cost);
   int incl = cost;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
@@ -206,14 +223,7 @@ __device__ __forceinline__ void schedule_warp(const DecodeArgs& a, const Schedul
   int payload = total > 0 ? (total + parts - 1) / parts : 1;
   const int pad = static_cast<int>(__reduce_max_sync(0xffffffffu, static_cast<unsigned>(cost)));
   if (pad_requests(B, parts, pad, payload)) first = b * pad, total = B * pad, payload = pad;
-  if (b < B) s.prefix[b] = first;
-  if (b == 0) {
-    s.prefix[B] = total;
-    s.header[0] = payload;
-    s.header[1] = total;
-  }
-  const int nsplit = b < B ? segments(n, first + kSegmentCost, payload) : 0;
-  if (b < B) s.nsplit[b] = nsplit;
+  const int nsplit = place_request(s, b, B, first, total, payload, n);
   const int v = nsplit > 1 ? nsplit : 0;
   int vi = v;
 #pragma unroll

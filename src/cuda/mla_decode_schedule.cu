@@ -43,14 +43,6 @@ __device__ int block_exclusive_scan(int v, int& total) {
   return before;
 }
 
-__device__ __forceinline__ void request_tiles(const DecodeArgs& a, int b, int& n, int& cost) {
-  const int len = local_len(a.seq_lens[b * a.sl_s0], a.rank, a.world, a.interleave);
-  n = (len + kTile - 1) / kTile;
-  cost = n > 0 ? n + kSegmentCost : 0;
-  a.sched.ntiles[b] = n;
-  a.sched.len_local[b] = len;
-}
-
 __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, int parts) {
   // The attention grid may be scheduled now: it waits for this grid's completion before reading
   // the schedule, and its launch latency hides under this kernel.
@@ -70,7 +62,7 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
     // trip).
     const int b = threadIdx.x;
     int n = 0, cost = 0;
-    if (b < B) request_tiles(a, b, n, cost);
+    if (b < B) request_tiles(a, s, b, n, cost);
     int total;
     int first = block_exclusive_scan(cost, total);  // its barriers also order list_len's init
     atomicMax(&max_cost, cost);
@@ -82,14 +74,7 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
       total = B * pad;
       payload = pad;
     }
-    if (b < B) s.prefix[b] = first;
-    if (b == 0) {
-      s.prefix[B] = total;
-      s.header[0] = payload;
-      s.header[1] = total;
-    }
-    const int nsplit = b < B ? segments(n, first + kSegmentCost, payload) : 0;
-    if (b < B) s.nsplit[b] = nsplit;
+    const int nsplit = place_request(s, b, B, first, total, payload, n);
     const int v = nsplit > 1 ? nsplit : 0;
     int tot;
     const int ex = block_exclusive_scan(v, tot);
@@ -106,7 +91,7 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
   for (int b0 = 0; b0 < B; b0 += kSchedThreads) {
     const int b = b0 + threadIdx.x;
     int n = 0, cost = 0;
-    if (b < B) request_tiles(a, b, n, cost);
+    if (b < B) request_tiles(a, s, b, n, cost);
     int total;
     const int ex = block_exclusive_scan(cost, total);
     if (b < B) s.prefix[b] = carry + ex;
