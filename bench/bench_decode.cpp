@@ -110,7 +110,8 @@ int run_decode(const BenchOptions& opts) {
   print_table(std::cout, {}, copy);
 
   for (const Shape& s : shapes) {
-    if (!selected(opts, "mla_decode", std::string(format_name(s.format)) + (s.mma ? "/mma" : ""), shape_name(s))) continue;
+    const std::string fmt = std::string(format_name(s.format)) + (s.mma ? "/mma" : "");
+    if (!selected(opts, "mla_decode", fmt, shape_name(s))) continue;
     const CacheDesc unit{s.format, 1, kBlockSize, 0};
     const int64_t tb = unit.token_bytes();
     const int64_t blocks_per_req = (s.ctx + kBlockSize - 1) / kBlockSize;
@@ -163,7 +164,7 @@ int run_decode(const BenchOptions& opts) {
 
     Result r;
     r.op = "mla_decode";
-    r.format = std::string(format_name(s.format)) + (s.mma ? "/mma" : "");
+    r.format = fmt;
     r.shape = shape_name(s);
     r.requests = s.batch;
     r.tokens = int64_t{s.batch} * s.ctx;
