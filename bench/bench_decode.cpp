@@ -90,6 +90,10 @@ int run_decode(const BenchOptions& opts) {
     shapes.push_back({f, 1, 128, 32768, 1});
     shapes.push_back({f, 128, 128, 4096, 1});
   }
+  for (CacheFormat f : formats) {  // a DCP rank's local decode at W = 2: both ranks' 16 heads
+    shapes.push_back({f, 64, 32, 32768, 1});
+    shapes.push_back({f, 8, 32, 65536, 1});
+  }
   for (const Shape s : std::vector<Shape>(shapes.begin(), shapes.begin() + 5)) {  // bf16 on the mma.sync kernel
     Shape m = s;
     m.mma = true;

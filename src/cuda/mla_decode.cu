@@ -101,10 +101,10 @@ int plan_parts(int rows, int sms, bool sm90, CacheFormat format) {
   return p < 1 ? 1 : p;
 }
 
-/// Alternating tiles (the two consumer warpgroups take every other KV tile with all 16 rows of
-/// the CTA, merging at request ends) halve the shared-memory reads per tile for bf16 and fp8 at
-/// ≤ 16 rows per CTA (fp8 merges through the Q tile; fp8_ds_mla's four scaled P tiles keep the
-/// split-rows form). MLAKV_DECODE_ALT=0 turns it off (the split-rows form), =1 on.
+/// Alternating tiles (the two consumer warpgroups take every other KV tile with all 16 or 32 rows
+/// of the CTA, merging at request ends) halve the wgmma count per tile for bf16 and fp8 at ≤ 32
+/// rows per CTA (fp8 and 32 rows merge through the Q tile; fp8_ds_mla's four scaled P tiles keep
+/// the split-rows form). MLAKV_DECODE_ALT=0 turns it off (the split-rows form), =1 on.
 bool use_alt() {
   const char* e = std::getenv("MLAKV_DECODE_ALT");
   if (e && std::strcmp(e, "0") == 0) return false;
@@ -139,7 +139,10 @@ template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts,
       launch_sm90<F, 8>(a, parts, stream);
       break;
     case 32:
-      if constexpr (F != CacheFormat::fp8_ds_mla) launch_sm90<F, 16>(a, parts, stream);
+      if constexpr (F != CacheFormat::fp8_ds_mla) {
+        if (use_alt()) launch_sm90<F, 16, true>(a, parts, stream);
+        else launch_sm90<F, 16>(a, parts, stream);
+      }
       break;
     default:
       if constexpr (F == CacheFormat::bf16) launch_sm90<F, 32>(a, parts, stream);

@@ -19,13 +19,13 @@
 //        two never exchange softmax state; they share the KV stage and the Q tile. Per tile:
 //        36 wgmma for Sᵀ, mask + online softmax in registers (row maxima across the 4 warps
 //        through shared memory), P to shared memory as bf16, 32 wgmma for Oᵀ, release the stage.
-//   ALT (bf16 and fp8, 16 rows per CTA): the two consumer warpgroups take alternate tiles (tile k
-//        and stage k & 1 belong to warpgroup k & 1), each with all 16 rows as n. Every KV byte is
+//   ALT (bf16 and fp8, 16 or 32 rows per CTA): the two consumer warpgroups take alternate tiles (tile k
+//        and stage k & 1 belong to warpgroup k & 1), each with all of the CTA's rows as n. Every KV byte is
 //        then read from shared memory once per use instead of once per warpgroup (the split-rows
 //        form is bound by those reads at H = 16), and one warpgroup's softmax overlaps the other's
 //        wgmma. Each keeps its own (m, l, o) over a request's tiles; at the request's end warpgroup
-//        1 hands its state to warpgroup 0 through shared memory, which merges and writes (fp8:
-//        through the Q tile, in two halves, for lack of room beside the raw ring).
+//        1 hands its state to warpgroup 0 through shared memory, which merges and writes (fp8 and
+//        32 rows: through the Q tile, in two halves, for lack of room beside the ring / stages).
 //   FP8: raw half tiles land in a cp.async ring; each producer thread widens exactly the bytes it
 //        copied (prmt / shift / mask to bf16 · 2^-120, one exact bf16x2 multiply by 2^120) into
 //        the swizzled bf16 stage the consumers read.
@@ -71,9 +71,9 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr int kPBytes = NR * 128;             // one P: [NR rows][64 tokens] bf16
   static constexpr int kRedBytes = 2 * 2 * 4 * NR * 4;  // [wg][parity][warp][row] floats
   // ALT: warpgroup 1's o ([8][NR/2][128 threads] floats), m and l ([NR] each) for the merge.
-  // FP8 has no room for it beside its raw ring: there it lies in the Q tile (free once both
-  // warpgroups are past the request's last Q·Kᵀ) and o crosses in kXRounds halves of 16 KB.
-  static constexpr bool kXInQ = ALT && kWiden;
+  // FP8 (beside its raw ring) and 32 rows have no room for it: there it lies in the Q tile (free
+  // once both warpgroups are past the request's last Q·Kᵀ) and o crosses in kXRounds halves.
+  static constexpr bool kXInQ = ALT && (kWiden || NW > 8);
   static constexpr int kXRounds = kXInQ ? 2 : 1;
   static constexpr int kXBytes = ALT ? 8 * (NR / 2) * 128 * 4 / kXRounds + 2 * NR * 4 : 0;
   static constexpr int kQ = kSm90Stages * kStageBytes;
@@ -100,7 +100,7 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static_assert(kFusedSchedInts * 4 <= 256, "fused schedule");
   static_assert(kQ % 1024 == 0 && kP % 1024 == 0 && kPBytes % 1024 == 0 && kX % 16 == 0 && kBar % 8 == 0 && kRaw % 16 == 0,
                 "alignment");
-  static_assert(!ALT || (!kTileScales && NW == 8), "alternating tiles: bf16 or fp8, 16 rows per CTA");
+  static_assert(!ALT || (!kTileScales && NW <= 16), "alternating tiles: bf16 or fp8, 16 or 32 rows per CTA");
   static_assert(!kXInQ || kXBytes <= kQBytes, "the merge buffer must fit in the Q tile");
 };
 
@@ -375,6 +375,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   constexpr bool kWiden = S::kWiden, kTileScales = S::kTileScales;
   constexpr int NR = S::NR;  // this warpgroup's rows: its own NW, or (ALT) all 2·NW of the CTA
   constexpr int kRowsCta = 2 * NW, NJ = NR / 8, NS = NR / 2, TB = S::kTokenBytes, kRawSlots = S::kRawSlots;
+  // Register split: setmaxnreg moves registers within the 384 × 168 the CTA was launched with
+  // (more, and the consumers' increase waits forever). The FP8 producer widens tiles and keeps
+  // several loads in flight; the bf16 one only issues copies; 32-row consumers hold a 128-float o.
+  constexpr int kProducerRegs = kWiden ? (NR >= 32 ? 56 : 96) : 40;
+  constexpr int kConsumerRegs = kWiden ? (NR >= 32 ? 224 : 200) : 232;
+  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kSm90Threads * 168, "register split");
   extern __shared__ __align__(1024) uint8_t smem[];
   const uint32_t base = smem_u32(smem);
   if (base & 1023) __trap();  // the swizzle is on address bits: tiles must sit on 1024-byte lines
@@ -443,10 +449,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   const int wg = threadIdx.x >> 7;
   if (wg == 0) {
     // ---------------------------------------------------------------- producer
-    // Register split (128·p + 256·c ≤ 64K): the FP8 producer widens tiles and needs room to keep
-    // several loads in flight; the bf16 one only issues copies, and 64-row consumers need 232.
-    if constexpr (kWiden) asm volatile("setmaxnreg.dec.sync.aligned.u32 96;\n");
-    else asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
     const int pt = threadIdx.x;
     // Address of token `tok` of tile `c.t` of request `c.b` (nullptr when masked).
     auto token_src = [&](const Cursor& c, int tok) -> const uint8_t* {
@@ -563,8 +566,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   }
 
   // ------------------------------------------------------------------ consumers
-  if constexpr (kWiden) asm volatile("setmaxnreg.inc.sync.aligned.u32 200;\n");
-  else asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
   const int cw = wg - 1;                   // consumer warpgroup: rows [cw·NW, cw·NW + NW) of the CTA (ALT: all)
   const int rbase = ALT ? 0 : cw * NW;     // this warpgroup's first row in the CTA
   const int ct = threadIdx.x - 128;        // 0..255 over both consumer warpgroups
@@ -648,7 +650,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         // ~3.7 µs per warpgroup even with no loads and no widening (run 7); measured neutral
         // (run 8, within run-to-run noise), so that cost is not this dependency: see
         // docs/perf/decode-notes.md. This is the form the committed numbers were measured with.
-        constexpr int kA = NR >= 32 ? 2 : 4;  // 4 × 16 accumulators spill at 32 rows
+        constexpr int kA = NR >= 32 ? (ALT ? 1 : 2) : 4;  // more spill at 32 rows (ALT: its merge)
         float sa[kA][NS];
 #pragma unroll
         for (int c = 0; c < kA; ++c) {
@@ -827,7 +829,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         float* xo = reinterpret_cast<float*>(smem + S::kX);
         float* xm = xo + MR * NS * 128;
         float* xl = xm + NR;
-        float f0[NJ][2], f1[NJ][2];
 #pragma unroll
         for (int rd = 0; rd < R; ++rd) {
           if (S::kXInQ) named_sync(5, 256);  // rd 0: Q is free; rd > 0: the last part was merged
@@ -851,20 +852,20 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             for (int j = 0; j < NJ; ++j)
 #pragma unroll
               for (int e = 0; e < 2; ++e) {
-                if (rd == 0) {
-                  const int n = 8 * j + 2 * qd + e;
-                  const float m1 = xm[n], mx = fmaxf(m_st[j][e], m1);
-                  const float mu = mx == -INFINITY ? 0.0f : mx;  // both empty: factors 0, l stays 0
-                  f0[j][e] = exp2f(m_st[j][e] - mu), f1[j][e] = exp2f(m1 - mu);
-                  lsum[j][e] = lsum[j][e] * f0[j][e] + xl[n] * f1[j][e];
-                  m_st[j][e] = mx;
-                }
+                // The factors are recomputed each round (m_st changes after the last), which
+                // keeps 2·NJ·2 registers free for the 32-row o.
+                const int n = 8 * j + 2 * qd + e;
+                const float m1 = xm[n], mx = fmaxf(m_st[j][e], m1);
+                const float mu = mx == -INFINITY ? 0.0f : mx;  // both empty: factors 0, l stays 0
+                const float f0 = exp2f(m_st[j][e] - mu), f1 = exp2f(m1 - mu);
+                if (rd == 0) lsum[j][e] = lsum[j][e] * f0 + xl[n] * f1;
+                if (rd == R - 1) m_st[j][e] = mx;
 #pragma unroll
                 for (int mt = 0; mt < MR; ++mt)
 #pragma unroll
                   for (int i = 0; i < 2; ++i) {
                     const int r = 4 * j + 2 * i + e;
-                    o[rd * MR + mt][r] = o[rd * MR + mt][r] * f0[j][e] + xo[(mt * NS + r) * 128 + wt] * f1[j][e];
+                    o[rd * MR + mt][r] = o[rd * MR + mt][r] * f0 + xo[(mt * NS + r) * 128 + wt] * f1;
                   }
               }
           }
