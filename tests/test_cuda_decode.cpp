@@ -267,7 +267,7 @@ TEST(CudaDecode, Sm90SplitRowsPlainLaunches) {
 TEST(CudaDecode, BlockSizes) {
   MLAKV_REQUIRE_GPU();
   for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
-    for (int bs : {16, 1, 32}) {
+    for (int bs : {16, 1, 32, 24}) {  // 24: the division path of the block lookup
       Case c;
       c.format = f, c.block_size = bs, c.s_q = 2, c.heads = 16, c.lens = {3, 0, 97, 513};
       check_case(c);

@@ -455,11 +455,13 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     auto token_src = [&](const Cursor& c, int tok) -> const uint8_t* {
       const int j = c.t * kTile + tok;
       if (j >= sch.len_local(c.b)) return nullptr;
-      const int jb = j / a.block_size;
+      int64_t jb;
+      int in_block;
+      dev::split_slot(j, a.block_size, true, jb, in_block);
       if (jb >= a.max_blocks) return nullptr;
       const int64_t blk = __ldg(a.block_table + c.b * a.bt_s0 + jb * a.bt_s1);
       if (blk < 0 || blk >= a.num_blocks) return nullptr;
-      return a.cache + blk * a.block_stride + static_cast<int64_t>(j - jb * a.block_size) * TB;
+      return a.cache + blk * a.block_stride + static_cast<int64_t>(in_block) * TB;
     };
     if constexpr (!kWiden) {
       const int sub = pt & 7;
