@@ -96,6 +96,11 @@ bool use_sm90(CacheFormat format, int dev) {
   return sm90_available(dev);
 }
 
+int sm90_bf16_rows_cap() {
+  const char* e = std::getenv("MLAKV_DECODE_CTA_ROWS");
+  return e && std::strcmp(e, "32") == 0 ? 32 : 64;
+}
+
 int plan_parts(int rows, int sms, bool sm90, CacheFormat format) {
   const int p = sms / (sm90 ? sm90_mtiles(rows, format) : num_mtiles(rows));
   return p < 1 ? 1 : p;

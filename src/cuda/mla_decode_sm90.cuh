@@ -53,8 +53,11 @@ inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims 
 
 /// Query rows per CTA of the sm90 kernel (2 warpgroups × NW). FP8 caches need room for a raw
 /// staging ring, so they use fewer rows per CTA (fp8_ds_mla also keeps four scaled P tiles).
+/// bf16's cap: 64 (the split-rows form), or 32 (alternating tiles, each CTA loading every tile)
+/// where MLAKV_DECODE_CTA_ROWS=32 asks for it (mla_decode.cu).
+int sm90_bf16_rows_cap();
 inline int sm90_rows_per_cta(int rows, CacheFormat f) {
-  const int cap = f == CacheFormat::bf16 ? 64 : f == CacheFormat::fp8 ? 32 : 16;
+  const int cap = f == CacheFormat::bf16 ? sm90_bf16_rows_cap() : f == CacheFormat::fp8 ? 32 : 16;
   const int r = rows <= 16 ? 16 : rows <= 32 ? 32 : 64;
   return r < cap ? r : cap;
 }
