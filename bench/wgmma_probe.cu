@@ -1,6 +1,6 @@
 // wgmma issue cost by shape, measured on the device: which decode form (rows or tokens as wgmma's
-// M, how many rows per instruction) can reach the tensor-bound targets. Not part of the library;
-// built by scripts/gpu-check.sh (PROBE=1) with nvcc for sm_90a and run there.
+// M, how many rows per instruction) can reach the tensor-bound targets. Not part of the library:
+// CMake builds it as `mlakv_wgmma_probe` where the CUDA architectures include 90a.
 //
 // One CTA per SM, 1 or 2 warpgroups, each issuing kIters batches of kBatch independent
 // m64nNk16 bf16 wgmma (A and B from shared memory, A K-major or MN-major, or A from registers),
