@@ -241,7 +241,7 @@ TEST(CudaDecode, Sm90KernelPathDsMla) {
   unsetenv("MLAKV_DECODE_KERNEL");
 }
 
-// bf16 and fp8 at <= 16 rows per CTA run the alternating-tile form and the three launches are
+// bf16 and fp8 at <= 32 rows per CTA run the alternating-tile form and the three launches are
 // programmatic dependents by default; the split-rows form and plain launches stay correct
 // (MLAKV_DECODE_ALT=0, MLAKV_DECODE_PDL=0).
 TEST(CudaDecode, Sm90SplitRowsPlainLaunches) {
@@ -250,7 +250,7 @@ TEST(CudaDecode, Sm90SplitRowsPlainLaunches) {
   setenv("MLAKV_DECODE_PDL", "0", 1);
   for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8})
     for (int h : {1, 16})
-      for (int s : {1, 4}) {
+      for (int s : {1, 2, 4}) {
         Case c;
         c.format = f, c.heads = h, c.s_q = s, c.lens = kMixed;
         check_case(c);
@@ -262,6 +262,23 @@ TEST(CudaDecode, Sm90SplitRowsPlainLaunches) {
   check_case(c);
   unsetenv("MLAKV_DECODE_ALT");
   unsetenv("MLAKV_DECODE_PDL");
+}
+
+// bf16 above 32 rows in 32-row alternating-tile CTAs (MLAKV_DECODE_CTA_ROWS=32, an A/B switch):
+// several row tiles over each tile range, each CTA loading every tile of it.
+TEST(CudaDecode, Bf16ThirtyTwoRowCtas) {
+  MLAKV_REQUIRE_GPU();
+  setenv("MLAKV_DECODE_CTA_ROWS", "32", 1);
+  for (int h : {33, 128})
+    for (int s : {1, 3}) {
+      Case c;
+      c.format = CacheFormat::bf16, c.heads = h, c.s_q = s, c.lens = kMixed;
+      check_case(c);
+    }
+  Case c;
+  c.format = CacheFormat::bf16, c.heads = 128, c.lens = {20000};
+  check_case(c);
+  unsetenv("MLAKV_DECODE_CTA_ROWS");
 }
 
 TEST(CudaDecode, BlockSizes) {
