@@ -19,13 +19,14 @@
 //        two never exchange softmax state; they share the KV stage and the Q tile. Per tile:
 //        36 wgmma for Sᵀ, mask + online softmax in registers (row maxima across the 4 warps
 //        through shared memory), P to shared memory as bf16, 32 wgmma for Oᵀ, release the stage.
-//   ALT (bf16 and fp8, 16 or 32 rows per CTA): the two consumer warpgroups take alternate tiles (tile k
-//        and stage k & 1 belong to warpgroup k & 1), each with all of the CTA's rows as n. Every KV byte is
-//        then read from shared memory once per use instead of once per warpgroup (the split-rows
-//        form is bound by those reads at H = 16), and one warpgroup's softmax overlaps the other's
-//        wgmma. Each keeps its own (m, l, o) over a request's tiles; at the request's end warpgroup
-//        1 hands its state to warpgroup 0 through shared memory, which merges and writes (fp8 and
-//        32 rows: through the Q tile, in two halves, for lack of room beside the ring / stages).
+//   ALT (bf16 and fp8, 16 or 32 rows per CTA): the two consumer warpgroups take alternate tiles
+//        (tile k and stage k & 1 belong to warpgroup k & 1), each with all of the CTA's rows as n:
+//        half the wgmma per tile of the split-rows form, each twice as wide (a wgmma costs ~17
+//        clocks plus n/2: docs/perf/decode-notes.md), and one warpgroup's softmax overlaps the
+//        other's wgmma. Each keeps its own (m, l, o) over a request's tiles; at the request's end
+//        warpgroup 1 hands its state to warpgroup 0 through shared memory, which merges and writes
+//        (fp8 and 32 rows: through the Q tile, in two halves, for lack of room beside the raw ring
+//        or the 32-row o).
 //   FP8: raw half tiles land in a cp.async ring; each producer thread widens exactly the bytes it
 //        copied (prmt / shift / mask to bf16 · 2^-120, one exact bf16x2 multiply by 2^120) into
 //        the swizzled bf16 stage the consumers read.
@@ -663,7 +664,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         // ~3.7 µs per warpgroup even with no loads and no widening (run 7); measured neutral
         // (run 8, within run-to-run noise), so that cost is not this dependency: see
         // docs/perf/decode-notes.md. This is the form the committed numbers were measured with.
-        constexpr int kA = NR >= 32 ? (ALT ? 1 : 2) : 4;  // more spill at 32 rows (ALT: its merge)
+        constexpr int kA = NR >= 32 ? (ALT ? 1 : 2) : 4;  // more spill at 32 rows (ALT: beside its merge)
         float sa[kA][NS];
 #pragma unroll
         for (int c = 0; c < kA; ++c) {
