@@ -281,6 +281,40 @@ TEST(CudaDecode, Bf16ThirtyTwoRowCtas) {
   unsetenv("MLAKV_DECODE_CTA_ROWS");
 }
 
+// The rows-as-M form for 64-row bf16 CTAs (MLAKV_DECODE_FORM=rows): query rows as wgmma's M, P
+// from registers, each consumer warpgroup half of the output columns.
+TEST(CudaDecode, Sm90RowsAsM) {
+  MLAKV_REQUIRE_GPU();
+  setenv("MLAKV_DECODE_FORM", "rows", 1);
+  for (int h : {33, 64, 128})
+    for (int s : {1, 2, 4}) {
+      Case c;
+      c.format = CacheFormat::bf16, c.heads = h, c.s_q = s, c.lens = kMixed;
+      check_case(c);
+    }
+  Case c;
+  c.format = CacheFormat::bf16, c.heads = 128, c.lens = {20000};  // one request split over every SM
+  check_case(c);
+  c.heads = 40, c.s_q = 3, c.lens = kMixed, c.q_e4m3 = true;
+  check_case(c);
+  c.q_e4m3 = false, c.out_f32 = true, c.q_pad = 8, c.out_pad = 24, c.causal = false;
+  check_case(c);
+  c.out_f32 = false, c.q_pad = 3, c.out_pad = 1, c.causal = true, c.block_size = 16;
+  check_case(c);
+  c.q_pad = 0, c.out_pad = 0, c.block_size = 1, c.lens = {3, 0, 97, 513};
+  check_case(c);
+  c.block_size = 64, c.heads = 32, c.s_q = 4, c.lens = {0, 1, 2, 5, 64, 200, 1000}, c.shard = {2, 1, 16};
+  check_case(c);
+  c.shard = {1, 0, 1}, c.heads = 128, c.s_q = 1;
+  for (const char* mode : {"default", "merge"}) {  // B <= 8: the fused paths
+    if (std::strcmp(mode, "default") != 0) setenv("MLAKV_DECODE_FUSED", mode, 1);
+    c.lens = {0, 5000, 77};
+    check_case(c);
+    unsetenv("MLAKV_DECODE_FUSED");
+  }
+  unsetenv("MLAKV_DECODE_FORM");
+}
+
 TEST(CudaDecode, BlockSizes) {
   MLAKV_REQUIRE_GPU();
   for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})

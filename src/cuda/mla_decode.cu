@@ -43,9 +43,10 @@ template <CacheFormat F> void launch_format(const DecodeArgs& a, int parts, cuda
   else launch_instance<F, 2>(a, parts, stream);
 }
 
-template <CacheFormat F, int NW, bool ALT = false> void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
+template <CacheFormat F, int NW, bool ALT = false, bool RM = false>
+void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
   using S = Sm90Smem<F, NW, ALT>;
-  auto kernel = mla_decode_sm90_kernel<F, NW, ALT>;
+  auto kernel = mla_decode_sm90_kernel<F, NW, ALT, RM>;
   static int configured[64] = {};
   int dev = 0;
   check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
@@ -117,6 +118,14 @@ bool use_alt() {
   return kAltDefault;
 }
 
+/// 64-row bf16 CTAs: the rows-as-M form (query rows as wgmma's M, P from registers, each
+/// consumer warpgroup half of the output columns) where MLAKV_DECODE_FORM=rows asks for it, else
+/// the split-rows form.
+bool use_rows_as_m() {
+  const char* e = std::getenv("MLAKV_DECODE_FORM");
+  return e && std::strcmp(e, "rows") == 0;
+}
+
 /// Programmatic dependent launch across schedule -> attention -> combine where the device has it
 /// (compute capability 9.0+); MLAKV_DECODE_PDL=0 launches them as plain stream successors.
 bool use_pdl(int dev) {
@@ -150,7 +159,10 @@ template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts,
       }
       break;
     default:
-      if constexpr (F == CacheFormat::bf16) launch_sm90<F, 32>(a, parts, stream);
+      if constexpr (F == CacheFormat::bf16) {
+        if (use_rows_as_m()) launch_sm90<F, 32, false, true>(a, parts, stream);
+        else launch_sm90<F, 32>(a, parts, stream);
+      }
       break;
   }
 }

@@ -212,6 +212,29 @@ template <int TA> struct Mma<32, TA> {
   }
 };
 
+/// Rows-as-M form: D[64 × 64] (+)= A · B with A and B from shared memory, both K-major.
+struct MmaSS64 {
+  static __device__ __forceinline__ void run(float (&d)[32], uint64_t a, uint64_t b, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(a), "l"(b), "r"(acc));
+  }
+};
+/// Rows-as-M form: D[64 × 64] += A · B, A (bf16 pairs) from registers in the accumulator's
+/// fragment order, B MN-major from shared memory (V: dims contiguous).
+struct MmaRS64 {
+  static __device__ __forceinline__ void run(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+  }
+};
+
 }  // namespace sm90
 #endif  // MLAKV_SM90A_DEVICE
 
@@ -379,7 +402,7 @@ __device__ void fused_arrive(const DecodeArgs& a, const Sm90Tab& sch, int b, int
 }  // namespace sm90
 #endif  // MLAKV_SM90A_DEVICE
 
-template <CacheFormat F, int NW, bool ALT = false>
+template <CacheFormat F, int NW, bool ALT = false, bool RM = false>
 __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const __grid_constant__ DecodeArgs a) {
 #if MLAKV_SM90A_DEVICE
   using namespace sm90;
@@ -600,6 +623,206 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     out_scale = ks;
   }
 
+  // A new request's Q rows to shared memory (both warpgroups read the tile), once every consumer
+  // is past its last Q·Kᵀ of the previous request.
+  auto load_q_tile = [&](int b) {
+    named_sync(1, 256);
+    for (int idx = ct; idx < kRowsCta * 72; idx += 256) {
+      const int r = idx / 72, ch = idx - r * 72, gr = row0 + r;
+      const uint4 v = load_q_chunk(a, b, gr, ch);
+      const int c = ch >> 3, u = ch & 7;
+      *reinterpret_cast<uint4*>(smem + S::kQ + c * (kRowsCta * 128) + (r >> 3) * 1024 + (r & 7) * 128 + ((u ^ (r & 7)) << 4)) = v;
+    }
+    fence_async_smem();
+    named_sync(1, 256);
+  };
+
+  if constexpr (RM) {
+    // Rows as M (64 rows per CTA): both warpgroups compute S = Q·Kᵀ for all 64 rows (36
+    // m64n64k16, Q and the K tile K-major from shared memory), the softmax of a row within one
+    // quad of one warp, and warpgroup cw accumulates output columns [256·cw, 256·cw + 256) with
+    // P from registers (its S fragment, as bf16 pairs) and V MN-major from the same tile: 16
+    // m64n64k16. No shared memory or barrier between the two inside a tile.
+    // Fragment of an m64n64 accumulator: row 16w + g + 8i, column 8j + 2qd + e at [4j + 2i + e].
+    float o[4][32];  // column block cb of this warpgroup's 256 columns
+    float m_st[2], l_st[2];
+    int lim[2];
+    Cursor cs;
+    seek(cs, first_b, lo, hi, sch, B);
+    int seg_t0 = cs.t;
+    int np = 0, pb0 = 0, ps0 = 0, pb1 = 0, ps1 = 0;  // fused path: split segments written
+    for (int k = 0; cs.b < B; ++k) {
+      const int st = k & 1;
+      const int b = cs.b;
+      if (cs.t == seg_t0) {
+        load_q_tile(b);
+        const int L = __ldg(a.seq_lens + b * a.sl_s0);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const int gr = row0 + 16 * w + g + 8 * i, qi = gr / a.heads;
+          lim[i] = gr >= a.rows ? INT_MIN : a.causal ? L - a.s_q + qi + 1 : INT_MAX;
+          m_st[i] = -INFINITY;
+          l_st[i] = 0.0f;
+        }
+#pragma unroll
+        for (int cb = 0; cb < 4; ++cb)
+#pragma unroll
+          for (int r = 0; r < 32; ++r) o[cb][r] = 0.0f;
+      }
+      mbar_wait(full_bar(st), (k >> 1) & 1);
+      fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
+      const uint32_t stage_u = base + st * kStageBytes;
+
+      float s[32];
+#pragma unroll
+      for (int r = 0; r < 32; ++r) s[r] = 0.0f;
+      pin(s);
+      const uint64_t q_desc = desc_sw128(q_u, 16, 1024), k_desc = desc_sw128(stage_u, 16, 1024);
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < 36; ++kk) {
+        const uint32_t off = (kk >> 2) * 8192 + (kk & 3) * 32;  // Q and the tile: 8192 B per 64 columns
+        MmaSS64::run(s, desc_plus(q_desc, off), desc_plus(k_desc, off), kk);
+      }
+      wg_commit();
+      wg_wait0();
+      pin(s);
+
+      // ---- mask, scale, online softmax (a row's 64 tokens lie in one quad) ----
+      const int len = sch.len_local(b);
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int tok = 8 * j + 2 * qd + e, jt = cs.t * kTile + tok;
+          const bool ok = tok_ok[st * kTile + tok] != 0 && jt < len;
+          const int64_t pos = global_pos(jt, a);
+#pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            float& x = s[4 * j + 2 * i + e];
+            x = ok && pos < lim[i] ? x * sc : -INFINITY;
+          }
+        }
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * i], s[4 * j + 2 * i + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mn = fmaxf(m_st[i], mx);
+        const float mu = mn == -INFINITY ? 0.0f : mn;  // nothing visible yet: keep exp2 finite
+        const float alpha = exp2f(m_st[i] - mu);
+        m_st[i] = mn;
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& x = s[4 * j + 2 * i + e];
+            x = exp2f(x - mu);
+            sum += x;
+          }
+        l_st[i] = l_st[i] * alpha + sum;  // this thread's columns; the quad's sum at the end
+        if (__any_sync(0xffffffffu, alpha != 1.0f)) {
+#pragma unroll
+          for (int cb = 0; cb < 4; ++cb)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+              o[cb][4 * j + 2 * i] *= alpha;
+              o[cb][4 * j + 2 * i + 1] *= alpha;
+            }
+        }
+      }
+      // P as wgmma's A fragments: k-step c (tokens 16c .. 16c + 15) is accumulator columns
+      // 16c + 2qd (+1) and 16c + 8 + 2qd (+1) of rows g and g + 8.
+      uint32_t pa[4][4];
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        pa[c][0] = pack_bf16(s[8 * c + 0], s[8 * c + 1]);
+        pa[c][1] = pack_bf16(s[8 * c + 2], s[8 * c + 3]);
+        pa[c][2] = pack_bf16(s[8 * c + 4], s[8 * c + 5]);
+        pa[c][3] = pack_bf16(s[8 * c + 6], s[8 * c + 7]);
+      }
+
+      // ---- O[:, 256cw ..] += P · V: 4 k-steps of 16 tokens × 4 column blocks of 64 ----
+#pragma unroll
+      for (int cb = 0; cb < 4; ++cb) pin(o[cb]);
+      const uint64_t v_desc = desc_sw128(stage_u + cw * 4 * 8192, 8192, 1024);
+      wg_fence();
+#pragma unroll
+      for (int c = 0; c < 4; ++c)
+#pragma unroll
+        for (int cb = 0; cb < 4; ++cb) MmaRS64::run(o[cb], pa[c], desc_plus(v_desc, cb * 8192 + c * 2048));
+      wg_commit();
+      wg_wait0();
+#pragma unroll
+      for (int cb = 0; cb < 4; ++cb) pin(o[cb]);
+#pragma unroll
+      for (int c = 0; c < 4; ++c)  // the wgmma read them asynchronously: live until the wait
+        asm volatile("" : "+r"(pa[c][0]), "+r"(pa[c][1]), "+r"(pa[c][2]), "+r"(pa[c][3])::"memory");
+      __syncwarp();
+      if (lane == 0) mbar_arrive(empty_bar(st));
+
+      // ---- end of segment: normalized output, or a partial for the combine kernel ----
+      if (cs.t + 1 == cs.t_end) {
+        const int sb = sch.split_base(b);
+        int slot = -1;
+        if (sb >= 0) slot = sb + part - (sch.prefix(b) + kSegmentCost) / payload;
+        if (a.in_grid_merge && slot >= 0) {  // merged after the loop (at most the first and the last segment)
+          if (np == 0) pb0 = b, ps0 = slot;
+          else pb1 = b, ps1 = slot;
+          ++np;
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          float l = l_st[i];
+          l += __shfl_xor_sync(0xffffffffu, l, 1);
+          l += __shfl_xor_sync(0xffffffffu, l, 2);
+          const int gr = row0 + 16 * w + g + 8 * i;
+          if (gr >= a.rows) continue;
+          const float inv = l > 0.0f ? out_scale / l : 0.0f;
+          const float lse_v = l > 0.0f ? (m_st[i] + __log2f(l)) * 0.69314718055994531f : -INFINITY;
+          const int qi = gr / a.heads, h = gr - qi * a.heads;
+          const int col0 = 256 * cw + 2 * qd;
+          if (slot >= 0) {
+            float* dst = a.sched.part_o + (static_cast<int64_t>(slot) * a.rows + gr) * 512 + col0;
+#pragma unroll
+            for (int cb = 0; cb < 4; ++cb)
+#pragma unroll
+              for (int j = 0; j < 8; ++j)
+                *reinterpret_cast<float2*>(dst + 64 * cb + 8 * j) =
+                    make_float2(o[cb][4 * j + 2 * i] * inv, o[cb][4 * j + 2 * i + 1] * inv);
+            if (cw == 0 && qd == 0) a.sched.part_lse[static_cast<int64_t>(slot) * a.rows + gr] = lse_v;
+          } else {
+            const int64_t off = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + col0;
+#pragma unroll
+            for (int cb = 0; cb < 4; ++cb)
+#pragma unroll
+              for (int j = 0; j < 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                  const float y = o[cb][4 * j + 2 * i + e] * inv;
+                  const int64_t at = off + 64 * cb + 8 * j + e;
+                  if (a.out_f32) static_cast<float*>(a.out)[at] = y;
+                  else static_cast<__nv_bfloat16*>(a.out)[at] = __float2bfloat16_rn(y);
+                }
+            if (cw == 0 && qd == 0) a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = lse_v;
+          }
+        }
+      }
+      advance(cs, lo, hi, sch, B);
+      if (cs.b != b) seg_t0 = cs.t;
+    }
+    if (a.in_grid_merge && np > 0) {
+      if (np > 2) __trap();  // only a part's first and last segment can be split
+      pdl_wait();  // the arrival counters were zeroed by the previous grid
+      fused_arrive<kRowsCta>(a, sch, pb0, ps0, row0, ct, smem);
+      if (np > 1) fused_arrive<kRowsCta>(a, sch, pb1, ps1, row0, ct, smem);
+    }
+    return;
+  }
+
   // Fragment (j, i, e) of an m64nNW accumulator: token / output dim 16w + g + 8i (+ 64·mtile),
   // query row 8j + 2qd + e of this warpgroup.
   float o[8][NS];
@@ -615,15 +838,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     const int b = cs.b;
     if (cs.t == seg_t0) {
       // New request: Q rows to shared memory (both warpgroups read the tile), fresh state.
-      named_sync(1, 256);  // every consumer is past its last Q·Kᵀ of the previous request
-      for (int idx = ct; idx < kRowsCta * 72; idx += 256) {
-        const int r = idx / 72, ch = idx - r * 72, gr = row0 + r;
-        const uint4 v = load_q_chunk(a, b, gr, ch);
-        const int c = ch >> 3, u = ch & 7;
-        *reinterpret_cast<uint4*>(smem + S::kQ + c * (kRowsCta * 128) + (r >> 3) * 1024 + (r & 7) * 128 + ((u ^ (r & 7)) << 4)) = v;
-      }
-      fence_async_smem();
-      named_sync(1, 256);
+      load_q_tile(b);
       const int L = __ldg(a.seq_lens + b * a.sl_s0);
 #pragma unroll
       for (int j = 0; j < NJ; ++j)
