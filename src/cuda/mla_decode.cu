@@ -119,8 +119,8 @@ bool use_alt() {
 }
 
 /// 64-row bf16 CTAs: the rows-as-M form (query rows as wgmma's M, P from registers, each
-/// consumer warpgroup half of the output columns) where MLAKV_DECODE_FORM=rows asks for it, else
-/// the split-rows form.
+/// consumer warpgroup half of the output columns, FlashMLA's shape) where MLAKV_DECODE_FORM=rows
+/// asks for it; else the split-rows form, which measured faster (docs/perf/decode-notes.md).
 bool use_rows_as_m() {
   const char* e = std::getenv("MLAKV_DECODE_FORM");
   return e && std::strcmp(e, "rows") == 0;
