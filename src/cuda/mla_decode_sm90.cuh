@@ -142,6 +142,21 @@ __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.s
 __device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 
+/// Whether v holds for any thread of the warpgroup (bar.red.or on named barrier id, 128 threads).
+__device__ __forceinline__ bool wg_any(int id, bool v) {
+  uint32_t r;
+  asm volatile("{\n.reg .pred p, q;\nsetp.ne.u32 p, %1, 0;\nbar.red.or.pred q, %2, 128, p;\nselp.u32 %0, 1, 0, q;\n}\n"
+               : "=r"(r)
+               : "r"(static_cast<uint32_t>(v)), "r"(id)
+               : "memory");
+  return r != 0;
+}
+/// A bf16 pair times f, rounded once (in fp32).
+__device__ __forceinline__ uint32_t scale_bf16x2(uint32_t v, float f) {
+  const float lo = __uint_as_float(v << 16), hi = __uint_as_float(v & 0xffff0000u);
+  __nv_bfloat162 r = __floats2bfloat162_rn(lo * f, hi * f);
+  return *reinterpret_cast<uint32_t*>(&r);
+}
 /// Signals named barrier `id` without waiting (the other side's bar.sync waits for `count`).
 __device__ __forceinline__ void named_arrive(int id, int count) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
@@ -239,16 +254,6 @@ struct MmaRS256 {
         "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, {%128, %129, %130, %131}, %132, 1, 1, 1, 1;\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-  }
-};
-/// As MmaRS256 with A K-major from shared memory.
-struct MmaSS256 {
-  static __device__ __forceinline__ void run(float (&d)[128], uint64_t a, uint64_t b) {
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, %128, %129, 1, 1, 1, 0, 1;\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-        : "l"(a), "l"(b));
   }
 };
 }  // namespace sm90
@@ -658,22 +663,25 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     // m64n64k16, Q and the K tile K-major from shared memory) is computed by warpgroup k & 1 only,
     // which also runs the tile's softmax (a row's 64 tokens lie in one quad of one warp) from the
     // row maxima the other published after tile k − 1. Warpgroup cw owns output columns
-    // [256·cw, 256·cw + 256): it adds its own tiles' P·V with P from registers, and the other's
-    // with P from the one shared P buffer, each after rescaling o to that tile's maxima. A tile's
-    // P and row maxima are published behind named barrier 7 + owner (bar.arrive / bar.sync); a
-    // warpgroup overwrites the P buffer only once its own read of the previous P completed, and
-    // the previous P's writer had read the one before, so one buffer and one barrier suffice.
-    // Order inside a warpgroup's tile k: the other's tile k − 1 (publication awaited, o rescaled,
-    // its P · V issued), then this tile's Q·Kᵀ; the stage of k − 1 released as soon as that P · V
-    // is done; softmax; P published; own P · V; the stage of k released. o is only rescaled with
-    // no wgmma in flight, and every wgmma is awaited in the branch that issued it (ptxas
-    // otherwise serializes them all).
-    // Fragment of an m64n64 accumulator: row 16w + g + 8i, column 8j + 2qd + e at [4j + 2i + e].
+    // [256·cw, 256·cw + 256) and adds every tile's P·V there (m64n256k16, P from registers): its
+    // own tiles' P as computed, the other's read from the one shared P buffer.
+    // Order inside a warpgroup's tile k: Q·Kᵀ issued as soon as the stage is full (never behind
+    // the other's publication); then the other's publication of tile k − 1 (row maxima m and P,
+    // behind named barrier 7 + its parity) and at once its P·V, with P scaled onto o's current
+    // reference maxima (2^(m − ref) ≥ 1; o itself cannot be rescaled while Q·Kᵀ is in flight:
+    // ptxas then serializes every wgmma); the softmax from m once both are done (P·V's registers
+    // free: no spills); P published; o rescaled to the new maxima and own P·V. A row whose
+    // maximum jumped by more than 2^64 (or the first visible one) takes the slow branch instead:
+    // Q·Kᵀ awaited, o rescaled, unscaled P. Each warpgroup's l covers its own tiles, over
+    // the same reference as its o; at a segment's end both references are the final maxima.
+    // The P buffer has one writer at a time: a warpgroup reads the other's P into registers
+    // before it publishes its own. Every wgmma is awaited in the branch that issued it.
+    // Fragment of an m64n64 accumulator: row 16w + g + 8i, column 8j + 2qd + e at [4j + 2i + e];
+    // P's A fragments: k-step c, register r holds row g + 8(r & 1), tokens 16c + 8(r >> 1) + 2qd.
     float* const row_m = red;       // [64] the row maxima published with the last P
     float* const row_l = red + 64;  // [2][64] each warpgroup's row sums at a segment's end
-    const uint64_t p_desc = desc_sw128(p_u, 16, 1024);  // [64 rows][64 tokens] bf16, K-major
     float o[4][32];                 // column block cb of this warpgroup's 256 columns
-    float m_run[2], l_run[2];       // maxima through the last tile accounted for; this thread's sums
+    float o_ref[2], l_run[2];       // o's and l's reference row maxima; this thread's share of l
     int lim[2];
     auto rescale = [&](int i, float alpha) {
       // Exact skip: once a row's maximum settles alpha is 1 on most tiles.
@@ -691,32 +699,49 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       __syncwarp();
       if (lane == 0) mbar_arrive(empty_bar(st));
     };
-    // The other warpgroup's tile kt, in two steps: wait for its publication and take its maxima
-    // (alpha: o's factor); then, with no wgmma in flight, rescale o and issue o += P · V (this
-    // warpgroup's columns) from the P buffer, left in flight.
-    auto sync_other = [&](int kt, float (&alpha)[2]) {
+    auto p_at = [&](int c, int r) {  // this thread's word of P's A fragment (c, r) in the buffer
+      const int row = 16 * w + g + 8 * (r & 1), j = 2 * c + (r >> 1);
+      return reinterpret_cast<uint32_t*>(smem + S::kP + (row >> 3) * 1024 + (row & 7) * 128 + ((j ^ (row & 7)) << 4) + qd * 4);
+    };
+    // The other's publication of tile kt: its row maxima and its P (into registers).
+    auto take_pub = [&](int kt, float (&m_in)[2], uint32_t (&pb)[4][4]) {
       mbar_wait(full_bar(kt & 1), (kt >> 1) & 1);  // complete already: orders the stage's bytes here
       fence_async_smem();
       named_sync(7 + (kt & 1), 256);
 #pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const float mn = row_m[16 * w + g + 8 * i];
-        alpha[i] = exp2f(m_run[i] - (mn == -INFINITY ? 0.0f : mn));
-        m_run[i] = mn;
-        l_run[i] *= alpha[i];
-      }
-    };
-    auto pv_other = [&](int kt, const float (&alpha)[2]) {
+      for (int i = 0; i < 2; ++i) m_in[i] = row_m[16 * w + g + 8 * i];
 #pragma unroll
-      for (int i = 0; i < 2; ++i) rescale(i, alpha[i]);
+      for (int c = 0; c < 4; ++c)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) pb[c][r] = *p_at(c, r);
+    };
+    // o += P · V over this warpgroup's columns of tile kt's stage, P from registers.
+    auto issue_pv = [&](int kt, const uint32_t (&pf)[4][4]) {
 #pragma unroll
       for (int cb = 0; cb < 4; ++cb) pin(o[cb]);
       const uint64_t v_desc = desc_sw128(base + (kt & 1) * kStageBytes + cw * 4 * 8192, 8192, 1024);
       wg_fence();
 #pragma unroll
       for (int c = 0; c < 4; ++c)
-        MmaSS256::run(*reinterpret_cast<float(*)[128]>(&o[0][0]), desc_plus(p_desc, c * 32), desc_plus(v_desc, c * 2048));
+        MmaRS256::run(*reinterpret_cast<float(*)[128]>(&o[0][0]), pf[c], desc_plus(v_desc, c * 2048));
       wg_commit();
+    };
+    auto pv_done = [&](uint32_t (&pf)[4][4]) {
+#pragma unroll
+      for (int cb = 0; cb < 4; ++cb) pin(o[cb]);
+#pragma unroll
+      for (int c = 0; c < 4; ++c)  // the wgmma read them asynchronously: live until the wait
+        asm volatile("" : "+r"(pf[c][0]), "+r"(pf[c][1]), "+r"(pf[c][2]), "+r"(pf[c][3])::"memory");
+    };
+    // o and l onto reference maxima m (no wgmma in flight).
+    auto move_ref = [&](const float (&m)[2]) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float alpha = exp2f(o_ref[i] - (m[i] == -INFINITY ? 0.0f : m[i]));
+        rescale(i, alpha);
+        l_run[i] *= alpha;
+        o_ref[i] = m[i];
+      }
     };
 
     Cursor cs;
@@ -734,7 +759,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         for (int i = 0; i < 2; ++i) {
           const int gr = row0 + 16 * w + g + 8 * i, qi = gr / a.heads;
           lim[i] = gr >= a.rows ? INT_MIN : a.causal ? L - a.s_q + qi + 1 : INT_MAX;
-          m_run[i] = -INFINITY;
+          o_ref[i] = -INFINITY;
           l_run[i] = 0.0f;
         }
 #pragma unroll
@@ -748,9 +773,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
         for (int r = 0; r < 32; ++r) s[r] = 0.0f;
         pin(s);
-        auto issue_qk = [&]() {
-          mbar_wait(full_bar(st), (k >> 1) & 1);
-          fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
+        mbar_wait(full_bar(st), (k >> 1) & 1);
+        fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
+        {
           const uint64_t q_desc = desc_sw128(q_u, 16, 1024), k_desc = desc_sw128(stage_u, 16, 1024);
           wg_fence();
 #pragma unroll
@@ -759,31 +784,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             MmaSS64::run(s, desc_plus(q_desc, off), desc_plus(k_desc, off), kk);
           }
           wg_commit();
-        };
-        float alpha_prev[2];
-        if (!seg_first) {
-          // The other's tile k − 1 first: its stage is released as soon as its P · V is done,
-          // whether or not tile k has landed (releasing it after this tile's Q·Kᵀ chained every
-          // tile's load latency to the previous tile's compute). Issue and wait stay in this
-          // branch: a join with a wgmma in flight makes ptxas serialize every wgmma.
-          sync_other(k - 1, alpha_prev);
-          pv_other(k - 1, alpha_prev);
-          issue_qk();
-          wg_wait1();
-#pragma unroll
-          for (int cb = 0; cb < 4; ++cb) pin(o[cb]);
-          release(st ^ 1);
-          wg_wait0();
-        } else {
-          issue_qk();
-          wg_wait0();
         }
-        pin(s);
 
-        // ---- mask, scale, online softmax from the maxima through tile k − 1; P as bf16 ----
-        float alpha[2];
+        // ---- mask, scale, online softmax from the maxima m_in; P as bf16; published ----
+        float m_in[2] = {-INFINITY, -INFINITY}, m_new[2], sum[2];
         uint32_t pa[4][4];
-        auto softmax = [&]() {
+        auto softmax_publish = [&]() {
           const int len = sch.len_local(b);
 #pragma unroll
           for (int j = 0; j < 8; ++j)
@@ -805,68 +811,85 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * i], s[4 * j + 2 * i + 1]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float mn = fmaxf(m_run[i], mx);
-            const float mu = mn == -INFINITY ? 0.0f : mn;  // nothing visible yet: keep exp2 finite
-            alpha[i] = exp2f(m_run[i] - mu);
-            m_run[i] = mn;
-            float sum = 0.0f;
+            m_new[i] = fmaxf(m_in[i], mx);
+            const float mu = m_new[i] == -INFINITY ? 0.0f : m_new[i];  // nothing visible yet: keep exp2 finite
+            float sm = 0.0f;
 #pragma unroll
             for (int j = 0; j < 8; ++j)
 #pragma unroll
               for (int e = 0; e < 2; ++e) {
                 float& x = s[4 * j + 2 * i + e];
                 x = exp2f(x - mu);
-                sum += x;
+                sm += x;
               }
-            l_run[i] = l_run[i] * alpha[i] + sum;  // this thread's columns; the quad's sum at the end
+            sum[i] = sm;  // this thread's columns; the quad's sum at the segment's end
           }
-          // P as wgmma's A fragments: k-step c (tokens 16c .. 16c + 15) is accumulator columns
-          // 16c + 2qd (+1) and 16c + 8 + 2qd (+1) of rows g and g + 8.
 #pragma unroll
           for (int c = 0; c < 4; ++c)
 #pragma unroll
-            for (int r = 0; r < 4; ++r) pa[c][r] = pack_bf16(s[8 * c + 2 * r], s[8 * c + 2 * r + 1]);
+            for (int r = 0; r < 4; ++r) {
+              pa[c][r] = pack_bf16(s[8 * c + 2 * r], s[8 * c + 2 * r + 1]);
+              *p_at(c, r) = pa[c][r];
+            }
+#pragma unroll
+          for (int i = 0; i < 2; ++i)
+            if (qd == 0) row_m[16 * w + g + 8 * i] = m_new[i];
+          named_arrive(7 + st, 256);
         };
-        softmax();
 
-        // ---- publish P and the maxima (the other's P · V that read the buffer is complete) ----
+        if (!seg_first) {
+          uint32_t pb[4][4];
+          take_pub(k - 1, m_in, pb);
+          float sp[2];
+          bool slow = false;
 #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int r = 16 * w + g + 8 * i;
-          uint8_t* prow = smem + S::kP + (r >> 3) * 1024 + (r & 7) * 128 + qd * 4;
+          for (int i = 0; i < 2; ++i) {
+            const float d = m_in[i] - o_ref[i];
+            sp[i] = exp2f(d);
+            slow |= !(d <= 64.0f);  // NaN (both −inf) and +inf included
+          }
+          if (!wg_any(2 + cw, slow)) {
 #pragma unroll
-          for (int j = 0; j < 8; ++j) *reinterpret_cast<uint32_t*>(prow + ((j ^ (r & 7)) << 4)) = pa[j >> 1][2 * (j & 1) + i];
-          if (qd == 0) row_m[r] = m_run[i];
+            for (int i = 0; i < 2; ++i)
+              if (__any_sync(0xffffffffu, sp[i] != 1.0f))
+#pragma unroll
+                for (int c = 0; c < 4; ++c)
+#pragma unroll
+                  for (int r = i; r < 4; r += 2) pb[c][r] = scale_bf16x2(pb[c][r], sp[i]);
+            issue_pv(k - 1, pb);
+            wg_wait0();  // Q·Kᵀ and the other's P·V (pb dead before the softmax: no spills)
+            pv_done(pb);
+          } else {
+            wg_wait0();
+            move_ref(m_in);
+            issue_pv(k - 1, pb);
+            wg_wait0();
+            pv_done(pb);
+          }
+          release(st ^ 1);
+        } else {
+          wg_wait0();
         }
-        fence_async_smem();  // P is read by the other warpgroup's wgmma (async proxy)
-        named_arrive(7 + st, 256);
+        pin(s);
+        softmax_publish();
 
-        // ---- o += P · V: 4 k-steps of 16 tokens × 4 column blocks of 64 ----
+        // ---- o onto the new maxima, own P · V ----
+        move_ref(m_new);
 #pragma unroll
-        for (int i = 0; i < 2; ++i) rescale(i, alpha[i]);
-#pragma unroll
-        for (int cb = 0; cb < 4; ++cb) pin(o[cb]);
-        const uint64_t v_desc = desc_sw128(stage_u + cw * 4 * 8192, 8192, 1024);
-        wg_fence();
-#pragma unroll
-        for (int c = 0; c < 4; ++c)
-#pragma unroll
-          MmaRS256::run(*reinterpret_cast<float(*)[128]>(&o[0][0]), pa[c], desc_plus(v_desc, c * 2048));
-        wg_commit();
+        for (int i = 0; i < 2; ++i) l_run[i] += sum[i];
+        issue_pv(k, pa);
         wg_wait0();
-#pragma unroll
-        for (int cb = 0; cb < 4; ++cb) pin(o[cb]);
-#pragma unroll
-        for (int c = 0; c < 4; ++c)  // the wgmma read them asynchronously: live until the wait
-          asm volatile("" : "+r"(pa[c][0]), "+r"(pa[c][1]), "+r"(pa[c][2]), "+r"(pa[c][3])::"memory");
+        pv_done(pa);
         release(st);
       } else if (seg_last) {
-        float alpha_prev[2];  // the other's tile ends the segment: account for it now
-        sync_other(k, alpha_prev);
-        pv_other(k, alpha_prev);
+        // The other's tile ends the segment: account for it now.
+        float m_in[2];
+        uint32_t pb[4][4];
+        take_pub(k, m_in, pb);
+        move_ref(m_in);
+        issue_pv(k, pb);
         wg_wait0();
-#pragma unroll
-        for (int cb = 0; cb < 4; ++cb) pin(o[cb]);
+        pv_done(pb);
         release(st);
       }
 
@@ -900,7 +923,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           const int gr = row0 + 16 * w + g + 8 * i;
           if (gr >= a.rows) continue;
           const float inv = l > 0.0f ? out_scale / l : 0.0f;
-          const float lse_v = l > 0.0f ? (m_run[i] + __log2f(l)) * 0.69314718055994531f : -INFINITY;
+          const float lse_v = l > 0.0f ? (o_ref[i] + __log2f(l)) * 0.69314718055994531f : -INFINITY;
           const int qi = gr / a.heads, h = gr - qi * a.heads;
           const int col0 = 256 * cw + 2 * qd;
           if (slot >= 0) {
