@@ -168,10 +168,14 @@ __device__ __forceinline__ void advance(Cursor& c, int lo, int hi, const Schedul
   advance(c, lo, hi, GlobalTab{s}, B);
 }
 
+/// Global position of local token j ≥ 0 of this rank (DCP's interleaved slots). The division is
+/// 32-bit unsigned (j and I are ints): a 64-bit division by a runtime divisor is a ~70-instruction
+/// call, and every rank's attention kernel runs this for each token it masks.
 __device__ __forceinline__ int64_t global_pos(int j, const DecodeArgs& a) {
   if (a.world == 1) return j;
-  const int64_t I = a.interleave;
-  return (j / I) * I * a.world + static_cast<int64_t>(a.rank) * I + j % I;
+  const uint32_t I = static_cast<uint32_t>(a.interleave), q = static_cast<uint32_t>(j) / I;
+  const uint32_t r = static_cast<uint32_t>(j) - q * I;
+  return static_cast<int64_t>(q) * (static_cast<int64_t>(I) * a.world) + static_cast<int64_t>(a.rank) * I + r;
 }
 
 template <CacheFormat F, int NM>
