@@ -281,11 +281,14 @@ TEST(CudaDecode, Bf16ThirtyTwoRowCtas) {
   unsetenv("MLAKV_DECODE_CTA_ROWS");
 }
 
-// The rows-as-M form for 64-row bf16 CTAs (MLAKV_DECODE_FORM=rows): query rows as wgmma's M, P
-// from registers, each consumer warpgroup half of the output columns.
-TEST(CudaDecode, Sm90RowsAsM) {
+// Both forms of 64-row bf16 CTAs: rows as M (the default: query rows as wgmma's M, the two
+// consumer warpgroups alternating Q·Kᵀ per tile, each half of the output columns) and split rows
+// (MLAKV_DECODE_FORM=split: tokens as M, each warpgroup half of the rows).
+class CudaDecodeForm : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CudaDecodeForm, SixtyFourRowCtasMatchReference) {
   MLAKV_REQUIRE_GPU();
-  setenv("MLAKV_DECODE_FORM", "rows", 1);
+  setenv("MLAKV_DECODE_FORM", GetParam(), 1);
   for (int h : {33, 64, 128})
     for (int s : {1, 2, 4}) {
       Case c;
@@ -314,6 +317,9 @@ TEST(CudaDecode, Sm90RowsAsM) {
   }
   unsetenv("MLAKV_DECODE_FORM");
 }
+
+INSTANTIATE_TEST_SUITE_P(Forms, CudaDecodeForm, ::testing::Values("rows", "split"),
+                         [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
 
 TEST(CudaDecode, BlockSizes) {
   MLAKV_REQUIRE_GPU();

@@ -27,6 +27,10 @@
 //        warpgroup 1 hands its state to warpgroup 0 through shared memory, which merges and writes
 //        (fp8 and 32 rows: through the Q tile, in two halves, for lack of room beside the raw ring
 //        or the 32-row o).
+//   RM (bf16, 64 rows per CTA, the default there): the rows-as-M seesaw — query rows as M,
+//        Q·Kᵀ as m64n64k16 by the two consumer warpgroups on alternate tiles, each warpgroup
+//        half of the 512 output columns for every tile (m64n256k16, P from registers); about
+//        40 % fewer shared-memory operand bytes per tile than the split-rows form.
 //   FP8: raw half tiles land in a cp.async ring; each producer thread widens exactly the bytes it
 //        copied (prmt / shift / mask to bf16 · 2^-120, one exact bf16x2 multiply by 2^120) into
 //        the swizzled bf16 stage the consumers read.
@@ -131,6 +135,16 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
         : "memory");
   } while (!done);
 }
+/// Whether the phase of `bar` with this parity has completed (no waiting).
+__device__ __forceinline__ bool mbar_test(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return done != 0;
+}
 __device__ __forceinline__ void named_sync(int id, int count) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
@@ -156,10 +170,6 @@ __device__ __forceinline__ uint32_t scale_bf16x2(uint32_t v, float f) {
   const float lo = __uint_as_float(v << 16), hi = __uint_as_float(v & 0xffff0000u);
   __nv_bfloat162 r = __floats2bfloat162_rn(lo * f, hi * f);
   return *reinterpret_cast<uint32_t*>(&r);
-}
-/// Signals named barrier `id` without waiting (the other side's bar.sync waits for `count`).
-__device__ __forceinline__ void named_arrive(int id, int count) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 /// Four e4m3 values (bytes of x) → four bf16 (two bf16x2 words, value 0 in the low half of .x),
 /// exactly, in 4 integer/FMA-pipe instructions per pair instead of conversions (16 per clock and
@@ -499,6 +509,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       mbar_init(full_bar(st), kWiden ? 128 : 256);
       mbar_init(empty_bar(st), ALT ? 4 : 8);  // one arrival per consumer warp that reads the stage
     }
+    // Rows as M: each consumer warpgroup's "published" barrier (P and row maxima of its tile).
+    if constexpr (RM)
+      for (int cw = 0; cw < 2; ++cw) mbar_init(bar_u + 32 + 8 * cw, 128);
   }
   __syncthreads();
 
@@ -665,13 +678,15 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     // row maxima the other published after tile k − 1. Warpgroup cw owns output columns
     // [256·cw, 256·cw + 256) and adds every tile's P·V there (m64n256k16, P from registers): its
     // own tiles' P as computed, the other's read from the one shared P buffer.
-    // Order inside a warpgroup's tile k: Q·Kᵀ issued as soon as the stage is full (never behind
-    // the other's publication); then the other's publication of tile k − 1 (row maxima m and P,
-    // behind named barrier 7 + its parity) and at once its P·V, with P scaled onto o's current
-    // reference maxima (2^(m − ref) ≥ 1; o itself cannot be rescaled while Q·Kᵀ is in flight:
-    // ptxas then serializes every wgmma); the softmax from m once both are done (P·V's registers
-    // free: no spills); P published; o rescaled to the new maxima and own P·V. A row whose
-    // maximum jumped by more than 2^64 (or the first visible one) takes the slow branch instead:
+    // Order inside a warpgroup's tile k: whichever is ready first of this tile's stage and the
+    // other's publication of tile k − 1 (row maxima m and P, behind its "published" mbarrier).
+    // Publication first: o moves to m, the other's P·V is issued, then Q·Kᵀ, and tile k − 1's
+    // stage is released as soon as that P·V is done. Stage first: Q·Kᵀ, then the publication and
+    // its P·V at once with P scaled onto o's current reference maxima (2^(m − ref) ≥ 1; o itself
+    // cannot be rescaled while Q·Kᵀ is in flight: ptxas then serializes every wgmma). Either
+    // way the softmax from m once both are done (P·V's registers free: no spills); P published;
+    // o rescaled to the new maxima and own P·V. In the stage-first order a row whose maximum
+    // jumped by more than 64 (a factor 2^64), or the first visible one, takes a slow branch:
     // Q·Kᵀ awaited, o rescaled, unscaled P. Each warpgroup's l covers its own tiles, over
     // the same reference as its o; at a segment's end both references are the final maxima.
     // The P buffer has one writer at a time: a warpgroup reads the other's P into registers
@@ -703,11 +718,16 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       const int row = 16 * w + g + 8 * (r & 1), j = 2 * c + (r >> 1);
       return reinterpret_cast<uint32_t*>(smem + S::kP + (row >> 3) * 1024 + (row & 7) * 128 + ((j ^ (row & 7)) << 4) + qd * 4);
     };
+    // Warpgroup o's tiles are o, o + 2, ...: tile kt's publication is phase kt >> 1 of its
+    // barrier (128 arrivals, one per thread that wrote P). The owner cannot run two phases ahead:
+    // it publishes tile kt + 2 only after reading tile kt + 1's P, published after tile kt's
+    // was read.
+    auto pub_bar = [&](int kt) { return bar_u + 32 + 8 * (kt & 1); };
     // The other's publication of tile kt: its row maxima and its P (into registers).
     auto take_pub = [&](int kt, float (&m_in)[2], uint32_t (&pb)[4][4]) {
       mbar_wait(full_bar(kt & 1), (kt >> 1) & 1);  // complete already: orders the stage's bytes here
       fence_async_smem();
-      named_sync(7 + (kt & 1), 256);
+      mbar_wait(pub_bar(kt), (kt >> 1) & 1);
 #pragma unroll
       for (int i = 0; i < 2; ++i) m_in[i] = row_m[16 * w + g + 8 * i];
 #pragma unroll
@@ -773,9 +793,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
         for (int r = 0; r < 32; ++r) s[r] = 0.0f;
         pin(s);
-        mbar_wait(full_bar(st), (k >> 1) & 1);
-        fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
-        {
+        auto issue_qk = [&]() {
+          mbar_wait(full_bar(st), (k >> 1) & 1);
+          fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
           const uint64_t q_desc = desc_sw128(q_u, 16, 1024), k_desc = desc_sw128(stage_u, 16, 1024);
           wg_fence();
 #pragma unroll
@@ -784,7 +804,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             MmaSS64::run(s, desc_plus(q_desc, off), desc_plus(k_desc, off), kk);
           }
           wg_commit();
-        }
+        };
 
         // ---- mask, scale, online softmax from the maxima m_in; P as bf16; published ----
         float m_in[2] = {-INFINITY, -INFINITY}, m_new[2], sum[2];
@@ -834,40 +854,66 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
           for (int i = 0; i < 2; ++i)
             if (qd == 0) row_m[16 * w + g + 8 * i] = m_new[i];
-          named_arrive(7 + st, 256);
+          mbar_arrive(pub_bar(k));
         };
 
         if (!seg_first) {
           uint32_t pb[4][4];
-          take_pub(k - 1, m_in, pb);
-          float sp[2];
-          bool slow = false;
-#pragma unroll
-          for (int i = 0; i < 2; ++i) {
-            const float d = m_in[i] - o_ref[i];
-            sp[i] = exp2f(d);
-            slow |= !(d <= 64.0f);  // NaN (both −inf) and +inf included
+          // Whichever of this tile's stage and the other's publication of tile k − 1 comes first
+          // goes first (a warpgroup's wgmma complete in order, so this also orders the release of
+          // tile k − 1's stage): the warpgroup follows the stage if any of its warps saw it full.
+          bool full_seen = false;
+          for (;;) {
+            if (mbar_test(full_bar(st), (k >> 1) & 1)) {
+              full_seen = true;
+              break;
+            }
+            if (mbar_test(pub_bar(k - 1), ((k - 1) >> 1) & 1)) break;
           }
-          if (!wg_any(2 + cw, slow)) {
-#pragma unroll
-            for (int i = 0; i < 2; ++i)
-              if (__any_sync(0xffffffffu, sp[i] != 1.0f))
-#pragma unroll
-                for (int c = 0; c < 4; ++c)
-#pragma unroll
-                  for (int r = i; r < 4; r += 2) pb[c][r] = scale_bf16x2(pb[c][r], sp[i]);
-            issue_pv(k - 1, pb);
-            wg_wait0();  // Q·Kᵀ and the other's P·V (pb dead before the softmax: no spills)
-            pv_done(pb);
-          } else {
-            wg_wait0();
+          if (!wg_any(2 + cw, full_seen)) {
+            // Publication first: nothing in flight, so o moves to its maxima and P is used as is;
+            // the other's stage is released as soon as its P · V is done.
+            take_pub(k - 1, m_in, pb);
             move_ref(m_in);
             issue_pv(k - 1, pb);
-            wg_wait0();
+            issue_qk();
+            wg_wait1();
             pv_done(pb);
+            release(st ^ 1);
+            wg_wait0();
+          } else {
+            issue_qk();
+            take_pub(k - 1, m_in, pb);
+            float sp[2];
+            bool slow = false;
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+              const float d = m_in[i] - o_ref[i];
+              sp[i] = exp2f(d);
+              slow |= !(d <= 64.0f);  // NaN (both −inf) and +inf included
+            }
+            if (!wg_any(2 + cw, slow)) {
+#pragma unroll
+              for (int i = 0; i < 2; ++i)
+                if (__any_sync(0xffffffffu, sp[i] != 1.0f))
+#pragma unroll
+                  for (int c = 0; c < 4; ++c)
+#pragma unroll
+                    for (int r = i; r < 4; r += 2) pb[c][r] = scale_bf16x2(pb[c][r], sp[i]);
+              issue_pv(k - 1, pb);
+              wg_wait0();  // Q·Kᵀ and the other's P·V (pb dead before the softmax: no spills)
+              pv_done(pb);
+            } else {
+              wg_wait0();
+              move_ref(m_in);
+              issue_pv(k - 1, pb);
+              wg_wait0();
+              pv_done(pb);
+            }
+            release(st ^ 1);
           }
-          release(st ^ 1);
         } else {
+          issue_qk();
           wg_wait0();
         }
         pin(s);
