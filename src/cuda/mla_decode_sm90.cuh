@@ -106,7 +106,8 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr int kBytes = bytes_for(kRawSlots);
   static_assert(kBytes <= 232448, "sm90 decode shared-memory plan does not fit");
   static_assert(kFusedSchedInts * 4 <= 256, "fused schedule");
-  static_assert(kQ % 1024 == 0 && kP % 1024 == 0 && kPBytes % 1024 == 0 && kX % 16 == 0 && kBar % 8 == 0 && kRaw % 16 == 0,
+  static_assert(kQ % 1024 == 0 && kP % 1024 == 0 && kPBytes % 1024 == 0 && kX % 16 == 0 && kOk % 16 == 0 &&
+                    kBar % 8 == 0 && kRaw % 16 == 0,
                 "alignment");
   static_assert(!ALT || (!kTileScales && NW <= 16), "alternating tiles: bf16 or fp8, 16 or 32 rows per CTA");
   static_assert(!kXInQ || kXBytes <= kQBytes, "the merge buffer must fit in the Q tile");
@@ -810,20 +811,40 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         float m_in[2] = {-INFINITY, -INFINITY}, m_new[2], sum[2];
         uint32_t pa[4][4];
         auto softmax_publish = [&]() {
-          const int len = sch.len_local(b);
+          const int len = sch.len_local(b), jt0 = cs.t * kTile;
+          // Nearly every tile is whole and visible to both of this thread's rows: then one look
+          // at the tile's 64 valid flags (four 16-byte loads) and its last position replaces the
+          // per-token tests (a sixth of the consumers' instructions in the profile).
+          bool whole = jt0 + kTile <= len;
+          if (whole) {
+            const uint4* f = reinterpret_cast<const uint4*>(tok_ok + st * kTile);
+            uint32_t all = 0x01010101u;
 #pragma unroll
-          for (int j = 0; j < 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int tok = 8 * j + 2 * qd + e, jt = cs.t * kTile + tok;
-              const bool ok = tok_ok[st * kTile + tok] != 0 && jt < len;
-              const int64_t pos = global_pos(jt, a);
-#pragma unroll
-              for (int i = 0; i < 2; ++i) {
-                float& x = s[4 * j + 2 * i + e];
-                x = ok && pos < lim[i] ? x * sc : -INFINITY;
-              }
+            for (int q = 0; q < 4; ++q) {
+              const uint4 v = f[q];
+              all &= v.x & v.y & v.z & v.w;
             }
+            const int64_t last = global_pos(jt0 + kTile - 1, a);
+            whole = all == 0x01010101u && last < lim[0] && last < lim[1];
+          }
+          if (whole) {
+#pragma unroll
+            for (int r = 0; r < 32; ++r) s[r] *= sc;
+          } else {
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const int tok = 8 * j + 2 * qd + e, jt = jt0 + tok;
+                const bool ok = tok_ok[st * kTile + tok] != 0 && jt < len;
+                const int64_t pos = global_pos(jt, a);
+#pragma unroll
+                for (int i = 0; i < 2; ++i) {
+                  float& x = s[4 * j + 2 * i + e];
+                  x = ok && pos < lim[i] ? x * sc : -INFINITY;
+                }
+              }
+          }
 #pragma unroll
           for (int i = 0; i < 2; ++i) {
             float mx = -INFINITY;
