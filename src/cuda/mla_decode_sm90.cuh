@@ -458,6 +458,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   auto full_bar = [&](int st) { return bar_u + 8 * st; };
   auto empty_bar = [&](int st) { return bar_u + 16 + 8 * st; };
 
+  auto store_out = [&](int64_t at, float y) {  // one output element, bf16 or f32
+    if (a.out_f32) static_cast<float*>(a.out)[at] = y;
+    else static_cast<__nv_bfloat16*>(a.out)[at] = __float2bfloat16_rn(y);
+  };
+
   int* const si = reinterpret_cast<int*>(smem + S::kSch);
   const Sm90Tab sch{a, si};
   const int B = a.batch;
@@ -478,9 +483,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       if (sch.ntiles(b) != 0) continue;
       for (int idx = threadIdx.x; idx < nr * 512; idx += kSm90Threads) {
         const int gr = row0 + (idx >> 9), c = idx & 511, qi = gr / a.heads, h = gr - qi * a.heads;
-        const int64_t off = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + c;
-        if (a.out_f32) static_cast<float*>(a.out)[off] = 0.0f;
-        else static_cast<__nv_bfloat16*>(a.out)[off] = __float2bfloat16_rn(0.0f);
+        store_out(b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + c, 0.0f);
         if (c == 0) a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = -INFINITY;
       }
     }
@@ -672,6 +675,28 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     named_sync(1, 256);
   };
 
+  // Both forms, at a segment's end: the partial slot this part writes for request b (−1: the
+  // request is not split, the output is written directly); the fused path's in-grid merge
+  // records it (only a part's first and last segment can be split) and merges after the loop.
+  int np = 0, pb0 = 0, ps0 = 0, pb1 = 0, ps1 = 0;
+  auto segment_slot = [&](int b) {
+    const int sb = sch.split_base(b);
+    const int slot = sb >= 0 ? sb + part - (sch.prefix(b) + kSegmentCost) / payload : -1;
+    if (a.in_grid_merge && slot >= 0) {
+      if (np == 0) pb0 = b, ps0 = slot;
+      else pb1 = b, ps1 = slot;
+      ++np;
+    }
+    return slot;
+  };
+  auto merge_in_grid = [&]() {
+    if (!a.in_grid_merge || np == 0) return;
+    if (np > 2) __trap();
+    pdl_wait();  // the arrival counters were zeroed by the previous grid
+    fused_arrive<kRowsCta>(a, sch, pb0, ps0, row0, ct, smem);
+    if (np > 1) fused_arrive<kRowsCta>(a, sch, pb1, ps1, row0, ct, smem);
+  };
+
   if constexpr (RM) {
     // Rows as M (64 rows per CTA), with the two warpgroups in a seesaw: tile k's S = Q·Kᵀ (36
     // m64n64k16, Q and the K tile K-major from shared memory) is computed by warpgroup k & 1 only,
@@ -768,7 +793,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     Cursor cs;
     seek(cs, first_b, lo, hi, sch, B);
     int seg_t0 = cs.t;
-    int np = 0, pb0 = 0, ps0 = 0, pb1 = 0, ps1 = 0;  // fused path: split segments written
     for (int k = 0; cs.b < B; ++k) {
       const int st = k & 1;
       const int b = cs.b;
@@ -976,14 +1000,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         named_sync(5, 256);
 #pragma unroll
         for (int i = 0; i < 2; ++i) lq[i] += row_l[(cw ^ 1) * 64 + 16 * w + g + 8 * i];
-        const int sb = sch.split_base(b);
-        int slot = -1;
-        if (sb >= 0) slot = sb + part - (sch.prefix(b) + kSegmentCost) / payload;
-        if (a.in_grid_merge && slot >= 0) {  // merged after the loop (at most the first and the last segment)
-          if (np == 0) pb0 = b, ps0 = slot;
-          else pb1 = b, ps1 = slot;
-          ++np;
-        }
+        const int slot = segment_slot(b);
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
           const float l = lq[i];
@@ -1009,12 +1026,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
               for (int j = 0; j < 8; ++j)
 #pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                  const float y = o[cb][4 * j + 2 * i + e] * inv;
-                  const int64_t at = off + 64 * cb + 8 * j + e;
-                  if (a.out_f32) static_cast<float*>(a.out)[at] = y;
-                  else static_cast<__nv_bfloat16*>(a.out)[at] = __float2bfloat16_rn(y);
-                }
+                for (int e = 0; e < 2; ++e) store_out(off + 64 * cb + 8 * j + e, o[cb][4 * j + 2 * i + e] * inv);
             if (cw == 0 && qd == 0) a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = lse_v;
           }
         }
@@ -1022,12 +1034,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       advance(cs, lo, hi, sch, B);
       if (cs.b != b) seg_t0 = cs.t;
     }
-    if (a.in_grid_merge && np > 0) {
-      if (np > 2) __trap();  // only a part's first and last segment can be split
-      pdl_wait();  // the arrival counters were zeroed by the previous grid
-      fused_arrive<kRowsCta>(a, sch, pb0, ps0, row0, ct, smem);
-      if (np > 1) fused_arrive<kRowsCta>(a, sch, pb1, ps1, row0, ct, smem);
-    }
+    merge_in_grid();
     return;
   }
 
@@ -1040,7 +1047,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   Cursor cs;
   seek(cs, first_b, lo, hi, sch, B);
   int seg_t0 = cs.t;
-  int np = 0, pb0 = 0, ps0 = 0, pb1 = 0, ps1 = 0;  // fused path: split segments written
   for (int k = 0; cs.b < B; ++k) {
     const int st = k & 1, par = k & 1;
     const int b = cs.b;
@@ -1313,14 +1319,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           }
         }
       }
-      const int sb = sch.split_base(b);
-      int slot = -1;
-      if (sb >= 0) slot = sb + part - (sch.prefix(b) + kSegmentCost) / payload;
-      if (a.in_grid_merge && slot >= 0) {  // merged after the loop (at most the first and the last segment)
-        if (np == 0) pb0 = b, ps0 = slot;
-        else pb1 = b, ps1 = slot;
-        ++np;
-      }
+      const int slot = segment_slot(b);
 #pragma unroll
       for (int j = 0; j < NJ; ++j)
 #pragma unroll
@@ -1343,11 +1342,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
             for (int mt = 0; mt < 8; ++mt)
 #pragma unroll
-              for (int i = 0; i < 2; ++i) {
-                const float y = o[mt][4 * j + 2 * i + e] * inv;
-                if (a.out_f32) static_cast<float*>(a.out)[off + mt * 64 + 8 * i] = y;
-                else static_cast<__nv_bfloat16*>(a.out)[off + mt * 64 + 8 * i] = __float2bfloat16_rn(y);
-              }
+              for (int i = 0; i < 2; ++i) store_out(off + mt * 64 + 8 * i, o[mt][4 * j + 2 * i + e] * inv);
             if (w == 0 && g == 0) a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = lse_v;
           }
         }
@@ -1356,12 +1351,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     advance(cs, lo, hi, sch, B);
     if (cs.b != b) seg_t0 = cs.t;
   }
-  if (a.in_grid_merge && np > 0) {
-    if (np > 2) __trap();  // only a part's first and last segment can be split
-    pdl_wait();  // the arrival counters were zeroed by the previous grid
-    fused_arrive<kRowsCta>(a, sch, pb0, ps0, row0, ct, smem);
-    if (np > 1) fused_arrive<kRowsCta>(a, sch, pb1, ps1, row0, ct, smem);
-  }
+  merge_in_grid();
 #else
   __trap();  // launched only where the launcher found an sm_90a binary
 #endif
