@@ -168,9 +168,7 @@ __device__ __forceinline__ bool wg_any(int id, bool v) {
 }
 /// A bf16 pair times f, rounded once (in fp32).
 __device__ __forceinline__ uint32_t scale_bf16x2(uint32_t v, float f) {
-  const float lo = __uint_as_float(v << 16), hi = __uint_as_float(v & 0xffff0000u);
-  __nv_bfloat162 r = __floats2bfloat162_rn(lo * f, hi * f);
-  return *reinterpret_cast<uint32_t*>(&r);
+  return pack_bf16(__uint_as_float(v << 16) * f, __uint_as_float(v & 0xffff0000u) * f);
 }
 /// Four e4m3 values (bytes of x) → four bf16 (two bf16x2 words, value 0 in the low half of .x),
 /// exactly, in 4 integer/FMA-pipe instructions per pair instead of conversions (16 per clock and
