@@ -182,9 +182,23 @@ struct StepCase {
 /// Per-rank buffers of one decode step.
 struct StepBuffers {
   DeviceBuffer bt, lens, q, out, lse, ws, scale;
+  std::unique_ptr<CommBuffer> comm_ws;  // W > 1: the workspace, from the communicator
   Cache cache;
   std::size_t ws_bytes = 0;
+  void* workspace() const { return comm_ws ? comm_ws->data() : ws.get(); }
 };
+
+/// Gives each rank's buffers a workspace from its communicator (a collective call: one thread per
+/// rank), or frees them again (also collective) with `bytes` = 0.
+template <class Buffers>
+void comm_workspaces(std::vector<Buffers>& b, const std::vector<Communicator*>& comms, bool release = false) {
+  run_ranks(static_cast<int>(comms.size()), [&](int r) {
+    auto& x = b[static_cast<std::size_t>(r)];
+    ck(cudaSetDevice(comms[static_cast<std::size_t>(r)]->device().index), "cudaSetDevice");
+    if (release) x.comm_ws.reset();
+    else x.comm_ws = comms[static_cast<std::size_t>(r)]->allocate(x.ws_bytes);
+  });
+}
 
 Result make_result(const std::string& op, CacheFormat f, int world, int batch, int64_t ctx, double us, double comm_us,
                    double bytes, double copy_gbps, const std::string& shape) {
@@ -234,6 +248,17 @@ int run_dcp(const BenchOptions& opts) {
       init_rank(group[static_cast<std::size_t>(r)], dev0 + r, static_cast<std::size_t>(max_tokens / W + kBlock * 64) * 2 * kHeadDim, pool);
     comms = make_nccl_group({dev0, dev0 + 1});
     for (auto& c : comms) comm_ptrs.push_back(c.get());
+    std::vector<std::unique_ptr<CommBuffer>> probe(static_cast<std::size_t>(W));
+    run_ranks(W, [&](int r) {
+      ck(cudaSetDevice(dev0 + r), "cudaSetDevice");
+      probe[static_cast<std::size_t>(r)] = comm_ptrs[static_cast<std::size_t>(r)]->allocate(4096);
+    });
+    std::cout << "collective buffers (Communicator::allocate): "
+              << (probe[0]->symmetric() ? "NCCL symmetric windows" : "plain device memory") << "\n";
+    run_ranks(W, [&](int r) {
+      ck(cudaSetDevice(dev0 + r), "cudaSetDevice");
+      probe[static_cast<std::size_t>(r)].reset();
+    });
   }
 
   std::vector<Result> results;
@@ -259,15 +284,15 @@ int run_dcp(const BenchOptions& opts) {
     b.cache.scale = b.scale.as<float>();
     b.ws_bytes = w == 1 ? mla_decode_workspace_size(c.batch, 1, kHeadsPerRank, b.cache.device)
                         : dcp::decode_workspace_size(c.batch, 1, kHeadsPerRank, w, b.cache.device);
-    b.ws = DeviceBuffer(b.ws_bytes);
+    if (w == 1) b.ws = DeviceBuffer(b.ws_bytes);
     rk.stream->sync();
     return b;
   };
 
   std::cout << "\n== DCP decode step, one layer (us: whole step, slower rank; comm: its collectives alone; attn: the "
                "local mla_decode alone; rest: the DCP kernels and gaps) ==\n";
-  std::printf("%-11s %5s %7s %10s %10s %10s %10s %10s %8s %6s\n", "format", "B", "ctx", "W=1 us", "W=2 us",
-              "comm us", "attn us", "rest us", "W2/W1", "graph");
+  std::printf("%-11s %5s %7s %10s %10s %10s %10s %10s %8s %6s %6s\n", "format", "B", "ctx", "W=1 us", "W=2 us",
+              "comm us", "attn us", "rest us", "W2/W1", "merge", "graph");
   for (CacheFormat f : formats)
     for (int64_t ctx : ctxs)
       for (int B : batches) {
@@ -294,7 +319,8 @@ int run_dcp(const BenchOptions& opts) {
         results.push_back(make_result("dcp_decode_step", f, 1, B, ctx, us1, 0, kv1, copy,
                                       "W1 B" + std::to_string(B) + " " + kfmt(ctx)));
         double us2 = 0, comm2 = 0, attn2 = 0;
-        bool g2 = false;
+        bool g2 = false, symmetric = false;
+        const char* merge_name = "-";
         if (two) {
           std::vector<StepBuffers> sb;
           for (int r = 0; r < W; ++r) sb.push_back(step_buffers(group[static_cast<std::size_t>(r)], c, W, kHeadsPerRank, r));
@@ -328,43 +354,76 @@ int run_dcp(const BenchOptions& opts) {
                            Stream{group[0].stream->get()});
               },
               iters, true);
-          us2 = time_step(
-              group_ptrs, comm_ptrs,
-              [&](int r) {
-                const StepBuffers& b = sb[static_cast<std::size_t>(r)];
-                const Device d = b.cache.device;
-                dcp::decode(*comm_ptrs[static_cast<std::size_t>(r)],
-                            Tensor(b.q.get(), DType::bf16, {B, 1, kHeadsPerRank, kHeadDim}, d), b.cache,
-                            Tensor(b.bt.get(), DType::i32, {B, blocks2}, d), Tensor(b.lens.get(), DType::i32, {B}, d),
-                            Tensor(b.out.get(), DType::bf16, {B, 1, kHeadsPerRank, kLatentDim}, d),
-                            Tensor(b.lse.get(), DType::f32, {B, 1, kHeadsPerRank}, d), o, {b.ws.get(), b.ws_bytes},
-                            Stream{group[static_cast<std::size_t>(r)].stream->get()});
-              },
-              iters, true, &g2);
-          // The same collectives alone, on buffers of the same sizes (inside the workspace).
+          comm_workspaces(sb, comm_ptrs);
+          // The whole step with each merge; the faster one is the step's time.
+          auto step_with = [&](dcp::Merge m, bool* graphed) {
+            o.merge = m;
+            return time_step(
+                group_ptrs, comm_ptrs,
+                [&](int r) {
+                  const StepBuffers& b = sb[static_cast<std::size_t>(r)];
+                  const Device d = b.cache.device;
+                  dcp::decode(*comm_ptrs[static_cast<std::size_t>(r)],
+                              Tensor(b.q.get(), DType::bf16, {B, 1, kHeadsPerRank, kHeadDim}, d), b.cache,
+                              Tensor(b.bt.get(), DType::i32, {B, blocks2}, d), Tensor(b.lens.get(), DType::i32, {B}, d),
+                              Tensor(b.out.get(), DType::bf16, {B, 1, kHeadsPerRank, kLatentDim}, d),
+                              Tensor(b.lse.get(), DType::f32, {B, 1, kHeadsPerRank}, d), o,
+                              {b.workspace(), b.ws_bytes}, Stream{group[static_cast<std::size_t>(r)].stream->get()});
+                },
+                iters, true, graphed);
+          };
+          const double us_a2a = step_with(dcp::Merge::all_to_all, &g2);
+          bool g2b = false;
+          const double us_rs = step_with(dcp::Merge::allgather_reduce_scatter, &g2b);
+          g2 = g2 && g2b;
+          // Each merge's collectives alone, on buffers of the same sizes (inside the workspace).
           const std::size_t q_bytes = static_cast<std::size_t>(B) * kHeadsPerRank * kHeadDim * 2;
           // merge (b)'s per-destination block: T·N·(512 + 1) floats
           const std::size_t a2a_bytes = static_cast<std::size_t>(B) * kHeadsPerRank * (kLatentDim + 1) * 4;
-          comm2 = time_step(
-              group_ptrs, comm_ptrs,
-              [&](int r) {
-                const StepBuffers& b = sb[static_cast<std::size_t>(r)];
-                auto* base = b.ws.as<uint8_t>();
-                const Stream st{group[static_cast<std::size_t>(r)].stream->get()};
-                Communicator& cm = *comm_ptrs[static_cast<std::size_t>(r)];
-                cm.all_gather(base, base + q_bytes + 256, q_bytes, st);
-                cm.all_to_all(base, base + W * a2a_bytes + 256, a2a_bytes, st);
-              },
-              std::max(iters, 40), true);
+          const std::size_t lse_bytes = static_cast<std::size_t>(B) * W * kHeadsPerRank * 4;
+          const std::size_t rs_count = static_cast<std::size_t>(B) * kHeadsPerRank * kLatentDim;
+          auto comm_with = [&](dcp::Merge m) {
+            return time_step(
+                group_ptrs, comm_ptrs,
+                [&](int r) {
+                  const StepBuffers& b = sb[static_cast<std::size_t>(r)];
+                  auto* base = static_cast<uint8_t*>(b.workspace());
+                  const Stream st{group[static_cast<std::size_t>(r)].stream->get()};
+                  Communicator& cm = *comm_ptrs[static_cast<std::size_t>(r)];
+                  cm.all_gather(base, base + q_bytes + 256, q_bytes, st);
+                  if (m == dcp::Merge::all_to_all) {
+                    cm.all_to_all(base, base + W * a2a_bytes + 256, a2a_bytes, st);
+                  } else {
+                    cm.all_gather(base, base + lse_bytes + 256, lse_bytes, st);
+                    auto* f = reinterpret_cast<float*>(base);
+                    cm.reduce_scatter_sum(f, f + W * rs_count + 64, rs_count, st);
+                  }
+                },
+                std::max(iters, 40), true);
+          };
+          const double comm_a2a = comm_with(dcp::Merge::all_to_all);
+          const double comm_rs = comm_with(dcp::Merge::allgather_reduce_scatter);
+          const bool rs_faster = us_rs < us_a2a;
+          us2 = rs_faster ? us_rs : us_a2a;
+          comm2 = rs_faster ? comm_rs : comm_a2a;
+          symmetric = sb[0].comm_ws->symmetric();
+          comm_workspaces(sb, comm_ptrs, true);
           const double kv2 = static_cast<double>(B) * dcp::local_length(ctx, 0, W, 1) * desc.token_bytes();
           results.push_back(make_result("dcp_decode_step", f, W, B, ctx, us2, comm2, kv2, copy,
                                         "W2 B" + std::to_string(B) + " " + kfmt(ctx)));
           results.back().extra.push_back({"ratio_vs_w1", us2 / us1});
           results.back().extra.push_back({"attn_us", attn2});
+          results.back().extra.push_back({"us_all_to_all", us_a2a});
+          results.back().extra.push_back({"us_reduce_scatter", us_rs});
+          results.back().extra.push_back({"comm_us_all_to_all", comm_a2a});
+          results.back().extra.push_back({"comm_us_reduce_scatter", comm_rs});
+          results.back().extra.push_back({"merge_reduce_scatter", rs_faster ? 1.0 : 0.0});
+          results.back().extra.push_back({"symmetric", symmetric ? 1.0 : 0.0});
+          merge_name = rs_faster ? "rs" : "a2a";
         }
-        std::printf("%-11s %5d %7s %10.1f %10.1f %10.1f %10.1f %10.1f %8.2f %6s\n", format_name(f), B,
+        std::printf("%-11s %5d %7s %10.1f %10.1f %10.1f %10.1f %10.1f %8.2f %6s %6s\n", format_name(f), B,
                     kfmt(ctx).c_str(), us1, us2, comm2, attn2, us2 - comm2 - attn2, two ? us2 / us1 : 0.0,
-                    g1 && (!two || g2) ? "yes" : "no");
+                    merge_name, g1 && (!two || g2) ? "yes" : "no");
         std::fflush(stdout);
       }
 
@@ -375,7 +434,8 @@ int run_dcp(const BenchOptions& opts) {
     double bf16_us = 0;
     for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla, CacheFormat::dsv4}) {
       struct GatherBuffers {
-        DeviceBuffer bt, cu, starts, out, ws, scale;
+        DeviceBuffer bt, cu, starts, out, scale;
+        std::unique_ptr<CommBuffer> comm_ws;
         Cache cache;
         std::size_t ws_bytes = 0;
       };
@@ -394,8 +454,8 @@ int run_dcp(const BenchOptions& opts) {
         b.scale.upload(&fp8_scale, 4);
         b.cache = {rk.cache.get(), {f, blocks, kBlock, 0}, Device::cuda(rk.device), b.scale.as<float>()};
         b.ws_bytes = dcp::gather_context_workspace_size(b.cache.desc, ctx, 1, W, 1);
-        b.ws = DeviceBuffer(b.ws_bytes);
       }
+      comm_workspaces(gb, comm_ptrs);
       const double us = time_step(
           group_ptrs, comm_ptrs,
           [&](int r) {
@@ -405,20 +465,20 @@ int run_dcp(const BenchOptions& opts) {
                                 Tensor(b.bt.get(), DType::i32, {1, blocks}, d), Tensor(b.cu.get(), DType::i32, {2}, d),
                                 Tensor(b.starts.get(), DType::i32, {1}, d),
                                 Tensor(b.out.get(), DType::bf16, {ctx, probe.row_width()}, d), 1,
-                                {b.ws.get(), b.ws_bytes}, Stream{group[static_cast<std::size_t>(r)].stream->get()});
+                                {b.comm_ws->data(), b.ws_bytes}, Stream{group[static_cast<std::size_t>(r)].stream->get()});
           },
           iters, true);
       // The all-gather alone: each rank's capacity (ctx / W + I rows) of stored bytes.
       const std::size_t send = static_cast<std::size_t>(std::min<int64_t>(ctx, ctx / W + 1) * probe.token_bytes());
-      DeviceBuffer* scratch[2] = {&gb[0].ws, &gb[1].ws};
       const double comm_us = time_step(
           group_ptrs, comm_ptrs,
           [&](int r) {
-            auto* base = scratch[r]->as<uint8_t>();
+            auto* base = static_cast<uint8_t*>(gb[static_cast<std::size_t>(r)].comm_ws->data());
             comm_ptrs[static_cast<std::size_t>(r)]->all_gather(base, base + send + 256, send,
                                                                Stream{group[static_cast<std::size_t>(r)].stream->get()});
           },
           std::max(iters, 40), true);
+      comm_workspaces(gb, comm_ptrs, true);
       if (f == CacheFormat::bf16) bf16_us = us;
       const double wire = static_cast<double>(send) * W;
       results.push_back(make_result("dcp_gather_context", f, W, 1, ctx, us, comm_us,

@@ -36,6 +36,8 @@ MLAKV_BACKEND_OPS(MLAKV_WITH_STREAM)
 std::size_t mla_decode_workspace_size(int batch, int s_q, int heads, int device_index);
 /// Makes `device` current on the calling thread (throws mlakv::Error on failure).
 void set_device(Device device);
+/// cudaMalloc'd memory on `device` as a CommBuffer (not symmetric).
+std::unique_ptr<CommBuffer> plain_comm_buffer(Device device, std::size_t bytes);
 }  // namespace cuda
 
 }  // namespace mlakv

@@ -105,6 +105,24 @@ TEST(CpuGroup, RankThatThrowsDoesNotHangTheOthers) {
   EXPECT_LT(std::chrono::steady_clock::now() - t1, timeout);
 }
 
+TEST(CpuGroup, AllocateGivesAlignedWritableHostMemoryThatCollectivesAccept) {
+  auto comms = make_cpu_group(2);
+  run_ranks(2, [&](int r) {
+    Communicator& c = *comms[static_cast<std::size_t>(r)];
+    const std::unique_ptr<CommBuffer> b = c.allocate(1000);
+    ASSERT_NE(b->data(), nullptr);
+    EXPECT_EQ(b->bytes(), 1000u);
+    EXPECT_FALSE(b->symmetric());
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(b->data()) % 256, 0u);
+    auto* p = static_cast<int32_t*>(b->data());
+    p[0] = 10 + r;
+    c.all_gather(p, p + 1, sizeof(int32_t), {});
+    EXPECT_EQ(p[1], 10);
+    EXPECT_EQ(p[2], 11);
+    EXPECT_EQ(c.allocate(0)->bytes(), 0u);
+  });
+}
+
 TEST(CpuGroup, RejectsBadWorld) { EXPECT_THROW(make_cpu_group(0), Error); }
 
 }  // namespace

@@ -644,6 +644,7 @@ struct DcpRun {
   int interleave = 1;
   bool causal = true;
   bool graph = false;  // capture the step in a CUDA graph and replay it
+  bool comm_memory = false;  // workspace from Communicator::allocate (NCCL symmetric windows)
 };
 
 /// dcp::decode on both GPUs; rank r's queries are heads [rN, rN + N) of q [B, S, W·N, 576]
@@ -664,7 +665,13 @@ AttnOut dcp_decode(Communicator& (*comm)(int), const ShardedCaches& sc, const st
     DevMem dout(r, static_cast<std::size_t>(B * S * N * kLatentDim * 2)), dlse(r, static_cast<std::size_t>(B * S * N * 4));
     dout.fill(0xFF);  // NaN if anything is left unwritten
     const std::size_t ws = dcp::decode_workspace_size(static_cast<int>(B), static_cast<int>(S), static_cast<int>(N), kW, dev);
-    DevMem dws(r, ws);
+    DevMem dws(r, run.comm_memory ? 0 : ws);
+    const std::unique_ptr<CommBuffer> cws = run.comm_memory ? comm(r).allocate(ws) : nullptr;
+    if (cws) {  // stale bytes must not matter
+      cuda_ok(cudaMemset(cws->data(), 0xFF, ws), "cudaMemset");
+      cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    }
+    void* const wsp = cws ? cws->data() : dws.get();
     dcp::DecodeOptions o;
     o.softmax_scale = kSoftmaxScale;
     o.causal = run.causal;
@@ -677,7 +684,7 @@ AttnOut dcp_decode(Communicator& (*comm)(int), const ShardedCaches& sc, const st
     auto step = [&] {
       dcp::decode(comm(r), q_local, cache.cache, Tensor(dbt.get(), DType::i32, {B, sc.bt.max_blocks}, dev),
                   Tensor(dlens.get(), DType::i32, {B}, dev), Tensor(dout.get(), DType::bf16, {B, S, N, kLatentDim}, dev),
-                  Tensor(dlse.get(), DType::f32, {B, S, N}, dev), o, {dws.get(), ws}, Stream{stream});
+                  Tensor(dlse.get(), DType::f32, {B, S, N}, dev), o, {wsp, ws}, Stream{stream});
     };
     if (run.graph) {
       cudaGraph_t graph;
@@ -769,6 +776,43 @@ TEST_F(CudaDcpGroup, DecodeWithManyHeadsNonCausalAndInGraphReplay) {
     }
 }
 
+TEST_F(CudaDcpGroup, DecodeOnCommunicatorMemoryEqualsSingleGpuForBothMergesAndInGraphReplay) {
+  const ShardedCaches sc({0, 1, 700, 64, 1500, 129}, CacheFormat::fp8, 64, 1);
+  const int64_t S = 1, N = 16, H = kW * N, B = sc.req.batch();
+  const std::vector<uint16_t> q = random_bf16(static_cast<std::size_t>(B * S * H * kHeadDim));
+  const AttnOut ref = single_gpu_decode(sc, q, S, H, false, 1.f);
+  for (dcp::Merge m : {dcp::Merge::allgather_reduce_scatter, dcp::Merge::all_to_all})
+    for (bool graph : {false, true}) {
+      SCOPED_TRACE("merge=" + std::to_string(static_cast<int>(m)) + " graph=" + std::to_string(graph));
+      DcpRun run;
+      run.merge = m;
+      run.graph = graph;
+      run.comm_memory = true;
+      const AttnOut got = dcp_decode(&comm, sc, q, S, N, run, 1.f);
+      EXPECT_LE(rel_err(bf16_values(got.out), bf16_values(ref.out)), 4e-3);
+      EXPECT_LE(max_lse_diff(got.lse, ref.lse), 1e-3);
+    }
+}
+
+TEST_F(CudaDcpGroup, CommunicatorMemoryIsWritableDeviceMemoryOfTheRequestedSize) {
+  run_ranks(kW, [&](int r) {
+    cuda_ok(cudaSetDevice(r), "cudaSetDevice");
+    for (std::size_t bytes : {std::size_t{1}, std::size_t{5000}, std::size_t{3} << 20}) {
+      const std::unique_ptr<CommBuffer> b = comm(r).allocate(bytes);
+      ASSERT_NE(b->data(), nullptr);
+      EXPECT_EQ(b->bytes(), bytes);
+      cudaPointerAttributes at{};
+      cuda_ok(cudaPointerGetAttributes(&at, b->data()), "cudaPointerGetAttributes");
+      EXPECT_EQ(at.device, r);
+      cuda_ok(cudaMemset(b->data(), 0x5A, bytes), "cudaMemset");
+      uint8_t last = 0;
+      cuda_ok(cudaMemcpy(&last, static_cast<uint8_t*>(b->data()) + bytes - 1, 1, cudaMemcpyDeviceToHost), "cudaMemcpy");
+      EXPECT_EQ(last, 0x5A);
+      if (r == 0 && bytes == 1) std::printf("[ info ] Communicator::allocate: %s\n", b->symmetric() ? "NCCL symmetric window" : "cudaMalloc");
+    }
+  });
+}
+
 TEST_F(CudaDcpGroup, Fp8CachesWithDcpStayWithinTheFp8BudgetOfTheBf16Cache) {
   const std::vector<int32_t> lens{700, 1500, 64};
   for (CacheFormat f : {CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
@@ -829,10 +873,14 @@ TEST_F(CudaDcpGroup, GatherContextEqualsSingleGpuGatherDequantForEveryFormat) {
           DevCache cache(*sc.shard[static_cast<std::size_t>(r)], r);
           DevMem dbt(r, sc.bt.ids), dcu(r, cu), dst(r, starts), dout(r, init);
           const std::size_t ws = dcp::gather_context_workspace_size(cache.cache.desc, rows, static_cast<int>(B), kW, I);
-          DevMem dws(r, ws);
+          // Half the cases on the communicator's memory (NCCL symmetric windows).
+          const bool on_comm = (I == 16) == (dt == DType::bf16);
+          DevMem dws(r, on_comm ? 0 : ws);
+          const std::unique_ptr<CommBuffer> cws = on_comm ? comm(r).allocate(ws) : nullptr;
+          void* const wsp = cws ? cws->data() : dws.get();
           dcp::gather_context(comm(r), cache.cache, Tensor(dbt.get(), DType::i32, {B, sc.bt.max_blocks}, dev),
                               Tensor(dcu.get(), DType::i32, {B + 1}, dev), Tensor(dst.get(), DType::i32, {B}, dev),
-                              Tensor(dout.get(), dt, {rows, width}, {row_stride, 1}, dev), I, {dws.get(), ws});
+                              Tensor(dout.get(), dt, {rows, width}, {row_stride, 1}, dev), I, {wsp, ws});
           sync(r);
           EXPECT_TRUE(same_bytes(dout.host<uint8_t>(), want)) << "rank " << r;
         });

@@ -62,6 +62,7 @@ struct Replica {
   DeviceBuffer block_table, seq_lens;
   DeviceBuffer rows, positions, token_to_req, slots;  // write staging
   DeviceBuffer q, out, lse, workspace;
+  std::unique_ptr<CommBuffer> comm_workspace;  // DCP: the workspace, from the group's communicator
 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -114,9 +115,8 @@ Replica make_replica(Device device, DcpShard shard, CacheFormat format, int bloc
   r.q = DeviceBuffer(device, static_cast<std::size_t>(batch) * total_heads * kHeadDim * 2);
   r.out = DeviceBuffer(device, static_cast<std::size_t>(batch) * local_heads * kLatentDim * 2);
   r.lse = DeviceBuffer(device, static_cast<std::size_t>(batch) * local_heads * sizeof(float));
-  const std::size_t ws = shard.world > 1 ? dcp::decode_workspace_size(batch, 1, local_heads, shard.world, device)
-                                         : mla_decode_workspace_size(batch, 1, local_heads, device);
-  r.workspace = DeviceBuffer(device, ws);
+  // A DCP rank's workspace comes from its communicator (attach_comm_workspaces).
+  if (shard.world == 1) r.workspace = DeviceBuffer(device, mla_decode_workspace_size(batch, 1, local_heads, device));
   return r;
 }
 
@@ -152,7 +152,8 @@ void decode(Replica& r, Communicator* comm, int batch, int total_heads, int firs
   const Tensor lse(r.lse.data(), DType::f32, {batch, 1, heads}, r.device);
   const Tensor table(r.block_table.data(), DType::i32, {batch, max_blocks}, r.device);
   const Tensor lens(r.seq_lens.data(), DType::i32, {batch}, r.device);
-  const Workspace ws{r.workspace.data(), r.workspace.bytes()};
+  const Workspace ws = r.comm_workspace ? Workspace{r.comm_workspace->data(), r.comm_workspace->bytes()}
+                                        : Workspace{r.workspace.data(), r.workspace.bytes()};
   if (comm) {
     dcp::DecodeOptions o;
     o.softmax_scale = kSoftmaxScale;
@@ -286,6 +287,11 @@ int run_demo(DemoOptions o) {
   std::optional<Replica> single;
   if (W > 1) single = make_replica(device, DcpShard{}, format, o.block_size, full_paging, fp8_scale, B, H, H);
   auto group = W > 1 ? make_group(device, W) : std::vector<std::unique_ptr<Communicator>>{};
+  if (W > 1)  // a collective call: every rank on its own thread
+    run_ranks(W, [&](int r) {
+      Replica& rk = ranks[static_cast<std::size_t>(r)];
+      rk.comm_workspace = group[static_cast<std::size_t>(r)]->allocate(dcp::decode_workspace_size(B, 1, N, W, rk.device));
+    });
 
   std::cout << "mlakv demo: MLA decode on a DeepSeek-V3-shaped layer (latent " << kLatentDim << " + rope " << kRopeDim
             << ", " << H << " query heads, softmax scale 1/sqrt(192))\n"

@@ -38,6 +38,14 @@ NcclApi load() {
   sym(api.GroupStart, "ncclGroupStart");
   sym(api.GroupEnd, "ncclGroupEnd");
   sym(api.GetErrorString, "ncclGetErrorString");
+  auto optional = [&](auto& fn, const char* symbol) {
+    fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, symbol));
+  };
+  optional(api.MemAlloc, "ncclMemAlloc");
+  optional(api.MemFree, "ncclMemFree");
+  optional(api.CommWindowRegister, "ncclCommWindowRegister");
+  optional(api.CommWindowDeregister, "ncclCommWindowDeregister");
+  optional(api.AlltoAll, "ncclAlltoAll");
   return api;  // the library stays loaded for the life of the process
 }
 

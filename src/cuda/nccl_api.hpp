@@ -22,6 +22,13 @@ struct NcclApi {
   decltype(&::ncclGroupStart) GroupStart;
   decltype(&::ncclGroupEnd) GroupEnd;
   decltype(&::ncclGetErrorString) GetErrorString;
+  // Optional (null where the library is older): symmetric windows (2.27) and ncclAlltoAll (2.28).
+  decltype(&::ncclMemAlloc) MemAlloc;
+  decltype(&::ncclMemFree) MemFree;
+  decltype(&::ncclCommWindowRegister) CommWindowRegister;
+  decltype(&::ncclCommWindowDeregister) CommWindowDeregister;
+  decltype(&::ncclAlltoAll) AlltoAll;
+  bool has_windows() const { return MemAlloc && MemFree && CommWindowRegister && CommWindowDeregister; }
 };
 
 /// The NCCL entry points; loads the library on the first call (MLAKV_NCCL_LIBRARY names a file to

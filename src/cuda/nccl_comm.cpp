@@ -2,8 +2,12 @@
 // polled against a deadline, so a dead or stuck peer turns into an mlakv::Error (after
 // ncclCommAbort) instead of a hang.
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -21,88 +25,168 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// What a communicator shares with the buffers it registered: the handle (null once aborted or
+// destroyed, so a buffer that outlives it only frees its memory).
+struct CommState {
+  ncclComm_t comm = nullptr;
+  int rank = 0, device = 0;
+  std::chrono::milliseconds timeout{};
+
+  // Waits for a non-blocking call to leave ncclInProgress; aborts and throws on error or timeout.
+  void finish(ncclResult_t res, const char* what) {
+    const auto deadline = Clock::now() + timeout;
+    while (res == ncclInProgress) {
+      if (Clock::now() > deadline) {
+        cuda::nccl().CommAbort(comm);
+        comm = nullptr;
+        detail::fail("NCCL ", what, " on rank ", rank, ": no progress within ", timeout.count(),
+                     " ms; communicator aborted");
+      }
+      std::this_thread::yield();
+      if (cuda::nccl().CommGetAsyncError(comm, &res) != ncclSuccess) break;
+    }
+    if (res != ncclSuccess) {
+      const char* msg = cuda::nccl().GetErrorString(res);
+      cuda::nccl().CommAbort(comm);
+      comm = nullptr;
+      detail::fail("NCCL ", what, " on rank ", rank, " failed: ", msg, "; communicator aborted");
+    }
+  }
+
+  // The same wait where nothing may throw (destructors): true when the call completed.
+  bool settle(ncclResult_t res) const {
+    const auto deadline = Clock::now() + timeout;
+    while (res == ncclInProgress && Clock::now() < deadline) {
+      std::this_thread::yield();
+      if (cuda::nccl().CommGetAsyncError(comm, &res) != ncclSuccess) return false;
+    }
+    return res == ncclSuccess;
+  }
+};
+
+/// ncclMemAlloc'd memory registered as a symmetric window of the communicator.
+class WindowBuffer final : public CommBuffer {
+ public:
+  WindowBuffer(std::shared_ptr<CommState> st, void* p, std::size_t bytes, ncclWindow_t win)
+      : st_(std::move(st)), p_(p), bytes_(bytes), win_(win) {}
+  ~WindowBuffer() override {
+    cudaSetDevice(st_->device);
+    // Deregistering is collective: every rank destroys its buffer. A communicator that is gone
+    // took its windows with it.
+    if (st_->comm && !st_->settle(cuda::nccl().CommWindowDeregister(st_->comm, win_))) {
+      cuda::nccl().CommAbort(st_->comm);
+      st_->comm = nullptr;
+    }
+    cuda::nccl().MemFree(p_);
+  }
+  void* data() const override { return p_; }
+  std::size_t bytes() const override { return bytes_; }
+  bool symmetric() const override { return true; }
+
+ private:
+  std::shared_ptr<CommState> st_;
+  void* p_;
+  std::size_t bytes_;
+  ncclWindow_t win_;
+};
+
+bool symmetric_windows_wanted() {
+  const char* env = std::getenv("MLAKV_NCCL_SYMMETRIC");
+  return cuda::nccl().has_windows() && !(env && std::string(env) == "0");
+}
+
+// ncclAlltoAll where the library has it (2.28), unless MLAKV_NCCL_ALLTOALL=sendrecv asks for the
+// grouped ncclSend / ncclRecv form.
+bool use_nccl_alltoall() {
+  const char* env = std::getenv("MLAKV_NCCL_ALLTOALL");
+  return cuda::nccl().AlltoAll && !(env && std::string(env) == "sendrecv");
+}
+
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(ncclComm_t comm, int world, int rank, int device, std::chrono::milliseconds timeout)
-      : comm_(comm), world_(world), rank_(rank), device_(device), timeout_(timeout) {}
+      : st_(std::make_shared<CommState>(CommState{comm, rank, device, timeout})), world_(world) {}
 
   ~NcclCommunicator() override {
-    if (!comm_) return;
-    cudaSetDevice(device_);
+    ncclComm_t comm = st_->comm;
+    if (!comm) return;
+    st_->comm = nullptr;  // buffers still alive only free their memory from here on
+    cudaSetDevice(st_->device);
     // Finalize flushes outstanding work; if it cannot finish in time the peer is gone: abort.
-    ncclResult_t st = cuda::nccl().CommFinalize(comm_);
-    const auto deadline = Clock::now() + timeout_;
-    while (st == ncclInProgress && Clock::now() < deadline) {
-      std::this_thread::yield();
-      if (cuda::nccl().CommGetAsyncError(comm_, &st) != ncclSuccess) break;
-    }
-    if (st != ncclSuccess) {
-      cuda::nccl().CommAbort(comm_);
+    CommState probe = *st_;
+    probe.comm = comm;
+    if (!probe.settle(cuda::nccl().CommFinalize(comm))) {
+      cuda::nccl().CommAbort(comm);
       return;
     }
-    cuda::nccl().CommDestroy(comm_);
+    cuda::nccl().CommDestroy(comm);
   }
 
-  int rank() const override { return rank_; }
+  int rank() const override { return st_->rank; }
   int world() const override { return world_; }
-  Device device() const override { return Device::cuda(device_); }
+  Device device() const override { return Device::cuda(st_->device); }
 
   void all_gather(const void* send, void* recv, std::size_t bytes, Stream stream) override {
     if (bytes == 0) return;
     enter();
-    finish(cuda::nccl().AllGather(send, recv, bytes, ncclUint8, comm_, cuda::to_cuda(stream)), "ncclAllGather");
+    st_->finish(cuda::nccl().AllGather(send, recv, bytes, ncclUint8, st_->comm, cuda::to_cuda(stream)),
+                "ncclAllGather");
   }
 
   void reduce_scatter_sum(const float* send, float* recv, std::size_t count, Stream stream) override {
     if (count == 0) return;
     enter();
-    finish(cuda::nccl().ReduceScatter(send, recv, count, ncclFloat32, ncclSum, comm_, cuda::to_cuda(stream)),
-           "ncclReduceScatter");
+    st_->finish(cuda::nccl().ReduceScatter(send, recv, count, ncclFloat32, ncclSum, st_->comm, cuda::to_cuda(stream)),
+                "ncclReduceScatter");
   }
 
   void all_to_all(const void* send, void* recv, std::size_t bytes, Stream stream) override {
     if (bytes == 0) return;
     enter();
+    cudaStream_t st = cuda::to_cuda(stream);
+    if (use_nccl_alltoall()) {
+      st_->finish(cuda::nccl().AlltoAll(send, recv, bytes, ncclUint8, st_->comm, st), "ncclAlltoAll");
+      return;
+    }
     const auto* s = static_cast<const char*>(send);
     auto* r = static_cast<char*>(recv);
-    cudaStream_t st = cuda::to_cuda(stream);
     ncclResult_t res = cuda::nccl().GroupStart();
     for (int peer = 0; peer < world_ && res == ncclSuccess; ++peer) {
-      res = cuda::nccl().Send(s + peer * bytes, bytes, ncclUint8, peer, comm_, st);
+      res = cuda::nccl().Send(s + peer * bytes, bytes, ncclUint8, peer, st_->comm, st);
       if (res == ncclSuccess || res == ncclInProgress)
-        res = cuda::nccl().Recv(r + peer * bytes, bytes, ncclUint8, peer, comm_, st);
+        res = cuda::nccl().Recv(r + peer * bytes, bytes, ncclUint8, peer, st_->comm, st);
     }
     const ncclResult_t end = cuda::nccl().GroupEnd();
-    finish(res != ncclSuccess && res != ncclInProgress ? res : end, "all_to_all (ncclSend/ncclRecv)");
+    st_->finish(res != ncclSuccess && res != ncclInProgress ? res : end, "all_to_all (ncclSend/ncclRecv)");
+  }
+
+  std::unique_ptr<CommBuffer> allocate(std::size_t bytes) override {
+    if (!symmetric_windows_wanted()) return cuda::plain_comm_buffer(device(), bytes);
+    enter();
+    detail::require(st_->comm != nullptr, "Communicator::allocate on rank ", st_->rank,
+                    ": the communicator was aborted by an earlier failure");
+    const std::size_t n = (std::max<std::size_t>(bytes, 1) + NCCL_WIN_REQUIRED_ALIGNMENT - 1) /
+                          NCCL_WIN_REQUIRED_ALIGNMENT * NCCL_WIN_REQUIRED_ALIGNMENT;
+    void* p = nullptr;
+    const ncclResult_t a = cuda::nccl().MemAlloc(&p, n);
+    detail::require(a == ncclSuccess, "Communicator::allocate: ncclMemAlloc of ", n, " bytes on rank ", st_->rank,
+                    " failed: ", cuda::nccl().GetErrorString(a), " (MLAKV_NCCL_SYMMETRIC=0 uses cudaMalloc)");
+    ncclWindow_t win = nullptr;
+    try {
+      st_->finish(cuda::nccl().CommWindowRegister(st_->comm, p, n, &win, NCCL_WIN_COLL_SYMMETRIC),
+                  "ncclCommWindowRegister");
+    } catch (...) {
+      cuda::nccl().MemFree(p);
+      throw;
+    }
+    return std::make_unique<WindowBuffer>(st_, p, bytes, win);
   }
 
  private:
-  void enter() { cuda::set_device(Device::cuda(device_)); }
+  void enter() { cuda::set_device(Device::cuda(st_->device)); }
 
-  // Waits for a non-blocking call to leave ncclInProgress; aborts and throws on error or timeout.
-  void finish(ncclResult_t res, const char* what) {
-    const auto deadline = Clock::now() + timeout_;
-    while (res == ncclInProgress) {
-      if (Clock::now() > deadline) {
-        cuda::nccl().CommAbort(comm_);
-        comm_ = nullptr;
-        detail::fail("NCCL ", what, " on rank ", rank_, ": no progress within ", timeout_.count(),
-                     " ms; communicator aborted");
-      }
-      std::this_thread::yield();
-      if (cuda::nccl().CommGetAsyncError(comm_, &res) != ncclSuccess) break;
-    }
-    if (res != ncclSuccess) {
-      const char* msg = cuda::nccl().GetErrorString(res);
-      cuda::nccl().CommAbort(comm_);
-      comm_ = nullptr;
-      detail::fail("NCCL ", what, " on rank ", rank_, " failed: ", msg, "; communicator aborted");
-    }
-  }
-
-  ncclComm_t comm_;
-  int world_, rank_, device_;
-  std::chrono::milliseconds timeout_;
+  std::shared_ptr<CommState> st_;
+  int world_;
 };
 
 ncclConfig_t nonblocking_config() {
@@ -137,6 +221,35 @@ void check_group_args(int world, int rank, int device) {
 }
 
 }  // namespace
+
+namespace cuda {
+namespace {
+class CudaCommBuffer final : public CommBuffer {
+ public:
+  CudaCommBuffer(int device, std::size_t bytes) : device_(device), bytes_(bytes) {
+    set_device(Device::cuda(device));
+    if (bytes) check_cuda(cudaMalloc(&p_, bytes), "cudaMalloc (Communicator::allocate)");
+  }
+  ~CudaCommBuffer() override {
+    if (!p_) return;
+    cudaSetDevice(device_);
+    cudaFree(p_);
+  }
+  void* data() const override { return p_; }
+  std::size_t bytes() const override { return bytes_; }
+  bool symmetric() const override { return false; }
+
+ private:
+  int device_;
+  void* p_ = nullptr;
+  std::size_t bytes_;
+};
+}  // namespace
+
+std::unique_ptr<CommBuffer> plain_comm_buffer(Device device, std::size_t bytes) {
+  return std::make_unique<CudaCommBuffer>(device.index, bytes);
+}
+}  // namespace cuda
 
 NcclId nccl_make_id() {
   static_assert(sizeof(ncclUniqueId) == sizeof(NcclId::bytes));
