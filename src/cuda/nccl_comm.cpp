@@ -32,9 +32,12 @@ struct CommState {
   int rank = 0, device = 0;
   std::chrono::milliseconds timeout{};
 
-  // Waits for a non-blocking call to leave ncclInProgress; aborts and throws on error or timeout.
+  // Waits for a non-blocking call to complete; aborts and throws on error or timeout. A call can
+  // return ncclSuccess while its work still runs on NCCL's thread (ncclCommWindowRegister does):
+  // the communicator's state, not the return value, says when the next call may come.
   void finish(ncclResult_t res, const char* what) {
     const auto deadline = Clock::now() + timeout;
+    if (res == ncclSuccess) cuda::nccl().CommGetAsyncError(comm, &res);
     while (res == ncclInProgress) {
       if (Clock::now() > deadline) {
         cuda::nccl().CommAbort(comm);
@@ -56,6 +59,7 @@ struct CommState {
   // The same wait where nothing may throw (destructors): true when the call completed.
   bool settle(ncclResult_t res) const {
     const auto deadline = Clock::now() + timeout;
+    if (res == ncclSuccess && cuda::nccl().CommGetAsyncError(comm, &res) != ncclSuccess) return false;
     while (res == ncclInProgress && Clock::now() < deadline) {
       std::this_thread::yield();
       if (cuda::nccl().CommGetAsyncError(comm, &res) != ncclSuccess) return false;
@@ -165,8 +169,11 @@ class NcclCommunicator final : public Communicator {
     enter();
     detail::require(st_->comm != nullptr, "Communicator::allocate on rank ", st_->rank,
                     ": the communicator was aborted by an earlier failure");
-    const std::size_t n = (std::max<std::size_t>(bytes, 1) + NCCL_WIN_REQUIRED_ALIGNMENT - 1) /
-                          NCCL_WIN_REQUIRED_ALIGNMENT * NCCL_WIN_REQUIRED_ALIGNMENT;
+    // Whole 2 MiB pages: NCCL maps each peer's window into its symmetric address range, and
+    // ncclCommWindowRegister fails with "invalid argument" for a size the mapping granularity
+    // does not divide (seen with 4 KiB on H200).
+    constexpr std::size_t kPage = std::size_t{2} << 20;
+    const std::size_t n = (std::max<std::size_t>(bytes, 1) + kPage - 1) / kPage * kPage;
     void* p = nullptr;
     const ncclResult_t a = cuda::nccl().MemAlloc(&p, n);
     detail::require(a == ncclSuccess, "Communicator::allocate: ncclMemAlloc of ", n, " bytes on rank ", st_->rank,
