@@ -167,8 +167,6 @@ class NcclCommunicator final : public Communicator {
   std::unique_ptr<CommBuffer> allocate(std::size_t bytes) override {
     if (!symmetric_windows_wanted()) return cuda::plain_comm_buffer(device(), bytes);
     enter();
-    detail::require(st_->comm != nullptr, "Communicator::allocate on rank ", st_->rank,
-                    ": the communicator was aborted by an earlier failure");
     // Whole 2 MiB pages: NCCL maps each peer's window into its symmetric address range, and
     // ncclCommWindowRegister fails with "invalid argument" for a size the mapping granularity
     // does not divide (seen with 4 KiB on H200).
@@ -190,7 +188,13 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
-  void enter() { cuda::set_device(Device::cuda(st_->device)); }
+  // Every call: the rank's device current, and a clear error on a communicator an earlier
+  // failure aborted (NCCL would only say "invalid argument").
+  void enter() {
+    detail::require(st_->comm != nullptr, "NCCL communicator of rank ", st_->rank,
+                    ": aborted by an earlier failure; make a new group");
+    cuda::set_device(Device::cuda(st_->device));
+  }
 
   std::shared_ptr<CommState> st_;
   int world_;
