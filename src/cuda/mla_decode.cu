@@ -83,17 +83,19 @@ bool sm90_available(int dev) {
 
 }  // namespace
 
-/// Which attention kernel serves a call: decided on the host from the format and the device, so
-/// the choice needs no synchronization. fp8_ds_mla stays on the mma.sync kernel by default: on
-/// the sm90 kernel its 16-row CTAs and four scaled P tiles measured slower (docs/PERF.md).
+/// Which attention kernel serves a call: decided on the host from the format, the query rows and
+/// the device, so the choice needs no synchronization. fp8_ds_mla runs on the sm90 kernel where
+/// one 16-row CTA covers a request's rows (B=64 H=16 ctx=16384: 676 → 491 µs against the mma.sync
+/// kernel) and on the mma.sync kernel above that: with its 16-row cap (four scaled P tiles) more
+/// rows take several CTAs per tile, each loading it (H=32: 1642 → 1913 µs; docs/PERF.md).
 /// MLAKV_DECODE_KERNEL=mma forces the mma.sync kernel, =sm90 the sm90 kernel for every format
 /// (tests run all paths through it).
-bool use_sm90(CacheFormat format, int dev) {
+bool use_sm90(CacheFormat format, int rows, int dev) {
   if (format != CacheFormat::bf16 && format != CacheFormat::fp8 && format != CacheFormat::fp8_ds_mla) return false;
   const char* e = std::getenv("MLAKV_DECODE_KERNEL");
   if (e && std::strcmp(e, "mma") == 0) return false;
   const bool forced = e && std::strcmp(e, "sm90") == 0;
-  if (format == CacheFormat::fp8_ds_mla && !forced) return false;
+  if (format == CacheFormat::fp8_ds_mla && !forced && sm90_mtiles(rows, format) > 1) return false;
   return sm90_available(dev);
 }
 
@@ -229,7 +231,7 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
             heads = static_cast<int>(q.shape[2]);
   if (batch == 0) return;
   const int rows = s_q * heads;
-  const bool sm90 = mla::use_sm90(cache.desc.format, q.device.index);
+  const bool sm90 = mla::use_sm90(cache.desc.format, rows, q.device.index);
   const int parts = mla::plan_parts(rows, sm_count(q.device.index), sm90, cache.desc.format);
   const mla::WorkspaceLayout wl = mla::workspace_layout(batch, rows, parts);
   auto* ws = static_cast<uint8_t*>(workspace.data);
