@@ -1,5 +1,7 @@
 // `mlakv bench dcp`: one layer's DCP decode step at W = 1 (plain mla_decode) and W = 2 (the
-// whole dcp::decode over NCCL), with the collectives timed alone on same-size buffers; the
+// whole dcp::decode over NCCL, with each merge; the faster is the step's time), with the
+// collectives timed alone on same-size buffers. W = 2 workspaces come from
+// Communicator::allocate (NCCL symmetric windows unless MLAKV_NCCL_SYMMETRIC=0). Then the
 // chunked-prefill context gather with FP8 bytes on the wire against bf16 bytes; KV bytes per GPU.
 //
 // Timing across ranks: before every timed step the L2 is flushed and the ranks meet in a 4-byte
@@ -188,8 +190,8 @@ struct StepBuffers {
   void* workspace() const { return comm_ws ? comm_ws->data() : ws.get(); }
 };
 
-/// Gives each rank's buffers a workspace from its communicator (a collective call: one thread per
-/// rank), or frees them again (also collective) with `bytes` = 0.
+/// Gives each rank's buffers a workspace of ws_bytes from its communicator (a collective call: one
+/// thread per rank), or with `release` frees them again (also collective).
 template <class Buffers>
 void comm_workspaces(std::vector<Buffers>& b, const std::vector<Communicator*>& comms, bool release = false) {
   run_ranks(static_cast<int>(comms.size()), [&](int r) {
