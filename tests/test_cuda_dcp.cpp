@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -811,6 +812,20 @@ TEST_F(CudaDcpGroup, CommunicatorMemoryIsWritableDeviceMemoryOfTheRequestedSize)
       if (r == 0 && bytes == 1) std::printf("[ info ] Communicator::allocate: %s\n", b->symmetric() ? "NCCL symmetric window" : "cudaMalloc");
     }
   });
+}
+
+TEST_F(CudaDcpGroup, CommunicatorMemoryIsPlainCudaMemoryWhenSymmetricWindowsAreTurnedOff) {
+  ::setenv("MLAKV_NCCL_SYMMETRIC", "0", 1);
+  std::vector<int> symmetric(kW, -1);
+  run_ranks(kW, [&](int r) {
+    cuda_ok(cudaSetDevice(r), "cudaSetDevice");
+    const std::unique_ptr<CommBuffer> b = comm(r).allocate(4096);
+    symmetric[static_cast<std::size_t>(r)] = b->symmetric();
+    cuda_ok(cudaMemset(b->data(), 0, 4096), "cudaMemset");
+    cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  });
+  ::unsetenv("MLAKV_NCCL_SYMMETRIC");
+  EXPECT_EQ(symmetric, std::vector<int>(kW, 0));
 }
 
 TEST_F(CudaDcpGroup, Fp8CachesWithDcpStayWithinTheFp8BudgetOfTheBf16Cache) {
