@@ -38,8 +38,8 @@ class Communicator {
 
   /// `bytes` on device() for collective buffers. A collective call: every rank calls it, in the
   /// same order, with the same size. With NCCL 2.27 or newer it is allocated by ncclMemAlloc and
-  /// registered as a symmetric window (unless MLAKV_NCCL_SYMMETRIC=0), so collectives whose
-  /// buffers lie at the same offset in it on every rank run NCCL's low-latency symmetric kernels:
+  /// registered as a symmetric window (unless MLAKV_NCCL_SYMMETRIC=0), so that NCCL may use its
+  /// symmetric kernels for collectives whose buffers lie at the same offset in it on every rank:
   /// a dcp::decode or dcp::gather_context workspace taken from here qualifies (every rank lays it
   /// out identically). Elsewhere, and by default, plain memory on device().
   virtual std::unique_ptr<CommBuffer> allocate(std::size_t bytes);
