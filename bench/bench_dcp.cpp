@@ -250,17 +250,15 @@ int run_dcp(const BenchOptions& opts) {
       init_rank(group[static_cast<std::size_t>(r)], dev0 + r, static_cast<std::size_t>(max_tokens / W + kBlock * 64) * 2 * kHeadDim, pool);
     comms = make_nccl_group({dev0, dev0 + 1});
     for (auto& c : comms) comm_ptrs.push_back(c.get());
-    std::vector<std::unique_ptr<CommBuffer>> probe(static_cast<std::size_t>(W));
-    run_ranks(W, [&](int r) {
-      ck(cudaSetDevice(dev0 + r), "cudaSetDevice");
-      probe[static_cast<std::size_t>(r)] = comm_ptrs[static_cast<std::size_t>(r)]->allocate(4096);
-    });
+    struct Probe {
+      std::unique_ptr<CommBuffer> comm_ws;
+      std::size_t ws_bytes = 4096;
+    };
+    std::vector<Probe> probe(static_cast<std::size_t>(W));
+    comm_workspaces(probe, comm_ptrs);
     std::cout << "collective buffers (Communicator::allocate): "
-              << (probe[0]->symmetric() ? "NCCL symmetric windows" : "plain device memory") << "\n";
-    run_ranks(W, [&](int r) {
-      ck(cudaSetDevice(dev0 + r), "cudaSetDevice");
-      probe[static_cast<std::size_t>(r)].reset();
-    });
+              << (probe[0].comm_ws->symmetric() ? "NCCL symmetric windows" : "plain device memory") << "\n";
+    comm_workspaces(probe, comm_ptrs, true);
   }
 
   std::vector<Result> results;

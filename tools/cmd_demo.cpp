@@ -115,7 +115,7 @@ Replica make_replica(Device device, DcpShard shard, CacheFormat format, int bloc
   r.q = DeviceBuffer(device, static_cast<std::size_t>(batch) * total_heads * kHeadDim * 2);
   r.out = DeviceBuffer(device, static_cast<std::size_t>(batch) * local_heads * kLatentDim * 2);
   r.lse = DeviceBuffer(device, static_cast<std::size_t>(batch) * local_heads * sizeof(float));
-  // A DCP rank's workspace comes from its communicator (attach_comm_workspaces).
+  // A DCP rank's workspace comes from its communicator (run_demo, once the group exists).
   if (shard.world == 1) r.workspace = DeviceBuffer(device, mla_decode_workspace_size(batch, 1, local_heads, device));
   return r;
 }

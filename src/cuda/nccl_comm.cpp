@@ -114,16 +114,11 @@ class NcclCommunicator final : public Communicator {
   ~NcclCommunicator() override {
     ncclComm_t comm = st_->comm;
     if (!comm) return;
-    st_->comm = nullptr;  // buffers still alive only free their memory from here on
     cudaSetDevice(st_->device);
     // Finalize flushes outstanding work; if it cannot finish in time the peer is gone: abort.
-    CommState probe = *st_;
-    probe.comm = comm;
-    if (!probe.settle(cuda::nccl().CommFinalize(comm))) {
-      cuda::nccl().CommAbort(comm);
-      return;
-    }
-    cuda::nccl().CommDestroy(comm);
+    if (st_->settle(cuda::nccl().CommFinalize(comm))) cuda::nccl().CommDestroy(comm);
+    else cuda::nccl().CommAbort(comm);
+    st_->comm = nullptr;  // buffers still alive only free their memory from here on
   }
 
   int rank() const override { return st_->rank; }
