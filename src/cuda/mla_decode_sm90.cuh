@@ -109,7 +109,7 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static_assert(kQ % 1024 == 0 && kP % 1024 == 0 && kPBytes % 1024 == 0 && kX % 16 == 0 && kOk % 16 == 0 &&
                     kBar % 8 == 0 && kRaw % 16 == 0,
                 "alignment");
-  static_assert(!ALT || (!kTileScales && NW <= 16), "alternating tiles: bf16 or fp8, 16 or 32 rows per CTA");
+  static_assert(!ALT || NW <= 16, "alternating tiles: 16 or 32 rows per CTA");
   static_assert(!kXInQ || kXBytes <= kQBytes, "the merge buffer must fit in the Q tile");
 };
 
