@@ -84,18 +84,14 @@ bool sm90_available(int dev) {
 }  // namespace
 
 /// Which attention kernel serves a call: decided on the host from the format, the query rows and
-/// the device, so the choice needs no synchronization. fp8_ds_mla runs on the sm90 kernel where
-/// one 16-row CTA covers a request's rows (B=64 H=16 ctx=16384: 676 → 491 µs against the mma.sync
-/// kernel) and on the mma.sync kernel above that: with its 16-row cap (four scaled P tiles) more
-/// rows take several CTAs per tile, each loading it (H=32: 1642 → 1913 µs; docs/PERF.md).
-/// MLAKV_DECODE_KERNEL=mma forces the mma.sync kernel, =sm90 the sm90 kernel for every format
-/// (tests run all paths through it).
+/// the device, so the choice needs no synchronization: the sm90 kernel for every format on sm_90a
+/// (fp8_ds_mla at 32 rows per CTA against the mma.sync kernel: B=128 H=128 ctx=4096 1646 → 1101
+/// µs, B=1 H=128 ctx=32768 121 → 85 µs; docs/PERF.md). MLAKV_DECODE_KERNEL=mma forces the
+/// mma.sync kernel (tests keep it checked: it serves other devices).
 bool use_sm90(CacheFormat format, int rows, int dev) {
   if (format != CacheFormat::bf16 && format != CacheFormat::fp8 && format != CacheFormat::fp8_ds_mla) return false;
   const char* e = std::getenv("MLAKV_DECODE_KERNEL");
   if (e && std::strcmp(e, "mma") == 0) return false;
-  const bool forced = e && std::strcmp(e, "sm90") == 0;
-  if (format == CacheFormat::fp8_ds_mla && !forced && sm90_mtiles(rows, format) > 1) return false;
   return sm90_available(dev);
 }
 
@@ -150,10 +146,10 @@ template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts,
       else launch_sm90<F, 8>(a, parts, stream);
       break;
     case 32:
-      if constexpr (F != CacheFormat::fp8_ds_mla) {
-        if (use_alt()) launch_sm90<F, 16, true>(a, parts, stream);
-        else launch_sm90<F, 16>(a, parts, stream);
-      }
+      // fp8_ds_mla: alternating tiles would need four scaled P tiles of 32 rows per warpgroup.
+      if constexpr (F == CacheFormat::fp8_ds_mla) launch_sm90<F, 16>(a, parts, stream);
+      else if (use_alt()) launch_sm90<F, 16, true>(a, parts, stream);
+      else launch_sm90<F, 16>(a, parts, stream);
       break;
     default:
       if constexpr (F == CacheFormat::bf16) {

@@ -57,12 +57,13 @@ inline constexpr int kSm90Stages = 2;
 inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims × 64 tokens × 128 B
 
 /// Query rows per CTA of the sm90 kernel (2 warpgroups × NW). FP8 caches need room for a raw
-/// staging ring, so they use fewer rows per CTA (fp8_ds_mla also keeps four scaled P tiles).
+/// staging ring, so they use fewer rows per CTA (fp8_ds_mla at 32 rows: split rows, each
+/// warpgroup with four scaled P tiles, and a raw ring of quarter tiles).
 /// bf16's cap: 64 (the split-rows form), or 32 (alternating tiles, each CTA loading every tile)
 /// where MLAKV_DECODE_CTA_ROWS=32 asks for it (mla_decode.cu).
 int sm90_bf16_rows_cap();
 inline int sm90_rows_per_cta(int rows, CacheFormat f) {
-  const int cap = f == CacheFormat::bf16 ? sm90_bf16_rows_cap() : f == CacheFormat::fp8 ? 32 : 16;
+  const int cap = f == CacheFormat::bf16 ? sm90_bf16_rows_cap() : 32;
   const int r = rows <= 16 ? 16 : rows <= 32 ? 32 : 64;
   return r < cap ? r : cap;
 }
@@ -93,16 +94,19 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr int kX = kXInQ ? kQ : kSclEnd;
   static constexpr int kBar = kSclEnd + (kXInQ ? 0 : kXBytes);
   static constexpr int kSch = kBar + 64;               // fused path: the CTA's own schedule
-  static constexpr int kRaw = kSch + 256;              // raw FP8 half tiles (32 tokens) in flight
-  static constexpr int kRawSlotBytes = 32 * kTokenBytes;
-  static constexpr int bytes_for(int slots) { return kRaw + (kWiden ? slots * (kRawSlotBytes + 32) : 0); }
+  static constexpr int kRaw = kSch + 256;              // raw FP8 units (parts of a tile) in flight
+  // A unit is half a tile; fp8_ds_mla at 32 rows (split rows, four scaled P tiles each) has room
+  // for two quarter tiles only.
+  static constexpr int kUnitTokens = kTileScales && NW >= 16 ? 16 : 32;
+  static constexpr int kRawSlotBytes = kUnitTokens * kTokenBytes;
+  static constexpr int bytes_for(int slots) { return kRaw + (kWiden ? slots * (kRawSlotBytes + kUnitTokens) : 0); }
   static constexpr int raw_slots() {
     int n = 4;
     while (n > 2 && bytes_for(n) > 232448) --n;
     return n;
   }
   static constexpr int kRawSlots = raw_slots();
-  static constexpr int kRawOk = kRaw + kRawSlots * kRawSlotBytes;  // [slot][32]
+  static constexpr int kRawOk = kRaw + kRawSlots * kRawSlotBytes;  // [slot][kUnitTokens]
   static constexpr int kBytes = bytes_for(kRawSlots);
   static_assert(kBytes <= 232448, "sm90 decode shared-memory plan does not fit");
   static_assert(kFusedSchedInts * 4 <= 256, "fused schedule");
@@ -560,24 +564,30 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       }
       cp_async_wait<0>();
     } else {
-      // Raw half tiles (32 tokens) land in a ring of kRawSlots by cp.async, kRawSlots half tiles
-      // ahead; each is then widened (exactly: e4m3 ⊂ bf16) into the swizzled bf16 stage.
+      // Raw units (half or quarter tiles) land in a ring of kRawSlots by cp.async, kRawSlots
+      // units ahead; each is then widened (exactly: e4m3 ⊂ bf16) into the swizzled bf16 stage.
+      // kTpt threads share a token; thread q of a token copies and widens its 16-byte units
+      // q + kTpt·j.
+      constexpr int kU = S::kUnitTokens, kTpt = 128 / kU, kParts = kTile / kU;
       uint8_t* raw = smem + S::kRaw;
       uint8_t* raw_ok = smem + S::kRawOk;
+      const int tok = pt / kTpt, q = pt % kTpt;
       Cursor li;
       seek(li, first_b, lo, hi, sch, B);
-      int li_half = 0, li_unit = 0;
+      int li_part = 0, li_unit = 0;
       auto issue_unit = [&]() {
         if (li.b < B) {
-          const int slot = li_unit % kRawSlots, tok = pt >> 2;
-          const uint8_t* src = token_src(li, li_half * 32 + tok);
+          const int slot = li_unit % kRawSlots;
+          const uint8_t* src = token_src(li, li_part * kU + tok);
           const uint32_t dst = base + S::kRaw + slot * S::kRawSlotBytes + tok * TB;
           constexpr int kCh = TB / 16;
 #pragma unroll
-          for (int c = pt & 3; c < kCh; c += 4) cp_async16(dst + c * 16, src ? src + c * 16 : a.cache, src ? 16 : 0);
-          if ((pt & 3) == 0) raw_ok[slot * 32 + tok] = src != nullptr;
-          if (li_half == 1) advance(li, lo, hi, sch, B);
-          li_half ^= 1;
+          for (int c = q; c < kCh; c += kTpt) cp_async16(dst + c * 16, src ? src + c * 16 : a.cache, src ? 16 : 0);
+          if (q == 0) raw_ok[slot * kU + tok] = src != nullptr;
+          if (++li_part == kParts) {
+            li_part = 0;
+            advance(li, lo, hi, sch, B);
+          }
         }
         ++li_unit;
         cp_async_commit();  // one group per unit, empty past the end: the wait count stays fixed
@@ -591,41 +601,42 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         mbar_wait(empty_bar(st), ((k >> 1) & 1) ^ 1);
         uint8_t* stage = smem + st * kStageBytes;
 #pragma unroll 1
-        for (int h = 0; h < 2; ++h) {
-          const int slot = (2 * k + h) % kRawSlots;
+        for (int h = 0; h < kParts; ++h) {
+          const int slot = (kParts * k + h) % kRawSlots;
           cp_async_wait<kRawSlots - 1>();
-          // This thread widens token pt / 4, 16-byte units pt % 4 + 4j: for fp8 exactly the bytes
-          // issue_unit copied by this thread, so its own wait is enough and the four producer
-          // warps run unsynchronized. fp8_ds_mla's scales and rope were copied by the token's
-          // other threads.
+          // For fp8 this thread widens exactly the bytes it copied, so its own wait is enough and
+          // the four producer warps run unsynchronized. fp8_ds_mla's scales and rope were copied
+          // by the token's other threads.
           if constexpr (kTileScales) named_sync(4, 128);
-          const int tok = pt >> 2, q4 = pt & 3, row = h * 32 + tok;
+          const int row = h * kU + tok;
           const uint8_t* rs = raw + slot * S::kRawSlotBytes + tok * TB;
           uint8_t* drow = stage + row * 128;
-          // Unit u = q4 + 4j holds columns 16u .. 16u + 15: column block j, 16-byte chunks 2·q4 and
-          // 2·q4 + 1 of the 128-byte swizzle, so both destinations are per-thread constants plus
-          // j · 8192 (no index arithmetic per unit).
-          const int d0 = ((2 * q4) ^ (row & 7)) << 4, d1 = ((2 * q4 + 1) ^ (row & 7)) << 4;
-          constexpr int kUnits = kTileScales ? 8 : 9;  // e4m3 units per thread (fp8_ds_mla: 512 dims)
+          // Unit u = q + kTpt·j holds columns 16u .. 16u + 15: column block u / 4, 16-byte chunks
+          // 2·(q % 4) and 2·(q % 4) + 1 of the 128-byte swizzle, so both destinations are
+          // per-thread constants plus j · kTpt / 4 · 8192 (no index arithmetic per unit).
+          const int q4 = q & 3, d0 = ((2 * q4) ^ (row & 7)) << 4, d1 = ((2 * q4 + 1) ^ (row & 7)) << 4;
+          uint8_t* dcol = drow + (q >> 2) * 8192;
+          constexpr int kUnits = (kTileScales ? 32 : 36) / kTpt;  // e4m3 units per thread (fp8_ds_mla: 512 dims)
+          static_assert(kUnits * kTpt == (kTileScales ? 32 : 36), "units per token");
           uint4 v[kUnits];
 #pragma unroll
-          for (int j = 0; j < kUnits; ++j) v[j] = *reinterpret_cast<const uint4*>(rs + (q4 + 4 * j) * 16);
+          for (int j = 0; j < kUnits; ++j) v[j] = *reinterpret_cast<const uint4*>(rs + (q + kTpt * j) * 16);
 #pragma unroll
           for (int j = 0; j < kUnits; ++j) {
             const uint2 a0 = e4m3x4_to_bf16x4(v[j].x), a1 = e4m3x4_to_bf16x4(v[j].y);
             const uint2 a2 = e4m3x4_to_bf16x4(v[j].z), a3 = e4m3x4_to_bf16x4(v[j].w);
-            *reinterpret_cast<uint4*>(drow + j * 8192 + d0) = make_uint4(a0.x, a0.y, a1.x, a1.y);
-            *reinterpret_cast<uint4*>(drow + j * 8192 + d1) = make_uint4(a2.x, a2.y, a3.x, a3.y);
+            *reinterpret_cast<uint4*>(dcol + j * (kTpt / 4) * 8192 + d0) = make_uint4(a0.x, a0.y, a1.x, a1.y);
+            *reinterpret_cast<uint4*>(dcol + j * (kTpt / 4) * 8192 + d1) = make_uint4(a2.x, a2.y, a3.x, a3.y);
           }
           if constexpr (kTileScales) {
             // bf16 rope (columns 512..575 = block 8), as is; the token's four tile scales.
-            const uint4 r0 = *reinterpret_cast<const uint4*>(rs + 528 + 32 * q4);
-            const uint4 r1 = *reinterpret_cast<const uint4*>(rs + 544 + 32 * q4);
-            *reinterpret_cast<uint4*>(drow + 8 * 8192 + d0) = r0;
-            *reinterpret_cast<uint4*>(drow + 8 * 8192 + d1) = r1;
-            scl[(st * kTile + row) * 4 + q4] = *reinterpret_cast<const float*>(rs + 512 + q4 * 4);
+#pragma unroll
+            for (int c = q; c < 8; c += kTpt)
+              *reinterpret_cast<uint4*>(drow + 8 * 8192 + ((c ^ (row & 7)) << 4)) =
+                  *reinterpret_cast<const uint4*>(rs + 528 + 16 * c);
+            if (q < 4) scl[(st * kTile + row) * 4 + q] = *reinterpret_cast<const float*>(rs + 512 + q * 4);
           }
-          if (q4 == 0) tok_ok[st * kTile + row] = raw_ok[slot * 32 + tok];  // written by this thread
+          if (q == 0) tok_ok[st * kTile + row] = raw_ok[slot * kU + tok];  // written by this thread
           if constexpr (kTileScales) named_sync(4, 128);  // the raw slot is read: refill it
           issue_unit();
         }
