@@ -207,6 +207,10 @@ __device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, int 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes = 16) {
   cp_async16(smem_u32(smem), gmem, src_bytes);
 }
+// 4-byte form (through L1: .cg takes 16 bytes only); src_bytes 0 reads nothing and writes zeros.
+__device__ __forceinline__ void cp_async4(uint32_t smem, const void* gmem, int src_bytes = 4) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem), "l"(gmem), "r"(src_bytes) : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int Pending> __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(Pending) : "memory");

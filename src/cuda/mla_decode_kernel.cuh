@@ -28,6 +28,7 @@ namespace mlakv::cuda::mla {
 // ---- primitives (the shared ones: device_common.cuh) ------------------------------------------
 
 using dev::cp_async16;
+using dev::cp_async4;
 using dev::cp_async_commit;
 using dev::cp_async_wait;
 using dev::smem_u32;

@@ -567,8 +567,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // Raw units (half or quarter tiles) land in a ring of kRawSlots by cp.async, kRawSlots
       // units ahead; each is then widened (exactly: e4m3 ⊂ bf16) into the swizzled bf16 stage.
       // kTpt threads share a token; thread q of a token copies and widens its 16-byte units
-      // q + kTpt·j.
+      // q + kTpt·j (and fp8_ds_mla's rope chunks q + kTpt·j, scale q < 4), so that its own
+      // cp.async wait covers what it reads and the four producer warps never synchronize.
       constexpr int kU = S::kUnitTokens, kTpt = 128 / kU, kParts = kTile / kU;
+      constexpr int kUnits = (kTileScales ? 32 : 36) / kTpt;  // e4m3 units per thread (fp8_ds_mla: 512 dims)
+      static_assert(kUnits * kTpt == (kTileScales ? 32 : 36), "units per token");
       uint8_t* raw = smem + S::kRaw;
       uint8_t* raw_ok = smem + S::kRawOk;
       const int tok = pt / kTpt, q = pt % kTpt;
@@ -580,9 +583,17 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           const int slot = li_unit % kRawSlots;
           const uint8_t* src = token_src(li, li_part * kU + tok);
           const uint32_t dst = base + S::kRaw + slot * S::kRawSlotBytes + tok * TB;
-          constexpr int kCh = TB / 16;
+          const int n = src ? 16 : 0;
 #pragma unroll
-          for (int c = q; c < kCh; c += kTpt) cp_async16(dst + c * 16, src ? src + c * 16 : a.cache, src ? 16 : 0);
+          for (int j = 0; j < kUnits; ++j) {
+            const int c = 16 * (q + kTpt * j);
+            cp_async16(dst + c, src ? src + c : a.cache, n);
+          }
+          if constexpr (kTileScales) {
+#pragma unroll
+            for (int c = 528 + 16 * q; c < 656; c += 16 * kTpt) cp_async16(dst + c, src ? src + c : a.cache, n);
+            if (q < 4) cp_async4(dst + 512 + 4 * q, src ? src + 512 + 4 * q : a.cache, n / 4);
+          }
           if (q == 0) raw_ok[slot * kU + tok] = src != nullptr;
           if (++li_part == kParts) {
             li_part = 0;
@@ -604,10 +615,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         for (int h = 0; h < kParts; ++h) {
           const int slot = (kParts * k + h) % kRawSlots;
           cp_async_wait<kRawSlots - 1>();
-          // For fp8 this thread widens exactly the bytes it copied, so its own wait is enough and
-          // the four producer warps run unsynchronized. fp8_ds_mla's scales and rope were copied
-          // by the token's other threads.
-          if constexpr (kTileScales) named_sync(4, 128);
           const int row = h * kU + tok;
           const uint8_t* rs = raw + slot * S::kRawSlotBytes + tok * TB;
           uint8_t* drow = stage + row * 128;
@@ -616,8 +623,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           // per-thread constants plus j · kTpt / 4 · 8192 (no index arithmetic per unit).
           const int q4 = q & 3, d0 = ((2 * q4) ^ (row & 7)) << 4, d1 = ((2 * q4 + 1) ^ (row & 7)) << 4;
           uint8_t* dcol = drow + (q >> 2) * 8192;
-          constexpr int kUnits = (kTileScales ? 32 : 36) / kTpt;  // e4m3 units per thread (fp8_ds_mla: 512 dims)
-          static_assert(kUnits * kTpt == (kTileScales ? 32 : 36), "units per token");
           uint4 v[kUnits];
 #pragma unroll
           for (int j = 0; j < kUnits; ++j) v[j] = *reinterpret_cast<const uint4*>(rs + (q + kTpt * j) * 16);
@@ -637,7 +642,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             if (q < 4) scl[(st * kTile + row) * 4 + q] = *reinterpret_cast<const float*>(rs + 512 + q * 4);
           }
           if (q == 0) tok_ok[st * kTile + row] = raw_ok[slot * kU + tok];  // written by this thread
-          if constexpr (kTileScales) named_sync(4, 128);  // the raw slot is read: refill it
           issue_unit();
         }
         fence_async_smem();  // the widened tile is read by wgmma (async proxy)
