@@ -75,7 +75,9 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr bool kWiden = F != CacheFormat::bf16, kTileScales = F == CacheFormat::fp8_ds_mla;
   static constexpr int NR = ALT ? 2 * NW : NW;         // rows of one consumer warpgroup's wgmma (n)
   static constexpr int kTokenBytes = Fmt<F>::kTokenBytes;
-  static constexpr int kPTiles = kTileScales ? 4 : 1;  // P scaled by each 128-column tile scale
+  // fp8_ds_mla: P scaled by each 128-column tile scale; at 32 rows two at a time (P · V in two
+  // passes), which leaves room for a third raw slot.
+  static constexpr int kPTiles = kTileScales ? (NW >= 16 ? 2 : 4) : 1;
   static constexpr int kQBytes = 9 * 2 * NW * 128;     // [9 column blocks][2·NW rows][128 B]
   static constexpr int kPBytes = NR * 128;             // one P: [NR rows][64 tokens] bf16
   static constexpr int kRedBytes = 2 * 2 * 4 * NR * 4;  // [wg][parity][warp][row] floats
@@ -95,13 +97,13 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr int kBar = kSclEnd + (kXInQ ? 0 : kXBytes);
   static constexpr int kSch = kBar + 64;               // fused path: the CTA's own schedule
   static constexpr int kRaw = kSch + 256;              // raw FP8 units (parts of a tile) in flight
-  // A unit is half a tile; fp8_ds_mla at 32 rows (split rows, four scaled P tiles each) has room
-  // for two quarter tiles only.
-  static constexpr int kUnitTokens = kTileScales && NW >= 16 ? 16 : 32;
+  // A unit is half a tile, or for fp8_ds_mla (656-byte tokens beside its scaled P tiles) a
+  // quarter tile, so that the ring holds more of the slots it has room for.
+  static constexpr int kUnitTokens = kTileScales ? 16 : 32;
   static constexpr int kRawSlotBytes = kUnitTokens * kTokenBytes;
   static constexpr int bytes_for(int slots) { return kRaw + (kWiden ? slots * (kRawSlotBytes + kUnitTokens) : 0); }
   static constexpr int raw_slots() {
-    int n = 4;
+    int n = 2 * kTile / kUnitTokens;
     while (n > 2 && bytes_for(n) > 232448) --n;
     return n;
   }
@@ -1194,6 +1196,23 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
         for (int i = 0; i < 2; ++i) vs[i] = *reinterpret_cast<const float4*>(scl + (st * kTile + tk0 + 8 * i) * 4);
       }
+      float pv[NJ][2][2];  // this thread's P values (row 8j + 2qd + e, token i)
+      // Element (row n, token tk0 + 8i) of a P tile [NR rows][64 tokens], K-major, 128-byte swizzle.
+      auto p_at = [&](int n, int i) -> uint32_t {
+        const uint32_t row_b = (n >> 3) * 1024 + (n & 7) * 128 + g * 2;
+        return (row_b + (((2 * w + i) ^ (n & 7)) << 4)) >> 1;
+      };
+      // fp8_ds_mla: P times the tile scales of groups g0 .. g0 + kPTiles − 1, one P tile each.
+      auto write_scaled_p = [&](int j, int e, int g0) {
+        const int n = 8 * j + 2 * qd + e;
+#pragma unroll
+        for (int t = 0; t < S::kPTiles; ++t)
+#pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const float sc_t = (&vs[i].x)[g0 + t];
+            pw[t * (S::kPBytes / 2) + p_at(n, i)] = __float2bfloat16_rn(pv[j][e][i] * sc_t);
+          }
+      };
 #pragma unroll
       for (int j = 0; j < NJ; ++j)
 #pragma unroll
@@ -1216,18 +1235,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
               o[mt][4 * j + 2 + e] *= alpha;
             }
           }
-          const uint32_t row_b = (n >> 3) * 1024 + (n & 7) * 128 + g * 2;
-          const uint32_t at0 = (row_b + (((2 * w) ^ (n & 7)) << 4)) >> 1;
-          const uint32_t at1 = (row_b + (((2 * w + 1) ^ (n & 7)) << 4)) >> 1;
+          pv[j][e][0] = p0, pv[j][e][1] = p1;
           if constexpr (!kTileScales) {
-            pw[at0] = __float2bfloat16_rn(p0);
-            pw[at1] = __float2bfloat16_rn(p1);
+            pw[p_at(n, 0)] = __float2bfloat16_rn(p0);
+            pw[p_at(n, 1)] = __float2bfloat16_rn(p1);
           } else {
-            constexpr int kP2 = S::kPBytes / 2;
-            pw[at0] = __float2bfloat16_rn(p0 * vs[0].x), pw[at1] = __float2bfloat16_rn(p1 * vs[1].x);
-            pw[kP2 + at0] = __float2bfloat16_rn(p0 * vs[0].y), pw[kP2 + at1] = __float2bfloat16_rn(p1 * vs[1].y);
-            pw[2 * kP2 + at0] = __float2bfloat16_rn(p0 * vs[0].z), pw[2 * kP2 + at1] = __float2bfloat16_rn(p1 * vs[1].z);
-            pw[3 * kP2 + at0] = __float2bfloat16_rn(p0 * vs[0].w), pw[3 * kP2 + at1] = __float2bfloat16_rn(p1 * vs[1].w);
+            write_scaled_p(j, e, 0);
           }
         }
       fence_async_smem();
@@ -1238,18 +1251,35 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       for (int mt = 0; mt < 8; ++mt) pin(o[mt]);
       wg_fence();
       const uint64_t p_desc = desc_sw128(pw_u, 16, 1024), v_desc = desc_sw128(stage_u, 8192, 1024);
+      // fp8_ds_mla: columns [64mt, 64mt+64) lie in tile-scale group mt/2; with two P tiles, the
+      // second pass rewrites them for groups 2 and 3 once the first pass has read them.
+      constexpr int kPasses = kTileScales ? 4 / S::kPTiles : 1, kMtPass = 8 / kPasses;
 #pragma unroll
-      for (int ks = 0; ks < 4; ++ks) {
+      for (int pass = 0; pass < kPasses; ++pass) {
+        if (pass > 0) {
+          wg_wait0();
+          named_sync(bar_wg, 128);  // every warp's wgmma of the last pass has read the P tiles
 #pragma unroll
-        for (int mt = 0; mt < 8; ++mt) {
-          // fp8_ds_mla: columns [64mt, 64mt+64) lie in tile-scale group mt/2.
-          const uint32_t pt_off = kTileScales ? (mt >> 1) * S::kPBytes : 0;
-          const uint64_t db = desc_plus(p_desc, pt_off + ks * 32);
-          const uint64_t da = desc_plus(v_desc, mt * 8192 + ks * 2048);
-          Mma<NR, 1>::run(o[mt], da, db, 1);
+          for (int j = 0; j < NJ; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) write_scaled_p(j, e, pass * S::kPTiles);
+          fence_async_smem();
+          named_sync(bar_wg, 128);
+          wg_fence();
         }
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) {
+#pragma unroll
+          for (int mm = 0; mm < kMtPass; ++mm) {
+            const int mt = pass * kMtPass + mm;
+            const uint32_t pt_off = kTileScales ? ((mt >> 1) % S::kPTiles) * S::kPBytes : 0;
+            const uint64_t db = desc_plus(p_desc, pt_off + ks * 32);
+            const uint64_t da = desc_plus(v_desc, mt * 8192 + ks * 2048);
+            Mma<NR, 1>::run(o[mt], da, db, 1);
+          }
+        }
+        wg_commit();
       }
-      wg_commit();
       wg_wait0();
 #pragma unroll
       for (int mt = 0; mt < 8; ++mt) pin(o[mt]);
