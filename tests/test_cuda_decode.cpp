@@ -222,28 +222,33 @@ TEST(CudaDecode, MmaKernelPath) {
   unsetenv("MLAKV_DECODE_KERNEL");
 }
 
-// fp8_ds_mla on the sm90 kernel: 16-row CTAs on alternating tiles (the default) or split rows
-// (MLAKV_DECODE_ALT=0); 32-row CTAs on split rows with a raw ring of quarter tiles, where a
-// request's tokens cross many ring laps, blocks of 1 and 16 tokens, and partly filled CTAs.
+// fp8_ds_mla on the sm90 kernel, 16- and 32-row CTAs, on alternating tiles (the default: at 32
+// rows Q·Kᵀ in scale groups two at a time) and split rows (MLAKV_DECODE_ALT=0: at 32 rows P · V
+// in two passes over two scaled P tiles); a raw ring of quarter tiles that a request's tokens
+// cross many times, blocks of 1, 16 and 64 tokens, partly filled CTAs.
 TEST(CudaDecode, DsMlaSm90Forms) {
   MLAKV_REQUIRE_GPU();
-  setenv("MLAKV_DECODE_ALT", "0", 1);
-  for (int h : {1, 16})
-    for (int s : {1, 4}) {
-      Case c;
-      c.format = CacheFormat::fp8_ds_mla, c.heads = h, c.s_q = s, c.lens = kMixed;
-      check_case(c);
-    }
+  for (const char* alt : {"1", "0"}) {
+    setenv("MLAKV_DECODE_ALT", alt, 1);
+    SCOPED_TRACE(std::string("MLAKV_DECODE_ALT=") + alt);
+    for (int h : {1, 16})
+      for (int s : {1, 4}) {
+        Case c;
+        c.format = CacheFormat::fp8_ds_mla, c.heads = h, c.s_q = s, c.lens = kMixed;
+        check_case(c);
+      }
+    for (int h : {8, 16, 32})
+      for (int bs : {1, 16, 64}) {
+        if (alt[0] == '0' && bs != 64) continue;
+        Case c;
+        c.format = CacheFormat::fp8_ds_mla, c.heads = h, c.s_q = 32 / h, c.block_size = bs, c.lens = {3, 0, 97, 513, 20000};
+        check_case(c);
+      }
+    Case c;
+    c.format = CacheFormat::fp8_ds_mla, c.heads = 24, c.s_q = 1, c.lens = {20000, 1, 2};
+    check_case(c);
+  }
   unsetenv("MLAKV_DECODE_ALT");
-  for (int h : {8, 16, 32})
-    for (int bs : {1, 16, 64}) {
-      Case c;
-      c.format = CacheFormat::fp8_ds_mla, c.heads = h, c.s_q = 32 / h, c.block_size = bs, c.lens = {3, 0, 97, 513, 20000};
-      check_case(c);
-    }
-  Case c;
-  c.format = CacheFormat::fp8_ds_mla, c.heads = 24, c.s_q = 1, c.lens = {20000, 1, 2};
-  check_case(c);
 }
 
 // bf16 and fp8 at <= 32 rows per CTA run the alternating-tile form and the three launches are

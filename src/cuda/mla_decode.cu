@@ -146,9 +146,7 @@ template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts,
       else launch_sm90<F, 8>(a, parts, stream);
       break;
     case 32:
-      // fp8_ds_mla: alternating tiles would need four scaled P tiles of 32 rows per warpgroup.
-      if constexpr (F == CacheFormat::fp8_ds_mla) launch_sm90<F, 16>(a, parts, stream);
-      else if (use_alt()) launch_sm90<F, 16, true>(a, parts, stream);
+      if (use_alt()) launch_sm90<F, 16, true>(a, parts, stream);
       else launch_sm90<F, 16>(a, parts, stream);
       break;
     default:

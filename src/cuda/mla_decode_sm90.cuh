@@ -1130,6 +1130,48 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           for (int c = 1; c < kA; ++c) x += sa[c][r];
           s[r] = x;
         }
+      } else if constexpr (NR >= 32) {
+        // Each 128-dim tile has its own per-token scale. At 32 rows five accumulators do not fit
+        // beside o: the groups (the rope last, unscaled) run two at a time, each scaled into s
+        // as soon as it completes.
+        float acc[2][NS];
+#pragma unroll
+        for (int t = 0; t < 2; ++t) {
+#pragma unroll
+          for (int r = 0; r < NS; ++r) acc[t][r] = 0.0f;
+          pin(acc[t]);
+        }
+        float4 c[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) c[i] = *reinterpret_cast<const float4*>(scl + (st * kTile + tk0 + 8 * i) * 4);
+        auto issue_group = [&](int t) {
+          wg_fence();
+#pragma unroll
+          for (int j = 0; j < (t < 4 ? 8 : 4); ++j) qk(acc[t & 1], 8 * t + j, j == 0);
+          wg_commit();
+        };
+        auto take_group = [&](int t) {
+          pin(acc[t & 1]);
+#pragma unroll
+          for (int j = 0; j < NJ; ++j)
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const int r = 4 * j + 2 * i + e;
+                s[r] += (t < 4 ? (&c[i].x)[t] : 1.0f) * acc[t & 1][r];
+              }
+        };
+        issue_group(0);
+        issue_group(1);
+#pragma unroll
+        for (int t = 0; t < 4; ++t) {
+          wg_wait1();
+          take_group(t);
+          if (t + 2 <= 4) issue_group(t + 2);
+        }
+        wg_wait0();
+        take_group(4);
       } else {
         // Each 128-dim tile has its own per-token scale: separate partial products, scaled after.
         float sg[5][NS];
