@@ -75,9 +75,9 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr bool kWiden = F != CacheFormat::bf16, kTileScales = F == CacheFormat::fp8_ds_mla;
   static constexpr int NR = ALT ? 2 * NW : NW;         // rows of one consumer warpgroup's wgmma (n)
   static constexpr int kTokenBytes = Fmt<F>::kTokenBytes;
-  // fp8_ds_mla: P scaled by each 128-column tile scale; at 32 rows two at a time (P · V in two
-  // passes), which leaves room for a third raw slot.
-  static constexpr int kPTiles = kTileScales ? (NW >= 16 ? 2 : 4) : 1;
+  // fp8_ds_mla: P scaled by each 128-column tile scale, two at a time (P · V in two passes),
+  // which leaves room for more raw slots.
+  static constexpr int kPTiles = kTileScales ? 2 : 1;
   static constexpr int kQBytes = 9 * 2 * NW * 128;     // [9 column blocks][2·NW rows][128 B]
   static constexpr int kPBytes = NR * 128;             // one P: [NR rows][64 tokens] bf16
   static constexpr int kRedBytes = 2 * 2 * 4 * NR * 4;  // [wg][parity][warp][row] floats
