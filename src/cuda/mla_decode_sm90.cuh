@@ -100,7 +100,11 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   // A unit is half a tile, or for fp8_ds_mla (656-byte tokens beside its scaled P tiles) a
   // quarter tile, so that the ring holds more of the slots it has room for.
   static constexpr int kUnitTokens = kTileScales ? 16 : 32;
-  static constexpr int kRawSlotBytes = kUnitTokens * kTokenBytes;
+  // Token pitch in the raw ring: an odd number of 16-byte chunks mod 8 (656 bytes = 41 chunks)
+  // puts two tokens' reads on the same banks; 4 mod 8 (fp8's 576 = 36, fp8_ds_mla padded to 704
+  // = 44) puts the two tokens of a quarter warp on disjoint halves.
+  static constexpr int kRawPitch = kTileScales ? 704 : kTokenBytes;
+  static constexpr int kRawSlotBytes = kUnitTokens * kRawPitch;
   static constexpr int bytes_for(int slots) { return kRaw + (kWiden ? slots * (kRawSlotBytes + kUnitTokens) : 0); }
   static constexpr int raw_slots() {
     int n = 2 * kTile / kUnitTokens;
@@ -576,7 +580,13 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       static_assert(kUnits * kTpt == (kTileScales ? 32 : 36), "units per token");
       uint8_t* raw = smem + S::kRaw;
       uint8_t* raw_ok = smem + S::kRawOk;
-      const int tok = pt / kTpt, q = pt % kTpt;
+      // kTpt = 8: lanes 4k..4k+3 take units 0..3 of token k % 4 and lanes 16..31 units 4..7, so
+      // each quarter warp (one shared-memory wavefront of 16-byte accesses) holds two adjacent
+      // tokens at the same four units: their widened chunks differ in parity (the swizzle's row
+      // term), their raw chunks by the pitch.
+      const int lane = pt & 31;
+      const int tok = kTpt == 4 ? pt / 4 : 4 * (pt >> 5) + ((lane >> 2) & 3);
+      const int q = kTpt == 4 ? pt % 4 : (lane & 3) + 4 * (lane >> 4);
       Cursor li;
       seek(li, first_b, lo, hi, sch, B);
       int li_part = 0, li_unit = 0;
@@ -584,7 +594,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         if (li.b < B) {
           const int slot = li_unit % kRawSlots;
           const uint8_t* src = token_src(li, li_part * kU + tok);
-          const uint32_t dst = base + S::kRaw + slot * S::kRawSlotBytes + tok * TB;
+          const uint32_t dst = base + S::kRaw + slot * S::kRawSlotBytes + tok * S::kRawPitch;
           const int n = src ? 16 : 0;
 #pragma unroll
           for (int j = 0; j < kUnits; ++j) {
@@ -618,7 +628,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           const int slot = (kParts * k + h) % kRawSlots;
           cp_async_wait<kRawSlots - 1>();
           const int row = h * kU + tok;
-          const uint8_t* rs = raw + slot * S::kRawSlotBytes + tok * TB;
+          const uint8_t* rs = raw + slot * S::kRawSlotBytes + tok * S::kRawPitch;
           uint8_t* drow = stage + row * 128;
           // Unit u = q + kTpt·j holds columns 16u .. 16u + 15: column block u / 4, 16-byte chunks
           // 2·(q % 4) and 2·(q % 4) + 1 of the 128-byte swizzle, so both destinations are
