@@ -224,8 +224,8 @@ TEST(CudaDecode, MmaKernelPath) {
 
 // fp8_ds_mla on the sm90 kernel, 16- and 32-row CTAs, on alternating tiles (the default: at 32
 // rows Q·Kᵀ in scale groups two at a time) and split rows (MLAKV_DECODE_ALT=0: at 32 rows P · V
-// in two passes over two scaled P tiles); a raw ring of quarter tiles that a request's tokens
-// cross many times, blocks of 1, 16 and 64 tokens, partly filled CTAs.
+// in two passes over two scaled P tiles); a raw ring (of quarter tiles at 32 rows) that a
+// request's tokens cross many times, blocks of 1, 16 and 64 tokens, partly filled CTAs.
 TEST(CudaDecode, DsMlaSm90Forms) {
   MLAKV_REQUIRE_GPU();
   for (const char* alt : {"1", "0"}) {

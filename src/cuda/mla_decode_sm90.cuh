@@ -97,9 +97,9 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr int kBar = kSclEnd + (kXInQ ? 0 : kXBytes);
   static constexpr int kSch = kBar + 64;               // fused path: the CTA's own schedule
   static constexpr int kRaw = kSch + 256;              // raw FP8 units (parts of a tile) in flight
-  // A unit is half a tile, or for fp8_ds_mla (656-byte tokens beside its scaled P tiles) a
-  // quarter tile, so that the ring holds more of the slots it has room for.
-  static constexpr int kUnitTokens = kTileScales ? 16 : 32;
+  // A unit is half a tile, or for fp8_ds_mla at 32 rows (704-byte raw tokens beside the larger
+  // Q tile) a quarter tile, which fits two slots where two half tiles do not.
+  static constexpr int kUnitTokens = kTileScales && NW >= 16 ? 16 : 32;
   // Token pitch in the raw ring: an odd number of 16-byte chunks mod 8 (656 bytes = 41 chunks)
   // puts two tokens' reads on the same banks; 4 mod 8 (fp8's 576 = 36, fp8_ds_mla padded to 704
   // = 44) puts the two tokens of a quarter warp on disjoint halves.
