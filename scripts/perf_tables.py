@@ -4,6 +4,7 @@
 usage: scripts/perf_tables.py cache docs/perf/cache.json
        scripts/perf_tables.py dcp docs/perf/dcp.json
        scripts/perf_tables.py decode docs/perf/decode.json
+       scripts/perf_tables.py ab ab-base-1.json ab-sub-1.json ab-base-2.json ...  (scripts/ab-decode.sh)
 """
 import json
 import sys
@@ -64,6 +65,28 @@ def decode(d):
     return out
 
 
+def ab(paths):
+    """Per decode case, each build's median µs over its rounds (files ab-<build>-<round>.json)."""
+    import os
+    import statistics
+    us = OrderedDict()
+    builds = []
+    for p in paths:
+        build = os.path.basename(p)[3:].rsplit("-", 1)[0]
+        if build not in builds:
+            builds.append(build)
+        for r in json.load(open(p))["results"]:
+            us.setdefault(f"{r['format']} {r['shape']}", {}).setdefault(build, []).append(r["us"])
+    out = ["| case | " + " | ".join(f"{b} µs" for b in builds) + " | last / first |", "|---|" + "---|" * (len(builds) + 1)]
+    for case, by in us.items():
+        med = [statistics.median(by[b]) if b in by else float("nan") for b in builds]
+        out.append(f"| {case} | " + " | ".join(f"{m:.1f}" for m in med) + f" | {med[-1] / med[0]:.3f} |")
+    return out
+
+
 if __name__ == "__main__":
     kind, path = sys.argv[1], sys.argv[2]
+    if kind == "ab":
+        print("\n".join(ab(sys.argv[2:])))
+        sys.exit(0)
     print("\n".join({"cache": cache, "dcp": dcp, "decode": decode}[kind](json.load(open(path)))))
