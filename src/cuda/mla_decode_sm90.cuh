@@ -692,32 +692,31 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   // (18 at 64 rows) on the path of the request's first Q·Kᵀ (ncu: 4 % of the 64-row form's
   // samples waited there). FP8 at 32 rows keeps the loop: the registers for its nine chunks cost
   // that form a spill and 1.6 % (fp8 B=128 H=128 4K).
+  auto q_chunk_at = [&](int r, int ch) {  // chunk ch of CTA row r in the swizzled Q tile
+    const int c = ch >> 3, u = ch & 7;
+    return reinterpret_cast<uint4*>(smem + S::kQ + c * (kRowsCta * 128) + (r >> 3) * 1024 + (r & 7) * 128 + ((u ^ (r & 7)) << 4));
+  };
   auto load_q_tile = [&](int b) {
+    constexpr int kChunks = kRowsCta * 72, kPer = (kChunks + 255) / 256;
     if constexpr (kWiden && NR >= 32 && !kTileScales) {
       named_sync(1, 256);
-      for (int idx = ct; idx < kRowsCta * 72; idx += 256) {
-        const int r = idx / 72, ch = idx - r * 72, gr = row0 + r;
-        const uint4 v = load_q_chunk(a, b, gr, ch);
-        const int c = ch >> 3, u = ch & 7;
-        *reinterpret_cast<uint4*>(smem + S::kQ + c * (kRowsCta * 128) + (r >> 3) * 1024 + (r & 7) * 128 + ((u ^ (r & 7)) << 4)) = v;
+      for (int idx = ct; idx < kChunks; idx += 256) {
+        const int r = idx / 72, ch = idx - r * 72;
+        *q_chunk_at(r, ch) = load_q_chunk(a, b, row0 + r, ch);
       }
-      fence_async_smem();
-      named_sync(1, 256);
-      return;
-    }
-    constexpr int kChunks = kRowsCta * 72, kPer = (kChunks + 255) / 256;
-    uint4 v[kPer];
+    } else {
+      uint4 v[kPer];
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      const int idx = ct + 256 * i, r = idx / 72, ch = idx - r * 72;
-      if (kChunks % 256 == 0 || idx < kChunks) v[i] = load_q_chunk(a, b, row0 + r, ch);
-    }
-    named_sync(1, 256);  // every consumer is past the previous request's last Q·Kᵀ
+      for (int i = 0; i < kPer; ++i) {
+        const int idx = ct + 256 * i, r = idx / 72, ch = idx - r * 72;
+        if (kChunks % 256 == 0 || idx < kChunks) v[i] = load_q_chunk(a, b, row0 + r, ch);
+      }
+      named_sync(1, 256);  // every consumer is past the previous request's last Q·Kᵀ
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      const int idx = ct + 256 * i, r = idx / 72, ch = idx - r * 72, c = ch >> 3, u = ch & 7;
-      if (kChunks % 256 == 0 || idx < kChunks)
-        *reinterpret_cast<uint4*>(smem + S::kQ + c * (kRowsCta * 128) + (r >> 3) * 1024 + (r & 7) * 128 + ((u ^ (r & 7)) << 4)) = v[i];
+      for (int i = 0; i < kPer; ++i) {
+        const int idx = ct + 256 * i, r = idx / 72, ch = idx - r * 72;
+        if (kChunks % 256 == 0 || idx < kChunks) *q_chunk_at(r, ch) = v[i];
+      }
     }
     fence_async_smem();
     named_sync(1, 256);
