@@ -7,6 +7,8 @@ usage: scripts/perf_tables.py cache docs/perf/cache.json
        scripts/perf_tables.py ab ab-base-1.json ab-sub-1.json ab-base-2.json ...  (scripts/ab-decode.sh)
 """
 import json
+import os
+import statistics
 import sys
 from collections import OrderedDict
 
@@ -67,8 +69,6 @@ def decode(d):
 
 def ab(paths):
     """Per decode case, each build's median µs over its rounds (files ab-<build>-<round>.json)."""
-    import os
-    import statistics
     us = OrderedDict()
     builds = []
     for p in paths:
