@@ -10,6 +10,7 @@
 set -u -o pipefail
 OUT="${OUT:-$PWD/ab-out}"
 mkdir -p "$OUT"
+rm -f "$OUT"/ab-*.json  # the table below reads every ab-*.json here: none from an earlier run
 dirs=()
 while [[ $# -gt 0 && "$1" != "--" ]]; do dirs+=("$1"); shift; done
 shift
