@@ -16,6 +16,13 @@
 #include "bench_util.hpp"
 #include "mlakv/mlakv.hpp"
 
+#ifdef MLAKV_DECODE_TRACE
+#include <fstream>
+namespace mlakv::cuda::mla {
+std::vector<uint64_t> read_decode_trace();  // the measurement build's stamps (src/cuda/mla_decode.cu)
+}
+#endif
+
 namespace mlakv::bench {
 
 #if MLAKV_WITH_CUDA
@@ -182,6 +189,16 @@ int run_decode(const BenchOptions& opts) {
         },
         stream.get(), t);
     if (s.mma) unsetenv("MLAKV_DECODE_KERNEL");
+#ifdef MLAKV_DECODE_TRACE
+    if (const char* dir = std::getenv("MLAKV_TRACE_DIR")) {
+      std::string file = std::string(dir) + "/trace-" + fmt + "-" + shape_name(s) + ".bin";
+      std::replace(file.begin() + static_cast<std::ptrdiff_t>(std::strlen(dir)), file.end(), ' ', '_');
+      std::replace(file.begin() + static_cast<std::ptrdiff_t>(std::strlen(dir)) + 1, file.end(), '/', '-');
+      const std::vector<uint64_t> tr = cuda::mla::read_decode_trace();
+      std::ofstream(file, std::ios::binary).write(reinterpret_cast<const char*>(tr.data()),
+                                                  static_cast<std::streamsize>(tr.size() * 8));
+    }
+#endif
     const double flops = 2.0 * s.batch * s.s_q * s.heads * static_cast<double>(s.ctx) * (kHeadDim + kLatentDim);
     r.extra = {{"batch", s.batch}, {"heads", s.heads}, {"context", s.ctx}, {"s_q", s.s_q}};
     finish(r, copy, flops);

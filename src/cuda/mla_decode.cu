@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "backend.hpp"
 #include "mla_decode_common.cuh"
@@ -191,6 +192,20 @@ void launch_attention(const DecodeArgs& a, CacheFormat format, int parts, cudaSt
 }
 
 }  // namespace mla
+
+#ifdef MLAKV_DECODE_TRACE
+namespace mla {
+/// The measurement build's stamps of the last decode launch, then cleared (mla_decode_trace.cuh).
+std::vector<uint64_t> read_decode_trace() {
+  std::vector<uint64_t> v(kTraceWords);
+  check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  check_cuda(cudaMemcpyFromSymbol(v.data(), g_decode_trace, sizeof(unsigned long long) * kTraceWords), "trace read");
+  const std::vector<uint64_t> zero(kTraceWords, 0);
+  check_cuda(cudaMemcpyToSymbol(g_decode_trace, zero.data(), sizeof(unsigned long long) * kTraceWords), "trace clear");
+  return v;
+}
+}  // namespace mla
+#endif
 
 std::size_t mla_decode_workspace_size(int batch, int s_q, int heads, int device_index) {
   if (batch <= 0) return 0;

@@ -34,6 +34,8 @@
 //   FP8: raw half tiles land in a cp.async ring; each producer thread widens exactly the bytes it
 //        copied (prmt / shift / mask to bf16 · 2^-120, one exact bf16x2 multiply by 2^120) into
 //        the swizzled bf16 stage the consumers read.
+//        fp8_ds_mla at 16 rows: the producer widens each tile's first half and the warpgroup
+//        that owns the tile its second half, with "landed" / "free" barriers on the ring.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -43,6 +45,7 @@
 
 #include "mla_decode_common.cuh"
 #include "mla_decode_kernel.cuh"
+#include "mla_decode_trace.cuh"
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define MLAKV_SM90A_DEVICE 1
@@ -94,8 +97,17 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr int kScl = kOk + kSm90Stages * kTile;  // [stage][64][4] fp8_ds_mla tile scales
   static constexpr int kSclEnd = kScl + (kTileScales ? kSm90Stages * kTile * 16 : 0);
   static constexpr int kX = kXInQ ? kQ : kSclEnd;
+  // fp8_ds_mla at 16 rows (ALT): the warpgroup that owns a tile widens its second half itself,
+  // from the raw ring, while the producer widens the first (the session-8 trace: the producer
+  // spent ~4,400 clocks widening each tile while the owner waited ~5,600 for it; 7 % faster).
+  // The ring's units then have "landed" and "free" barriers (the owner cannot wait on the
+  // producer's cp.async groups), and an even slot count keeps each slot to one side (an odd
+  // one made a warpgroup wait for the producer's half of the previous tile). Not for fp8: there
+  // the two widening sides and the other warpgroup's compute share the schedulers' issue slots,
+  // and the tile time did not move (docs/perf/decode-notes.md, session 8).
+  static constexpr bool kOwnerWidens = kTileScales && ALT && NW == 8;
   static constexpr int kBar = kSclEnd + (kXInQ ? 0 : kXBytes);
-  static constexpr int kSch = kBar + 64;               // fused path: the CTA's own schedule
+  static constexpr int kSch = kBar + (kOwnerWidens ? 128 : 64);  // fused path: the CTA's own schedule
   static constexpr int kRaw = kSch + 256;              // raw FP8 units (parts of a tile) in flight
   // A unit is half a tile, or for fp8_ds_mla at 32 rows (704-byte raw tokens beside the larger
   // Q tile) a quarter tile, which fits two slots where two half tiles do not.
@@ -108,10 +120,11 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr int bytes_for(int slots) { return kRaw + (kWiden ? slots * (kRawSlotBytes + kUnitTokens) : 0); }
   static constexpr int raw_slots() {
     int n = 2 * kTile / kUnitTokens;
-    while (n > 2 && bytes_for(n) > 232448) --n;
+    while (n > 2 && (bytes_for(n) > 232448 || (kOwnerWidens && n % 2 != 0))) --n;
     return n;
   }
   static constexpr int kRawSlots = raw_slots();
+  static_assert(!kOwnerWidens || (kRawSlots <= 4 && kTile / kUnitTokens == 2), "raw barriers: 64 + 16·slots bytes, half-tile units");
   static constexpr int kRawOk = kRaw + kRawSlots * kRawSlotBytes;  // [slot][kUnitTokens]
   static constexpr int kBytes = bytes_for(kRawSlots);
   static_assert(kBytes <= 232448, "sm90 decode shared-memory plan does not fit");
@@ -465,6 +478,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   float* scl = reinterpret_cast<float*>(smem + S::kScl);
   auto full_bar = [&](int st) { return bar_u + 8 * st; };
   auto empty_bar = [&](int st) { return bar_u + 16 + 8 * st; };
+  auto raw_full_bar = [&](int slot) { return bar_u + 64 + 8 * slot; };
+  auto raw_free_bar = [&](int slot) { return bar_u + 96 + 8 * slot; };
 
   auto store_out = [&](int64_t at, float y) {  // one output element, bf16 or f32
     if (a.out_f32) static_cast<float*>(a.out)[at] = y;
@@ -475,6 +490,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   const Sm90Tab sch{a, si};
   const int B = a.batch;
   const int part = blockIdx.x, row0 = blockIdx.y * kRowsCta;
+  if (threadIdx.x == 0) {
+    MLAKV_TRACE_WIDE(0, kTrStart);
+    MLAKV_TRACE_WIDE(0, kTrClockAtStart);
+    MLAKV_TRACE_WIDE(0, kTrSm);
+  }
   if (a.fused) {
     // No schedule grid: warp 0 computes the schedule into shared memory (the same one the
     // schedule kernel would write), and CTA (b mod parts, y) writes empty request b's rows. No
@@ -498,6 +518,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   } else {
     pdl_wait();  // the schedule is written by the grid before this one
   }
+  if (threadIdx.x == 0) MLAKV_TRACE_WIDE(0, kTrScheduled);
   pdl_launch_dependents();
   const int payload = sch.header(0), total = sch.header(1);
   const int lo = part * payload;
@@ -521,11 +542,58 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       mbar_init(full_bar(st), kWiden ? 128 : 256);
       mbar_init(empty_bar(st), ALT ? 4 : 8);  // one arrival per consumer warp that reads the stage
     }
+    if constexpr (S::kOwnerWidens)
+      for (int sl = 0; sl < kRawSlots; ++sl) {
+        mbar_init(raw_full_bar(sl), 256);  // per producer thread: its cp.async landed + its flags written
+        mbar_init(raw_free_bar(sl), 4);    // per warp that widened the unit
+      }
     // Rows as M: each consumer warpgroup's "published" barrier (P and row maxima of its tile).
     if constexpr (RM)
       for (int cw = 0; cw < 2; ++cw) mbar_init(bar_u + 32 + 8 * cw, 128);
   }
   __syncthreads();
+
+  // FP8 raw units (S::kUnitTokens tokens) and their widening into a bf16 stage, by 128 threads:
+  // the producer warpgroup, or (kOwnerWidens) the warpgroup that owns the tile for its second half.
+  constexpr int kU = S::kUnitTokens, kTpt = 128 / kU, kParts = kTile / kU;
+  constexpr int kUnits = (kTileScales ? 32 : 36) / kTpt;  // e4m3 units per thread (fp8_ds_mla: 512 dims)
+  static_assert(kUnits * kTpt == (kTileScales ? 32 : 36), "units per token");
+  const uint8_t* const raw = smem + S::kRaw;
+  uint8_t* const raw_ok = smem + S::kRawOk;
+  // kTpt = 8: lanes 4k..4k+3 take units 0..3 of token k % 4 and lanes 16..31 units 4..7, so
+  // each quarter warp (one shared-memory wavefront of 16-byte accesses) holds two adjacent
+  // tokens at the same four units: their widened chunks differ in parity (the swizzle's row
+  // term), their raw chunks by the pitch.
+  auto unit_tok = [](int t) { return kTpt == 4 ? t / 4 : 4 * (t >> 5) + (((t & 31) >> 2) & 3); };
+  auto unit_q = [](int t) { return kTpt == 4 ? t % 4 : (t & 3) + 4 * ((t & 31) >> 4); };
+  // Token `tok` of raw slot `slot` into row `row` of stage `st`, this thread's units q + kTpt·j.
+  auto widen_unit = [&](int slot, int st, int row, int tok, int q) {
+    const uint8_t* rs = raw + slot * S::kRawSlotBytes + tok * S::kRawPitch;
+    uint8_t* drow = smem + st * kStageBytes + row * 128;
+    // Unit u = q + kTpt·j holds columns 16u .. 16u + 15: column block u / 4, 16-byte chunks
+    // 2·(q % 4) and 2·(q % 4) + 1 of the 128-byte swizzle, so both destinations are
+    // per-thread constants plus j · kTpt / 4 · 8192 (no index arithmetic per unit).
+    const int q4 = q & 3, d0 = ((2 * q4) ^ (row & 7)) << 4, d1 = ((2 * q4 + 1) ^ (row & 7)) << 4;
+    uint8_t* dcol = drow + (q >> 2) * 8192;
+    uint4 v[kUnits];
+#pragma unroll
+    for (int j = 0; j < kUnits; ++j) v[j] = *reinterpret_cast<const uint4*>(rs + (q + kTpt * j) * 16);
+#pragma unroll
+    for (int j = 0; j < kUnits; ++j) {
+      const uint2 a0 = e4m3x4_to_bf16x4(v[j].x), a1 = e4m3x4_to_bf16x4(v[j].y);
+      const uint2 a2 = e4m3x4_to_bf16x4(v[j].z), a3 = e4m3x4_to_bf16x4(v[j].w);
+      *reinterpret_cast<uint4*>(dcol + j * (kTpt / 4) * 8192 + d0) = make_uint4(a0.x, a0.y, a1.x, a1.y);
+      *reinterpret_cast<uint4*>(dcol + j * (kTpt / 4) * 8192 + d1) = make_uint4(a2.x, a2.y, a3.x, a3.y);
+    }
+    if constexpr (kTileScales) {
+      // bf16 rope (columns 512..575 = block 8), as is; the token's four tile scales.
+#pragma unroll
+      for (int c = q; c < 8; c += kTpt)
+        *reinterpret_cast<uint4*>(drow + 8 * 8192 + ((c ^ (row & 7)) << 4)) = *reinterpret_cast<const uint4*>(rs + 528 + 16 * c);
+      if (q < 4) scl[(st * kTile + row) * 4 + q] = *reinterpret_cast<const float*>(rs + 512 + q * 4);
+    }
+    if (q == 0) tok_ok[st * kTile + row] = raw_ok[slot * kU + tok];
+  };
 
   const int wg = threadIdx.x >> 7;
   if (wg == 0) {
@@ -550,10 +618,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       seek(ld, first_b, lo, hi, sch, B);
       for (int k = 0; ld.b < B; ++k) {
         const int st = k & 1;
+        MLAKV_TRACE(0, k, 2);
         const uint8_t* src[4];
 #pragma unroll
         for (int p = 0; p < 4; ++p) src[p] = token_src(ld, (pt >> 3) + 16 * p);
         mbar_wait(empty_bar(st), ((k >> 1) & 1) ^ 1);
+        MLAKV_TRACE(0, k, 0);
         const uint32_t stage_u = base + st * kStageBytes;
 #pragma unroll
         for (int p = 0; p < 4; ++p) {
@@ -564,6 +634,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           for (int c = 0; c < 9; ++c) cp_async16(row_u + c * 8192, ok ? src[p] + c * 128 + sub * 16 : a.cache, ok ? 16 : 0);
           if (sub == 0) tok_ok[st * kTile + tok] = ok;
         }
+        MLAKV_TRACE(0, k, 1);
         mbar_arrive(full_bar(st));
         mbar_arrive_cp_async(full_bar(st));
         advance(ld, lo, hi, sch, B);
@@ -575,24 +646,17 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // kTpt threads share a token; thread q of a token copies and widens its 16-byte units
       // q + kTpt·j (and fp8_ds_mla's rope chunks q + kTpt·j, scale q < 4), so that its own
       // cp.async wait covers what it reads and the four producer warps never synchronize.
-      constexpr int kU = S::kUnitTokens, kTpt = 128 / kU, kParts = kTile / kU;
-      constexpr int kUnits = (kTileScales ? 32 : 36) / kTpt;  // e4m3 units per thread (fp8_ds_mla: 512 dims)
-      static_assert(kUnits * kTpt == (kTileScales ? 32 : 36), "units per token");
-      uint8_t* raw = smem + S::kRaw;
-      uint8_t* raw_ok = smem + S::kRawOk;
-      // kTpt = 8: lanes 4k..4k+3 take units 0..3 of token k % 4 and lanes 16..31 units 4..7, so
-      // each quarter warp (one shared-memory wavefront of 16-byte accesses) holds two adjacent
-      // tokens at the same four units: their widened chunks differ in parity (the swizzle's row
-      // term), their raw chunks by the pitch.
-      const int lane = pt & 31;
-      const int tok = kTpt == 4 ? pt / 4 : 4 * (pt >> 5) + ((lane >> 2) & 3);
-      const int q = kTpt == 4 ? pt % 4 : (lane & 3) + 4 * (lane >> 4);
+      // kOwnerWidens: the producer widens only each tile's first half; the ring's barriers
+      // say when a unit landed and when its slot is free again.
+      const int tok = unit_tok(pt), q = unit_q(pt), lane = pt & 31;
       Cursor li;
       seek(li, first_b, lo, hi, sch, B);
       int li_part = 0, li_unit = 0;
       auto issue_unit = [&]() {
         if (li.b < B) {
           const int slot = li_unit % kRawSlots;
+          if constexpr (S::kOwnerWidens)
+            if (li_unit >= kRawSlots) mbar_wait(raw_free_bar(slot), ((li_unit / kRawSlots) - 1) & 1);
           const uint8_t* src = token_src(li, li_part * kU + tok);
           const uint32_t dst = base + S::kRaw + slot * S::kRawSlotBytes + tok * S::kRawPitch;
           const int n = src ? 16 : 0;
@@ -607,6 +671,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             if (q < 4) cp_async4(dst + 512 + 4 * q, src ? src + 512 + 4 * q : a.cache, n / 4);
           }
           if (q == 0) raw_ok[slot * kU + tok] = src != nullptr;
+          if constexpr (S::kOwnerWidens) {
+            mbar_arrive(raw_full_bar(slot));  // release: this thread's flag
+            mbar_arrive_cp_async(raw_full_bar(slot));
+          }
           if (++li_part == kParts) {
             li_part = 0;
             advance(li, lo, hi, sch, B);
@@ -619,49 +687,35 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       for (int u = 0; u < kRawSlots; ++u) issue_unit();
       Cursor lc;
       seek(lc, first_b, lo, hi, sch, B);
+      constexpr int kOwnParts = S::kOwnerWidens ? 1 : kParts;
       for (int k = 0; lc.b < B; ++k) {
         const int st = k & 1;
+        MLAKV_TRACE(0, k, 2);
         mbar_wait(empty_bar(st), ((k >> 1) & 1) ^ 1);
-        uint8_t* stage = smem + st * kStageBytes;
+        MLAKV_TRACE(0, k, 0);
 #pragma unroll 1
-        for (int h = 0; h < kParts; ++h) {
-          const int slot = (kParts * k + h) % kRawSlots;
-          cp_async_wait<kRawSlots - 1>();
-          const int row = h * kU + tok;
-          const uint8_t* rs = raw + slot * S::kRawSlotBytes + tok * S::kRawPitch;
-          uint8_t* drow = stage + row * 128;
-          // Unit u = q + kTpt·j holds columns 16u .. 16u + 15: column block u / 4, 16-byte chunks
-          // 2·(q % 4) and 2·(q % 4) + 1 of the 128-byte swizzle, so both destinations are
-          // per-thread constants plus j · kTpt / 4 · 8192 (no index arithmetic per unit).
-          const int q4 = q & 3, d0 = ((2 * q4) ^ (row & 7)) << 4, d1 = ((2 * q4 + 1) ^ (row & 7)) << 4;
-          uint8_t* dcol = drow + (q >> 2) * 8192;
-          uint4 v[kUnits];
-#pragma unroll
-          for (int j = 0; j < kUnits; ++j) v[j] = *reinterpret_cast<const uint4*>(rs + (q + kTpt * j) * 16);
-#pragma unroll
-          for (int j = 0; j < kUnits; ++j) {
-            const uint2 a0 = e4m3x4_to_bf16x4(v[j].x), a1 = e4m3x4_to_bf16x4(v[j].y);
-            const uint2 a2 = e4m3x4_to_bf16x4(v[j].z), a3 = e4m3x4_to_bf16x4(v[j].w);
-            *reinterpret_cast<uint4*>(dcol + j * (kTpt / 4) * 8192 + d0) = make_uint4(a0.x, a0.y, a1.x, a1.y);
-            *reinterpret_cast<uint4*>(dcol + j * (kTpt / 4) * 8192 + d1) = make_uint4(a2.x, a2.y, a3.x, a3.y);
+        for (int h = 0; h < kOwnParts; ++h) {
+          const int u = kParts * k + h, slot = u % kRawSlots;
+          if constexpr (S::kOwnerWidens) mbar_wait(raw_full_bar(slot), (u / kRawSlots) & 1);
+          else cp_async_wait<kRawSlots - 1>();
+          if (h == 0) MLAKV_TRACE(0, k, 3);
+          widen_unit(slot, st, h * kU + tok, tok, q);
+          if constexpr (S::kOwnerWidens) {
+            __syncwarp();
+            if (lane == 0) mbar_arrive(raw_free_bar(slot));
           }
-          if constexpr (kTileScales) {
-            // bf16 rope (columns 512..575 = block 8), as is; the token's four tile scales.
-#pragma unroll
-            for (int c = q; c < 8; c += kTpt)
-              *reinterpret_cast<uint4*>(drow + 8 * 8192 + ((c ^ (row & 7)) << 4)) =
-                  *reinterpret_cast<const uint4*>(rs + 528 + 16 * c);
-            if (q < 4) scl[(st * kTile + row) * 4 + q] = *reinterpret_cast<const float*>(rs + 512 + q * 4);
-          }
-          if (q == 0) tok_ok[st * kTile + row] = raw_ok[slot * kU + tok];  // written by this thread
           issue_unit();
         }
         fence_async_smem();  // the widened tile is read by wgmma (async proxy)
+        MLAKV_TRACE(0, k, 1);
         mbar_arrive(full_bar(st));
+        // The owner's half: its slot's next unit goes out once the owner has widened it.
+        if constexpr (S::kOwnerWidens) issue_unit();
         advance(lc, lo, hi, sch, B);
       }
       cp_async_wait<0>();
     }
+    if (threadIdx.x == 0) MLAKV_TRACE_WIDE(0, kTrEnd);
     return;
   }
 
@@ -860,6 +914,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           for (int r = 0; r < 32; ++r) o[cb][r] = 0.0f;
       }
       if (st == cw) {
+        MLAKV_TRACE(1 + cw, k, 0);
         const uint32_t stage_u = base + st * kStageBytes;
         float s[32];
 #pragma unroll
@@ -962,6 +1017,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             }
             if (mbar_test(pub_bar(k - 1), ((k - 1) >> 1) & 1)) break;
           }
+          MLAKV_TRACE(1 + cw, k, full_seen ? 1 : 5);
           if (!wg_any(2 + cw, full_seen)) {
             // Publication first: nothing in flight, so o moves to its maxima and P is used as is;
             // the other's stage is released as soon as its P · V is done.
@@ -1009,7 +1065,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           wg_wait0();
         }
         pin(s);
+        MLAKV_TRACE(1 + cw, k, 2);
         softmax_publish();
+        MLAKV_TRACE(1 + cw, k, 3);
 
         // ---- o onto the new maxima, own P · V ----
         move_ref(m_new);
@@ -1019,6 +1077,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         wg_wait0();
         pv_done(pa);
         release(st);
+        MLAKV_TRACE(1 + cw, k, 4);
       } else if (seg_last) {
         // The other's tile ends the segment: account for it now.
         float m_in[2];
@@ -1081,6 +1140,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       advance(cs, lo, hi, sch, B);
       if (cs.b != b) seg_t0 = cs.t;
     }
+    if (wt == 0) MLAKV_TRACE_WIDE(1 + cw, kTrEnd);
     merge_in_grid();
     return;
   }
@@ -1119,7 +1179,24 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 
     float* red_p = red_wg + par * (4 * NR);
     if (!ALT || (k & 1) == cw) {  // ALT: only this warpgroup's tiles
+      if constexpr (S::kOwnerWidens) {
+        // The tile's second half, from the raw ring into this warpgroup's own stage (free: its
+        // last tile's P · V is complete), while the producer widens the first.
+        // A parity wait is exact only within one phase: the slot's previous unit (the other
+        // warpgroup's half of tile k − 1) must have landed and been widened first, which its
+        // release says (and that one's predecessor was released before this unit was issued).
+        const int u = kParts * k + 1, slot = u % kRawSlots;
+        if (u >= kRawSlots) mbar_wait(raw_free_bar(slot), ((u / kRawSlots) - 1) & 1);
+        mbar_wait(raw_full_bar(slot), (u / kRawSlots) & 1);
+        widen_unit(slot, st, kU + unit_tok(wt), unit_tok(wt), unit_q(wt));
+        __syncwarp();
+        if (lane == 0) mbar_arrive(raw_free_bar(slot));
+        fence_async_smem();
+        named_sync(bar_wg, 128);
+        MLAKV_TRACE(1 + cw, k, 6);
+      }
       mbar_wait(full_bar(st), (k >> 1) & 1);
+      MLAKV_TRACE(1 + cw, k, 0);
       fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
       const uint32_t stage_u = base + st * kStageBytes;
       const int tk0 = 16 * w + g;  // this thread's tokens: tk0 (i = 0), tk0 + 8 (i = 1)
@@ -1262,7 +1339,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
           if (g == 0) red_p[w * NR + 8 * j + 2 * qd + e] = mx;
         }
+      MLAKV_TRACE(1 + cw, k, 1);
       named_sync(bar_wg, 128);
+      MLAKV_TRACE(1 + cw, k, 2);
 
       // ---- online softmax; P (bf16) to shared memory as the K-major B operand [row][token] ----
       float4 vs[2];  // fp8_ds_mla: the tile scales of this thread's two tokens, applied to P
@@ -1319,6 +1398,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         }
       fence_async_smem();
       named_sync(bar_wg, 128);
+      MLAKV_TRACE(1 + cw, k, 3);
 
       // ---- Oᵀ += Vᵀ · Pᵀ: 8 column blocks of 64 dims × 4 k-steps of 16 tokens ----
 #pragma unroll
@@ -1359,6 +1439,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       for (int mt = 0; mt < 8; ++mt) pin(o[mt]);
       __syncwarp();
       if (lane == 0) mbar_arrive(empty_bar(st));
+      MLAKV_TRACE(1 + cw, k, 4);
     }  // this warpgroup's tile
 
     // ---- end of segment: normalized output, or a partial for the combine kernel ----
@@ -1468,6 +1549,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     advance(cs, lo, hi, sch, B);
     if (cs.b != b) seg_t0 = cs.t;
   }
+  if (wt == 0) MLAKV_TRACE_WIDE(1 + cw, kTrEnd);
   merge_in_grid();
 #else
   __trap();  // launched only where the launcher found an sm_90a binary

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Reads the stamps of a measurement build (cmake -DMLAKV_DECODE_TRACE=ON; `MLAKV_TRACE_DIR=dir
+mlakv bench decode --only ...` writes dir/trace-<format>-<shape>.bin) and prints where a tile's
+time goes per role, in clocks, and each traced CTA's start, schedule and end in ns.
+
+  scripts/decode_trace.py FILE.bin [...]
+
+Layout: uint64 [cta 8][role 3: producer, consumer wg 0, wg 1][k 64][event 8]; k = 63 holds the
+CTA-wide %globaltimer stamps (start, scheduled, end), clock64 at the start, and the SM id.
+Events per k: producer 2 iteration start, 0 stage empty, 3 (FP8) first raw unit landed, 1 stage
+published; consumers 0 stage full (RM: own tile begins), 1 (RM) stage first / 5 publication first,
+1 Q·Kᵀ done, 2 row maxima exchanged (RM: before the softmax), 3 P written (RM: published),
+4 stage released, 6 (fp8_ds_mla, 16 rows) the owner's half of the tile widened.
+"""
+import statistics
+import struct
+import sys
+
+CTAS, ROLES, TILES, EVENTS = 8, 3, 64, 8
+ROLE = ["producer", "consumer 0", "consumer 1"]
+
+
+def load(path):
+    raw = open(path, "rb").read()
+    v = struct.unpack("<%dQ" % (len(raw) // 8), raw)
+    return lambda c, r, k, e: v[((c * ROLES + r) * TILES + k) * EVENTS + e]
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def report(path):
+    t = load(path)
+    print("==", path)
+    wide = TILES - 1
+    starts = [t(c, 0, wide, 0) for c in range(CTAS) if t(c, 0, wide, 0)]
+    if not starts:
+        print("   no stamps")
+        return
+    t0 = min(starts)
+    print("   CTA  SM   start  sched  end(prod)  end(wg0)  end(wg1)   [ns from the first CTA's start]")
+    for c in range(CTAS):
+        s = t(c, 0, wide, 0)
+        if not s:
+            continue
+        f = lambda r, e: (t(c, r, wide, e) - t0) if t(c, r, wide, e) else -1
+        print("   %3d %3d %7d %6d %10d %9d %9d" % (c, t(c, 0, wide, 4), s - t0, f(0, 1), f(0, 2), f(1, 2), f(2, 2)))
+    # Per-tile phases in clocks (steady state: k >= 2), over the traced CTAs.
+    ph = {}
+
+    def add(name, x):
+        ph.setdefault(name, []).append(x)
+
+    for c in range(CTAS):
+        for k in range(2, wide):
+            e = lambda r, ev: t(c, r, k, ev)
+            if e(0, 2) and e(0, 0):
+                add("producer: iteration start -> stage empty", e(0, 0) - e(0, 2))
+            if e(0, 0) and e(0, 3):
+                add("producer: stage empty -> first raw unit landed", e(0, 3) - e(0, 0))
+            if e(0, 0) and e(0, 1):
+                add("producer: stage empty -> stage published", e(0, 1) - e(0, 0))
+            for r in (1, 2):
+                if not e(r, 0):
+                    continue
+                if e(r, 1) and e(r, 1) > e(r, 0):
+                    add("%s: start -> 1" % ROLE[r], e(r, 1) - e(r, 0))
+                if e(r, 5):
+                    add("%s: start -> publication first" % ROLE[r], e(r, 5) - e(r, 0))
+                for a, b in ((1, 2), (2, 3), (3, 4), (0, 4)):
+                    if e(r, a) and e(r, b) and e(r, b) >= e(r, a):
+                        add("%s: %d -> %d" % (ROLE[r], a, b), e(r, b) - e(r, a))
+                # own previous release to this tile's start (waiting for the stage or the other)
+                for kp in range(k - 1, 0, -1):
+                    if t(c, r, kp, 4):
+                        add("%s: previous release -> start" % ROLE[r], e(r, 0) - t(c, r, kp, 4))
+                        break
+                # the producer's publication of this tile's stage to the consumer seeing it
+                if e(0, 1):
+                    add("%s: producer published -> start" % ROLE[r], e(r, 0) - e(0, 1))
+    for name in sorted(ph):
+        xs = ph[name]
+        print("   %-52s median %7.0f clk  p10 %7.0f  p90 %7.0f  (n=%d)" % (
+            name, med(xs), sorted(xs)[len(xs) // 10], sorted(xs)[(9 * len(xs)) // 10], len(xs)))
+    # CTA 0's first tiles, relative to its start clock.
+    c0 = t(0, 0, wide, 3)
+    print("   CTA 0, clocks from its start (event: value):")
+    for k in range(0, 8):
+        cells = []
+        for r in range(ROLES):
+            evs = ["%d:%d" % (ev, t(0, r, k, ev) - c0) for ev in range(EVENTS) if t(0, r, k, ev)]
+            cells.append("%s[%s]" % (ROLE[r][0] + ROLE[r][-1], " ".join(evs)))
+        print("   k=%-2d %s" % (k, "  ".join(cells)))
+
+
+for p in sys.argv[1:]:
+    report(p)

@@ -1,0 +1,55 @@
+// A measurement build only (CMake -DMLAKV_DECODE_TRACE=ON): the decode kernels stamp clock64 and
+// %globaltimer at the hand-offs of their first CTAs, so that a run shows where a tile's time goes
+// per role (producer, each consumer warpgroup) and where a small step's fixed cost sits. In every
+// other build the stamps compile to nothing.
+#pragma once
+
+#include <cstdint>
+
+namespace mlakv::cuda::mla {
+
+inline constexpr int kTraceCtas = 8;     ///< CTAs (blockIdx.x < 8, blockIdx.y == 0) that stamp
+inline constexpr int kTraceRoles = 3;    ///< producer, consumer warpgroups 0 and 1
+inline constexpr int kTraceTiles = 64;   ///< loop iterations k stamped per role (slot 63: CTA-wide)
+inline constexpr int kTraceEvents = 8;
+inline constexpr int kTraceWords = kTraceCtas * kTraceRoles * kTraceTiles * kTraceEvents;
+
+/// Slot 63's events (k = kTraceTiles − 1): globaltimer (ns) at these points, per role.
+enum TraceWide : int { kTrStart = 0, kTrScheduled = 1, kTrEnd = 2, kTrClockAtStart = 3, kTrSm = 4 };
+
+#ifdef MLAKV_DECODE_TRACE
+/// The last launch's stamps, [cta][role][k][event]; 0 = not stamped. One translation unit includes
+/// this (mla_decode.cu, which reads it back: read_decode_trace).
+static __device__ unsigned long long g_decode_trace[kTraceWords];
+
+__device__ __forceinline__ unsigned long long trace_globaltimer() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+/// One stamp by the first thread of the calling warpgroup (role: 0 producer, 1/2 consumers).
+__device__ __forceinline__ void trace_stamp(int role, int k, int ev) {
+  if (blockIdx.x < kTraceCtas && blockIdx.y == 0 && (threadIdx.x & 127) == 0 && k >= 0 && k < kTraceTiles - 1)
+    g_decode_trace[((blockIdx.x * kTraceRoles + role) * kTraceTiles + k) * kTraceEvents + ev] =
+        static_cast<unsigned long long>(clock64());
+}
+__device__ __forceinline__ void trace_wide(int role, int ev) {
+  if (blockIdx.x < kTraceCtas && blockIdx.y == 0) {
+    unsigned long long v = trace_globaltimer();
+    if (ev == kTrClockAtStart) v = static_cast<unsigned long long>(clock64());
+    if (ev == kTrSm) {
+      unsigned sm;
+      asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+      v = sm;
+    }
+    g_decode_trace[((blockIdx.x * kTraceRoles + role) * kTraceTiles + kTraceTiles - 1) * kTraceEvents + ev] = v;
+  }
+}
+#define MLAKV_TRACE(role, k, ev) ::mlakv::cuda::mla::trace_stamp(role, k, ev)
+#define MLAKV_TRACE_WIDE(role, ev) ::mlakv::cuda::mla::trace_wide(role, ev)
+#else
+#define MLAKV_TRACE(role, k, ev) ((void)0)
+#define MLAKV_TRACE_WIDE(role, ev) ((void)0)
+#endif
+
+}  // namespace mlakv::cuda::mla
