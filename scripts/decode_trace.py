@@ -10,7 +10,8 @@ CTA-wide %globaltimer stamps (start, scheduled, end), clock64 at the start, and 
 Events per k: producer 2 iteration start, 0 stage empty, 3 (FP8) first raw unit landed, 1 stage
 published; consumers 0 stage full (RM: own tile begins), 1 (RM) stage first / 5 publication first,
 1 Q·Kᵀ done, 2 row maxima exchanged (RM: before the softmax), 3 P written (RM: published),
-4 stage released, 6 (fp8_ds_mla, 16 rows) the owner's half of the tile widened.
+4 stage released, 6 (fp8_ds_mla, 16 rows) the owner's half of the tile widened, 7 (RM) the
+tile's bytes seen landed (before its Q·Kᵀ).
 """
 import statistics
 import struct
@@ -68,7 +69,9 @@ def report(path):
                     add("%s: start -> 1" % ROLE[r], e(r, 1) - e(r, 0))
                 if e(r, 5):
                     add("%s: start -> publication first" % ROLE[r], e(r, 5) - e(r, 0))
-                for a, b in ((1, 2), (2, 3), (3, 4), (0, 4)):
+                if e(r, 7) and e(0, 1):
+                    add("%s: producer published -> bytes landed (RM)" % ROLE[r], e(r, 7) - e(0, 1))
+                for a, b in ((1, 2), (2, 3), (3, 4), (0, 4), (7, 2)):
                     if e(r, a) and e(r, b) and e(r, b) >= e(r, a):
                         add("%s: %d -> %d" % (ROLE[r], a, b), e(r, b) - e(r, a))
                 # own previous release to this tile's start (waiting for the stage or the other)

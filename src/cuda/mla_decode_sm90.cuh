@@ -922,6 +922,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         pin(s);
         auto issue_qk = [&]() {
           mbar_wait(full_bar(st), (k >> 1) & 1);
+          MLAKV_TRACE(1 + cw, k, 7);
           fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
           const uint64_t q_desc = desc_sw128(q_u, 16, 1024), k_desc = desc_sw128(stage_u, 16, 1024);
           wg_fence();
@@ -1017,7 +1018,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             }
             if (mbar_test(pub_bar(k - 1), ((k - 1) >> 1) & 1)) break;
           }
-          MLAKV_TRACE(1 + cw, k, full_seen ? 1 : 5);
+          MLAKV_TRACE_EITHER(1 + cw, k, full_seen ? 1 : 5, full_seen ? 5 : 1);
           if (!wg_any(2 + cw, full_seen)) {
             // Publication first: nothing in flight, so o moves to its maxima and P is used as is;
             // the other's stage is released as soon as its P · V is done.

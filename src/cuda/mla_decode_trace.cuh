@@ -33,6 +33,13 @@ __device__ __forceinline__ void trace_stamp(int role, int k, int ev) {
     g_decode_trace[((blockIdx.x * kTraceRoles + role) * kTraceTiles + k) * kTraceEvents + ev] =
         static_cast<unsigned long long>(clock64());
 }
+/// One of two alternative events of a tile: the other's slot is cleared (a stale stamp from an
+/// earlier launch would otherwise pair with this launch's).
+__device__ __forceinline__ void trace_stamp_either(int role, int k, int ev, int other) {
+  trace_stamp(role, k, ev);
+  if (blockIdx.x < kTraceCtas && blockIdx.y == 0 && (threadIdx.x & 127) == 0 && k >= 0 && k < kTraceTiles - 1)
+    g_decode_trace[((blockIdx.x * kTraceRoles + role) * kTraceTiles + k) * kTraceEvents + other] = 0;
+}
 __device__ __forceinline__ void trace_wide(int role, int ev) {
   if (blockIdx.x < kTraceCtas && blockIdx.y == 0) {
     unsigned long long v = trace_globaltimer();
@@ -46,9 +53,11 @@ __device__ __forceinline__ void trace_wide(int role, int ev) {
   }
 }
 #define MLAKV_TRACE(role, k, ev) ::mlakv::cuda::mla::trace_stamp(role, k, ev)
+#define MLAKV_TRACE_EITHER(role, k, ev, other) ::mlakv::cuda::mla::trace_stamp_either(role, k, ev, other)
 #define MLAKV_TRACE_WIDE(role, ev) ::mlakv::cuda::mla::trace_wide(role, ev)
 #else
 #define MLAKV_TRACE(role, k, ev) ((void)0)
+#define MLAKV_TRACE_EITHER(role, k, ev, other) ((void)0)
 #define MLAKV_TRACE_WIDE(role, ev) ((void)0)
 #endif
 
