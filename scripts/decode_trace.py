@@ -98,4 +98,7 @@ def report(path):
 
 
 for p in sys.argv[1:]:
-    report(p)
+    try:
+        report(p)
+    except OSError as e:
+        print("==", p, "unreadable:", e)

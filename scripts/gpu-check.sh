@@ -14,6 +14,10 @@
 #   BENCH_DECODE   0 skips `bench decode` only (BENCH_CACHE: `bench cache`); `bench dcp` runs where
 #                  there are 2+ GPUs
 #   STEP_TIMEOUT   seconds allowed per sanitizer run (default 900)
+#   TRACE          decode cases (`bench decode --only` texts, ';'-separated) to run on the
+#                  measurement build that stamps each role's hand-offs; the readings go to
+#                  $OUT/trace.txt (scripts/decode_trace.py). TRACE_CLI: an `mlakv` built with
+#                  -DMLAKV_DECODE_TRACE=ON (else one is built in build-trace)
 #
 # Header-only CLI11 / nlohmann-json missing on the machine: put CLI/ and nlohmann/ under
 # .deps/include (CMake looks there). Exit status: non-zero when the build, the tests or a
@@ -138,6 +142,35 @@ if [[ "${BENCH:-1}" != 0 ]]; then
   else
     status=1
     log "no CLI binary at $CLI"
+  fi
+fi
+
+# ---- decode timeline (measurement build) -----------------------------------------------------------
+if [[ -n "${TRACE:-}" ]]; then
+  TCLI="${TRACE_CLI:-}"
+  if [[ -z "$TCLI" ]]; then
+    TCLI=build-trace/mlakv
+    log "building the trace CLI in build-trace"
+    gen=()
+    command -v ninja >/dev/null && gen=(-G Ninja)
+    cmake -S . -B build-trace "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DMLAKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+        -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 \
+        -DMLAKV_DECODE_TRACE=ON -DMLAKV_BUILD_TESTS=OFF >>"$OUT/build.log" 2>&1 &&
+      cmake --build build-trace -j "$JOBS" --target mlakv_cli >>"$OUT/build.log" 2>&1 || log "trace build FAILED (see build.log)"
+  fi
+  if [[ -x "$TCLI" ]]; then
+    only=()
+    IFS=';' read -r -a cases <<<"$TRACE"
+    for c in "${cases[@]}"; do only+=(--only "$c"); done
+    mkdir -p "$OUT/trace-bin"
+    log "decode trace: ${TRACE}"
+    MLAKV_TRACE_DIR="$OUT/trace-bin" "$TCLI" bench decode "${only[@]}" >>"$OUT/bench.log" 2>&1 || log "trace bench FAILED"
+    python3 "$(dirname "$0")/decode_trace.py" "$OUT"/trace-bin/*.bin >"$OUT/trace.txt" 2>&1
+    rm -rf "$OUT/trace-bin"  # the device tool brings back at most 8 files
+    log "decode trace in trace.txt"
+  else
+    status=1
+    log "no trace CLI at $TCLI"
   fi
 fi
 
