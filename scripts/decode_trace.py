@@ -6,7 +6,8 @@ time goes per role, in clocks, and each traced CTA's start, schedule and end in 
   scripts/decode_trace.py FILE.bin [...]
 
 Layout: uint64 [cta 8][role 3: producer, consumer wg 0, wg 1][k 64][event 8]; k = 63 holds the
-CTA-wide %globaltimer stamps (start, scheduled, end), clock64 at the start, and the SM id.
+CTA-wide %globaltimer stamps (start, scheduled, end, each role ready), clock64 at the start, and
+the SM id.
 Events per k: producer 2 iteration start, 0 stage empty, 3 (FP8) first raw unit landed, 1 stage
 published; consumers 0 stage full (RM: own tile begins), 1 (RM) stage first / 5 publication first,
 1 Q·Kᵀ done, 2 row maxima exchanged (RM: before the softmax), 3 P written (RM: published),
@@ -40,13 +41,14 @@ def report(path):
         print("   no stamps")
         return
     t0 = min(starts)
-    print("   CTA  SM   start  sched  end(prod)  end(wg0)  end(wg1)   [ns from the first CTA's start]")
+    print("   CTA  SM   start  sched  ready(prod/wg0/wg1)  end(prod)  end(wg0)  end(wg1)   [ns from the first CTA's start]")
     for c in range(CTAS):
         s = t(c, 0, wide, 0)
         if not s:
             continue
         f = lambda r, e: (t(c, r, wide, e) - t0) if t(c, r, wide, e) else -1
-        print("   %3d %3d %7d %6d %10d %9d %9d" % (c, t(c, 0, wide, 4), s - t0, f(0, 1), f(0, 2), f(1, 2), f(2, 2)))
+        print("   %3d %3d %7d %6d %6d/%6d/%6d %10d %9d %9d" % (c, t(c, 0, wide, 4), s - t0, f(0, 1), f(0, 5), f(1, 5),
+                                                          f(2, 5), f(0, 2), f(1, 2), f(2, 2)))
     # Per-tile phases in clocks (steady state: k >= 2), over the traced CTAs.
     ph = {}
 

@@ -599,6 +599,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   if (wg == 0) {
     // ---------------------------------------------------------------- producer
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
+    if (threadIdx.x == 0) MLAKV_TRACE_WIDE(0, kTrRoleReady);
     const int pt = threadIdx.x;
     // Address of token `tok` of tile `c.t` of request `c.b` (nullptr when masked).
     auto token_src = [&](const Cursor& c, int tok) -> const uint8_t* {
@@ -721,6 +722,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 
   // ------------------------------------------------------------------ consumers
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
+  if ((threadIdx.x & 127) == 0) MLAKV_TRACE_WIDE(threadIdx.x >> 7, kTrRoleReady);
   const int cw = wg - 1;                   // consumer warpgroup: rows [cw·NW, cw·NW + NW) of the CTA (ALT: all)
   const int rbase = ALT ? 0 : cw * NW;     // this warpgroup's first row in the CTA
   const int ct = threadIdx.x - 128;        // 0..255 over both consumer warpgroups

@@ -14,8 +14,9 @@ inline constexpr int kTraceTiles = 64;   ///< loop iterations k stamped per role
 inline constexpr int kTraceEvents = 8;
 inline constexpr int kTraceWords = kTraceCtas * kTraceRoles * kTraceTiles * kTraceEvents;
 
-/// Slot 63's events (k = kTraceTiles − 1): globaltimer (ns) at these points, per role.
-enum TraceWide : int { kTrStart = 0, kTrScheduled = 1, kTrEnd = 2, kTrClockAtStart = 3, kTrSm = 4 };
+/// Slot 63's events (k = kTraceTiles − 1): globaltimer (ns) at these points, per role (ready: past
+/// the barrier set-up and the register hand-over, about to seek its first tile).
+enum TraceWide : int { kTrStart = 0, kTrScheduled = 1, kTrEnd = 2, kTrClockAtStart = 3, kTrSm = 4, kTrRoleReady = 5 };
 
 #ifdef MLAKV_DECODE_TRACE
 /// The last launch's stamps, [cta][role][k][event]; 0 = not stamped. One translation unit includes
