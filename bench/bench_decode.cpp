@@ -191,12 +191,12 @@ int run_decode(const BenchOptions& opts) {
     if (s.mma) unsetenv("MLAKV_DECODE_KERNEL");
 #ifdef MLAKV_DECODE_TRACE
     if (const char* dir = std::getenv("MLAKV_TRACE_DIR")) {
-      std::string file = std::string(dir) + "/trace-" + fmt + "-" + shape_name(s) + ".bin";
-      std::replace(file.begin() + static_cast<std::ptrdiff_t>(std::strlen(dir)), file.end(), ' ', '_');
-      std::replace(file.begin() + static_cast<std::ptrdiff_t>(std::strlen(dir)) + 1, file.end(), '/', '-');
+      std::string name = "trace-" + fmt + "-" + shape_name(s) + ".bin";  // one file name: no '/' or ' '
+      std::replace(name.begin(), name.end(), ' ', '_');
+      std::replace(name.begin(), name.end(), '/', '-');
       const std::vector<uint64_t> tr = cuda::mla::read_decode_trace();
-      std::ofstream(file, std::ios::binary).write(reinterpret_cast<const char*>(tr.data()),
-                                                  static_cast<std::streamsize>(tr.size() * 8));
+      std::ofstream(std::string(dir) + "/" + name, std::ios::binary)
+          .write(reinterpret_cast<const char*>(tr.data()), static_cast<std::streamsize>(tr.size() * 8));
     }
 #endif
     const double flops = 2.0 * s.batch * s.s_q * s.heads * static_cast<double>(s.ctx) * (kHeadDim + kLatentDim);

@@ -28,30 +28,36 @@ __device__ __forceinline__ unsigned long long trace_globaltimer() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
+/// Word (role, k, ev) of this CTA's stamps, or nullptr where the CTA does not stamp.
+__device__ __forceinline__ unsigned long long* trace_word(int role, int k, int ev) {
+  if (blockIdx.x >= kTraceCtas || blockIdx.y != 0 || k < 0 || k >= kTraceTiles) return nullptr;
+  return g_decode_trace + ((blockIdx.x * kTraceRoles + role) * kTraceTiles + k) * kTraceEvents + ev;
+}
 /// One stamp by the first thread of the calling warpgroup (role: 0 producer, 1/2 consumers).
 __device__ __forceinline__ void trace_stamp(int role, int k, int ev) {
-  if (blockIdx.x < kTraceCtas && blockIdx.y == 0 && (threadIdx.x & 127) == 0 && k >= 0 && k < kTraceTiles - 1)
-    g_decode_trace[((blockIdx.x * kTraceRoles + role) * kTraceTiles + k) * kTraceEvents + ev] =
-        static_cast<unsigned long long>(clock64());
+  if (k >= kTraceTiles - 1 || (threadIdx.x & 127) != 0) return;
+  if (unsigned long long* w = trace_word(role, k, ev)) *w = static_cast<unsigned long long>(clock64());
 }
 /// One of two alternative events of a tile: the other's slot is cleared (a stale stamp from an
 /// earlier launch would otherwise pair with this launch's).
 __device__ __forceinline__ void trace_stamp_either(int role, int k, int ev, int other) {
-  trace_stamp(role, k, ev);
-  if (blockIdx.x < kTraceCtas && blockIdx.y == 0 && (threadIdx.x & 127) == 0 && k >= 0 && k < kTraceTiles - 1)
-    g_decode_trace[((blockIdx.x * kTraceRoles + role) * kTraceTiles + k) * kTraceEvents + other] = 0;
+  if (k >= kTraceTiles - 1 || (threadIdx.x & 127) != 0) return;
+  if (unsigned long long* w = trace_word(role, k, ev)) {
+    *w = static_cast<unsigned long long>(clock64());
+    w[other - ev] = 0;
+  }
 }
 __device__ __forceinline__ void trace_wide(int role, int ev) {
-  if (blockIdx.x < kTraceCtas && blockIdx.y == 0) {
-    unsigned long long v = trace_globaltimer();
-    if (ev == kTrClockAtStart) v = static_cast<unsigned long long>(clock64());
-    if (ev == kTrSm) {
-      unsigned sm;
-      asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-      v = sm;
-    }
-    g_decode_trace[((blockIdx.x * kTraceRoles + role) * kTraceTiles + kTraceTiles - 1) * kTraceEvents + ev] = v;
+  unsigned long long* w = trace_word(role, kTraceTiles - 1, ev);
+  if (!w) return;
+  unsigned long long v = trace_globaltimer();
+  if (ev == kTrClockAtStart) v = static_cast<unsigned long long>(clock64());
+  if (ev == kTrSm) {
+    unsigned sm;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+    v = sm;
   }
+  *w = v;
 }
 #define MLAKV_TRACE(role, k, ev) ::mlakv::cuda::mla::trace_stamp(role, k, ev)
 #define MLAKV_TRACE_EITHER(role, k, ev, other) ::mlakv::cuda::mla::trace_stamp_either(role, k, ev, other)
