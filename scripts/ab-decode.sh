@@ -23,4 +23,7 @@ for r in $(seq 1 "${ROUNDS:-2}"); do
       echo "bench failed: $d round $r" | tee -a "$OUT/ab.log"
   done
 done
-python3 "$(dirname "$0")/perf_tables.py" ab "$OUT"/ab-*.json | tee -a "$OUT/ab.log"
+# Builds in the order given, so that "last / first" is the last DIR against the first.
+files=()
+for d in "${dirs[@]}"; do files+=("$OUT/ab-$(basename "$d")"-*.json); done
+python3 "$(dirname "$0")/perf_tables.py" ab "${files[@]}" | tee -a "$OUT/ab.log"

@@ -33,6 +33,15 @@ JOBS="$(nproc 2>/dev/null || echo 8)"
 status=0
 
 log() { echo "[gpu-check $(date +%H:%M:%S)] $*" | tee -a "$OUT/summary.log"; }
+# configure DIR [cmake args...]: a Release sm_90a CUDA build. CMake releases older than the CUDA 13
+# toolkit do not know its C++20 flag: give it.
+configure() {
+  local dir="$1" gen=()
+  shift
+  command -v ninja >/dev/null && gen=(-G Ninja)
+  cmake -S . -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DMLAKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+    -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 "$@"
+}
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv >"$OUT/summary.log" 2>&1 || true
 
@@ -45,12 +54,7 @@ elif [[ -n "${BUILD_DIR:-}" && -f "${BUILD_DIR}/CMakeCache.txt" ]]; then
 else
   B="${BUILD_DIR:-build-gpu}"
   log "configuring $B"
-  gen=()
-  command -v ninja >/dev/null && gen=(-G Ninja)
-  # CMake releases older than the CUDA 13 toolkit do not know its C++20 flag: give it.
-  if ! cmake -S . -B "$B" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DMLAKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
-      -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 \
-      >"$OUT/build.log" 2>&1; then
+  if ! configure "$B" >"$OUT/build.log" 2>&1; then
     log "configure FAILED (see build.log)"
     tail -30 "$OUT/build.log"
     exit 1
@@ -151,11 +155,7 @@ if [[ -n "${TRACE:-}" ]]; then
   if [[ -z "$TCLI" ]]; then
     TCLI=build-trace/mlakv
     log "building the trace CLI in build-trace"
-    gen=()
-    command -v ninja >/dev/null && gen=(-G Ninja)
-    cmake -S . -B build-trace "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DMLAKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
-        -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 \
-        -DMLAKV_DECODE_TRACE=ON -DMLAKV_BUILD_TESTS=OFF >>"$OUT/build.log" 2>&1 &&
+    configure build-trace -DMLAKV_DECODE_TRACE=ON -DMLAKV_BUILD_TESTS=OFF >>"$OUT/build.log" 2>&1 &&
       cmake --build build-trace -j "$JOBS" --target mlakv_cli >>"$OUT/build.log" 2>&1 || log "trace build FAILED (see build.log)"
   fi
   if [[ -x "$TCLI" ]]; then
