@@ -8,8 +8,8 @@ time goes per role, in clocks, and each traced CTA's start, schedule and end in 
 Layout: uint64 [cta 8][role 3: producer, consumer wg 0, wg 1][k 64][event 8]; k = 63 holds the
 CTA-wide %globaltimer stamps (start, scheduled, end, each role ready), clock64 at the start, and
 the SM id.
-Events per k: producer 2 iteration start, 0 stage empty, 3 (FP8) first raw unit landed, 1 stage
-published; consumers 0 stage full (RM: own tile begins), 1 (RM) stage first / 5 publication first,
+Events per k: producer 2 iteration start, 0 stage empty, 3 (FP8) first raw unit landed, 4 (FP8)
+first unit widened, 5 (FP8) the next unit's copy issued after it, 1 stage published; consumers 0 stage full (RM: own tile begins), 1 (RM) stage first / 5 publication first,
 1 Q·Kᵀ done, 2 row maxima exchanged (RM: before the softmax), 3 P written (RM: published),
 4 stage released, 6 (fp8_ds_mla, 16 rows) the owner's half of the tile widened, 7 (RM) the
 tile's bytes seen landed (before its Q·Kᵀ).
@@ -62,6 +62,10 @@ def report(path):
                 add("producer: iteration start -> stage empty", e(0, 0) - e(0, 2))
             if e(0, 0) and e(0, 3):
                 add("producer: stage empty -> first raw unit landed", e(0, 3) - e(0, 0))
+            if e(0, 3) and e(0, 4):
+                add("producer: first raw unit landed -> widened", e(0, 4) - e(0, 3))
+            if e(0, 4) and e(0, 5):
+                add("producer: first unit widened -> next copy issued", e(0, 5) - e(0, 4))
             if e(0, 0) and e(0, 1):
                 add("producer: stage empty -> stage published", e(0, 1) - e(0, 0))
             for r in (1, 2):

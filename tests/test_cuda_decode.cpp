@@ -422,6 +422,43 @@ TEST(CudaDecode, BadBlockIdsAreMaskedNotRead) {
   for (float x : g.lse) ASSERT_TRUE(std::isfinite(x));
 }
 
+// A request whose cached values are NaN must not reach another request's masked tokens: the FP8
+// kernels stage raw token rows in a ring that later units reuse, so a masked token's row there
+// must read as zeros, not as what an earlier request's unit left (P is 0 there, 0 · NaN is not).
+TEST(CudaDecode, MaskedTokensNeverSeeAnEarlierRequestsNan) {
+  MLAKV_REQUIRE_GPU();
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
+    SCOPED_TRACE(format_name(f));
+    Case c;
+    c.format = f;
+    for (int i = 0; i < 96; ++i) c.lens.push_back(i % 2 == 0 ? 640 : 5);  // ~2 tiles per CTA and part
+    Problem p(c);
+    std::vector<float> ref_out, ref_lse;
+    p.reference(ref_out, ref_lse);
+    // Every block of the even requests: all bytes 0xFF (NaN in e4m3, bf16 and the f32 scales).
+    const int64_t stride = p.host->cache.desc.stride_bytes();
+    for (int64_t b = 0; b < p.B; b += 2)
+      for (int64_t j = 0; j < p.bt.max_blocks; ++j) {
+        const int32_t id = p.bt.ids[b * p.bt.max_blocks + j];
+        if (id >= 0 && id < p.bt.num_blocks) std::fill_n(p.host->bytes.begin() + id * stride, stride, uint8_t{0xFF});
+      }
+    const GpuRun g = run_gpu(p);
+    const int64_t per_req = p.S * p.H;
+    std::vector<float> got, want;
+    for (int64_t b = 1; b < p.B; b += 2)
+      for (int64_t r = b * per_req; r < (b + 1) * per_req; ++r) {
+        ASSERT_TRUE(std::isfinite(g.lse[r])) << "request " << b;
+        EXPECT_NEAR(g.lse[r], ref_lse[r], 1e-3 + (f == CacheFormat::fp8_ds_mla ? 3e-3 : 0.0));
+        for (int k = 0; k < kLatentDim; ++k) {
+          got.push_back(g.out[r * kLatentDim + k]);
+          want.push_back(ref_out[r * kLatentDim + k]);
+        }
+      }
+    for (float x : got) ASSERT_TRUE(std::isfinite(x));
+    EXPECT_LE(rel_err(got, want), 4e-3);
+  }
+}
+
 /// A Problem's decode captured in a CUDA graph on its own stream, with the device buffers it reads
 /// and writes (outputs and workspace poisoned with 0xFF first).
 struct CapturedDecode {

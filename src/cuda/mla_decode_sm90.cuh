@@ -701,11 +701,13 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           else cp_async_wait<kRawSlots - 1>();
           if (h == 0) MLAKV_TRACE(0, k, 3);
           widen_unit(slot, st, h * kU + tok, tok, q);
+          if (h == 0) MLAKV_TRACE(0, k, 4);
           if constexpr (S::kOwnerWidens) {
             __syncwarp();
             if (lane == 0) mbar_arrive(raw_free_bar(slot));
           }
           issue_unit();
+          if (h == 0) MLAKV_TRACE(0, k, 5);
         }
         fence_async_smem();  // the widened tile is read by wgmma (async proxy)
         MLAKV_TRACE(0, k, 1);
