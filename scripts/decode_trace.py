@@ -9,10 +9,11 @@ Layout: uint64 [cta 8][role 3: producer, consumer wg 0, wg 1][k 64][event 8]; k 
 CTA-wide %globaltimer stamps (start, scheduled, end, each role ready), clock64 at the start, and
 the SM id.
 Events per k: producer 2 iteration start, 0 stage empty, 3 (FP8) first raw unit landed, 4 (FP8)
-first unit widened, 5 (FP8) the next unit's copy issued after it, 1 stage published; consumers 0 stage full (RM: own tile begins), 1 (RM) stage first / 5 publication first,
-1 Q·Kᵀ done, 2 row maxima exchanged (RM: before the softmax), 3 P written (RM: published),
-4 stage released, 6 (fp8_ds_mla, 16 rows) the owner's half of the tile widened, 7 (RM) the
-tile's bytes seen landed (before its Q·Kᵀ).
+first unit widened, 5 (FP8) the next unit's copies issued after it, 1 stage published; consumers
+0 stage full (RM: own tile begins), 1 (RM) stage first / 5 publication first, 1 Q·Kᵀ done,
+2 row maxima exchanged (RM: before the softmax), 3 P written (RM: published), 4 stage released,
+6 (fp8_ds_mla, 16 rows) the owner's half of the tile widened, 7 (RM) the tile's bytes seen
+landed (before its Q·Kᵀ).
 """
 import statistics
 import struct
