@@ -9,8 +9,9 @@ Layout: uint64 [cta 8][role 3: producer, consumer wg 0, wg 1][k 64][event 8]; k 
 CTA-wide %globaltimer stamps (start, scheduled, end, each role ready), clock64 at the start, and
 the SM id.
 Events per k: producer 2 iteration start, 0 stage empty, 3 (FP8) first raw unit landed, 4 (FP8)
-first unit widened, 5 (FP8) the next unit's copies issued after it, 1 stage published; consumers
-0 stage full (RM: own tile begins), 1 (RM) stage first / 5 publication first, 1 Q·Kᵀ done,
+first unit widened, 6 / 7 (FP8) the next unit's lookup done / its copies issued, 5 (FP8) the
+issue returned, 1 stage published; consumers 0 stage full (RM: own tile begins), 1 (RM) stage
+first / 5 publication first, 1 Q·Kᵀ done,
 2 row maxima exchanged (RM: before the softmax), 3 P written (RM: published), 4 stage released,
 6 (fp8_ds_mla, 16 rows) the owner's half of the tile widened, 7 (RM) the tile's bytes seen
 landed (before its Q·Kᵀ).
@@ -67,6 +68,10 @@ def report(path):
                 add("producer: first raw unit landed -> widened", e(0, 4) - e(0, 3))
             if e(0, 4) and e(0, 5):
                 add("producer: first unit widened -> next copy issued", e(0, 5) - e(0, 4))
+            if e(0, 4) and e(0, 6):
+                add("producer: first unit widened -> next unit looked up", e(0, 6) - e(0, 4))
+            if e(0, 6) and e(0, 7):
+                add("producer: next unit looked up -> its copies issued", e(0, 7) - e(0, 6))
             if e(0, 0) and e(0, 1):
                 add("producer: stage empty -> stage published", e(0, 1) - e(0, 0))
             for r in (1, 2):

@@ -653,12 +653,14 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       Cursor li;
       seek(li, first_b, lo, hi, sch, B);
       int li_part = 0, li_unit = 0;
-      auto issue_unit = [&]() {
+      // trace_k ≥ 0: stamps (measurement build) once the lookup is done and once the copies are out.
+      auto issue_unit = [&]([[maybe_unused]] int trace_k = -1) {
         if (li.b < B) {
           const int slot = li_unit % kRawSlots;
           if constexpr (S::kOwnerWidens)
             if (li_unit >= kRawSlots) mbar_wait(raw_free_bar(slot), ((li_unit / kRawSlots) - 1) & 1);
           const uint8_t* src = token_src(li, li_part * kU + tok);
+          MLAKV_TRACE_AFTER(0, trace_k, 6, src);
           const uint32_t dst = base + S::kRaw + slot * S::kRawSlotBytes + tok * S::kRawPitch;
           const int n = src ? 16 : 0;
 #pragma unroll
@@ -671,6 +673,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             for (int c = 528 + 16 * q; c < 656; c += 16 * kTpt) cp_async16(dst + c, src ? src + c : a.cache, n);
             if (q < 4) cp_async4(dst + 512 + 4 * q, src ? src + 512 + 4 * q : a.cache, n / 4);
           }
+          MLAKV_TRACE(0, trace_k, 7);
           if (q == 0) raw_ok[slot * kU + tok] = src != nullptr;
           if constexpr (S::kOwnerWidens) {
             mbar_arrive(raw_full_bar(slot));  // release: this thread's flag
@@ -706,7 +709,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             __syncwarp();
             if (lane == 0) mbar_arrive(raw_free_bar(slot));
           }
-          issue_unit();
+          issue_unit(h == 0 ? k : -1);
           if (h == 0) MLAKV_TRACE(0, k, 5);
         }
         fence_async_smem();  // the widened tile is read by wgmma (async proxy)

@@ -60,10 +60,17 @@ __device__ __forceinline__ void trace_wide(int role, int ev) {
   *w = v;
 }
 #define MLAKV_TRACE(role, k, ev) ::mlakv::cuda::mla::trace_stamp(role, k, ev)
+/// A stamp once `value` (a 64-bit register) is known: its loads have landed.
+#define MLAKV_TRACE_AFTER(role, k, ev, value)                  \
+  do {                                                         \
+    asm volatile("" ::"l"(value));                             \
+    ::mlakv::cuda::mla::trace_stamp(role, k, ev);              \
+  } while (0)
 #define MLAKV_TRACE_EITHER(role, k, ev, other) ::mlakv::cuda::mla::trace_stamp_either(role, k, ev, other)
 #define MLAKV_TRACE_WIDE(role, ev) ::mlakv::cuda::mla::trace_wide(role, ev)
 #else
 #define MLAKV_TRACE(role, k, ev) ((void)0)
+#define MLAKV_TRACE_AFTER(role, k, ev, value) ((void)0)
 #define MLAKV_TRACE_EITHER(role, k, ev, other) ((void)0)
 #define MLAKV_TRACE_WIDE(role, ev) ((void)0)
 #endif
