@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Error of an FP8-tensor-core data flow for the per-tensor `fp8` cache, before any kernel.
+
+The question (docs/perf/decode-notes.md, session 9): can decode read the e4m3 K/V tile straight
+into FP8 wgmma (no widened bf16 stage) and still meet SPEC §6 against the reference on the same
+stored cache (out ≤ 4e-3 relative Frobenius, lse ≤ 1e-3 absolute)? FP8 wgmma takes e4m3 on both
+sides, so the bf16 query and the softmax probabilities must be split into sums of e4m3 terms:
+
+  Q ≈ Σ_i s_i · q_i   (per row, s_i powers of two, q_i e4m3: each term takes the previous residual)
+  P ≈ Σ_j t_j · p_j   (per row and 64-token tile, same construction)
+
+S = Σ_i s_i (K · q_iᵀ) and O = Σ_j t_j (p_j · V) then use only e4m3 × e4m3 products with fp32
+sums. Hopper's FP8 tensor cores keep fewer bits while they sum a k-group (the DeepSeek-V3 report:
+about 14); --acc-bits rounds each 32-wide partial sum to that many significant bits before it
+joins the fp32 accumulator, a pessimistic model of it.
+
+  scripts/fp8_split_error.py [--q-terms 3] [--p-terms 2] [--acc-bits 14] [--ctx 4096] ...
+
+Needs numpy. Prints the worst and median errors over the requests against an fp64 reference.
+"""
+import argparse
+import math
+
+import numpy as np
+
+
+def e4m3(x):
+    """Round to the nearest e4m3 value (ties to even), saturating at ±448; float64 in and out."""
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x)
+    e = np.floor(np.log2(np.where(a > 0, a, 1.0)))
+    e = np.maximum(e, -6.0)  # below 2^-6: subnormals, quantum 2^-9
+    q = np.exp2(e - 3.0)
+    r = np.round(a / q) * q
+    return np.sign(x) * np.minimum(r, 448.0)
+
+
+def bf16(x):
+    """Round to bf16 (ties to even), float64 in and out."""
+    u = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+    return u.view(np.float32).astype(np.float64)
+
+
+def pow2_scale(rows, axis=-1):
+    """Per-row power of two that maps the row's largest magnitude to at most 448."""
+    amax = np.max(np.abs(rows), axis=axis, keepdims=True)
+    amax = np.where(amax > 0, amax, 1.0)
+    return np.exp2(np.ceil(np.log2(amax / 448.0)))
+
+
+def split(x, terms):
+    """x ≈ Σ s_i · q_i, row-wise; returns [(s_i, q_i)]."""
+    out, r = [], np.array(x, dtype=np.float64)
+    for _ in range(terms):
+        s = pow2_scale(r)
+        q = e4m3(r / s)
+        out.append((s, q))
+        r = r - s * q
+    return out
+
+
+def round_bits(x, bits):
+    """Round to `bits` significant bits (ties to even), float64."""
+    if bits <= 0:
+        return x
+    m, e = np.frexp(x)
+    return np.ldexp(np.round(m * 2.0**bits) / 2.0**bits, e)
+
+
+def fp8_matmul(a, b, acc_bits):
+    """a [m, k] · b [k, n] of e4m3 values: exact products, 32-wide partial sums (rounded to
+    acc_bits), accumulated in fp32."""
+    m, k = a.shape
+    acc = np.zeros((m, b.shape[1]), dtype=np.float32)
+    for c in range(0, k, 32):
+        part = a[:, c:c + 32] @ b[c:c + 32, :]  # exact in fp64 for 32 e4m3 products
+        acc = (acc + round_bits(part, acc_bits).astype(np.float32)).astype(np.float32)
+    return acc.astype(np.float64)
+
+
+def one_request(rng, heads, ctx, args):
+    dk, dv = 576, 512
+    kscale = 0.02
+    k_store = e4m3(rng.standard_normal((ctx, dk)) / kscale)  # the stored cache (e4m3 values)
+    q = bf16(rng.standard_normal((heads, dk)))
+    sm = 1.0 / math.sqrt(192.0)
+
+    # fp64 reference on the same stored cache.
+    s_ref = (q @ (k_store * kscale).T) * sm
+    m_ref = s_ref.max(axis=1, keepdims=True)
+    p_ref = np.exp(s_ref - m_ref)
+    l_ref = p_ref.sum(axis=1, keepdims=True)
+    o_ref = (p_ref @ (k_store[:, :dv] * kscale)) / l_ref
+    lse_ref = (m_ref + np.log(l_ref))[:, 0]
+
+    # The split data flow: S from the Q terms, online softmax per 64-token tile in fp32, P terms.
+    s = np.zeros((heads, ctx))
+    for sc, qi in split(q, args.q_terms):
+        s += sc * fp8_matmul(qi, k_store.T, args.acc_bits)
+    s = (s * kscale * sm).astype(np.float32).astype(np.float64)
+    m = np.full((heads, 1), -np.inf)
+    l = np.zeros((heads, 1))
+    o = np.zeros((heads, dv))
+    for t in range(0, ctx, 64):
+        st = s[:, t:t + 64]
+        m_new = np.maximum(m, st.max(axis=1, keepdims=True))
+        alpha = np.exp(m - m_new)
+        p = np.exp(st - m_new).astype(np.float32).astype(np.float64)
+        pv = np.zeros((heads, dv))
+        psum = np.zeros((heads, 1))
+        for tj, pj in split(p, args.p_terms):
+            pv += tj * fp8_matmul(pj, k_store[t:t + 64, :dv], args.acc_bits)
+            psum += tj * pj.sum(axis=1, keepdims=True)
+        l = (l * alpha + (psum if args.l_from_terms else p.sum(axis=1, keepdims=True))).astype(np.float32)
+        o = (o * alpha + pv).astype(np.float32).astype(np.float64)
+        m = m_new
+    out = o * kscale / l
+    lse = (m + np.log(l))[:, 0]
+    out_err = np.linalg.norm(out - o_ref) / np.linalg.norm(o_ref)
+    lse_err = np.max(np.abs(lse - lse_ref))
+    return out_err, lse_err
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--q-terms", type=int, default=3)
+    ap.add_argument("--p-terms", type=int, default=2)
+    ap.add_argument("--acc-bits", type=int, default=14, help="significant bits of a 32-wide partial sum (0: exact)")
+    ap.add_argument("--l-from-terms", action="store_true", help="row sums from the P terms, not from fp32 P")
+    ap.add_argument("--heads", type=int, default=16)
+    ap.add_argument("--ctx", type=int, nargs="+", default=[1024, 4096])
+    ap.add_argument("--requests", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    print(f"q terms {args.q_terms}, p terms {args.p_terms}, partial sums to {args.acc_bits or 'all'} bits"
+          f"{', l from the P terms' if args.l_from_terms else ''}; SPEC §6: out <= 4e-3, lse <= 1e-3")
+    for ctx in args.ctx:
+        errs = [one_request(rng, args.heads, ctx, args) for _ in range(args.requests)]
+        o = [e[0] for e in errs]
+        x = [e[1] for e in errs]
+        print(f"  ctx {ctx:6d}: out worst {max(o):.2e} median {np.median(o):.2e}   lse worst {max(x):.2e} median {np.median(x):.2e}")
+
+
+if __name__ == "__main__":
+    main()
