@@ -49,11 +49,11 @@ def pow2_scale(rows, axis=-1):
     return np.exp2(np.ceil(np.log2(amax / 448.0)))
 
 
-def split(x, terms):
-    """x ≈ Σ s_i · q_i, row-wise; returns [(s_i, q_i)]."""
+def split(x, terms, fixed=None):
+    """x ≈ Σ s_i · q_i, row-wise (or with the fixed scales given); returns [(s_i, q_i)]."""
     out, r = [], np.array(x, dtype=np.float64)
-    for _ in range(terms):
-        s = pow2_scale(r)
+    for i in range(terms):
+        s = pow2_scale(r) if fixed is None else fixed[i]
         q = e4m3(r / s)
         out.append((s, q))
         r = r - s * q
@@ -109,7 +109,7 @@ def one_request(rng, heads, ctx, args):
         p = np.exp(st - m_new).astype(np.float32).astype(np.float64)
         pv = np.zeros((heads, dv))
         psum = np.zeros((heads, 1))
-        for tj, pj in split(p, args.p_terms):
+        for tj, pj in split(p, args.p_terms, [2.0**-8, 2.0**-12, 2.0**-16] if args.p_fixed else None):
             pv += tj * fp8_matmul(pj, k_store[t:t + 64, :dv], args.acc_bits)
             psum += tj * pj.sum(axis=1, keepdims=True)
         l = (l * alpha + (psum if args.l_from_terms else p.sum(axis=1, keepdims=True))).astype(np.float32)
@@ -128,6 +128,8 @@ def main():
     ap.add_argument("--p-terms", type=int, default=2)
     ap.add_argument("--acc-bits", type=int, default=14, help="significant bits of a 32-wide partial sum (0: exact)")
     ap.add_argument("--l-from-terms", action="store_true", help="row sums from the P terms, not from fp32 P")
+    ap.add_argument("--p-fixed", action="store_true",
+                    help="P terms at the fixed scales 2^-8, 2^-12, 2^-16 (P <= 1), not per row and tile")
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--ctx", type=int, nargs="+", default=[1024, 4096])
     ap.add_argument("--requests", type=int, default=4)
@@ -135,7 +137,7 @@ def main():
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     print(f"q terms {args.q_terms}, p terms {args.p_terms}, partial sums to {args.acc_bits or 'all'} bits"
-          f"{', l from the P terms' if args.l_from_terms else ''}; SPEC §6: out <= 4e-3, lse <= 1e-3")
+          f"{', l from the P terms' if args.l_from_terms else ''}{', fixed P scales' if args.p_fixed else ''}; SPEC §6: out <= 4e-3, lse <= 1e-3")
     for ctx in args.ctx:
         errs = [one_request(rng, args.heads, ctx, args) for _ in range(args.requests)]
         o = [e[0] for e in errs]
