@@ -109,7 +109,8 @@ def one_request(rng, heads, ctx, args):
         p = np.exp(st - m_new).astype(np.float32).astype(np.float64)
         pv = np.zeros((heads, dv))
         psum = np.zeros((heads, 1))
-        for tj, pj in split(p, args.p_terms, [2.0**-8, 2.0**-12, 2.0**-16] if args.p_fixed else None):
+        fixed = [2.0**-8] * 3 if args.p_one_scale else [2.0**-8, 2.0**-12, 2.0**-16] if args.p_fixed else None
+        for tj, pj in split(p, args.p_terms, fixed):
             pv += tj * fp8_matmul(pj, k_store[t:t + 64, :dv], args.acc_bits)
             psum += tj * pj.sum(axis=1, keepdims=True)
         l = (l * alpha + (psum if args.l_from_terms else p.sum(axis=1, keepdims=True))).astype(np.float32)
@@ -130,6 +131,9 @@ def main():
     ap.add_argument("--l-from-terms", action="store_true", help="row sums from the P terms, not from fp32 P")
     ap.add_argument("--p-fixed", action="store_true",
                     help="P terms at the fixed scales 2^-8, 2^-12, 2^-16 (P <= 1), not per row and tile")
+    ap.add_argument("--p-one-scale", action="store_true",
+                    help="every P term at the scale 2^-8 (the residual in e4m3 as it is: the terms can "
+                         "share one accumulator, as k-steps over the same V)")
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--ctx", type=int, nargs="+", default=[1024, 4096])
     ap.add_argument("--requests", type=int, default=4)
@@ -137,7 +141,7 @@ def main():
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     print(f"q terms {args.q_terms}, p terms {args.p_terms}, partial sums to {args.acc_bits or 'all'} bits"
-          f"{', l from the P terms' if args.l_from_terms else ''}{', fixed P scales' if args.p_fixed else ''}; SPEC §6: out <= 4e-3, lse <= 1e-3")
+          f"{', l from the P terms' if args.l_from_terms else ''}{', fixed P scales' if args.p_fixed else ''}{', one P scale' if args.p_one_scale else ''}; SPEC §6: out <= 4e-3, lse <= 1e-3")
     for ctx in args.ctx:
         errs = [one_request(rng, args.heads, ctx, args) for _ in range(args.requests)]
         o = [e[0] for e in errs]
