@@ -49,11 +49,17 @@ def pow2_scale(rows, axis=-1):
     return np.exp2(np.ceil(np.log2(amax / 448.0)))
 
 
-def split(x, terms, fixed=None):
-    """x ≈ Σ s_i · q_i, row-wise (or with the fixed scales given); returns [(s_i, q_i)]."""
+def split(x, terms, fixed=None, step=None):
+    """x ≈ Σ s_i · q_i, row-wise: s_i from each residual's largest magnitude, or the fixed scales
+    given, or (step) the first term's scale divided by `step` per further term."""
     out, r = [], np.array(x, dtype=np.float64)
     for i in range(terms):
-        s = pow2_scale(r) if fixed is None else fixed[i]
+        if fixed is not None:
+            s = fixed[i]
+        elif step is not None and i > 0:
+            s = out[0][0] / step**i
+        else:
+            s = pow2_scale(r)
         q = e4m3(r / s)
         out.append((s, q))
         r = r - s * q
@@ -83,7 +89,10 @@ def one_request(rng, heads, ctx, args):
     dk, dv = 576, 512
     kscale = 0.02
     k_store = e4m3(rng.standard_normal((ctx, dk)) / kscale)  # the stored cache (e4m3 values)
-    q = bf16(rng.standard_normal((heads, dk)))
+    q = rng.standard_normal((heads, dk))
+    if args.q_outliers:
+        q[:, rng.choice(dk, 8, replace=False)] *= args.q_outliers  # a few large channels per head
+    q = bf16(q)
     sm = 1.0 / math.sqrt(192.0)
 
     # fp64 reference on the same stored cache.
@@ -96,7 +105,7 @@ def one_request(rng, heads, ctx, args):
 
     # The split data flow: S from the Q terms, online softmax per 64-token tile in fp32, P terms.
     s = np.zeros((heads, ctx))
-    for sc, qi in split(q, args.q_terms):
+    for sc, qi in split(q, args.q_terms, step=16.0 if args.q_step else None):
         s += sc * fp8_matmul(qi, k_store.T, args.acc_bits)
     s = (s * kscale * sm).astype(np.float32).astype(np.float64)
     m = np.full((heads, 1), -np.inf)
@@ -131,6 +140,9 @@ def main():
     ap.add_argument("--l-from-terms", action="store_true", help="row sums from the P terms, not from fp32 P")
     ap.add_argument("--p-fixed", action="store_true",
                     help="P terms at the fixed scales 2^-8, 2^-12, 2^-16 (P <= 1), not per row and tile")
+    ap.add_argument("--q-outliers", type=float, default=0.0, help="scale 8 query channels by this factor")
+    ap.add_argument("--q-step", action="store_true",
+                    help="query terms after the first at the first's scale / 16^i (the fp8-tensor kernel's choice)")
     ap.add_argument("--p-one-scale", action="store_true",
                     help="every P term at the scale 2^-8 (the residual in e4m3 as it is: the terms can "
                          "share one accumulator, as k-steps over the same V)")
@@ -141,7 +153,7 @@ def main():
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     print(f"q terms {args.q_terms}, p terms {args.p_terms}, partial sums to {args.acc_bits or 'all'} bits"
-          f"{', l from the P terms' if args.l_from_terms else ''}{', fixed P scales' if args.p_fixed else ''}{', one P scale' if args.p_one_scale else ''}; SPEC §6: out <= 4e-3, lse <= 1e-3")
+          f"{', l from the P terms' if args.l_from_terms else ''}{', fixed P scales' if args.p_fixed else ''}{', one P scale' if args.p_one_scale else ''}{', Q scales s1/16^i' if args.q_step else ''}; SPEC §6: out <= 4e-3, lse <= 1e-3")
     for ctx in args.ctx:
         errs = [one_request(rng, args.heads, ctx, args) for _ in range(args.requests)]
         o = [e[0] for e in errs]
