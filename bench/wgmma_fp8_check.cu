@@ -218,25 +218,26 @@ int main() {
   cudaMemcpy(o.data(), dout, o.size() * 4, cudaMemcpyDeviceToHost);
   cudaMemcpy(clk, dclk, sizeof clk, cudaMemcpyDeviceToHost);
 
-  double worst_s = 0, worst_o = 0;
-  for (int r = 0; r < kTok; ++r)
-    for (int n = 0; n < kQRows; ++n) {
-      double sum = 0, mag = 0;
-      for (int d = 0; d < kDim; ++d) {
-        const double x = e4m3_value(k[r * kDim + d]) * e4m3_value(q[n * kDim + d]);
-        sum += x, mag += std::fabs(x);
+  // Largest |got − Σ_i x(r, n, i)| over |x| summed, the products exact in double.
+  auto worst_error = [](int rows, int cols, int len, auto&& product, auto&& got) {
+    double worst = 0;
+    for (int r = 0; r < rows; ++r)
+      for (int n = 0; n < cols; ++n) {
+        double sum = 0, mag = 0;
+        for (int i = 0; i < len; ++i) {
+          const double x = product(r, n, i);
+          sum += x, mag += std::fabs(x);
+        }
+        worst = std::fmax(worst, std::fabs(got(r, n) - sum) / (mag + 1e-30));
       }
-      worst_s = std::fmax(worst_s, std::fabs(s[r * kQRows + n] - sum) / (mag + 1e-30));
-    }
-  for (int d = 0; d < kDv; ++d)
-    for (int n = 0; n < kPRows; ++n) {
-      double sum = 0, mag = 0;
-      for (int r = 0; r < kTok; ++r) {
-        const double x = e4m3_value(k[r * kDim + d]) * e4m3_value(p[n * kTok + r]);
-        sum += x, mag += std::fabs(x);
-      }
-      worst_o = std::fmax(worst_o, std::fabs(o[d * kPRows + n] - sum) / (mag + 1e-30));
-    }
+    return worst;
+  };
+  const double worst_s = worst_error(
+      kTok, kQRows, kDim, [&](int r, int n, int d) { return e4m3_value(k[r * kDim + d]) * e4m3_value(q[n * kDim + d]); },
+      [&](int r, int n) { return s[r * kQRows + n]; });
+  const double worst_o = worst_error(
+      kDv, kPRows, kTok, [&](int d, int n, int r) { return e4m3_value(k[r * kDim + d]) * e4m3_value(p[n * kTok + r]); },
+      [&](int d, int n) { return o[d * kPRows + n]; });
   // A wrong layout is off by O(1); reduced-precision sums by ~2^-14 of the largest product per
   // group, which over 18 groups can reach ~2^-10 of the magnitudes: 2^-6 separates the two.
   const double tol = std::ldexp(1.0, -6);

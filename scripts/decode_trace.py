@@ -22,6 +22,16 @@ import sys
 
 CTAS, ROLES, TILES, EVENTS = 8, 3, 64, 8
 ROLE = ["producer", "consumer 0", "consumer 1"]
+# The producer's spans per tile: (from event, to event, name).
+PRODUCER_SPANS = [
+    (2, 0, "iteration start -> stage empty"),
+    (0, 3, "stage empty -> first raw unit landed"),
+    (3, 4, "first raw unit landed -> widened"),
+    (4, 5, "first unit widened -> next copy issued"),
+    (4, 6, "first unit widened -> next unit looked up"),
+    (6, 7, "next unit looked up -> its copies issued"),
+    (0, 1, "stage empty -> stage published"),
+]
 
 
 def load(path):
@@ -60,20 +70,9 @@ def report(path):
     for c in range(CTAS):
         for k in range(2, wide):
             e = lambda r, ev: t(c, r, k, ev)
-            if e(0, 2) and e(0, 0):
-                add("producer: iteration start -> stage empty", e(0, 0) - e(0, 2))
-            if e(0, 0) and e(0, 3):
-                add("producer: stage empty -> first raw unit landed", e(0, 3) - e(0, 0))
-            if e(0, 3) and e(0, 4):
-                add("producer: first raw unit landed -> widened", e(0, 4) - e(0, 3))
-            if e(0, 4) and e(0, 5):
-                add("producer: first unit widened -> next copy issued", e(0, 5) - e(0, 4))
-            if e(0, 4) and e(0, 6):
-                add("producer: first unit widened -> next unit looked up", e(0, 6) - e(0, 4))
-            if e(0, 6) and e(0, 7):
-                add("producer: next unit looked up -> its copies issued", e(0, 7) - e(0, 6))
-            if e(0, 0) and e(0, 1):
-                add("producer: stage empty -> stage published", e(0, 1) - e(0, 0))
+            for a, z, name in PRODUCER_SPANS:
+                if e(0, a) and e(0, z):
+                    add("producer: " + name, e(0, z) - e(0, a))
             for r in (1, 2):
                 if not e(r, 0):
                     continue
