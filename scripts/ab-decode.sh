@@ -1,29 +1,45 @@
 #!/usr/bin/env bash
-# A/B of `mlakv bench decode` between builds on one GPU, in alternating rounds (only pairs from
-# one run are comparable: machines of a kind differ by several per cent).
+# A/B of `mlakv bench decode` between builds, or between environment settings of one build, on one
+# GPU, in alternating rounds (only pairs from one run are comparable: machines of a kind differ by
+# several per cent).
 #
-#   scripts/ab-decode.sh DIR_A DIR_B [...] -- "case text" ["case text" ...]
+#   scripts/ab-decode.sh VARIANT_A VARIANT_B [...] -- "case text" ["case text" ...]
 #
-# Each DIR holds an `mlakv` built for sm_90a; the case texts go to `--only`. ROUNDS (default 2)
-# rounds; results to $OUT/ab.log and $OUT/ab-<dir name>-<round>.json, then one line per case
-# with each build's median over the rounds (scripts/perf_tables.py ab).
+# A VARIANT is DIR (a folder holding an `mlakv` built for sm_90a) or DIR@NAME=VALUE (the same
+# binary with one environment variable set, e.g. .gl/next@MLAKV_DECODE_FP8_FORM=widen); the case
+# texts go to `--only`. ROUNDS (default 2) rounds; the log goes to $OUT/ab.log and every run's
+# records to one $OUT/ab.json, then one line per case with each variant's median over the rounds
+# (scripts/perf_tables.py ab). Two files in $OUT whatever the variant count (the device tool
+# brings back at most 8).
 set -u -o pipefail
 OUT="${OUT:-$PWD/ab-out}"
 mkdir -p "$OUT"
-rm -f "$OUT"/ab-*.json  # the table below reads every ab-*.json here: none from an earlier run
-dirs=()
-while [[ $# -gt 0 && "$1" != "--" ]]; do dirs+=("$1"); shift; done
+runs="$(mktemp -d)"
+variants=()
+while [[ $# -gt 0 && "$1" != "--" ]]; do variants+=("$1"); shift; done
 shift
 only=()
 for c in "$@"; do only+=(--only "$c"); done
+# A label per variant, safe in a file name: the folder's name, then the setting's value.
+label() {
+  local v="$1" l
+  l="$(basename "${v%%@*}")"
+  [[ "$v" == *@* ]] && l="$l+${v#*=}"
+  echo "${l//[^A-Za-z0-9_.+]/_}"
+}
 for r in $(seq 1 "${ROUNDS:-2}"); do
-  for d in "${dirs[@]}"; do
-    echo "==== round $r: $d" >>"$OUT/ab.log"
-    "$d/mlakv" bench decode "${only[@]}" --json "$OUT/ab-$(basename "$d")-$r.json" >>"$OUT/ab.log" 2>&1 ||
-      echo "bench failed: $d round $r" | tee -a "$OUT/ab.log"
+  for v in "${variants[@]}"; do
+    dir="${v%%@*}" envs=()
+    [[ "$v" == *@* ]] && envs=("${v#*@}")
+    echo "==== round $r: $v" >>"$OUT/ab.log"
+    env "${envs[@]}" "$dir/mlakv" bench decode "${only[@]}" --json "$runs/ab-$(label "$v")-$r.json" >>"$OUT/ab.log" 2>&1 ||
+      echo "bench failed: $v round $r" | tee -a "$OUT/ab.log"
   done
 done
-# Builds in the order given, so that "last / first" is the last DIR against the first.
+# Variants in the order given, so that "last / first" is the last against the first.
 files=()
-for d in "${dirs[@]}"; do files+=("$OUT/ab-$(basename "$d")"-*.json); done
+for v in "${variants[@]}"; do files+=("$runs/ab-$(label "$v")"-*.json); done
 python3 "$(dirname "$0")/perf_tables.py" ab "${files[@]}" | tee -a "$OUT/ab.log"
+python3 -c 'import json, os, sys; json.dump({os.path.basename(p)[:-5]: json.load(open(p)) for p in sys.argv[2:]}, open(sys.argv[1], "w"), indent=1)' \
+  "$OUT/ab.json" "${files[@]}" 2>>"$OUT/ab.log"
+rm -rf "$runs"

@@ -14,6 +14,11 @@
 #   BENCH_DECODE   0 skips `bench decode` only (BENCH_CACHE: `bench cache`); `bench dcp` runs where
 #                  there are 2+ GPUs
 #   STEP_TIMEOUT   seconds allowed per sanitizer run (default 900)
+#   AB             decode variants to compare (';'-separated, scripts/ab-decode.sh: DIR or
+#                  DIR@NAME=VALUE, e.g. "$PREBUILT;$PREBUILT@MLAKV_DECODE_FP8_FORM=widen") on the
+#                  AB_CASES (`bench decode --only` texts, ';'-separated), ROUNDS rounds; ab.log and
+#                  ab.json in $OUT
+#   FP8_CHECK      0 skips mlakv_wgmma_fp8_check (run where the binaries include it)
 #   TRACE          decode cases (`bench decode --only` texts, ';'-separated) to run on the
 #                  measurement build that stamps each role's hand-offs; the readings go to
 #                  $OUT/trace.txt (scripts/decode_trace.py). TRACE_CLI: an `mlakv` built with
@@ -147,6 +152,26 @@ if [[ "${BENCH:-1}" != 0 ]]; then
     status=1
     log "no CLI binary at $CLI"
   fi
+fi
+
+# ---- FP8 tensor-core building blocks on one tile (bench/wgmma_fp8_check.cu) -----------------------
+if [[ "${FP8_CHECK:-1}" != 0 && -x "$B/mlakv_wgmma_fp8_check" ]]; then
+  log "mlakv_wgmma_fp8_check"
+  if timeout 120 "$B/mlakv_wgmma_fp8_check" >>"$OUT/summary.log" 2>&1; then
+    log "fp8 check ok"
+  else
+    status=1
+    log "fp8 check FAILED"
+  fi
+fi
+
+# ---- A/B of decode variants ---------------------------------------------------------------------------
+if [[ -n "${AB:-}" ]]; then
+  IFS=';' read -r -a ab_variants <<<"$AB"
+  IFS=';' read -r -a ab_cases <<<"${AB_CASES:-}"
+  log "decode A/B: ${AB} on ${AB_CASES:-every case}"
+  OUT="$OUT" bash "$(dirname "$0")/ab-decode.sh" "${ab_variants[@]}" -- "${ab_cases[@]}" >/dev/null 2>&1 || log "A/B FAILED"
+  tail -"$(( ${#ab_cases[@]} + 3 ))" "$OUT/ab.log"
 fi
 
 # ---- decode timeline (measurement build) -----------------------------------------------------------
