@@ -15,6 +15,13 @@ about 14); --acc-bits rounds each 32-wide partial sum to that many significant b
 joins the fp32 accumulator, a pessimistic model of it.
 
   scripts/fp8_split_error.py [--q-terms 3] [--p-terms 2] [--acc-bits 14] [--ctx 4096] ...
+  scripts/fp8_split_error.py --ds-mla ...   (the fp8_ds_mla form of session 10, below)
+
+--ds-mla: the `fp8_ds_mla` cache (512 e4m3 dims with a scale per token and 128-dim group, 64 bf16
+rope dims) in the kernel's form: the query's 512 dims as two e4m3 terms (s1, s1/16), each group's
+partial S weighed by the token's group scale, the rope in bf16 (exact products, fp32 sums); P per
+group as P · scale_g(token) / σ_g, σ_g the tile's largest group scale, two e4m3 terms at 2^-8,
+each group's product added to O at σ_g.
 
 Needs numpy. Prints the worst and median errors over the requests against an fp64 reference.
 """
@@ -74,15 +81,17 @@ def round_bits(x, bits):
     return np.ldexp(np.round(m * 2.0**bits) / 2.0**bits, e)
 
 
-def fp8_matmul(a, b, acc_bits):
+def fp8_matmul(a, b, acc_bits, chain_bits=0, acc=None):
     """a [m, k] · b [k, n] of e4m3 values: exact products, 32-wide partial sums (rounded to
-    acc_bits), accumulated in fp32."""
+    acc_bits), accumulated in fp32 — or, with chain_bits, in an accumulator that keeps only that
+    many bits after each k-step (a model of the tensor cores' own accumulation, which the
+    DeepSeek-V3 report puts at ~14 bits). `acc`: an accumulator to continue."""
     m, k = a.shape
-    acc = np.zeros((m, b.shape[1]), dtype=np.float32)
+    acc = np.zeros((m, b.shape[1]), dtype=np.float64) if acc is None else acc
     for c in range(0, k, 32):
-        part = a[:, c:c + 32] @ b[c:c + 32, :]  # exact in fp64 for 32 e4m3 products
-        acc = (acc + round_bits(part, acc_bits).astype(np.float32)).astype(np.float32)
-    return acc.astype(np.float64)
+        part = round_bits(a[:, c:c + 32] @ b[c:c + 32, :], acc_bits)  # exact in fp64 for 32 e4m3 products
+        acc = round_bits(acc + part, chain_bits) if chain_bits else (acc + part).astype(np.float32).astype(np.float64)
+    return acc
 
 
 def one_request(rng, heads, ctx, args):
@@ -105,8 +114,13 @@ def one_request(rng, heads, ctx, args):
 
     # The split data flow: S from the Q terms, online softmax per 64-token tile in fp32, P terms.
     s = np.zeros((heads, ctx))
+    cb = args.chain_bits
     for sc, qi in split(q, args.q_terms, step=16.0 if args.q_step else None):
-        s += sc * fp8_matmul(qi, k_store.T, args.acc_bits)
+        if args.no_promote:  # one accumulator over the 576 dims
+            s += sc * fp8_matmul(qi, k_store.T, args.acc_bits, cb)
+        else:  # one per 128 dims (and the rope), summed in fp32
+            for c0 in range(0, 576, 128):
+                s += sc * fp8_matmul(qi[:, c0:c0 + 128], k_store[:, c0:c0 + 128].T, args.acc_bits, cb)
     s = (s * kscale * sm).astype(np.float32).astype(np.float64)
     m = np.full((heads, 1), -np.inf)
     l = np.zeros((heads, 1))
@@ -119,17 +133,81 @@ def one_request(rng, heads, ctx, args):
         pv = np.zeros((heads, dv))
         psum = np.zeros((heads, 1))
         fixed = [2.0**-8] * 3 if args.p_one_scale else [2.0**-8, 2.0**-12, 2.0**-16] if args.p_fixed else None
+        if args.no_promote:  # o itself is the tensor cores' accumulator, across tiles
+            o = o * alpha
+            for tj, pj in split(p, args.p_terms, fixed):
+                o = fp8_matmul(pj * tj / 2.0**-8, k_store[t:t + 64, :dv], args.acc_bits, cb, o) if cb else \
+                    o + tj * fp8_matmul(pj, k_store[t:t + 64, :dv], args.acc_bits)
+                psum += tj * pj.sum(axis=1, keepdims=True)
+            l = (l * alpha + (psum if args.l_from_terms else p.sum(axis=1, keepdims=True))).astype(np.float32)
+            m = m_new
+            continue
         for tj, pj in split(p, args.p_terms, fixed):
-            pv += tj * fp8_matmul(pj, k_store[t:t + 64, :dv], args.acc_bits)
+            pv += tj * fp8_matmul(pj, k_store[t:t + 64, :dv], args.acc_bits, cb)
             psum += tj * pj.sum(axis=1, keepdims=True)
         l = (l * alpha + (psum if args.l_from_terms else p.sum(axis=1, keepdims=True))).astype(np.float32)
         o = (o * alpha + pv).astype(np.float32).astype(np.float64)
         m = m_new
-    out = o * kscale / l
+    out = o * (2.0**-8 if args.no_promote and cb else 1.0) * kscale / l
     lse = (m + np.log(l))[:, 0]
     out_err = np.linalg.norm(out - o_ref) / np.linalg.norm(o_ref)
     lse_err = np.max(np.abs(lse - lse_ref))
     return out_err, lse_err
+
+
+def one_request_ds(rng, heads, ctx, args):
+    dn, dr = 512, 64
+    k = rng.standard_normal((ctx, dn + dr)) * 0.5
+    k[:, :dn] *= np.exp(rng.standard_normal((ctx, 1)))  # tokens of different magnitudes
+    scale = np.abs(k[:, :dn]).reshape(ctx, 4, 128).max(axis=2) / 448.0  # [ctx, 4] (fp32 in the cache)
+    scale = scale.astype(np.float32).astype(np.float64)
+    k_e4 = e4m3(k[:, :dn] / np.repeat(scale, 128, axis=1))  # the stored e4m3 values
+    k_rope = bf16(k[:, dn:])
+    k_deq = k_e4 * np.repeat(scale, 128, axis=1)
+    q = rng.standard_normal((heads, dn + dr))
+    if args.q_outliers:
+        q[:, rng.choice(dn + dr, 8, replace=False)] *= args.q_outliers
+    q = bf16(q)
+    sm = 1.0 / math.sqrt(192.0)
+
+    s_ref = (q[:, :dn] @ k_deq.T + q[:, dn:] @ k_rope.T) * sm
+    m_ref = s_ref.max(axis=1, keepdims=True)
+    p_ref = np.exp(s_ref - m_ref)
+    l_ref = p_ref.sum(axis=1, keepdims=True)
+    o_ref = (p_ref @ k_deq) / l_ref
+    lse_ref = (m_ref + np.log(l_ref))[:, 0]
+
+    # S: per group, the two query terms' e4m3 products (32-wide partial sums), weighed by the
+    # tokens' group scales; the rope in fp32.
+    s = (q[:, dn:] @ k_rope.T).astype(np.float32).astype(np.float64)
+    for sc, qi in split(q[:, :dn], 2, step=16.0):
+        for g in range(4):
+            cols = slice(128 * g, 128 * g + 128)
+            s += sc * fp8_matmul(qi[:, cols], k_e4[:, cols].T, args.acc_bits, args.chain_bits) * scale[:, g][None, :]
+    s = (s * sm).astype(np.float32).astype(np.float64)
+    m = np.full((heads, 1), -np.inf)
+    l = np.zeros((heads, 1))
+    o = np.zeros((heads, dn))
+    for t in range(0, ctx, 64):
+        st = s[:, t:t + 64]
+        m_new = np.maximum(m, st.max(axis=1, keepdims=True))
+        alpha = np.exp(m - m_new)
+        p = np.exp(st - m_new).astype(np.float32).astype(np.float64)
+        pv = np.zeros((heads, dn))
+        for g in range(4):
+            cols = slice(128 * g, 128 * g + 128)
+            sig = scale[t:t + 64, g].max()
+            pg = p * (scale[t:t + 64, g] / sig)[None, :]
+            acc = np.zeros((heads, 128))
+            for tj, pj in split(pg, 2, [2.0**-8] * 2):
+                acc += tj * fp8_matmul(pj, k_e4[t:t + 64, cols], args.acc_bits, args.chain_bits)
+            pv[:, cols] = sig * acc.astype(np.float32)
+        l = (l * alpha + p.sum(axis=1, keepdims=True)).astype(np.float32)
+        o = (o * alpha + pv).astype(np.float32).astype(np.float64)
+        m = m_new
+    out = o / l
+    lse = (m + np.log(l))[:, 0]
+    return np.linalg.norm(out - o_ref) / np.linalg.norm(o_ref), np.max(np.abs(lse - lse_ref))
 
 
 def main():
@@ -146,16 +224,27 @@ def main():
     ap.add_argument("--p-one-scale", action="store_true",
                     help="every P term at the scale 2^-8 (the residual in e4m3 as it is: the terms can "
                          "share one accumulator, as k-steps over the same V)")
+    ap.add_argument("--ds-mla", action="store_true", help="the fp8_ds_mla cache in the session-10 kernel form")
+    ap.add_argument("--chain-bits", type=int, default=0,
+                    help="model the tensor cores' accumulator as keeping this many bits after each k-step (0: fp32)")
+    ap.add_argument("--no-promote", action="store_true",
+                    help="fp8: S in one accumulator over 576 dims and o accumulated across tiles in the tensor "
+                         "cores (session 9's form), instead of per 128 dims and per tile with fp32 sums")
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--ctx", type=int, nargs="+", default=[1024, 4096])
     ap.add_argument("--requests", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
-    print(f"q terms {args.q_terms}, p terms {args.p_terms}, partial sums to {args.acc_bits or 'all'} bits"
-          f"{', l from the P terms' if args.l_from_terms else ''}{', fixed P scales' if args.p_fixed else ''}{', one P scale' if args.p_one_scale else ''}{', Q scales s1/16^i' if args.q_step else ''}; SPEC §6: out <= 4e-3, lse <= 1e-3")
+    if args.ds_mla:
+        print(f"fp8_ds_mla form (two query terms, P per group over the tile's largest scale, two terms), "
+              f"partial sums to {args.acc_bits or 'all'} bits; SPEC §6: out <= 4e-3, lse <= 4e-3 (fp8_ds_mla)")
+    else:
+        print(f"q terms {args.q_terms}, p terms {args.p_terms}, partial sums to {args.acc_bits or 'all'} bits"
+              f"{', l from the P terms' if args.l_from_terms else ''}{', fixed P scales' if args.p_fixed else ''}{', one P scale' if args.p_one_scale else ''}{', Q scales s1/16^i' if args.q_step else ''}; SPEC §6: out <= 4e-3, lse <= 1e-3")
     for ctx in args.ctx:
-        errs = [one_request(rng, args.heads, ctx, args) for _ in range(args.requests)]
+        one = one_request_ds if args.ds_mla else one_request
+        errs = [one(rng, args.heads, ctx, args) for _ in range(args.requests)]
         o = [e[0] for e in errs]
         x = [e[1] for e in errs]
         print(f"  ctx {ctx:6d}: out worst {max(o):.2e} median {np.median(o):.2e}   lse worst {max(x):.2e} median {np.median(x):.2e}")
