@@ -10,6 +10,9 @@ struct BenchOptions {
   int device = 0;          ///< CUDA device index
   std::string json_path;   ///< write the JSON report here when non-empty
   int iters = 50;          ///< timed repetitions per case (median reported)
+  /// decode: calls per timed sample, back to back (each step's first grid then follows the
+  /// previous step's last kernel, as in a decode loop); the time reported is per call.
+  int back_to_back = 1;
   bool quick = false;      ///< fewer / smaller cases (smoke test)
   /// Run only the cases whose "op format shape" contains one of these (empty: every case), so
   /// that a profiler sees just the kernels of interest.

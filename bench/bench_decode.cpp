@@ -4,7 +4,9 @@
 // GB/s counts the cache bytes the op must read (B · ctx · token bytes); TFLOP/s counts
 // 2 · B · s_q · H · ctx · (576 + 512). Caches hold valid random tokens (N(0,1) bf16; e4m3 codes
 // with per-tensor or per-tile scales), block size 64, shuffled physical blocks; shapes whose
-// cache would fit in L2 get several copies of it, used in turn.
+// cache would fit in L2 get several copies of it, used in turn. Each timed call stands between two
+// events; --back-to-back N times N calls in a row instead (a decode loop's steady state, where a
+// step's first grid may start under the previous step's last one) and reports the time per call.
 #include <algorithm>
 #include <cstdlib>
 #include <cmath>
@@ -176,18 +178,22 @@ int run_decode(const BenchOptions& opts) {
     Result r;
     r.op = "mla_decode";
     r.format = fmt;
-    r.shape = shape_name(s);
+    r.shape = shape_name(s) + (opts.back_to_back > 1 ? " b2b" + std::to_string(opts.back_to_back) : "");
     r.requests = s.batch;
     r.tokens = int64_t{s.batch} * s.ctx;
     r.bytes = static_cast<double>(s.batch) * s.ctx * static_cast<double>(tb);
     if (s.mma) setenv("MLAKV_DECODE_KERNEL", "mma", 1);
+    const int b2b = opts.back_to_back;
     r.us = time_us(
-        [&](int i) {
-          const Tensor btt(bt.as<int32_t>() + static_cast<std::size_t>(i % copies) * need_blocks, DType::i32,
-                           {s.batch, blocks_per_req}, dev);
-          mla_decode(qt, cache, btt, sl, ot, lt, p, Workspace{ws.get(), ws_bytes}, st);
-        },
-        stream.get(), t);
+               [&](int i) {
+                 for (int c = 0; c < b2b; ++c) {
+                   const Tensor btt(bt.as<int32_t>() + static_cast<std::size_t>((i * b2b + c) % copies) * need_blocks,
+                                    DType::i32, {s.batch, blocks_per_req}, dev);
+                   mla_decode(qt, cache, btt, sl, ot, lt, p, Workspace{ws.get(), ws_bytes}, st);
+                 }
+               },
+               stream.get(), t) /
+           b2b;
     if (s.mma) unsetenv("MLAKV_DECODE_KERNEL");
 #ifdef MLAKV_DECODE_TRACE
     if (const char* dir = std::getenv("MLAKV_TRACE_DIR")) {

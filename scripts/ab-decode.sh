@@ -10,7 +10,7 @@
 # texts go to `--only`. ROUNDS (default 2) rounds; the log goes to $OUT/ab.log and every run's
 # records to one $OUT/ab.json, then one line per case with each variant's median over the rounds
 # (scripts/perf_tables.py ab). Two files in $OUT whatever the variant count (the device tool
-# brings back at most 8).
+# brings back at most 8). AB_ARGS: more `bench decode` flags for every run (e.g. --back-to-back 8).
 set -u -o pipefail
 OUT="${OUT:-$PWD/ab-out}"
 mkdir -p "$OUT"
@@ -32,7 +32,7 @@ for r in $(seq 1 "${ROUNDS:-2}"); do
     dir="${v%%@*}" envs=()
     [[ "$v" == *@* ]] && envs=("${v#*@}")
     echo "==== round $r: $v" >>"$OUT/ab.log"
-    env "${envs[@]}" "$dir/mlakv" bench decode "${only[@]}" --json "$runs/ab-$(label "$v")-$r.json" >>"$OUT/ab.log" 2>&1 ||
+    env "${envs[@]}" "$dir/mlakv" bench decode "${only[@]}" ${AB_ARGS:-} --json "$runs/ab-$(label "$v")-$r.json" >>"$OUT/ab.log" 2>&1 ||
       echo "bench failed: $v round $r" | tee -a "$OUT/ab.log"
   done
 done

@@ -26,6 +26,11 @@ CommandFn add_bench_command(CLI::App& root) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app->add_flag("--quick", opts->quick, "fewer and smaller cases (a smoke test)");
+  app->add_option("--back-to-back", opts->back_to_back,
+                  "decode: calls per timed sample, back to back; the time per call is reported (default 1: one call "
+                  "between two events)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app->add_option("--only", opts->only,
                   "run only cases whose \"op format shape\" contains this text (repeatable), e.g. \"dsv4_dequant_gather dsv4 1x2048\"");
   return [what, opts] {
