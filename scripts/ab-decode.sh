@@ -10,7 +10,8 @@
 # texts go to `--only`. ROUNDS (default 2) rounds; the log goes to $OUT/ab.log and every run's
 # records to one $OUT/ab.json, then one line per case with each variant's median over the rounds
 # (scripts/perf_tables.py ab). Two files in $OUT whatever the variant count (the device tool
-# brings back at most 8). AB_ARGS: more `bench decode` flags for every run (e.g. --back-to-back 8).
+# brings back at most 8). AB_ARGS: more `bench decode` flags for every run (e.g. --back-to-back 8);
+# AB_TIMEOUT: seconds per run (default 300: a kernel that hangs costs one run, not the call).
 set -u -o pipefail
 OUT="${OUT:-$PWD/ab-out}"
 mkdir -p "$OUT"
@@ -32,7 +33,7 @@ for r in $(seq 1 "${ROUNDS:-2}"); do
     dir="${v%%@*}" envs=()
     [[ "$v" == *@* ]] && envs=("${v#*@}")
     echo "==== round $r: $v" >>"$OUT/ab.log"
-    env "${envs[@]}" "$dir/mlakv" bench decode "${only[@]}" ${AB_ARGS:-} --json "$runs/ab-$(label "$v")-$r.json" >>"$OUT/ab.log" 2>&1 ||
+    timeout "${AB_TIMEOUT:-300}" env "${envs[@]}" "$dir/mlakv" bench decode "${only[@]}" ${AB_ARGS:-} --json "$runs/ab-$(label "$v")-$r.json" >>"$OUT/ab.log" 2>&1 ||
       echo "bench failed: $v round $r" | tee -a "$OUT/ab.log"
   done
 done

@@ -7,7 +7,8 @@
 #   BUILD_DIR      an existing build directory to reuse (else one is configured in build-gpu)
 #   PREBUILT       a folder holding mlakv and mlakv_tests built elsewhere for sm_90a: no build here
 #   GTEST_FILTER   which tests run on the GPU (default '*Cuda*')
-#   TESTS          0 skips the tests (and the sanitizer runs)
+#   TESTS          0 skips the tests (and the sanitizer runs); TEST_TIMEOUT: seconds for them
+#                  (default 900: a kernel that hangs must not take the whole call)
 #   SANITIZE       0 skips compute-sanitizer; SANITIZE_FILTER picks its tests (default: the GPU
 #                  tests but the NCCL group ones); SANITIZE_TOOLS (default "memcheck racecheck")
 #   BENCH          0 skips the benchmarks; BENCH_ARGS adds flags (e.g. --quick)
@@ -88,12 +89,13 @@ if [[ "${TESTS:-1}" == 0 ]]; then
   log "tests skipped (TESTS=0)"
 elif [[ -x "$TESTBIN" ]]; then
   log "tests ($FILTER)"
-  if "$TESTBIN" --gtest_filter="$FILTER" >"$OUT/tests.log" 2>&1; then
+  if timeout "${TEST_TIMEOUT:-900}" "$TESTBIN" --gtest_filter="$FILTER" >"$OUT/tests.log" 2>&1; then
     log "tests ok: $(grep -E '^\[  PASSED  \]' "$OUT/tests.log")"
   else
     status=1
-    log "tests FAILED"
+    log "tests FAILED (or timed out: the last test started is the one)"
     grep -E "FAILED|Failure|error" "$OUT/tests.log" | head -30
+    grep -E "^\[ RUN" "$OUT/tests.log" | tail -1
   fi
   if [[ "${SANITIZE:-1}" != 0 ]] && command -v compute-sanitizer >/dev/null; then
     # One log for every tool, so that $OUT stays within the files the device tool brings back.
