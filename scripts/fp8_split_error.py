@@ -94,6 +94,36 @@ def fp8_matmul(a, b, acc_bits, chain_bits=0, acc=None):
     return acc
 
 
+def reference(s, v):
+    """fp64 softmax(s) · v and the natural-log LSE per row."""
+    m = s.max(axis=1, keepdims=True)
+    p = np.exp(s - m)
+    l = p.sum(axis=1, keepdims=True)
+    return (p @ v) / l, (m + np.log(l))[:, 0]
+
+
+def online_softmax(s, dv, tile):
+    """The kernel's online softmax over 64-token tiles in fp32: tile(o, alpha, t, p) returns the
+    new o (alpha applied) and the tile's row sums. Returns o, l and the final maxima."""
+    heads, ctx = s.shape
+    m = np.full((heads, 1), -np.inf)
+    l = np.zeros((heads, 1))
+    o = np.zeros((heads, dv))
+    for t in range(0, ctx, 64):
+        st = s[:, t:t + 64]
+        m_new = np.maximum(m, st.max(axis=1, keepdims=True))
+        alpha = np.exp(m - m_new)
+        p = np.exp(st - m_new).astype(np.float32).astype(np.float64)
+        o, psum = tile(o, alpha, t, p)
+        l = (l * alpha + psum).astype(np.float32)
+        m = m_new
+    return o, l, m
+
+
+def errors(out, lse, o_ref, lse_ref):
+    return np.linalg.norm(out - o_ref) / np.linalg.norm(o_ref), np.max(np.abs(lse - lse_ref))
+
+
 def one_request(rng, heads, ctx, args):
     dk, dv = 576, 512
     kscale = 0.02
@@ -103,14 +133,7 @@ def one_request(rng, heads, ctx, args):
         q[:, rng.choice(dk, 8, replace=False)] *= args.q_outliers  # a few large channels per head
     q = bf16(q)
     sm = 1.0 / math.sqrt(192.0)
-
-    # fp64 reference on the same stored cache.
-    s_ref = (q @ (k_store * kscale).T) * sm
-    m_ref = s_ref.max(axis=1, keepdims=True)
-    p_ref = np.exp(s_ref - m_ref)
-    l_ref = p_ref.sum(axis=1, keepdims=True)
-    o_ref = (p_ref @ (k_store[:, :dv] * kscale)) / l_ref
-    lse_ref = (m_ref + np.log(l_ref))[:, 0]
+    o_ref, lse_ref = reference((q @ (k_store * kscale).T) * sm, k_store[:, :dv] * kscale)
 
     # The split data flow: S from the Q terms, online softmax per 64-token tile in fp32, P terms.
     s = np.zeros((heads, ctx))
@@ -122,37 +145,22 @@ def one_request(rng, heads, ctx, args):
             for c0 in range(0, 576, 128):
                 s += sc * fp8_matmul(qi[:, c0:c0 + 128], k_store[:, c0:c0 + 128].T, args.acc_bits, cb)
     s = (s * kscale * sm).astype(np.float32).astype(np.float64)
-    m = np.full((heads, 1), -np.inf)
-    l = np.zeros((heads, 1))
-    o = np.zeros((heads, dv))
-    for t in range(0, ctx, 64):
-        st = s[:, t:t + 64]
-        m_new = np.maximum(m, st.max(axis=1, keepdims=True))
-        alpha = np.exp(m - m_new)
-        p = np.exp(st - m_new).astype(np.float32).astype(np.float64)
-        pv = np.zeros((heads, dv))
-        psum = np.zeros((heads, 1))
-        fixed = [2.0**-8] * 3 if args.p_one_scale else [2.0**-8, 2.0**-12, 2.0**-16] if args.p_fixed else None
-        if args.no_promote:  # o itself is the tensor cores' accumulator, across tiles
-            o = o * alpha
-            for tj, pj in split(p, args.p_terms, fixed):
-                o = fp8_matmul(pj * tj / 2.0**-8, k_store[t:t + 64, :dv], args.acc_bits, cb, o) if cb else \
-                    o + tj * fp8_matmul(pj, k_store[t:t + 64, :dv], args.acc_bits)
-                psum += tj * pj.sum(axis=1, keepdims=True)
-            l = (l * alpha + (psum if args.l_from_terms else p.sum(axis=1, keepdims=True))).astype(np.float32)
-            m = m_new
-            continue
+    fixed = [2.0**-8] * 3 if args.p_one_scale else [2.0**-8, 2.0**-12, 2.0**-16] if args.p_fixed else None
+    chained = args.no_promote and cb  # o itself the tensor cores' accumulator, in units of 2^-8
+
+    def tile(o, alpha, t, p):
+        v = k_store[t:t + 64, :dv]
+        psum = np.zeros((p.shape[0], 1))
+        pv = o * alpha if args.no_promote else np.zeros_like(o)
         for tj, pj in split(p, args.p_terms, fixed):
-            pv += tj * fp8_matmul(pj, k_store[t:t + 64, :dv], args.acc_bits, cb)
+            pv = fp8_matmul(pj * tj / 2.0**-8, v, args.acc_bits, cb, pv) if chained else \
+                pv + tj * fp8_matmul(pj, v, args.acc_bits, 0 if args.no_promote else cb)
             psum += tj * pj.sum(axis=1, keepdims=True)
-        l = (l * alpha + (psum if args.l_from_terms else p.sum(axis=1, keepdims=True))).astype(np.float32)
-        o = (o * alpha + pv).astype(np.float32).astype(np.float64)
-        m = m_new
-    out = o * (2.0**-8 if args.no_promote and cb else 1.0) * kscale / l
-    lse = (m + np.log(l))[:, 0]
-    out_err = np.linalg.norm(out - o_ref) / np.linalg.norm(o_ref)
-    lse_err = np.max(np.abs(lse - lse_ref))
-    return out_err, lse_err
+        o = pv if args.no_promote else (o * alpha + pv).astype(np.float32).astype(np.float64)
+        return o, psum if args.l_from_terms else p.sum(axis=1, keepdims=True)
+
+    o, l, m = online_softmax(s, dv, tile)
+    return errors(o * (2.0**-8 if chained else 1.0) * kscale / l, (m + np.log(l))[:, 0], o_ref, lse_ref)
 
 
 def one_request_ds(rng, heads, ctx, args):
@@ -169,13 +177,7 @@ def one_request_ds(rng, heads, ctx, args):
         q[:, rng.choice(dn + dr, 8, replace=False)] *= args.q_outliers
     q = bf16(q)
     sm = 1.0 / math.sqrt(192.0)
-
-    s_ref = (q[:, :dn] @ k_deq.T + q[:, dn:] @ k_rope.T) * sm
-    m_ref = s_ref.max(axis=1, keepdims=True)
-    p_ref = np.exp(s_ref - m_ref)
-    l_ref = p_ref.sum(axis=1, keepdims=True)
-    o_ref = (p_ref @ k_deq) / l_ref
-    lse_ref = (m_ref + np.log(l_ref))[:, 0]
+    o_ref, lse_ref = reference((q[:, :dn] @ k_deq.T + q[:, dn:] @ k_rope.T) * sm, k_deq)
 
     # S: per group, the two query terms' e4m3 products (32-wide partial sums), weighed by the
     # tokens' group scales; the rope in fp32.
@@ -185,29 +187,21 @@ def one_request_ds(rng, heads, ctx, args):
             cols = slice(128 * g, 128 * g + 128)
             s += sc * fp8_matmul(qi[:, cols], k_e4[:, cols].T, args.acc_bits, args.chain_bits) * scale[:, g][None, :]
     s = (s * sm).astype(np.float32).astype(np.float64)
-    m = np.full((heads, 1), -np.inf)
-    l = np.zeros((heads, 1))
-    o = np.zeros((heads, dn))
-    for t in range(0, ctx, 64):
-        st = s[:, t:t + 64]
-        m_new = np.maximum(m, st.max(axis=1, keepdims=True))
-        alpha = np.exp(m - m_new)
-        p = np.exp(st - m_new).astype(np.float32).astype(np.float64)
-        pv = np.zeros((heads, dn))
+
+    def tile(o, alpha, t, p):
+        pv = np.zeros_like(o)
         for g in range(4):
             cols = slice(128 * g, 128 * g + 128)
             sig = scale[t:t + 64, g].max()
             pg = p * (scale[t:t + 64, g] / sig)[None, :]
-            acc = np.zeros((heads, 128))
+            acc = np.zeros((p.shape[0], 128))
             for tj, pj in split(pg, 2, [2.0**-8] * 2):
                 acc += tj * fp8_matmul(pj, k_e4[t:t + 64, cols], args.acc_bits, args.chain_bits)
             pv[:, cols] = sig * acc.astype(np.float32)
-        l = (l * alpha + p.sum(axis=1, keepdims=True)).astype(np.float32)
-        o = (o * alpha + pv).astype(np.float32).astype(np.float64)
-        m = m_new
-    out = o / l
-    lse = (m + np.log(l))[:, 0]
-    return np.linalg.norm(out - o_ref) / np.linalg.norm(o_ref), np.max(np.abs(lse - lse_ref))
+        return (o * alpha + pv).astype(np.float32).astype(np.float64), p.sum(axis=1, keepdims=True)
+
+    o, l, m = online_softmax(s, dn, tile)
+    return errors(o / l, (m + np.log(l))[:, 0], o_ref, lse_ref)
 
 
 def main():
