@@ -6,6 +6,8 @@
 #
 #   BUILD_DIR      an existing build directory to reuse (else one is configured in build-gpu)
 #   PREBUILT       a folder holding mlakv and mlakv_tests built elsewhere for sm_90a: no build here
+#   PROBE          decode cases (`bench decode --only` texts, ';'-separated) run once, 3 iterations,
+#                  under a 60-second timeout, before anything else: a kernel that hangs shows here
 #   GTEST_FILTER   which tests run on the GPU (default '*Cuda*')
 #   TESTS          0 skips the tests (and the sanitizer runs); TEST_TIMEOUT: seconds for them
 #                  (default 900: a kernel that hangs must not take the whole call)
@@ -85,6 +87,20 @@ fi
 
 TESTBIN="$B/mlakv_tests"
 CLI="$B/mlakv"
+if [[ -n "${PROBE:-}" && -x "$CLI" ]]; then
+  IFS=';' read -r -a probe_cases <<<"$PROBE"
+  probe=()
+  for c in "${probe_cases[@]}"; do probe+=(--only "$c"); done
+  log "probe: ${PROBE}"
+  timeout 60 "$CLI" bench decode --iters 3 "${probe[@]}" >>"$OUT/summary.log" 2>&1
+  rc=$?
+  if [[ $rc == 0 ]]; then
+    log "probe ok"
+  else
+    status=1
+    log "probe FAILED (exit $rc; 124: it hung)"
+  fi
+fi
 if [[ "${TESTS:-1}" == 0 ]]; then
   log "tests skipped (TESTS=0)"
 elif [[ -x "$TESTBIN" ]]; then
