@@ -41,6 +41,13 @@ JOBS="$(nproc 2>/dev/null || echo 8)"
 status=0
 
 log() { echo "[gpu-check $(date +%H:%M:%S)] $*" | tee -a "$OUT/summary.log"; }
+# only_args "a;b": ONLY=(--only a --only b), the `bench decode` filters for ';'-separated cases.
+only_args() {
+  local cases c
+  IFS=';' read -r -a cases <<<"$1"
+  ONLY=()
+  for c in "${cases[@]}"; do ONLY+=(--only "$c"); done
+}
 # configure DIR [cmake args...]: a Release sm_90a CUDA build. CMake releases older than the CUDA 13
 # toolkit do not know its C++20 flag: give it.
 configure() {
@@ -88,11 +95,9 @@ fi
 TESTBIN="$B/mlakv_tests"
 CLI="$B/mlakv"
 if [[ -n "${PROBE:-}" && -x "$CLI" ]]; then
-  IFS=';' read -r -a probe_cases <<<"$PROBE"
-  probe=()
-  for c in "${probe_cases[@]}"; do probe+=(--only "$c"); done
+  only_args "$PROBE"
   log "probe: ${PROBE}"
-  timeout 60 "$CLI" bench decode --iters 3 "${probe[@]}" >>"$OUT/summary.log" 2>&1
+  timeout 60 "$CLI" bench decode --iters 3 "${ONLY[@]}" >>"$OUT/summary.log" 2>&1
   rc=$?
   if [[ $rc == 0 ]]; then
     log "probe ok"
@@ -202,12 +207,10 @@ if [[ -n "${TRACE:-}" ]]; then
       cmake --build build-trace -j "$JOBS" --target mlakv_cli >>"$OUT/build.log" 2>&1 || log "trace build FAILED (see build.log)"
   fi
   if [[ -x "$TCLI" ]]; then
-    only=()
-    IFS=';' read -r -a cases <<<"$TRACE"
-    for c in "${cases[@]}"; do only+=(--only "$c"); done
+    only_args "$TRACE"
     mkdir -p "$OUT/trace-bin"
     log "decode trace: ${TRACE}"
-    MLAKV_TRACE_DIR="$OUT/trace-bin" "$TCLI" bench decode "${only[@]}" >>"$OUT/bench.log" 2>&1 || log "trace bench FAILED"
+    MLAKV_TRACE_DIR="$OUT/trace-bin" "$TCLI" bench decode "${ONLY[@]}" >>"$OUT/bench.log" 2>&1 || log "trace bench FAILED"
     python3 "$(dirname "$0")/decode_trace.py" "$OUT"/trace-bin/*.bin >"$OUT/trace.txt" 2>&1
     rm -rf "$OUT/trace-bin"  # the device tool brings back at most 8 files
     log "decode trace in trace.txt"
