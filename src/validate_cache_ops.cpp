@@ -2,6 +2,7 @@
 // (slot ids, block ids, lengths) are read only when they live on the host; on a GPU the kernels
 // skip or clamp what the host could not check.
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "check.hpp"
@@ -133,6 +134,10 @@ void validate_cache(const Cache& cache, std::string_view name) {
           format_name(d.format), " needs");
   require(cache.data != nullptr || d.num_blocks == 0, arg(name, "data"), ": null pointer for ", d.num_blocks,
           " blocks");
+  // Slots and block offsets are int64: every byte of the cache (so every slot) must be addressable.
+  const int64_t max_blocks = std::numeric_limits<int64_t>::max() / d.stride_bytes();
+  require(d.num_blocks <= max_blocks, arg(name, "desc.num_blocks"), ": ", d.num_blocks, " blocks of ",
+          d.stride_bytes(), " bytes overflow a 64-bit byte offset, expected <= ", max_blocks);
   if (d.format == CacheFormat::fp8) {
     require(cache.scale != nullptr, arg(name, "scale"),
             ": null, expected a pointer to the per-tensor float scale (format fp8)");

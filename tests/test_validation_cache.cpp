@@ -128,6 +128,13 @@ TEST(ValidateCache, RejectsZeroBlockSizeAndNegativeBlockCount) {
   expect_rejected([&] { c.run(); }, {"cache.desc.num_blocks", "-1"}, c.hc.bytes);
 }
 
+TEST(ValidateCache, RejectsBlockCountWhoseByteSizeOverflowsInt64) {
+  WriteCall c;  // 5248-byte blocks: 2^62 of them overflow int64 byte offsets (and slot capacity)
+  c.hc.cache.desc.num_blocks = int64_t{1} << 62;
+  c.slots[3] = int64_t{1} << 61;
+  expect_rejected([&] { c.run(); }, {"cache.desc.num_blocks", "4611686018427387904", "overflow"}, c.hc.bytes);
+}
+
 TEST(ValidateCache, RejectsNullCacheData) {
   WriteCall c;
   c.hc.cache.data = nullptr;
