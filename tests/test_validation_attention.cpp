@@ -82,6 +82,15 @@ TEST(ValidateDecode, E4m3QueryNeedsScale) {
       "params.q_scale: 0");
 }
 
+TEST(ValidateDecode, RejectsMisalignedQueryScalePointer) {
+  expect_rejected(
+      [](DecodeArgs& a) {
+        a.tq.dtype = DType::e4m3;
+        a.params.q_scale = reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(a.lse.data()) + 1);
+      },
+      "params.q_scale: address");
+}
+
 TEST(ValidateDecode, CacheFormatAndScale) {
   expect_rejected(
       [](DecodeArgs& a) {
@@ -204,6 +213,24 @@ TEST(ValidateDcp, DecodeOptionsAndWorkspace) {
   attempt(o, ws.size(), "seq_lens[0]: 1000");
   a.lens[0] = 20;
   EXPECT_NO_THROW(dcp::decode(*comms[0], a.tq, a.cache.cache, a.tbt, a.tlens, a.tout, a.tlse, o, {ws.data(), ws.size()}));
+}
+
+TEST(ValidateDcp, RejectsMisalignedQueryScalePointer) {
+  DecodeArgs a;
+  auto comms = make_cpu_group(1);
+  std::vector<uint8_t> ws(dcp::decode_workspace_size(2, 2, 4, 1, Device::cpu()));
+  std::vector<float> scale(2, 0.5f);
+  dcp::DecodeOptions o;
+  o.softmax_scale = 0.1f;
+  o.q_quant = dcp::QueryQuant::e4m3_after_gather;
+  o.q_scale = reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(scale.data()) + 2);
+  try {
+    dcp::decode(*comms[0], a.tq, a.cache.cache, a.tbt, a.tlens, a.tout, a.tlse, o, {ws.data(), ws.size()});
+    ADD_FAILURE() << "accepted a misaligned opts.q_scale";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("opts.q_scale: address"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(a.untouched());
 }
 
 TEST(ValidateDcp, WorkspaceSizeQueries) {

@@ -58,6 +58,13 @@ TEST(ValidateWriteCache, RejectsNonPositiveOrNanFp8Scale) {
   expect_rejected([&] { c.run(); }, {"cache.scale"}, c.hc.bytes);
 }
 
+TEST(ValidateWriteCache, RejectsMisalignedFp8ScalePointer) {
+  WriteCall c(CacheFormat::fp8);
+  alignas(4) uint8_t raw[8] = {0, 0, 0, 0x80, 0x3f, 0, 0, 0};  // 1.0f at raw + 1
+  c.hc.cache.scale = reinterpret_cast<const float*>(raw + 1);
+  expect_rejected([&] { c.run(); }, {"cache.scale", "4-byte aligned"}, c.hc.bytes);
+}
+
 TEST(ValidateWriteCache, RejectsLatentWidthOtherThan512) {
   WriteCall c;
   c.kv_c = Tensor(c.kv.data(), DType::bf16, {4, 256});

@@ -86,6 +86,8 @@ void validate_decode(Communicator& comm, const Tensor& q_local, const Tensor& ou
   if (opts.q_quant != QueryQuant::none) {
     require(opts.q_scale != nullptr, "opts.q_scale: null, expected a pointer to the float query scale (opts.q_quant "
                                      "quantizes q to e4m3)");
+    require(reinterpret_cast<std::uintptr_t>(opts.q_scale) % alignof(float) == 0, "opts.q_scale: address ",
+            static_cast<const void*>(opts.q_scale), " is not ", alignof(float), "-byte aligned, expected a float's alignment");
     if (dev.is_cpu())
       require(std::isfinite(*opts.q_scale) && *opts.q_scale > 0.0f, "opts.q_scale: ", *opts.q_scale,
               ", expected a finite value > 0");
