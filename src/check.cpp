@@ -4,11 +4,45 @@
 
 namespace mlakv::detail {
 
+namespace {
+
+bool is_empty(const Tensor& t) {
+  for (int d = 0; d < t.ndim; ++d)
+    if (t.shape[d] == 0) return true;
+  return false;
+}
+
+// Whether the element count and every element's byte offset (sum of index x stride, times the
+// element size, in either direction) fit in int64, as the ops compute them. Empty views touch
+// nothing and always fit.
+bool offsets_fit(const Tensor& t) {
+  if (is_empty(t)) return true;
+  int64_t numel = 1, lo = 0, hi = 0;
+  const auto es = static_cast<int64_t>(dtype_size(t.dtype));
+  for (int d = 0; d < t.ndim; ++d) {
+    int64_t span;
+    if (__builtin_mul_overflow(numel, t.shape[d], &numel) || __builtin_mul_overflow(t.shape[d] - 1, t.stride[d], &span) ||
+        __builtin_add_overflow(span < 0 ? lo : hi, span, span < 0 ? &lo : &hi))
+      return false;
+  }
+  return !__builtin_mul_overflow(lo, es, &lo) && !__builtin_add_overflow(hi, 1, &hi) && !__builtin_mul_overflow(hi, es, &hi);
+}
+
+std::string strides_of(const Tensor& t) {
+  std::string s = "[";
+  for (int d = 0; d < t.ndim; ++d) s += (d ? ", " : "") + std::to_string(t.stride[d]);
+  return s + "]";
+}
+
+}  // namespace
+
 void check_tensor(const Tensor& t, std::string_view name, Device device) {
   require(t.ndim >= 0 && t.ndim <= kMaxDims, name, ": ndim ", t.ndim, " out of range [0, ", kMaxDims, "]");
   for (int d = 0; d < t.ndim; ++d)
     require(t.shape[d] >= 0, name, ": dimension ", d, " is ", t.shape[d], ", expected >= 0");
-  require(t.data != nullptr || t.numel() == 0, name, ": null data pointer for ", t.describe());
+  require(offsets_fit(t), name, ": ", t.describe(), " with strides ", strides_of(t),
+          " spans more than 2^63 bytes, expected a view whose element count and byte offsets fit in int64");
+  require(t.data != nullptr || is_empty(t), name, ": null data pointer for ", t.describe());
   check_same_device(t, name, device);
 }
 

@@ -114,6 +114,15 @@ TEST(ValidateWriteCache, RejectsNonContiguousRows) {
   expect_rejected([&] { c.run(); }, {"kv_c", "stride"}, c.hc.bytes);
 }
 
+TEST(ValidateWriteCache, RejectsRowStrideWhoseByteOffsetsOverflowInt64) {
+  WriteCall c;  // row 1 of k_pe would sit 2^63 bytes before row 0
+  c.k_pe = Tensor(c.pe.data(), DType::bf16, {4, 64}, {-(int64_t{1} << 62), 1});
+  expect_rejected([&] { c.run(); }, {"k_pe", "-4611686018427387904", "2^63 bytes"}, c.hc.bytes);
+  c.k_pe = Tensor(c.pe.data(), DType::bf16, {4, 64});
+  c.kv_c = Tensor(c.kv.data(), DType::bf16, {4, 512}, {int64_t{1} << 61, 1});
+  expect_rejected([&] { c.run(); }, {"kv_c", "2^63 bytes"}, c.hc.bytes);
+}
+
 TEST(ValidateWriteCache, RejectsTensorsOnAnotherDevice) {
   WriteCall c;
   c.k_pe.device = Device::cuda(0);
