@@ -43,6 +43,10 @@ void check_tensor(const Tensor& t, std::string_view name, Device device) {
   require(offsets_fit(t), name, ": ", t.describe(), " with strides ", strides_of(t),
           " spans more than 2^63 bytes, expected a view whose element count and byte offsets fit in int64");
   require(t.data != nullptr || is_empty(t), name, ": null data pointer for ", t.describe());
+  // Elements are read and written as their type (floats, int32/int64 indices) on the host too.
+  require(reinterpret_cast<std::uintptr_t>(t.data) % dtype_size(t.dtype) == 0, name, ": data address ", t.data,
+          " is not ", dtype_size(t.dtype), "-byte aligned, expected the alignment of its ", dtype_name(t.dtype),
+          " elements");
   check_same_device(t, name, device);
 }
 

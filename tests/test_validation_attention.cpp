@@ -182,6 +182,13 @@ TEST(ValidateMerge, Rejects) {
   expect_merge_rejected([](MergeArgs& a) { a.tl.device = Device::cuda(1); }, "lse is on cuda:1");
 }
 
+TEST(ValidateMerge, RejectsDataNotAlignedToItsElementType) {
+  expect_merge_rejected([](MergeArgs& a) { a.tl.data = reinterpret_cast<uint8_t*>(a.l.data()) + 2; },
+                        "lse: data address");
+  expect_merge_rejected([](MergeArgs& a) { a.tla.data = reinterpret_cast<uint8_t*>(a.la.data()) + 1; },
+                        "lse_a: data address");
+}
+
 // ---- DCP entry points ------------------------------------------------------------------------------
 
 TEST(ValidateDcp, DecodeOptionsAndWorkspace) {

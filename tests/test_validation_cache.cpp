@@ -123,6 +123,14 @@ TEST(ValidateWriteCache, RejectsRowStrideWhoseByteOffsetsOverflowInt64) {
   expect_rejected([&] { c.run(); }, {"kv_c", "2^63 bytes"}, c.hc.bytes);
 }
 
+TEST(ValidateWriteCache, RejectsSlotMappingNotAlignedToInt64) {
+  WriteCall c;
+  std::vector<int64_t> storage(5, 0);  // four slots 0 at a 4-byte offset
+  const Tensor sm(reinterpret_cast<uint8_t*>(storage.data()) + 4, DType::i64, {4});
+  expect_rejected([&] { write_cache(c.kv_c, c.k_pe, sm, c.hc.cache); }, {"slot_mapping", "data address", "8-byte aligned"},
+                  c.hc.bytes);
+}
+
 TEST(ValidateWriteCache, RejectsTensorsOnAnotherDevice) {
   WriteCall c;
   c.k_pe.device = Device::cuda(0);
