@@ -2,6 +2,7 @@
 // mlakv::Error naming the argument, and leaves out / lse untouched.
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <functional>
 
 #include "attention_test_util.hpp"
@@ -249,6 +250,19 @@ TEST(ValidateDcp, WorkspaceSizeQueries) {
   EXPECT_LT(dcp::decode_workspace_size(4, 1, 8, 2, Device::cpu()), dcp::decode_workspace_size(4, 1, 8, 4, Device::cpu()));
   CacheDesc d{CacheFormat::fp8, 10, 64, 0};
   EXPECT_LT(dcp::gather_context_workspace_size(d, 100, 2, 2, 1), dcp::gather_context_workspace_size(d, 1000, 2, 2, 1));
+}
+
+TEST(ValidateDcp, WorkspaceSizeQueriesRejectSizesThatOverflow) {
+  // Each used to wrap around (or overflow int / int64) to a small size an op would write past.
+  EXPECT_THROW(dcp::decode_workspace_size(INT_MAX, INT_MAX, 17, 65536, Device::cpu()), Error);
+  EXPECT_THROW(dcp::decode_workspace_size(1, 1, 1 << 20, 1 << 16, Device::cpu()), Error);  // heads x world > INT_MAX
+  const CacheDesc d{CacheFormat::fp8_ds_mla, 10, 64, 0};
+  EXPECT_THROW(dcp::gather_context_workspace_size(d, INT64_MAX, 16, 3, 16), Error);
+  EXPECT_THROW(dcp::gather_context_workspace_size(d, int64_t{1} << 62, 0, 1, 1), Error);
+  EXPECT_THROW(dcp::gather_context_workspace_size(d, 1000, INT_MAX, INT_MAX, 1), Error);
+  // Large but representable sizes are still answered.
+  EXPECT_GT(dcp::decode_workspace_size(1 << 16, 16, 128, 8, Device::cpu()), std::size_t{1} << 32);
+  EXPECT_GT(dcp::gather_context_workspace_size(d, int64_t{1} << 40, 16, 2, 1), std::size_t{1} << 40);
 }
 
 TEST(ValidateDcp, SlotMappingArguments) {

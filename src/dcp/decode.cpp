@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <algorithm>
+#include <limits>
 
 #include "check.hpp"
 #include "dcp/dcp_ops.hpp"
@@ -31,27 +32,34 @@ DecodeLayout decode_layout(int batch, int s_q, int heads, int world, Device devi
   l.tokens = static_cast<int64_t>(batch) * s_q;
   l.heads = heads;
   l.world = world;
+  const int64_t all_heads = static_cast<int64_t>(heads) * world;
+  detail::require(all_heads <= std::numeric_limits<int>::max(), "local_heads x world: ", heads, " x ", world, " = ",
+                  all_heads, " query heads, expected <= ", std::numeric_limits<int>::max());
   const auto T = static_cast<std::size_t>(l.tokens), N = static_cast<std::size_t>(heads),
              W = static_cast<std::size_t>(world);
   constexpr std::size_t K = kHeadDim, D = kLatentDim;
-  l.mla_bytes = mla_decode_workspace_size(batch, s_q, heads * world, device);
+  l.mla_bytes = mla_decode_workspace_size(batch, s_q, static_cast<int>(all_heads), device);
+  // Sizes saturate where they overflow; the plan then reports it.
   WorkspacePlan p;
-  l.q_full = p.take(T * W * N * K * 2);  // bf16 or e4m3
-  l.o_partial = p.take(T * W * N * D * 4);
-  l.lse_partial = p.take(T * W * N * 4);
+  l.q_full = p.take(product(T, W, N, K, 2));  // bf16 or e4m3
+  l.o_partial = p.take(product(T, W, N, D, 4));
+  l.lse_partial = p.take(product(T, W, N, 4));
   l.mla = p.take(l.mla_bytes);
   const std::size_t shared = p.used();
-  l.q_send = p.take(T * N * K * 2);
-  l.q_gathered = p.take(W * T * N * K * 2);
+  l.q_send = p.take(product(T, N, K, 2));
+  l.q_gathered = p.take(product(W, T, N, K, 2));
   std::size_t end = p.used();
   p.reset(shared);
-  l.lse_all = p.take(W * T * W * N * 4);
-  l.rs_send = p.take(W * T * N * D * 4);
-  l.rs_recv = p.take(T * N * D * 4);
+  l.lse_all = p.take(product(W, T, W, N, 4));
+  l.rs_send = p.take(product(W, T, N, D, 4));
+  l.rs_recv = p.take(product(T, N, D, 4));
   end = std::max(end, p.used());
   p.reset(shared);
-  l.a2a_send = p.take(W * ops::packed_floats(l.tokens, heads) * 4);
-  l.a2a_recv = p.take(W * ops::packed_floats(l.tokens, heads) * 4);
+  l.a2a_send = p.take(product(W, T, N, D + 1, 4));  // W · packed_floats(T, N) floats
+  l.a2a_recv = p.take(product(W, T, N, D + 1, 4));
+  detail::require(!p.overflowed(), "dcp::decode workspace for batch ", batch, ", s_q ", s_q, ", local_heads ", heads,
+                  ", world ", world, ": more than ", WorkspacePlan::kMaxBytes,
+                  " bytes, expected sizes whose workspace fits in memory");
   l.total = std::max(end, p.used()) + WorkspacePlan::kAlign;  // slack to align any base pointer
   return l;
 }

@@ -16,7 +16,8 @@ namespace {
 // leaves at most floor(len / (I·W))·I + I <= len / W + I of them on any rank, and the chunks share
 // the `rows` output rows.
 int64_t rank_capacity(int64_t rows, int batch, int world, int interleave) {
-  return std::min<int64_t>(rows, rows / world + static_cast<int64_t>(batch) * interleave);
+  const int64_t extra = static_cast<int64_t>(batch) * interleave;
+  return rows / world >= rows - extra ? rows : rows / world + extra;  // min(rows, rows / world + extra)
 }
 
 struct ContextLayout {
@@ -27,11 +28,15 @@ struct ContextLayout {
 ContextLayout context_layout(const CacheDesc& desc, int64_t rows, int batch, int world, int interleave) {
   ContextLayout l;
   l.capacity = rank_capacity(rows, batch, world, interleave);
-  const auto row_bytes = static_cast<std::size_t>(l.capacity * desc.token_bytes());
+  // Sizes saturate where they overflow; the plan then reports it.
+  const std::size_t row_bytes = product(l.capacity, desc.token_bytes());
   WorkspacePlan p;
-  l.offsets = p.take(static_cast<std::size_t>(world) * (static_cast<std::size_t>(batch) + 1) * sizeof(int32_t));
+  l.offsets = p.take(product(world, static_cast<int64_t>(batch) + 1, sizeof(int32_t)));
   l.send = p.take(row_bytes);
-  l.recv = p.take(static_cast<std::size_t>(world) * row_bytes);
+  l.recv = p.take(product(world, row_bytes));
+  detail::require(!p.overflowed(), "dcp::gather_context workspace for ", rows, " rows of ", desc.token_bytes(),
+                  " bytes over ", batch, " requests, world ", world, ", interleave ", interleave, ": more than ",
+                  WorkspacePlan::kMaxBytes, " bytes, expected sizes whose workspace fits in memory");
   l.total = p.used() + WorkspacePlan::kAlign;
   return l;
 }
