@@ -2,6 +2,7 @@
 // its value and what was expected.
 #pragma once
 
+#include <cstdint>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -33,6 +34,11 @@ void check_contiguous(const Tensor& t, std::string_view name);
 void check_aligned(const Tensor& t, std::string_view name, std::size_t bytes);
 /// An int32 [batch, max_blocks] block table with contiguous rows on `device`; batch < 0: any.
 void check_block_table(const Tensor& block_table, Device device, int64_t batch);
+/// Tokens a block-table row of `max_blocks` blocks of `block_size` tokens covers, saturated at
+/// INT64_MAX: a table may claim more entries than the product fits (only used entries are read).
+inline int64_t table_capacity(int64_t max_blocks, int64_t block_size) {
+  return block_size > 0 && max_blocks > INT64_MAX / block_size ? INT64_MAX : max_blocks * block_size;
+}
 /// All devices equal to `device` (first tensor's device is the op's device).
 void check_same_device(const Tensor& t, std::string_view name, Device device);
 

@@ -23,18 +23,18 @@ int64_t i32_at(const Tensor& t, int64_t i, int64_t j) {
 // existing blocks.
 void check_lengths_and_blocks(const Cache& cache, const Tensor& block_table, const Tensor& seq_lens,
                               const DcpShard& shard) {
-  const int64_t bs = cache.desc.block_size, max_blocks = block_table.size(1);
+  const int64_t bs = cache.desc.block_size, max_blocks = block_table.size(1), cap = table_capacity(max_blocks, bs);
   for (int64_t b = 0; b < seq_lens.size(0); ++b) {
     const int64_t len = i32_at(seq_lens, b);
     require(len >= 0, "seq_lens[", b, "]: ", len, ", expected >= 0");
     const int64_t local = dcp::local_length(len, shard.rank, shard.world, shard.interleave);
     if (shard.world > 1)
-      require(local <= max_blocks * bs, "seq_lens[", b, "]: ", len, " tokens puts ", local, " on DCP rank ",
+      require(local <= cap, "seq_lens[", b, "]: ", len, " tokens puts ", local, " on DCP rank ",
               shard.rank, " of ", shard.world, " (interleave ", shard.interleave, "), beyond the block_table capacity of ",
-              max_blocks, " blocks x ", bs, " = ", max_blocks * bs, " tokens");
+              max_blocks, " blocks x ", bs, " = ", cap, " tokens");
     else
-      require(len <= max_blocks * bs, "seq_lens[", b, "]: ", len, ", beyond the block_table capacity of ", max_blocks,
-              " blocks x ", bs, " = ", max_blocks * bs, " tokens");
+      require(len <= cap, "seq_lens[", b, "]: ", len, ", beyond the block_table capacity of ", max_blocks,
+              " blocks x ", bs, " = ", cap, " tokens");
     for (int64_t j = 0; j < (local + bs - 1) / bs; ++j) {
       const int64_t id = i32_at(block_table, b, j);
       require(id >= 0 && id < cache.desc.num_blocks, "block_table[", b, "][", j, "]: block id ", id,

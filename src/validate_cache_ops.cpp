@@ -58,9 +58,9 @@ void check_positions(const Cache& cache, const Tensor& block_table, int64_t b, i
                      std::string_view what) {
   if (n <= 0) return;
   const int64_t bs = cache.desc.block_size;
-  const int64_t max_blocks = block_table.size(1);
-  require(first + n <= max_blocks * bs, what, " of request ", b, " ends at position ", first + n,
-          ", beyond the block_table capacity of ", max_blocks, " blocks x ", bs, " = ", max_blocks * bs, " tokens");
+  const int64_t max_blocks = block_table.size(1), cap = table_capacity(max_blocks, bs);
+  require(first + n <= cap, what, " of request ", b, " ends at position ", first + n,
+          ", beyond the block_table capacity of ", max_blocks, " blocks x ", bs, " = ", cap, " tokens");
   for (int64_t j = first / bs; j <= (first + n - 1) / bs; ++j) {
     const int64_t id = int_at(block_table, b, j);
     require(id >= 0 && id < cache.desc.num_blocks, "block_table[", b, "][", j, "]: block id ", id,
@@ -251,7 +251,7 @@ Device validate_dsv4_dequant_gather(const Cache& cache, const Tensor& block_tabl
       require(n >= 0 && n <= len, "gather_lens[", r, "]: ", n, ", expected in [0, seq_lens[", r, "] = ", len, "]");
     require(offset + n <= max_rows, gather_lens ? "gather_lens[" : "seq_lens[", r, "]: offset ", offset, " + ",
             n, " rows = ", offset + n, ", expected <= max_rows = ", max_rows, " (", out.describe(), ")");
-    require(len <= block_table.size(1) * cache.desc.block_size, "seq_lens[", r, "]: ", len,
+    require(len <= table_capacity(block_table.size(1), cache.desc.block_size), "seq_lens[", r, "]: ", len,
             ", beyond the block_table capacity of ", block_table.size(1), " blocks x ", cache.desc.block_size,
             " tokens");
     check_positions(cache, block_table, r, len - n, n, "gathered range");

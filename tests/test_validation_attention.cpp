@@ -114,6 +114,18 @@ TEST(ValidateDecode, BlockTableAndLengths) {
   expect_rejected([](DecodeArgs& a) { a.tlens.shape[0] = 3; }, "seq_lens: dimension 0");
 }
 
+TEST(ValidateDecode, AcceptsBlockTableWhoseRowCapacityOverflowsInt64) {
+  DecodeArgs a;  // rows of 2^60 entries (only the used ones exist) x 16 tokens: more than INT64_MAX tokens
+  a.tbt = Tensor(a.table.data(), DType::i32, {2, int64_t{1} << 60}, {3, 1});
+  EXPECT_NO_THROW(a.run());
+  expect_rejected(
+      [](DecodeArgs& b) {
+        b.tbt = Tensor(b.table.data(), DType::i32, {2, int64_t{1} << 60}, {3, 1});
+        b.lens[0] = 33;  // needs entry [0][2]: 1000000
+      },
+      "block_table[0][2]: block id 1000000");
+}
+
 TEST(ValidateDecode, UnusedBlockTableEntriesAreNotChecked) {
   DecodeArgs a;
   a.lens = {32, 0};  // entries [0][2] and row 1 unused

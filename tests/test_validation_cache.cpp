@@ -218,6 +218,14 @@ TEST(ValidateGather, IgnoresBlockIdsBeyondTheGatheredRange) {
   EXPECT_NO_THROW(c.raw());
 }
 
+TEST(ValidateGather, AcceptsBlockTableWhoseRowCapacityOverflowsInt64) {
+  GatherCall c;  // rows of 2^60 entries (only the used ones exist) x 8 tokens: more than INT64_MAX tokens
+  c.bt = Tensor(c.block_table.data(), DType::i32, {2, int64_t{1} << 60}, {2, 1});
+  EXPECT_NO_THROW(c.raw());
+  c.block_table[3] = 4;  // the used entries are still checked
+  expect_rejected([&] { c.raw(); }, {"block_table[1][1]", "4", "[0, 4)"}, c.dst);
+}
+
 TEST(ValidateGather, RejectsRangeBeyondBlockTableCapacity) {
   GatherCall c;
   c.starts[1] = 10;  // 10 + 7 > 2 blocks x 8

@@ -71,9 +71,9 @@ void check_host_indices(const Cache& cache, const Tensor& block_table, const Ten
     const int64_t first = start / shard.world;
     const int64_t n = local_length(hi - lo, shard.rank, shard.world, shard.interleave);
     if (n == 0) continue;
-    require(first + n <= max_blocks * bs, "seq_starts[", b, "] + chunk length: ", start, " + ", hi - lo,
+    require(first + n <= detail::table_capacity(max_blocks, bs), "seq_starts[", b, "] + chunk length: ", start, " + ", hi - lo,
             " puts local rows up to ", first + n, " on rank ", shard.rank, ", beyond the block_table capacity of ",
-            max_blocks, " blocks x ", bs, " = ", max_blocks * bs, " tokens");
+            max_blocks, " blocks x ", bs, " = ", detail::table_capacity(max_blocks, bs), " tokens");
     for (int64_t j = first / bs; j <= (first + n - 1) / bs; ++j) {
       const int64_t id = static_cast<const int32_t*>(block_table.data)[b * block_table.stride[0] + j];
       require(id >= 0 && id < cache.desc.num_blocks, "block_table[", b, "][", j, "]: block id ", id,
