@@ -253,6 +253,49 @@ TEST(ValidateDcp, RejectsMisalignedQueryScalePointer) {
   EXPECT_TRUE(a.untouched());
 }
 
+TEST(ValidateDcp, DecodeRejectsCountsBeyondAnInt) {
+  // 2^32 + 1 broadcast requests (stride 0): narrowed to int, the workspace was laid out for one
+  // while pack_q wrote all of them.
+  DecodeArgs a;
+  auto comms = make_cpu_group(1);
+  std::vector<uint8_t> ws(dcp::decode_workspace_size(1, 1, 1, 1, Device::cpu()));
+  const int64_t n = (int64_t{1} << 32) + 1;
+  const Tensor q(a.q.data(), DType::bf16, {n, 1, 1, kHeadDim}, {0, kHeadDim, kHeadDim, 1});
+  const Tensor out(a.out.data(), DType::bf16, {n, 1, 1, kLatentDim}, {0, kLatentDim, kLatentDim, 1});
+  const Tensor lse(a.lse.data(), DType::f32, {n, 1, 1}, {0, 1, 1});
+  const Tensor bt(a.table.data(), DType::i32, {1, 3}), lens(a.lens.data(), DType::i32, {1});
+  dcp::DecodeOptions o;
+  o.softmax_scale = 0.1f;
+  try {
+    dcp::decode(*comms[0], q, a.cache.cache, bt, lens, out, lse, o, {ws.data(), ws.size()});
+    ADD_FAILURE() << "accepted 2^32 + 1 requests";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("q_local: dimension 0 is 4294967297"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(a.untouched());
+}
+
+TEST(ValidateDcp, GatherContextRejectsMoreRequestsThanAnInt) {
+  OwnedCache cache(CacheFormat::bf16, 2, 16);
+  auto comms = make_cpu_group(1);
+  std::vector<int32_t> zeros(4, 0);
+  std::vector<uint16_t> out(4 * kHeadDim, 0x4242);
+  std::vector<uint8_t> ws(dcp::gather_context_workspace_size(cache.cache.desc, 4, 1, 1, 1));
+  const Tensor tout(out.data(), DType::bf16, {4, kHeadDim});
+  for (int64_t n : {(int64_t{1} << 32) + 1, INT64_MAX}) {  // broadcast requests (stride 0), all empty
+    const Tensor starts(zeros.data(), DType::i32, {n}, {0});
+    const Tensor cu(zeros.data(), DType::i32, {n == INT64_MAX ? n : n + 1}, {0});
+    const Tensor bt(zeros.data(), DType::i32, {n, 1}, {0, 1});
+    try {
+      dcp::gather_context(*comms[0], cache.cache, bt, cu, starts, tout, 1, {ws.data(), ws.size()});
+      ADD_FAILURE() << "accepted " << n << " requests";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("seq_starts: i32[" + std::to_string(n) + "]"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(out, std::vector<uint16_t>(4 * kHeadDim, 0x4242));
+  }
+}
+
 TEST(ValidateDcp, WorkspaceSizeQueries) {
   EXPECT_THROW(dcp::decode_workspace_size(1, 0, 1, 1, Device::cpu()), Error);
   EXPECT_THROW(dcp::decode_workspace_size(1, 1, 1, 0, Device::cpu()), Error);

@@ -122,6 +122,10 @@ void decode(Communicator& comm, const Tensor& q_local, const Cache& cache, const
   const Device dev = comm.device();
   const int W = comm.world(), rank = comm.rank();
   detail::check_ndim(q_local, "q_local", 4);
+  // The layout (and the kernels' loop bounds) take int counts.
+  for (int d = 0; d < 3; ++d)
+    detail::require(q_local.shape[d] <= std::numeric_limits<int>::max(), "q_local: dimension ", d, " is ",
+                    q_local.shape[d], ", expected <= ", std::numeric_limits<int>::max());
   const int batch = static_cast<int>(q_local.shape[0]), s_q = static_cast<int>(q_local.shape[1]),
             N = static_cast<int>(q_local.shape[2]);
   detail::require(s_q >= 1, "q_local: s_q (dimension 1) is ", s_q, ", expected >= 1");

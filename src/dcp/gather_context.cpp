@@ -2,6 +2,7 @@
 // chunk as stored bytes (FP8 stays FP8 on the wire), all-gathers them and dequantizes after, in
 // position order.
 #include <algorithm>
+#include <limits>
 
 #include "check.hpp"
 #include "dcp/dcp_ops.hpp"
@@ -105,6 +106,9 @@ void gather_context(Communicator& comm, const Cache& cache, const Tensor& block_
   check_tensor(seq_starts, "seq_starts", dev);
   check_ndim(seq_starts, "seq_starts", 1);
   const int64_t batch = seq_starts.shape[0];
+  // The layout takes an int batch; cu_seq_lens has batch + 1 entries.
+  require(batch < std::numeric_limits<int>::max(), "seq_starts: ", seq_starts.describe(), " has ", batch,
+          " requests, expected < ", std::numeric_limits<int>::max());
   check_index_vector(seq_starts, "seq_starts", dev, batch);
   check_index_vector(cu_seq_lens, "cu_seq_lens", dev, batch + 1);
   check_block_table(block_table, dev, batch);
