@@ -1,6 +1,8 @@
 // Public ops: validate once, then hand over to the backend of the tensors' device.
 #include "mlakv/ops.hpp"
 
+#include <limits>
+
 #include "backend.hpp"
 #include "check.hpp"
 #include "validate.hpp"
@@ -63,6 +65,9 @@ std::size_t mla_decode_workspace_size(int batch, int s_q, int heads, Device devi
   detail::require(batch >= 0, "batch: ", batch, ", expected >= 0");
   detail::require(s_q >= 1, "s_q: ", s_q, ", expected >= 1");
   detail::require(heads >= 1, "heads: ", heads, ", expected >= 1");
+  detail::require(static_cast<int64_t>(s_q) * heads <= std::numeric_limits<int>::max(), "s_q x heads: ", s_q, " x ",
+                  heads, " = ", static_cast<int64_t>(s_q) * heads, " query rows, expected <= ",
+                  std::numeric_limits<int>::max());
   if (device.is_cpu()) return 0;
 #if MLAKV_WITH_CUDA
   return cuda::mla_decode_workspace_size(batch, s_q, heads, device.index);

@@ -1,6 +1,7 @@
 // Validation of mla_decode and merge_states (SPEC §5), shared by both backends. Lengths and block
 // ids are read only when they live on the host.
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "check.hpp"
@@ -72,6 +73,11 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
   require(s_q >= 1 && s_q <= kMaxQueriesPerRequest, "q: s_q (dimension 1) is ", s_q, ", expected 1..",
           kMaxQueriesPerRequest);
   require(heads >= 1, "q: heads (dimension 2) is ", heads, ", expected >= 1");
+  // Batch and query rows (s_q x heads) are int counts in the workspace query and the kernels.
+  require(batch <= std::numeric_limits<int>::max(), "q: batch (dimension 0) is ", batch, ", expected <= ",
+          std::numeric_limits<int>::max());
+  require(s_q * heads <= std::numeric_limits<int>::max(), "q: s_q x heads is ", s_q, " x ", heads, " = ", s_q * heads,
+          ", expected <= ", std::numeric_limits<int>::max());
 
   validate_cache(cache, "cache");
   require(cache.device == dev, "cache is on ", cache.device.str(), ", expected ", dev.str(),

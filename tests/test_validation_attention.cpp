@@ -72,6 +72,29 @@ TEST(ValidateDecode, QueryShapeAndType) {
   expect_rejected([](DecodeArgs& a) { a.tq.data = nullptr; }, "q: null data");
 }
 
+TEST(ValidateDecode, RejectsBatchOrQueryRowsBeyondAnInt) {
+  // Broadcast (stride 0) views: the CUDA path narrows these counts to int.
+  const int64_t n = (int64_t{1} << 32) + 1;
+  expect_rejected(
+      [n](DecodeArgs& a) {
+        a.tq = Tensor(a.q.data(), DType::bf16, {n, 1, 1, kHeadDim}, {0, kHeadDim, kHeadDim, 1});
+        a.tout = Tensor(a.out.data(), DType::bf16, {n, 1, 1, kLatentDim}, {0, kLatentDim, kLatentDim, 1});
+        a.tlse = Tensor(a.lse.data(), DType::f32, {n, 1, 1}, {0, 1, 1});
+        a.tbt = Tensor(a.table.data(), DType::i32, {n, 3}, {0, 1});
+        a.tlens = Tensor(a.lens.data(), DType::i32, {n}, {0});
+      },
+      "q: batch (dimension 0) is 4294967297");
+  expect_rejected(
+      [](DecodeArgs& a) {
+        const int64_t h = int64_t{1} << 30;  // s_q 2 x 2^30 heads = 2^31 rows
+        a.tq = Tensor(a.q.data(), DType::bf16, {2, 2, h, kHeadDim}, {0, 0, 0, 1});
+        a.tout = Tensor(a.out.data(), DType::bf16, {2, 2, h, kLatentDim}, {0, 0, 0, 1});
+        a.tlse = Tensor(a.lse.data(), DType::f32, {2, 2, h}, {0, 0, 0});
+      },
+      "q: s_q x heads is 2 x 1073741824");
+  EXPECT_THROW(mla_decode_workspace_size(1, 16, 1 << 28, Device::cpu()), Error);
+}
+
 TEST(ValidateDecode, E4m3QueryNeedsScale) {
   expect_rejected([](DecodeArgs& a) { a.tq.dtype = DType::e4m3; }, "params.q_scale");
   expect_rejected(
