@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -15,7 +16,14 @@
 
 namespace mlakv::test {
 
-inline std::string data_path(const std::string& rel) { return std::string(MLAKV_TEST_DATA) + "/" + rel; }
+/// A test data file: under $MLAKV_TEST_DATA if set, else the source tree the tests were built
+/// from, else tests/data below the working directory (binaries built on another machine and run
+/// from a copy of the repository's root, as scripts/gpu-check.sh does with PREBUILT).
+inline std::string data_path(const std::string& rel) {
+  if (const char* dir = std::getenv("MLAKV_TEST_DATA")) return std::string(dir) + "/" + rel;
+  const std::string built = std::string(MLAKV_TEST_DATA) + "/" + rel;
+  return std::ifstream(built).good() ? built : "tests/data/" + rel;
+}
 
 /// Reads a whole raw little-endian file as elements of T.
 template <class T> std::vector<T> read_raw(const std::string& rel) {
