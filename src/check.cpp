@@ -1,6 +1,7 @@
 #include "check.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace mlakv::detail {
 
@@ -35,6 +36,22 @@ std::string strides_of(const Tensor& t) {
 }
 
 }  // namespace
+
+void check_no_self_overlap(const Tensor& t, std::string_view name) {
+  if (is_empty(t)) return;
+  int order[kMaxDims], n = 0;
+  for (int d = 0; d < t.ndim; ++d)
+    if (t.shape[d] > 1) order[n++] = d;
+  std::sort(order, order + n, [&](int x, int y) { return std::llabs(t.stride[x]) < std::llabs(t.stride[y]); });
+  int64_t span = 0;  // elements the inner dimensions reach beyond their first, in |stride| units
+  for (int i = 0; i < n; ++i) {
+    const int d = order[i];
+    const int64_t step = std::llabs(t.stride[d]);
+    require(step > span, name, ": stride ", t.stride[d], " of dimension ", d, " of ", t.describe(), " with strides ",
+            strides_of(t), " makes elements share memory, expected an output whose elements are all distinct");
+    span += (t.shape[d] - 1) * step;  // fits: check_tensor bounded every offset
+  }
+}
 
 void check_tensor(const Tensor& t, std::string_view name, Device device) {
   require(t.ndim >= 0 && t.ndim <= kMaxDims, name, ": ndim ", t.ndim, " out of range [0, ", kMaxDims, "]");

@@ -32,6 +32,9 @@ void check_inner_contiguous(const Tensor& t, std::string_view name);
 void check_contiguous(const Tensor& t, std::string_view name);
 /// Start address aligned to `bytes`, and every non-inner stride a multiple of bytes / elem size.
 void check_aligned(const Tensor& t, std::string_view name, std::size_t bytes);
+/// An output no two of whose elements share memory: its dimensions, ordered by |stride|, each
+/// step over everything the inner ones span (outputs written in parallel would race otherwise).
+void check_no_self_overlap(const Tensor& t, std::string_view name);
 /// An int32 [batch, max_blocks] block table with contiguous rows on `device`; batch < 0: any.
 void check_block_table(const Tensor& block_table, Device device, int64_t batch);
 /// Tokens a block-table row of `max_blocks` blocks of `block_size` tokens covers, saturated at

@@ -102,6 +102,8 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
   check_dtype(lse, "lse", {DType::f32});
   check_ndim(lse, "lse", 3);
   for (int d = 0; d < 3; ++d) check_dim(lse, "lse", d, q.shape[d]);
+  check_no_self_overlap(out, "out");
+  check_no_self_overlap(lse, "lse");
 
   require(std::isfinite(params.softmax_scale) && params.softmax_scale > 0.0f, "params.softmax_scale: ",
           params.softmax_scale, ", expected a finite value > 0 (usually 1 / sqrt(576))");
@@ -133,6 +135,8 @@ Device validate_merge_states(const Tensor& o_a, const Tensor& lse_a, const Tenso
   check_state(o_a, lse_a, "o_a", "lse_a", dev, o_a);
   check_state(o_b, lse_b, "o_b", "lse_b", dev, o_a);
   check_state(o, lse, "o", "lse", dev, o_a);
+  check_no_self_overlap(o, "o");
+  check_no_self_overlap(lse, "lse");
   return dev;
 }
 

@@ -167,6 +167,17 @@ TEST(ValidateDecode, OutputsAndScale) {
   expect_rejected([](DecodeArgs& a) { a.params.softmax_scale = NAN; }, "params.softmax_scale");
 }
 
+// Outputs written in parallel must not have two elements at one address (a broadcast view, or
+// heads laid closer than a row): the kernels would race. Padded and permuted views stay valid.
+TEST(ValidateDecode, RejectsOutputsWhoseElementsShareMemory) {
+  expect_rejected([](DecodeArgs& a) { a.tout.stride[2] = 0; }, "out: stride 0 of dimension 2");
+  expect_rejected([](DecodeArgs& a) { a.tout.stride[2] = 256; }, "out: stride 256 of dimension 2");
+  expect_rejected([](DecodeArgs& a) { a.tlse.stride[0] = 0; }, "lse: stride 0 of dimension 0");
+  DecodeArgs ok;
+  ok.tlse = Tensor(ok.lse.data(), DType::f32, {ok.B, ok.S, ok.H}, {1, ok.B * ok.H, ok.B});  // permuted, disjoint
+  EXPECT_NO_THROW(ok.run());
+}
+
 TEST(ValidateDecode, ShardParameters) {
   expect_rejected([](DecodeArgs& a) { a.params.shard = {2, 2, 1}; }, "shard.rank");
   expect_rejected([](DecodeArgs& a) { a.params.shard = {2, 0, 3}; }, "shard.interleave: 3");
@@ -216,6 +227,8 @@ TEST(ValidateMerge, Rejects) {
   expect_merge_rejected([](MergeArgs& a) { a.tob.stride[2] = 2; }, "o_b: innermost stride");
   expect_merge_rejected([](MergeArgs& a) { a.toa.ndim = 2; }, "o_a:");
   expect_merge_rejected([](MergeArgs& a) { a.tl.device = Device::cuda(1); }, "lse is on cuda:1");
+  expect_merge_rejected([](MergeArgs& a) { a.to.stride[0] = 8; }, "makes elements share memory");
+  expect_merge_rejected([](MergeArgs& a) { a.tl.stride[1] = 0; }, "lse: stride 0 of dimension 1");
 }
 
 TEST(ValidateMerge, RejectsDataNotAlignedToItsElementType) {

@@ -86,6 +86,8 @@ void validate_decode(Communicator& comm, const Tensor& q_local, const Tensor& ou
   check_dtype(lse, "lse", {DType::f32});
   check_ndim(lse, "lse", 3);
   for (int d = 0; d < 3; ++d) check_dim(lse, "lse", d, q_local.shape[d]);
+  check_no_self_overlap(out, "out");
+  check_no_self_overlap(lse, "lse");
   require(opts.merge == Merge::allgather_reduce_scatter || opts.merge == Merge::all_to_all, "opts.merge: ",
           static_cast<int>(opts.merge), ", expected allgather_reduce_scatter or all_to_all");
   require(opts.q_quant == QueryQuant::none || opts.q_quant == QueryQuant::e4m3_after_gather ||
