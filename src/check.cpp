@@ -1,6 +1,7 @@
 #include "check.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 
 namespace mlakv::detail {
@@ -36,6 +37,13 @@ std::string strides_of(const Tensor& t) {
 }
 
 }  // namespace
+
+void check_scale_pointer(const float* p, std::string_view name, std::string_view what, bool host_readable) {
+  require(p != nullptr, name, ": null, expected a pointer to ", what);
+  require(reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0, name, ": address ", static_cast<const void*>(p),
+          " is not ", alignof(float), "-byte aligned, expected a float's alignment");
+  if (host_readable) require(std::isfinite(*p) && *p > 0.0f, name, ": ", *p, ", expected a finite value > 0");
+}
 
 void check_no_self_overlap(const Tensor& t, std::string_view name) {
   if (is_empty(t)) return;

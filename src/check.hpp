@@ -32,6 +32,9 @@ void check_inner_contiguous(const Tensor& t, std::string_view name);
 void check_contiguous(const Tensor& t, std::string_view name);
 /// Start address aligned to `bytes`, and every non-inner stride a multiple of bytes / elem size.
 void check_aligned(const Tensor& t, std::string_view name, std::size_t bytes);
+/// A pointer to one float scale: not null (`what`: what it points to, for the message), aligned
+/// for a float, and, where the host can read it, finite and > 0.
+void check_scale_pointer(const float* p, std::string_view name, std::string_view what, bool host_readable);
 /// An output no two of whose elements share memory: its dimensions, ordered by |stride|, each
 /// step over everything the inner ones span (outputs written in parallel would race otherwise).
 void check_no_self_overlap(const Tensor& t, std::string_view name);

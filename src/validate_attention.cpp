@@ -108,12 +108,7 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
   require(std::isfinite(params.softmax_scale) && params.softmax_scale > 0.0f, "params.softmax_scale: ",
           params.softmax_scale, ", expected a finite value > 0 (usually 1 / sqrt(576))");
   if (q.dtype == DType::e4m3) {
-    require(params.q_scale != nullptr, "params.q_scale: null, expected a pointer to the float scale of the e4m3 q");
-    require(reinterpret_cast<std::uintptr_t>(params.q_scale) % alignof(float) == 0, "params.q_scale: address ",
-            static_cast<const void*>(params.q_scale), " is not ", alignof(float), "-byte aligned, expected a float's alignment");
-    if (dev.is_cpu())
-      require(std::isfinite(*params.q_scale) && *params.q_scale > 0.0f, "params.q_scale: ", *params.q_scale,
-              ", expected a finite value > 0");
+    check_scale_pointer(params.q_scale, "params.q_scale", "the float scale of the e4m3 q", dev.is_cpu());
   }
   dcp::check_shard(params.shard, cache.desc.block_size);
 

@@ -139,14 +139,7 @@ void validate_cache(const Cache& cache, std::string_view name) {
   require(d.num_blocks <= max_blocks, arg(name, "desc.num_blocks"), ": ", d.num_blocks, " blocks of ",
           d.stride_bytes(), " bytes overflow a 64-bit byte offset, expected <= ", max_blocks);
   if (d.format == CacheFormat::fp8) {
-    require(cache.scale != nullptr, arg(name, "scale"),
-            ": null, expected a pointer to the per-tensor float scale (format fp8)");
-    require(reinterpret_cast<std::uintptr_t>(cache.scale) % alignof(float) == 0, arg(name, "scale"), ": address ",
-            static_cast<const void*>(cache.scale), " is not ", alignof(float), "-byte aligned, expected a float's alignment");
-    if (cache.device.is_cpu()) {
-      const float s = *cache.scale;
-      require(std::isfinite(s) && s > 0.0f, arg(name, "scale"), ": ", s, ", expected a finite value > 0");
-    }
+    check_scale_pointer(cache.scale, arg(name, "scale"), "the per-tensor float scale (format fp8)", cache.device.is_cpu());
   }
 }
 

@@ -94,13 +94,8 @@ void validate_decode(Communicator& comm, const Tensor& q_local, const Tensor& ou
               opts.q_quant == QueryQuant::e4m3_before_gather,
           "opts.q_quant: ", static_cast<int>(opts.q_quant), ", expected none, e4m3_after_gather or e4m3_before_gather");
   if (opts.q_quant != QueryQuant::none) {
-    require(opts.q_scale != nullptr, "opts.q_scale: null, expected a pointer to the float query scale (opts.q_quant "
-                                     "quantizes q to e4m3)");
-    require(reinterpret_cast<std::uintptr_t>(opts.q_scale) % alignof(float) == 0, "opts.q_scale: address ",
-            static_cast<const void*>(opts.q_scale), " is not ", alignof(float), "-byte aligned, expected a float's alignment");
-    if (dev.is_cpu())
-      require(std::isfinite(*opts.q_scale) && *opts.q_scale > 0.0f, "opts.q_scale: ", *opts.q_scale,
-              ", expected a finite value > 0");
+    check_scale_pointer(opts.q_scale, "opts.q_scale", "the float query scale (opts.q_quant quantizes q to e4m3)",
+                        dev.is_cpu());
   }
   require(workspace.bytes >= layout.total, "workspace.bytes: ", workspace.bytes, ", expected >= ", layout.total,
           " (dcp::decode_workspace_size(", q_local.shape[0], ", ", q_local.shape[1], ", ", q_local.shape[2], ", ",
