@@ -890,20 +890,31 @@ void add_decode_scalars(Case& c, float* softmax_scale, bool* causal, const float
   });
 }
 
-void build_mla_decode(Case& c, Rng& r) {
-  const int bs = r.pick({4, 16});
-  const int64_t nb = 6, mb = 3, B = 1 + r.below(2), S = 1 + r.below(2), H = r.pick<int64_t>({1, 2, 4});
+/// A decode's paged inputs beside q and its outputs: a cache of `nb` blocks of `bs` tokens, a
+/// block table of `mb` blocks per request, lengths within it, out and lse for [B, S, H].
+struct DecodeTensors {
+  Tensor &bt, &sl, &out, &lse;
+};
+DecodeTensors add_decode_tensors(Case& c, Rng& r, int64_t B, int64_t S, int64_t H, int64_t nb, int64_t mb, int bs) {
   add_cache(c, r, r.pick({CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}), nb, bs, false);
-  const bool e4m3 = r.chance(25);
-  Tensor& q = c.add("q", Role::in, e4m3 ? DType::e4m3 : DType::bf16, {B, S, H, kHeadDim},
-                    {S * H * 640, H * 640, 640, 1});
-  fill_values(r, q);
   Tensor& bt = c.add("block_table", Role::index, DType::i32, {B, mb}, {}, nb);
   fill_block_table(r, bt, nb);
   Tensor& sl = c.add("seq_lens", Role::index, DType::i32, {B}, {}, mb * bs);
   for (int64_t b = 0; b < B; ++b) put_int(sl, {b}, r.below(mb * bs + 1));
   Tensor& out = c.add("out", Role::out, r.pick({DType::bf16, DType::f32}), {B, S, H, kLatentDim});
   Tensor& lse = c.add("lse", Role::out, DType::f32, {B, S, H});
+  return {bt, sl, out, lse};
+}
+
+void build_mla_decode(Case& c, Rng& r) {
+  const int bs = r.pick({4, 16});
+  const int64_t nb = 6, mb = 3, B = 1 + r.below(2), S = 1 + r.below(2), H = r.pick<int64_t>({1, 2, 4});
+  const bool e4m3 = r.chance(25);
+  Tensor& q = c.add("q", Role::in, e4m3 ? DType::e4m3 : DType::bf16, {B, S, H, kHeadDim},
+                    {S * H * 640, H * 640, 640, 1});
+  fill_values(r, q);
+  const DecodeTensors d = add_decode_tensors(c, r, B, S, H, nb, mb, bs);
+  Tensor &bt = d.bt, &sl = d.sl, &out = d.out, &lse = d.lse;
   auto st = std::make_shared<DecodeState>();
   st->params.softmax_scale = 0.04f;
   st->params.causal = r.chance(70);
@@ -1011,15 +1022,10 @@ void workspace_mutator(Case& c) {
 void build_dcp_decode(Case& c, Rng& r) {
   const int bs = r.pick({4, 16});
   const int64_t nb = 6, mb = 3, B = 1 + r.below(2), S = 1 + r.below(2), N = r.pick<int64_t>({1, 2});
-  add_cache(c, r, r.pick({CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}), nb, bs, false);
   Tensor& q = c.add("q_local", Role::in, DType::bf16, {B, S, N, kHeadDim});
   fill_values(r, q);
-  Tensor& bt = c.add("block_table", Role::index, DType::i32, {B, mb}, {}, nb);
-  fill_block_table(r, bt, nb);
-  Tensor& sl = c.add("seq_lens", Role::index, DType::i32, {B}, {}, mb * bs);
-  for (int64_t b = 0; b < B; ++b) put_int(sl, {b}, r.below(mb * bs + 1));
-  Tensor& out = c.add("out", Role::out, r.pick({DType::bf16, DType::f32}), {B, S, N, kLatentDim});
-  Tensor& lse = c.add("lse", Role::out, DType::f32, {B, S, N});
+  const DecodeTensors d = add_decode_tensors(c, r, B, S, N, nb, mb, bs);
+  Tensor &bt = d.bt, &sl = d.sl, &out = d.out, &lse = d.lse;
   auto opts = std::make_shared<dcp::DecodeOptions>();
   opts->softmax_scale = 0.04f;
   opts->causal = r.chance(70);

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "dcp/workspace.hpp"
 #include "mlakv/dcp.hpp"
 
 namespace mlakv::dcp::ops {
@@ -76,10 +77,9 @@ struct Kernels {
                          const Tensor& out, Stream stream);
 };
 
-/// Floats in one destination's block of the merge (b) all-to-all: T·N·(D + 1).
-inline std::size_t packed_floats(int64_t tokens, int heads) {
-  return static_cast<std::size_t>(tokens) * static_cast<std::size_t>(heads) * (kLatentDim + 1);
-}
+/// Floats in one destination's block of the merge (b) all-to-all: T·N·(D + 1) (SIZE_MAX where
+/// that overflows, for the workspace plan to report).
+inline std::size_t packed_floats(int64_t tokens, int heads) { return product(tokens, heads, kLatentDim + 1); }
 
 /// The CPU kernels (src/cpu/dcp_kernels.cpp).
 const Kernels& cpu_kernels();

@@ -55,8 +55,8 @@ DecodeLayout decode_layout(int batch, int s_q, int heads, int world, Device devi
   l.rs_recv = p.take(product(T, N, D, 4));
   end = std::max(end, p.used());
   p.reset(shared);
-  l.a2a_send = p.take(product(W, T, N, D + 1, 4));  // W · packed_floats(T, N) floats
-  l.a2a_recv = p.take(product(W, T, N, D + 1, 4));
+  l.a2a_send = p.take(product(W, ops::packed_floats(l.tokens, heads), 4));
+  l.a2a_recv = p.take(product(W, ops::packed_floats(l.tokens, heads), 4));
   detail::require(!p.overflowed(), "dcp::decode workspace for batch ", batch, ", s_q ", s_q, ", local_heads ", heads,
                   ", world ", world, ": more than ", WorkspacePlan::kMaxBytes,
                   " bytes, expected sizes whose workspace fits in memory");
