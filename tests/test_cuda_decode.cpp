@@ -11,6 +11,8 @@
 
 #if MLAKV_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include "cuda_late_writer.hpp"
 #endif
 
 namespace mlakv::test {
@@ -37,6 +39,12 @@ struct Case {
   bool out_f32 = false;
   /// Extra elements between heads of q and of out (strided views).
   int q_pad = 0, out_pad = 0;
+  /// > 0: eight channels of every query row (four latent, four rope) scaled by this factor, the
+  /// outliers real queries have.
+  float q_outlier = 0.0f;
+  /// >= 0: latent dims [128 g, 128 g + 128) of every token are zero, so fp8_ds_mla stores that
+  /// group's scale as FLT_MIN for whole tiles.
+  int zero_group = -1;
 };
 
 std::string describe(const Case& c) {
@@ -50,6 +58,8 @@ std::string describe(const Case& c) {
   if (c.q_e4m3) s += " q=e4m3";
   if (c.out_f32) s += " out=f32";
   if (!c.causal) s += " non-causal";
+  if (c.q_outlier > 0.0f) s += " q outliers x" + std::to_string(static_cast<int>(c.q_outlier));
+  if (c.zero_group >= 0) s += " latent group " + std::to_string(c.zero_group) + " zero";
   return s;
 }
 
@@ -70,9 +80,16 @@ struct Problem {
     host = std::make_unique<attn::OwnedCache>(c.format, bt.num_blocks, c.block_size, 0.02f, 0xFF);
     std::vector<int64_t> slots = c.shard.world > 1 ? attn::dcp_slots(req, bt, c.block_size, c.shard)
                                                    : attn::plain_slots(req, bt, c.block_size);
+    if (c.zero_group >= 0)
+      for (int64_t t = 0; t < req.tokens; ++t)
+        std::fill_n(req.kv_c.begin() + t * kLatentDim + 128 * c.zero_group, 128, uint16_t{0});
     attn::write_tokens(req, host->cache, slots);
     const std::size_t nq = static_cast<std::size_t>(B * S * H * kHeadDim);
     q_bf16 = random_bf16(nq);
+    if (c.q_outlier > 0.0f)
+      for (std::size_t r = 0; r < nq; r += kHeadDim)
+        for (int ch : {3, 130, 257, 400, 515, 530, 551, 570})
+          q_bf16[r + ch] = num::f32_to_bf16(num::bf16_to_f32(q_bf16[r + ch]) * c.q_outlier);
     if (c.q_e4m3) {
       q_e4m3.resize(nq);
       for (std::size_t i = 0; i < nq; ++i) q_e4m3[i] = num::f32_to_e4m3(num::bf16_to_f32(q_bf16[i]) / q_scale);
@@ -289,6 +306,62 @@ TEST(CudaDecode, Bf16ThirtyTwoRowCtas) {
   c.format = CacheFormat::bf16, c.heads = 128, c.lens = {20000};
   check_case(c);
   unsetenv("MLAKV_DECODE_CTA_ROWS");
+}
+
+// Queries whose rows hold a few channels 30 or 1000 times the rest: the scores' large terms must
+// not swamp the small ones (fp32 sums of exact products). An FP8 tensor-core form with the
+// query split into two e4m3 terms missed SPEC §6 here (branch `next`, H200, session 12: lse 3e-3
+// at ×30, 0.24 at ×1000).
+TEST(CudaDecode, Fp8QueriesWithOutlierChannels) {
+  MLAKV_REQUIRE_GPU();
+  for (float f : {30.0f, 1000.0f})
+    for (int h : {16, 32}) {
+      Case c;
+      c.format = CacheFormat::fp8, c.heads = h, c.lens = {1100, 4000, 65}, c.q_outlier = f;
+      check_case(c);
+      if (h == 16) {
+        c.format = CacheFormat::fp8_ds_mla;
+        check_case(c);
+      }
+    }
+}
+
+// FP8 caches at 16 and 32 rows per CTA (the widened stage): head counts that fill 16- and
+// 32-row CTAs partly and wholly, s_q 1..4, blocks of 1, 16 and 64 tokens, a request over every SM.
+TEST(CudaDecode, Fp8SixteenAndThirtyTwoRowCtasMatchReference) {
+  MLAKV_REQUIRE_GPU();
+  for (CacheFormat f : {CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
+    for (int h : {1, 5, 16, 24, 32, 128})
+      for (int s : {1, 2, 4}) {
+        if (h * s > 128) continue;
+        Case c;
+        c.format = f, c.heads = h, c.s_q = s, c.lens = kMixed;
+        check_case(c);
+      }
+    for (int h : {8, 16, 32})
+      for (int bs : {1, 16, 64}) {
+        Case c;
+        c.format = f, c.heads = h, c.s_q = 1, c.block_size = bs, c.lens = {3, 0, 97, 513, 20000};
+        check_case(c);
+      }
+    Case c;
+    c.format = f, c.heads = 32, c.s_q = 1, c.lens = {20000, 1, 2};
+    check_case(c);
+    c.heads = 16, c.q_e4m3 = true, c.out_f32 = true, c.q_pad = 8, c.out_pad = 24, c.causal = false, c.lens = kMixed;
+    check_case(c);
+  }
+}
+
+// A latent group that is zero in every token: fp8_ds_mla stores its scale as FLT_MIN (a
+// normalization by the group's largest scale must not turn that into 0 · inf). Zero output dims
+// there, and the rest exact.
+TEST(CudaDecode, Fp8DsMlaZeroLatentGroupStaysFinite) {
+  MLAKV_REQUIRE_GPU();
+  for (int g : {0, 3}) {
+    Case c;
+    c.format = CacheFormat::fp8_ds_mla, c.heads = 16, c.lens = {1, 100, 0, 2000}, c.zero_group = g;
+    check_case(c);
+  }
 }
 
 // Both forms of 64-row bf16 CTAs: rows as M (the default: query rows as wgmma's M, the two
@@ -632,6 +705,99 @@ TEST(CudaDecode, FusedGraphReplayBackToBack) {
   setenv("MLAKV_DECODE_FUSED", "merge", 1);
   fused_graph_replay();
   unsetenv("MLAKV_DECODE_FUSED");
+}
+
+// The step's first grid (the attention grid at B <= 8, the schedule grid above) is a programmatic
+// dependent of the kernel before it. That kernel here lets its dependents launch at once, waits
+// until the host has enqueued the decode, and 200 µs later checks that the decode has not yet
+// written its outputs or workspace (poisoned before), then writes the lengths the decode reads
+// (stale: all zero before) and poisons the workspace again: the decode must neither see the stale
+// lengths nor write anything before its wait. Plain launches on a stream, and both kernels
+// captured in one graph.
+TEST(CudaDecode, StepWaitsForTheKernelBeforeIt) {
+  MLAKV_REQUIRE_GPU();
+  if (!pdl_overlap_observed()) GTEST_SKIP() << "no programmatic dependent started before its predecessor ended here";
+  Gate gate;
+  DevBuf report_d(sizeof(LateReport), 0);
+  for (int batch : {3, 40}) {
+    Case c;
+    for (int b = 0; b < batch; ++b) c.lens.push_back(b % 3 == 1 ? 0 : 500 + (997 * b) % 7000);
+    c.lens[0] = 20000;  // split over many parts: partials in the workspace
+    SCOPED_TRACE(describe(c));
+    Problem p(c);
+    CapturedDecode g(p);
+    DevBuf seq_real(p.req.lens);
+    auto late_inputs = [&]() {
+      CUDA_OK(cudaMemsetAsync(g.out_d.p, 0xFF, g.out_d.n, g.st));
+      CUDA_OK(cudaMemsetAsync(g.lse_d.p, 0xFF, g.lse_d.n, g.st));
+      CUDA_OK(cudaMemsetAsync(g.ws.p, 0xFF, g.wsb, g.st));
+      CUDA_OK(cudaMemsetAsync(g.seq_d.p, 0, g.seq_d.n, g.st));
+      ASSERT_TRUE(launch_late_writer(gate, static_cast<LateReport*>(report_d.p),
+                                     {PoisonCheck{g.out_d.p, g.out_d.n}, PoisonCheck{g.lse_d.p, g.lse_d.n},
+                                      PoisonCheck{g.ws.p, g.wsb}},
+                                     {LateWrite{g.seq_d.p, seq_real.p, g.seq_d.n}, LateWrite{g.ws.p, nullptr, g.wsb, 0xFF}},
+                                     200, g.st));
+    };
+    auto expect_untouched = [&]() {
+      EXPECT_EQ(report_d.get<LateReport>()[0].touched, 0u) << "bytes the decode wrote before its wait";
+      CUDA_OK(cudaMemset(report_d.p, 0, report_d.n));
+    };
+    gate.close();
+    late_inputs();
+    mla_decode(g.q, g.cache, g.bt, g.seq, g.out, g.lse, p.params(nullptr), Workspace{g.ws.p, g.wsb}, Stream{g.st});
+    gate.open();
+    CUDA_OK(cudaStreamSynchronize(g.st));
+    g.expect_matches(p);
+    expect_untouched();
+
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    CUDA_OK(cudaStreamBeginCapture(g.st, cudaStreamCaptureModeGlobal));
+    late_inputs();
+    mla_decode(g.q, g.cache, g.bt, g.seq, g.out, g.lse, p.params(nullptr), Workspace{g.ws.p, g.wsb}, Stream{g.st});
+    CUDA_OK(cudaStreamEndCapture(g.st, &graph));
+    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    gate.close();
+    CUDA_OK(cudaGraphLaunch(exec, g.st));
+    gate.open();
+    CUDA_OK(cudaStreamSynchronize(g.st));
+    g.expect_matches(p);
+    expect_untouched();
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+}
+
+// Steps in a row on one stream and one workspace, no synchronization between them: each step's
+// first grid may launch while the previous step's combine still reads its partials from the same
+// workspace, so it must not write there before its wait. A schedule-grid step (40 requests, one
+// split over every SM) and a fused one (3 requests), in both orders.
+TEST(CudaDecode, StepsInARowShareOneWorkspace) {
+  MLAKV_REQUIRE_GPU();
+  Case ca, cb;
+  for (int b = 0; b < 40; ++b) ca.lens.push_back(b % 5 == 2 ? 0 : 300 + (577 * b) % 5000);
+  ca.lens[1] = 20000;
+  cb.lens = {9000, 0, 30000};
+  Problem pa(ca), pb(cb);
+  CapturedDecode ga(pa), gb(pb);
+  ASSERT_GE(ga.wsb, gb.wsb);
+  auto step = [&](Problem& p, CapturedDecode& g) {
+    mla_decode(g.q, g.cache, g.bt, g.seq, g.out, g.lse, p.params(nullptr), Workspace{ga.ws.p, ga.wsb}, Stream{ga.st});
+  };
+  for (int order = 0; order < 2; ++order) {
+    SCOPED_TRACE(order == 0 ? "40 requests, then 3" : "3 requests, then 40");
+    for (CapturedDecode* g : {&ga, &gb}) {
+      CUDA_OK(cudaMemsetAsync(g->out_d.p, 0xFF, g->out_d.n, ga.st));
+      CUDA_OK(cudaMemsetAsync(g->lse_d.p, 0xFF, g->lse_d.n, ga.st));
+    }
+    for (int rep = 0; rep < 3; ++rep) {
+      if (order == 0) step(pa, ga), step(pb, gb);
+      else step(pb, gb), step(pa, ga);
+    }
+    CUDA_OK(cudaStreamSynchronize(ga.st));
+    ga.expect_matches(pa);
+    gb.expect_matches(pb);
+  }
 }
 
 // The peers' outputs (FlashMLA bf16, vLLM Triton fp8) on their own inputs.

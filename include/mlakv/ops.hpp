@@ -72,6 +72,12 @@ std::size_t mla_decode_workspace_size(int batch, int s_q, int heads, Device devi
 /// Op 6: q [B, s_q, H, 576] bf16 (or e4m3 with params.q_scale), cache bf16 / fp8 / fp8_ds_mla,
 /// block_table [B, max_blocks] int32, seq_lens [B] int32 -> out [B, s_q, H, 512] (bf16, or f32)
 /// and lse [B, s_q, H] f32 (natural log). No visible token: out 0, lse -inf.
+/// On Hopper the step's kernels are chained by programmatic dependent launch: its first kernel
+/// may start under the tail of the kernel before it (and waits for that kernel's completion
+/// before touching any tensor), and a kernel the caller launches after the step with
+/// programmatic stream serialization may start before the step ends, so it must
+/// `griddepcontrol.wait` (cudaGridDependencySynchronize) before reading out or lse, as any such
+/// kernel must. Ordinary launches, events and graph edges see the finished step.
 void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, const Tensor& seq_lens,
                 const Tensor& out, const Tensor& lse, const DecodeParams& params, Workspace workspace = {},
                 Stream stream = {});

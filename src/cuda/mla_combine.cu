@@ -52,6 +52,10 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
   __shared__ float4 acc_s[kCombineThreads];
   __shared__ float red_m[kCombineWarps], red_s[kCombineWarps];
   __shared__ int fused_tab[kFusedSchedInts];
+  // The next step's first grid (a programmatic dependent: it waits for this grid before any
+  // read) may be scheduled now, its launch under this grid's tail. Only where the step's first
+  // grid is such a dependent (MLAKV_DECODE_PDL=inner keeps main's ordering for any successor).
+  if (a.pdl_first) pdl_launch_dependents();
   Schedule s = a.sched;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (a.fused) {

@@ -57,9 +57,9 @@ void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
     if (dev >= 0 && dev < 64) configured[dev] = 1;
   }
   const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(sm90_mtiles(a.rows, F)));
-  // The fused path without the in-grid merge starts the step: an ordinary stream successor (it
-  // reads its inputs at once, and writes partials the previous step's combine may still read).
-  const bool pdl = a.pdl && (!a.fused || a.in_grid_merge);
+  // A programmatic dependent of the schedule grid, of the counter-zeroing grid (in-grid merge),
+  // or (fused path: pdl_first) of whatever ran before the step, waited for before any read.
+  const bool pdl = a.fused && !a.in_grid_merge ? a.pdl_first : a.pdl;
   check_cuda(launch_maybe_pdl(pdl, kernel, grid, dim3(kSm90Threads), S::kBytes, stream, a), "mla_decode_sm90_kernel");
 }
 
@@ -126,7 +126,13 @@ bool use_rows_as_m() {
 }
 
 /// Programmatic dependent launch across schedule -> attention -> combine where the device has it
-/// (compute capability 9.0+); MLAKV_DECODE_PDL=0 launches them as plain stream successors.
+/// (compute capability 9.0+), the step's first grid included (a dependent of the kernel before
+/// the step); MLAKV_DECODE_PDL=0 launches them as plain stream successors, =inner only the grids
+/// after the first.
+bool use_pdl_first() {
+  const char* e = std::getenv("MLAKV_DECODE_PDL");
+  return !(e && std::strcmp(e, "inner") == 0);
+}
 bool use_pdl(int dev) {
   const char* e = std::getenv("MLAKV_DECODE_PDL");
   if (e && std::strcmp(e, "0") == 0) return false;
@@ -276,6 +282,7 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.sched.part_lse = reinterpret_cast<float*>(ws + wl.part_lse);
   a.sched.part_o = reinterpret_cast<float*>(ws + wl.part_o);
   a.pdl = mla::use_pdl(q.device.index);
+  a.pdl_first = a.pdl && mla::use_pdl_first();
   a.fused = mla::use_fused(sm90, batch);
   a.in_grid_merge = a.fused && mla::use_in_grid_merge(rows, parts);
   a.parts = parts;

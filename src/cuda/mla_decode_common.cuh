@@ -127,8 +127,9 @@ struct DecodeArgs {
   int parts;
   int* counters;
   int num_counters;
-  /// The attention and combine grids are launched as programmatic dependents (host-side choice).
-  bool pdl;
+  /// The attention and combine grids are launched as programmatic dependents (host-side choice);
+  /// pdl_first: the step's first grid too, of the kernel before the step.
+  bool pdl, pdl_first;
 };
 
 /// Programmatic dependent launch (sm_90+): schedule -> attention -> combine are launched so that
@@ -186,7 +187,10 @@ __device__ __forceinline__ bool pad_requests(int B, int parts, int pad, int payl
 
 /// Request b's local length and tiles, recorded in s; cost: its tiles plus a segment's fixed cost.
 __device__ __forceinline__ void request_tiles(const DecodeArgs& a, const Schedule& s, int b, int& n, int& cost) {
-  const int len = local_len(a.seq_lens[b * a.sl_s0], a.rank, a.world, a.interleave);
+  // From L2 (ld.global.cg): the fused combine reads the lengths before its griddepcontrol.wait,
+  // ordered after their writer only through the attention grid's own wait, so no SM's L1 copy
+  // of an earlier step's lengths may answer.
+  const int len = local_len(__ldcg(a.seq_lens + b * a.sl_s0), a.rank, a.world, a.interleave);
   n = (len + kTile - 1) / kTile;
   cost = n > 0 ? n + kSegmentCost : 0;
   s.ntiles[b] = n;

@@ -47,6 +47,9 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
   // The attention grid may be scheduled now: it waits for this grid's completion before reading
   // the schedule, and its launch latency hides under this kernel.
   pdl_launch_dependents();
+  // A programmatic dependent of whatever ran before the step: the step's inputs, and the
+  // workspace the previous step's combine reads, only after it.
+  pdl_wait();
   const Schedule s = a.sched;
   const int B = a.batch;
   if (B <= 32) {
@@ -136,17 +139,17 @@ __global__ void zero_counters_kernel(int* c, int n) {
 }  // namespace
 
 void launch_zero_counters(const DecodeArgs& a, cudaStream_t stream) {
-  // An ordinary stream successor, as the schedule kernel: everything before the step (and the
-  // previous step's last merges) is complete when it starts.
+  // An ordinary stream successor: everything before the step (and the previous step's last
+  // merges) is complete when it starts.
   zero_counters_kernel<<<1, 256, 0, stream>>>(a.counters, a.num_counters);
   check_launch("mla_decode zero_counters_kernel");
 }
 
 void launch_schedule(const DecodeArgs& a, int parts, cudaStream_t stream) {
-  // Launched as an ordinary stream successor: the previous decode's combine may still read this
-  // workspace, and everything before the step must be complete.
-  schedule_kernel<<<1, a.batch <= 32 ? 32 : kSchedThreads, 0, stream>>>(a, parts);
-  check_launch("mla_decode schedule_kernel");
+  // A programmatic dependent of the stream's previous kernel (it waits for it before any read or
+  // write: the previous decode's combine may still read this workspace).
+  check_cuda(launch_maybe_pdl(a.pdl_first, schedule_kernel, dim3(1), dim3(a.batch <= 32 ? 32 : kSchedThreads), 0, stream, a, parts),
+             "mla_decode schedule_kernel");
 }
 
 }  // namespace mlakv::cuda::mla

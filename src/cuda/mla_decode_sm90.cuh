@@ -497,10 +497,13 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   }
   if (a.fused) {
     // No schedule grid: warp 0 computes the schedule into shared memory (the same one the
-    // schedule kernel would write), and CTA (b mod parts, y) writes empty request b's rows. No
-    // pdl_wait here: this grid is an ordinary stream successor, or (in-grid merge) the
-    // programmatic dependent of a grid that only zeroes the arrival counters (fused_arrive
-    // waits for it).
+    // schedule kernel would write), and CTA (b mod parts, y) writes empty request b's rows. The
+    // grid starts the step as a programmatic dependent of whatever kernel ran before it: its
+    // launch and start overlap that kernel's tail, and nothing that kernel may write (inputs, the
+    // workspace the previous step's combine reads) is touched before the wait. In-grid merge: the
+    // dependent of a grid that only zeroes the arrival counters, itself an ordinary successor
+    // (fused_arrive waits for it).
+    if (!a.in_grid_merge) pdl_wait();
     Schedule w = a.sched;
     w.header = si, w.prefix = si + Sm90Tab::kPrefix, w.ntiles = si + Sm90Tab::kNtiles, w.len_local = si + Sm90Tab::kLen;
     w.split_base = si + Sm90Tab::kSplitBase, w.nsplit = si + Sm90Tab::kNsplit, w.list = si + Sm90Tab::kList;
@@ -522,7 +525,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   pdl_launch_dependents();
   const int payload = sch.header(0), total = sch.header(1);
   const int lo = part * payload;
-  if (lo >= total) return;  // uniform over the CTA
+  // In-grid merge: a grid that outlived its wait-free CTAs could complete before the counter
+  // zeroing it depends on, and the next step's first grid waits only for this one.
+  if (lo >= total) {  // uniform over the CTA
+    if (a.in_grid_merge) pdl_wait();
+    return;
+  }
   const int hi = min(lo + payload, total);
   int first_b;
   {
@@ -798,9 +806,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     return slot;
   };
   auto merge_in_grid = [&]() {
-    if (!a.in_grid_merge || np == 0) return;
+    if (!a.in_grid_merge) return;
+    pdl_wait();  // the arrival counters were zeroed by the previous grid (and see `lo >= total`)
+    if (np == 0) return;
     if (np > 2) __trap();
-    pdl_wait();  // the arrival counters were zeroed by the previous grid
     fused_arrive<kRowsCta>(a, sch, pb0, ps0, row0, ct, smem);
     if (np > 1) fused_arrive<kRowsCta>(a, sch, pb1, ps1, row0, ct, smem);
   };
