@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <sstream>
 
 namespace mlakv::detail {
 
@@ -14,20 +15,34 @@ bool is_empty(const Tensor& t) {
   return false;
 }
 
-// Whether the element count and every element's byte offset (sum of index x stride, times the
-// element size, in either direction) fit in int64, as the ops compute them. Empty views touch
-// nothing and always fit.
-bool offsets_fit(const Tensor& t) {
-  if (is_empty(t)) return true;
-  int64_t numel = 1, lo = 0, hi = 0;
-  const auto es = static_cast<int64_t>(dtype_size(t.dtype));
-  for (int d = 0; d < t.ndim; ++d) {
-    int64_t span;
-    if (__builtin_mul_overflow(numel, t.shape[d], &numel) || __builtin_mul_overflow(t.shape[d] - 1, t.stride[d], &span) ||
-        __builtin_add_overflow(span < 0 ? lo : hi, span, span < 0 ? &lo : &hi))
-      return false;
-  }
-  return !__builtin_mul_overflow(lo, es, &lo) && !__builtin_add_overflow(hi, 1, &hi) && !__builtin_mul_overflow(hi, es, &hi);
+// Whether an element of `a` sits at the same address as the element of `b` with the same index.
+bool same_view(const Tensor& a, const Tensor& b) {
+  if (a.data != b.data || a.dtype != b.dtype || a.ndim != b.ndim) return false;
+  for (int d = 0; d < a.ndim; ++d)
+    if (a.shape[d] != b.shape[d] || (a.shape[d] > 1 && a.stride[d] != b.stride[d])) return false;
+  return true;
+}
+
+std::string span_text(const ByteSpan& s) {
+  std::ostringstream os;
+  if (s.view) os << s.view->describe();
+  else os << s.end - s.begin << " bytes on " << s.device.str();
+  os << " at bytes [" << reinterpret_cast<const void*>(s.begin) << ", " << reinterpret_cast<const void*>(s.end) << ")";
+  return os.str();
+}
+
+bool overlap(const ByteSpan& a, const ByteSpan& b) {
+  return !a.empty() && !b.empty() && a.device == b.device && a.begin < b.end && b.begin < a.end;
+}
+
+void check_disjoint(const ByteSpan& out, const ByteSpan& other, bool other_is_input, InPlace in_place) {
+  if (!overlap(out, other)) return;
+  const bool may_alias = other_is_input && in_place == InPlace::same_view;
+  if (may_alias && out.view && other.view && same_view(*out.view, *other.view)) return;
+  fail(out.name, ": ", span_text(out), " shares memory with ", other_is_input ? "input " : "output ", other.name, " (",
+       span_text(other), "), expected no memory shared with ", other_is_input ? "an input" : "another output",
+       may_alias ? " unless it is exactly that input's view (in place)" : "",
+       ": kernels write outputs in parallel while they read the inputs");
 }
 
 std::string strides_of(const Tensor& t) {
@@ -37,6 +52,62 @@ std::string strides_of(const Tensor& t) {
 }
 
 }  // namespace
+
+std::optional<int64_t> element_count(const Tensor& t) {
+  if (is_empty(t)) return 0;  // before any product: a zero dimension empties the view whatever the others
+  int64_t n = 1;
+  for (int d = 0; d < t.ndim; ++d)
+    if (__builtin_mul_overflow(n, t.shape[d], &n)) return std::nullopt;
+  return n;
+}
+
+// Every element's byte offset (sum of index x stride, times the element size, in either
+// direction) as the ops compute it in int64.
+std::optional<ByteExtent> byte_extent(const Tensor& t) {
+  if (is_empty(t)) return ByteExtent{};
+  int64_t lo = 0, hi = 0;
+  for (int d = 0; d < t.ndim; ++d) {
+    int64_t reach;
+    if (__builtin_mul_overflow(t.shape[d] - 1, t.stride[d], &reach) ||
+        __builtin_add_overflow(reach < 0 ? lo : hi, reach, reach < 0 ? &lo : &hi))
+      return std::nullopt;
+  }
+  const auto es = static_cast<int64_t>(dtype_size(t.dtype));
+  if (__builtin_mul_overflow(lo, es, &lo) || __builtin_add_overflow(hi, 1, &hi) || __builtin_mul_overflow(hi, es, &hi))
+    return std::nullopt;
+  return ByteExtent{lo, hi};
+}
+
+ByteSpan byte_span(const Tensor& t, std::string_view name) {
+  const std::optional<ByteExtent> e = byte_extent(t);
+  require(e.has_value(), name, ": ", t.describe(), " has no byte span within int64 (unchecked view)");
+  ByteSpan s{name, t.device, 0, 0, &t};
+  if (e->hi == 0) return s;
+  // A span reaching below address 0 or past the last one is cut there: no memory lies beyond.
+  const auto addr = reinterpret_cast<std::uintptr_t>(t.data);
+  const std::uintptr_t down = 0 - static_cast<std::uintptr_t>(e->lo), up = static_cast<std::uintptr_t>(e->hi);
+  s.begin = addr >= down ? addr - down : 0;
+  s.end = addr <= UINTPTR_MAX - up ? addr + up : UINTPTR_MAX;
+  return s;
+}
+
+ByteSpan byte_span(const std::optional<Tensor>& t, std::string_view name) {
+  return t ? byte_span(*t, name) : ByteSpan{name};
+}
+
+ByteSpan byte_span(const void* data, std::size_t bytes, Device device, std::string_view name) {
+  const auto addr = reinterpret_cast<std::uintptr_t>(data);
+  if (!data || bytes == 0) return {name, device};
+  return {name, device, addr, addr <= UINTPTR_MAX - bytes ? addr + bytes : UINTPTR_MAX};
+}
+
+void check_outputs_disjoint(std::initializer_list<ByteSpan> outputs, std::initializer_list<ByteSpan> inputs,
+                            InPlace in_place) {
+  for (auto o = outputs.begin(); o != outputs.end(); ++o) {
+    for (const ByteSpan& in : inputs) check_disjoint(*o, in, true, in_place);
+    for (auto later = o + 1; later != outputs.end(); ++later) check_disjoint(*o, *later, false, in_place);
+  }
+}
 
 void check_scale_pointer(const float* p, std::string_view name, std::string_view what, bool host_readable) {
   require(p != nullptr, name, ": null, expected a pointer to ", what);
@@ -65,8 +136,10 @@ void check_tensor(const Tensor& t, std::string_view name, Device device) {
   require(t.ndim >= 0 && t.ndim <= kMaxDims, name, ": ndim ", t.ndim, " out of range [0, ", kMaxDims, "]");
   for (int d = 0; d < t.ndim; ++d)
     require(t.shape[d] >= 0, name, ": dimension ", d, " is ", t.shape[d], ", expected >= 0");
-  require(offsets_fit(t), name, ": ", t.describe(), " with strides ", strides_of(t),
-          " spans more than 2^63 bytes, expected a view whose element count and byte offsets fit in int64");
+  require(element_count(t).has_value(), name, ": ", t.describe(), " has more than ", INT64_MAX,
+          " elements, expected a view whose element count fits in int64");
+  require(byte_extent(t).has_value(), name, ": ", t.describe(), " with strides ", strides_of(t),
+          " spans more than 2^63 bytes, expected a view whose byte offsets fit in int64");
   require(t.data != nullptr || is_empty(t), name, ": null data pointer for ", t.describe());
   // Elements are read and written as their type (floats, int32/int64 indices) on the host too.
   require(reinterpret_cast<std::uintptr_t>(t.data) % dtype_size(t.dtype) == 0, name, ": data address ", t.data,

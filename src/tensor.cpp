@@ -1,5 +1,6 @@
 #include "mlakv/tensor.hpp"
 
+#include <optional>
 #include <sstream>
 
 #include "check.hpp"
@@ -38,10 +39,12 @@ Tensor::Tensor(void* ptr, DType dt, std::initializer_list<int64_t> shp, Device d
   ndim = static_cast<int>(shp.size());
   int d = 0;
   for (int64_t s : shp) shape[d++] = s;
+  // Saturated where the product overflows: such a view is rejected by every op (its element
+  // count does not fit in int64), and an explicit-stride view replaces these strides anyway.
   int64_t st = 1;
   for (d = ndim - 1; d >= 0; --d) {
     stride[d] = st;
-    st *= shape[d];
+    if (__builtin_mul_overflow(st, shape[d], &st)) st = INT64_MAX;
   }
 }
 
@@ -55,25 +58,35 @@ Tensor::Tensor(void* ptr, DType dt, std::initializer_list<int64_t> shp, std::ini
 }
 
 int64_t Tensor::numel() const {
-  int64_t n = 1;
-  for (int d = 0; d < ndim; ++d) n *= shape[d];
-  return n;
+  const std::optional<int64_t> n = detail::element_count(*this);
+  detail::require(n.has_value(), "Tensor::numel: ", describe(), " has more than ", INT64_MAX,
+                  " elements, expected an element count that fits in int64");
+  return *n;
+}
+
+std::size_t Tensor::nbytes() const {
+  int64_t bytes;
+  detail::require(!__builtin_mul_overflow(numel(), static_cast<int64_t>(dtype_size(dtype)), &bytes),
+                  "Tensor::nbytes: ", describe(), " holds more than ", INT64_MAX,
+                  " bytes of elements, expected a size that fits in int64");
+  return static_cast<std::size_t>(bytes);
 }
 
 bool Tensor::is_contiguous() const {
   int64_t st = 1;
+  bool beyond = false;  // st overflowed: no stride of an outer dimension can equal it
   for (int d = ndim - 1; d >= 0; --d) {
-    if (shape[d] != 1 && stride[d] != st) return false;
-    st *= shape[d];
+    if (shape[d] != 1 && (beyond || stride[d] != st)) return false;
+    beyond = beyond || __builtin_mul_overflow(st, shape[d], &st);
   }
   return true;
 }
 
 std::size_t Tensor::span_bytes() const {
-  if (numel() == 0) return 0;
-  int64_t last = 0;
-  for (int d = 0; d < ndim; ++d) last += (shape[d] - 1) * stride[d];
-  return static_cast<std::size_t>(last + 1) * dtype_size(dtype);
+  const std::optional<detail::ByteExtent> e = detail::byte_extent(*this);
+  detail::require(e.has_value(), "Tensor::span_bytes: ", describe(),
+                  " reaches more than 2^63 bytes, expected a view whose byte offsets fit in int64");
+  return static_cast<std::size_t>(e->hi);
 }
 
 std::string Tensor::describe() const {

@@ -5,6 +5,7 @@
 
 #include <optional>
 
+#include "check.hpp"
 #include "mlakv/ops.hpp"
 
 namespace mlakv::detail {
@@ -21,7 +22,14 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
                            const Tensor& out, const Tensor& lse, const DecodeParams& params, Workspace workspace);
 Device validate_merge_states(const Tensor& o_a, const Tensor& lse_a, const Tensor& o_b, const Tensor& lse_b,
                              const Tensor& o, const Tensor& lse);
-/// Cache descriptor itself: format, num_blocks, block_size, block_stride, data, scale.
+/// A cache descriptor: format, num_blocks, block_size, block_stride (their sizes and alignment);
+/// `name` prefixes the fields in messages ("cache.desc").
+void validate_cache_desc(const CacheDesc& desc, std::string_view name);
+/// A cache: its descriptor (as validate_cache_desc, named `name`.desc), data and scale.
 void validate_cache(const Cache& cache, std::string_view name);
+/// The cache's blocks ("cache"), and its scale ("cache.scale", a float read for fp8; no span
+/// for the other formats), for check_outputs_disjoint. The cache must have passed validate_cache.
+ByteSpan cache_span(const Cache& cache);
+ByteSpan cache_scale_span(const Cache& cache);
 
 }  // namespace mlakv::detail

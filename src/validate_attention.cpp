@@ -117,6 +117,11 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
   require(workspace.bytes >= need, "workspace.bytes: ", workspace.bytes, ", expected >= ", need,
           " (mla_decode_workspace_size(", batch, ", ", s_q, ", ", heads, ", ", dev.str(), "))");
   require(need == 0 || workspace.data != nullptr, "workspace.data: null for ", workspace.bytes, " bytes");
+  // The CUDA path writes its split-KV partials to the workspace and combines them into out and lse.
+  check_outputs_disjoint({byte_span(out, "out"), byte_span(lse, "lse"), byte_span(workspace.data, need, dev, "workspace")},
+                         {byte_span(q, "q"), cache_span(cache), cache_scale_span(cache),
+                          byte_span(block_table, "block_table"), byte_span(seq_lens, "seq_lens"),
+                          byte_span(params.q_scale, q.dtype == DType::e4m3 ? sizeof(float) : 0, dev, "params.q_scale")});
 
   if (dev.is_cpu()) check_lengths_and_blocks(cache, block_table, seq_lens, params.shard);
   return dev;
@@ -132,6 +137,10 @@ Device validate_merge_states(const Tensor& o_a, const Tensor& lse_a, const Tenso
   check_state(o, lse, "o", "lse", dev, o_a);
   check_no_self_overlap(o, "o");
   check_no_self_overlap(lse, "lse");
+  // Each state is read before it is written, by the same thread: o may be o_a or o_b itself.
+  check_outputs_disjoint({byte_span(o, "o"), byte_span(lse, "lse")},
+                         {byte_span(o_a, "o_a"), byte_span(lse_a, "lse_a"), byte_span(o_b, "o_b"), byte_span(lse_b, "lse_b")},
+                         InPlace::same_view);
   return dev;
 }
 

@@ -23,6 +23,9 @@ int64_t int_at(const Tensor& t, int64_t i, int64_t j) {
 
 std::string arg(std::string_view base, std::string_view field) { return std::string(base) + "." + std::string(field); }
 
+// Scales and rope are read as float / bf16 in place: each block must keep them aligned.
+int64_t field_alignment(CacheFormat f) { return f == CacheFormat::fp8_ds_mla ? 4 : (f == CacheFormat::fp8 ? 1 : 2); }
+
 // Rejects (L, R) other than (512, 64) with the reason, rather than a bare dimension mismatch.
 void check_width(const Tensor& t, std::string_view name, int64_t expected, std::string_view what) {
   require(t.shape[1] == expected, name, ": ", what, " width ", t.shape[1], " (", t.describe(), "), expected ", expected,
@@ -91,6 +94,10 @@ Device validate_gather_common(const Cache& cache, const Tensor& block_table, con
     check_index_vector(*opts.token_to_seq, "token_to_seq", dev, DType::i32);
     check_dim(*opts.token_to_seq, "token_to_seq", 0, dst.size(0));
   }
+  check_outputs_disjoint({byte_span(dst, "dst")},
+                         {cache_span(cache), cache_scale_span(cache), byte_span(block_table, "block_table"),
+                          byte_span(cu_seq_lens, "cu_seq_lens"), byte_span(opts.seq_starts, "seq_starts"),
+                          byte_span(opts.token_to_seq, "token_to_seq")});
   if (!dev.is_cpu() || batch == 0) return dev;
 
   const int64_t rows = dst.size(0);
@@ -114,33 +121,45 @@ Device validate_gather_common(const Cache& cache, const Tensor& block_table, con
 
 }  // namespace
 
-void validate_cache(const Cache& cache, std::string_view name) {
-  const CacheDesc& d = cache.desc;
+void validate_cache_desc(const CacheDesc& d, std::string_view name) {
   require(d.format == CacheFormat::bf16 || d.format == CacheFormat::fp8 || d.format == CacheFormat::fp8_ds_mla ||
               d.format == CacheFormat::dsv4,
-          arg(name, "desc.format"), ": unknown format code ", static_cast<int>(d.format),
+          arg(name, "format"), ": unknown format code ", static_cast<int>(d.format),
           ", expected bf16, fp8, fp8_ds_mla or dsv4");
-  require(d.num_blocks >= 0, arg(name, "desc.num_blocks"), ": ", d.num_blocks, ", expected >= 0");
-  require(d.block_size >= 1, arg(name, "desc.block_size"), ": ", d.block_size, ", expected >= 1");
-  require(d.block_stride == 0 || d.block_stride >= d.dense_block_bytes(), arg(name, "desc.block_stride"), ": ",
+  require(d.num_blocks >= 0, arg(name, "num_blocks"), ": ", d.num_blocks, ", expected >= 0");
+  require(d.block_size >= 1, arg(name, "block_size"), ": ", d.block_size, ", expected >= 1");
+  require(d.block_stride == 0 || d.block_stride >= d.dense_block_bytes(), arg(name, "block_stride"), ": ",
           d.block_stride, " bytes, expected 0 (natural) or >= ", d.dense_block_bytes(), " (", d.block_size,
           " tokens of format ", format_name(d.format), ")");
-  // Scales and rope are read as float / bf16 in place: each block must keep them aligned.
-  const int64_t align = d.format == CacheFormat::fp8_ds_mla ? 4 : (d.format == CacheFormat::fp8 ? 1 : 2);
-  require(d.stride_bytes() % align == 0, arg(name, "desc.block_stride"), ": ", d.stride_bytes(),
-          " bytes, expected a multiple of ", align, " for format ", format_name(d.format));
+  require(d.stride_bytes() % field_alignment(d.format) == 0, arg(name, "block_stride"), ": ", d.stride_bytes(),
+          " bytes, expected a multiple of ", field_alignment(d.format), " for format ", format_name(d.format));
+  // Slots and block offsets are int64: every byte of the cache (so every slot) must be addressable.
+  const int64_t max_blocks = std::numeric_limits<int64_t>::max() / d.stride_bytes();
+  require(d.num_blocks <= max_blocks, arg(name, "num_blocks"), ": ", d.num_blocks, " blocks of ",
+          d.stride_bytes(), " bytes overflow a 64-bit byte offset, expected <= ", max_blocks);
+}
+
+void validate_cache(const Cache& cache, std::string_view name) {
+  const CacheDesc& d = cache.desc;
+  validate_cache_desc(d, arg(name, "desc"));
+  const int64_t align = field_alignment(d.format);
   require(reinterpret_cast<std::uintptr_t>(cache.data) % static_cast<std::uintptr_t>(align) == 0,
           arg(name, "data"), ": address ", cache.data, " is not ", align, "-byte aligned, as format ",
           format_name(d.format), " needs");
   require(cache.data != nullptr || d.num_blocks == 0, arg(name, "data"), ": null pointer for ", d.num_blocks,
           " blocks");
-  // Slots and block offsets are int64: every byte of the cache (so every slot) must be addressable.
-  const int64_t max_blocks = std::numeric_limits<int64_t>::max() / d.stride_bytes();
-  require(d.num_blocks <= max_blocks, arg(name, "desc.num_blocks"), ": ", d.num_blocks, " blocks of ",
-          d.stride_bytes(), " bytes overflow a 64-bit byte offset, expected <= ", max_blocks);
   if (d.format == CacheFormat::fp8) {
     check_scale_pointer(cache.scale, arg(name, "scale"), "the per-tensor float scale (format fp8)", cache.device.is_cpu());
   }
+}
+
+ByteSpan cache_span(const Cache& cache) {
+  return byte_span(cache.data, static_cast<std::size_t>(cache.desc.total_bytes()), cache.device, "cache");
+}
+
+ByteSpan cache_scale_span(const Cache& cache) {
+  const bool read = cache.desc.format == CacheFormat::fp8;
+  return byte_span(cache.scale, read ? sizeof(float) : 0, cache.device, "cache.scale");
 }
 
 Device validate_write_cache(const Tensor& kv_c, const Tensor& k_pe, const Tensor& slot_mapping, const Cache& cache) {
@@ -165,6 +184,8 @@ Device validate_write_cache(const Tensor& kv_c, const Tensor& k_pe, const Tensor
     require(in.t.size(0) >= tokens, in.name, ": ", in.t.size(0), " rows (", in.t.describe(), "), expected >= ",
             tokens, " (the length of slot_mapping)");
   }
+  check_outputs_disjoint({cache_span(cache)}, {byte_span(kv_c, "kv_c"), byte_span(k_pe, "k_pe"),
+                                               byte_span(slot_mapping, "slot_mapping"), cache_scale_span(cache)});
   check_slots(slot_mapping, cache);
   return dev;
 }
@@ -207,6 +228,7 @@ Device validate_dsv4_write(const Tensor& k, const Tensor& slot_mapping, const Ca
   check_inner_contiguous(k, "k");
   require(k.size(0) >= slot_mapping.size(0), "k: ", k.size(0), " rows (", k.describe(), "), expected >= ",
           slot_mapping.size(0), " (the length of slot_mapping)");
+  check_outputs_disjoint({cache_span(cache)}, {byte_span(k, "k"), byte_span(slot_mapping, "slot_mapping")});
   check_slots(slot_mapping, cache);
   return dev;
 }
@@ -235,6 +257,8 @@ Device validate_dsv4_dequant_gather(const Cache& cache, const Tensor& block_tabl
   require(offset >= 0, "offset: ", offset, ", expected >= 0");
   const int64_t max_rows = out.size(1);
   require(offset <= max_rows, "offset: ", offset, ", expected <= max_rows = ", max_rows, " (", out.describe(), ")");
+  check_outputs_disjoint({byte_span(out, "out")}, {cache_span(cache), byte_span(block_table, "block_table"),
+                                                   byte_span(seq_lens, "seq_lens"), byte_span(gather_lens, "gather_lens")});
   if (!dev.is_cpu()) return dev;
   for (int64_t r = 0; r < reqs; ++r) {
     const int64_t len = int_at(seq_lens, r);

@@ -1,4 +1,5 @@
 // SPEC §5 for ops 1-5: bad input throws mlakv::Error naming the argument, and nothing is written.
+#include <cstring>
 #include <functional>
 
 #include "cache_test_util.hpp"
@@ -123,6 +124,42 @@ TEST(ValidateWriteCache, RejectsRowStrideWhoseByteOffsetsOverflowInt64) {
   expect_rejected([&] { c.run(); }, {"kv_c", "2^63 bytes"}, c.hc.bytes);
 }
 
+// SPEC §5 and the int64 contract: a (broadcast) view whose element count overflows int64 is
+// rejected by its element count, before anything counts it.
+TEST(ValidateWriteCache, RejectsElementCountBeyondInt64) {
+  WriteCall c;
+  c.kv_c = Tensor(c.kv.data(), DType::bf16, {int64_t{1} << 62, 512}, {0, 1});
+  expect_rejected([&] { c.run(); }, {"kv_c: bf16[4611686018427387904, 512] on cpu has more than 9223372036854775807 elements"},
+                  c.hc.bytes);
+}
+
+// The writer fills cache blocks in parallel while it reads its inputs: none may lie in the cache.
+// Inputs may share memory with each other (kv_c and k_pe are often one [T, 576] buffer).
+TEST(ValidateWriteCache, RejectsInputsOverlappingTheCache) {
+  WriteCall c;
+  std::memcpy(c.hc.bytes.data(), c.kv.data(), c.kv.size() * 2);
+  c.kv_c = Tensor(c.hc.bytes.data(), DType::bf16, {4, 512});
+  expect_rejected([&] { c.run(); }, {"cache: 10496 bytes on cpu at bytes [", "shares memory with input kv_c (bf16[4, 512]"},
+                  c.hc.bytes);
+  c.kv_c = Tensor(c.kv.data(), DType::bf16, {4, 512});
+  std::memcpy(c.hc.bytes.data() + 5000, c.slots.data(), c.slots.size() * 8);
+  const Tensor slots_in_cache(c.hc.bytes.data() + 5000, DType::i64, {4});
+  expect_rejected([&] { write_cache(c.kv_c, c.k_pe, slots_in_cache, c.hc.cache); },
+                  {"cache: ", "shares memory with input slot_mapping ("}, c.hc.bytes);
+
+  WriteCall f(CacheFormat::fp8);  // the fp8 scale is read while blocks are written
+  const float one = 1.0f;
+  std::memcpy(f.hc.bytes.data() + 64, &one, 4);
+  f.hc.cache.scale = reinterpret_cast<const float*>(f.hc.bytes.data() + 64);
+  expect_rejected([&] { f.run(); }, {"cache: ", "shares memory with input cache.scale (4 bytes on cpu"}, f.hc.bytes);
+
+  WriteCall ok;
+  std::vector<uint16_t> rows = random_bf16(4 * 576);
+  ok.kv_c = Tensor(rows.data(), DType::bf16, {4, 512}, {576, 1});
+  ok.k_pe = Tensor(rows.data() + 512, DType::bf16, {4, 64}, {576, 1});
+  EXPECT_NO_THROW(ok.run());
+}
+
 TEST(ValidateWriteCache, RejectsSlotMappingNotAlignedToInt64) {
   WriteCall c;
   std::vector<int64_t> storage(5, 0);  // four slots 0 at a 4-byte offset
@@ -135,6 +172,31 @@ TEST(ValidateWriteCache, RejectsTensorsOnAnotherDevice) {
   WriteCall c;
   c.k_pe.device = Device::cuda(0);
   expect_rejected([&] { c.run(); }, {"k_pe", "cuda:0", "cpu"}, c.hc.bytes);
+}
+
+// Tensor's own counts never wrap: where they overflow int64 they throw, naming the view.
+TEST(ValidateTensor, NumelNbytesAndSpanBytesThrowInsteadOfOverflowing) {
+  auto expect = [](const std::function<void()>& f, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "no mlakv::Error; expected one mentioning " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  const int64_t big = int64_t{1} << 32;
+  const Tensor broadcast(nullptr, DType::f32, {big, big}, {0, 0});  // 2^64 elements in 4 bytes
+  expect([&] { (void)broadcast.numel(); }, "Tensor::numel: f32[4294967296, 4294967296] on cpu has more than");
+  expect([&] { (void)broadcast.nbytes(); }, "Tensor::numel: f32[4294967296, 4294967296]");
+  EXPECT_EQ(broadcast.span_bytes(), 4u);
+  expect([&] { (void)Tensor(nullptr, DType::f32, {int64_t{1} << 62}, {0}).nbytes(); }, "Tensor::nbytes: f32[4611686018427387904]");
+  expect([&] { (void)Tensor(nullptr, DType::f32, {2, 2}, {int64_t{1} << 61, 1}).span_bytes(); }, "Tensor::span_bytes: f32[2, 2]");
+  // Contiguous strides of a shape whose count overflows saturate (no wrap): never contiguous.
+  const Tensor huge(nullptr, DType::bf16, {big, big, big});
+  EXPECT_EQ(huge.stride[0], INT64_MAX);
+  EXPECT_FALSE(huge.is_contiguous());
+  EXPECT_EQ(Tensor(nullptr, DType::bf16, {0, big, big, big}).numel(), 0);
+  EXPECT_EQ(Tensor(nullptr, DType::bf16, {3, 5}).nbytes(), 30u);
 }
 
 TEST(ValidateCache, RejectsBlockStrideBelowDenseBlock) {
@@ -220,9 +282,14 @@ TEST(ValidateGather, IgnoresBlockIdsBeyondTheGatheredRange) {
 
 TEST(ValidateGather, AcceptsBlockTableWhoseRowCapacityOverflowsInt64) {
   GatherCall c;  // rows of 2^60 entries (only the used ones exist) x 8 tokens: more than INT64_MAX tokens
-  c.bt = Tensor(c.block_table.data(), DType::i32, {2, int64_t{1} << 60}, {2, 1});
+  // Such rows reach 2^62 bytes above the first entry: put the entries after dst's bytes, so that
+  // the table lies above the output and shares no memory with it.
+  uint8_t* entries = c.dst.data() + 12 * 576;
+  std::memcpy(entries, c.block_table.data(), c.block_table.size() * 4);
+  c.bt = Tensor(entries, DType::i32, {2, int64_t{1} << 60}, {2, 1});
   EXPECT_NO_THROW(c.raw());
-  c.block_table[3] = 4;  // the used entries are still checked
+  const int32_t bad = 4;  // the used entries are still checked
+  std::memcpy(entries + 3 * 4, &bad, 4);
   expect_rejected([&] { c.raw(); }, {"block_table[1][1]", "4", "[0, 4)"}, c.dst);
 }
 
@@ -272,6 +339,35 @@ TEST(ValidateGather, RejectsOverlappingDstRows) {
   expect_rejected([&] { c.raw(); }, {"dst", "stride 100", "576"}, c.dst);
 }
 
+// dst is written in parallel while the cache, the block table, the lengths, the options' index
+// tensors and the fp8 scale are read: it may share memory with none of them.
+TEST(ValidateGather, RejectsDstOverlappingItsInputs) {
+  GatherCall c;
+  c.dst_t = Tensor(c.hc.bytes.data() + 1024, DType::e4m3, {12, 576});
+  expect_rejected([&] { c.raw(); }, {"dst: e4m3[12, 576]", "shares memory with input cache (18432 bytes on cpu"},
+                  c.hc.bytes);
+  c.dst_t = Tensor(c.dst.data(), DType::e4m3, {12, 576});
+  std::memcpy(c.dst.data() + 64, c.block_table.data(), c.block_table.size() * 4);
+  c.bt = Tensor(c.dst.data() + 64, DType::i32, {2, 2});
+  expect_rejected([&] { c.raw(); }, {"dst: ", "shares memory with input block_table ("}, c.dst);
+  c.bt = Tensor(c.block_table.data(), DType::i32, {2, 2});
+  std::memcpy(c.dst.data() + 128, c.starts.data(), c.starts.size() * 4);
+  c.opts.seq_starts = Tensor(c.dst.data() + 128, DType::i32, {2});
+  expect_rejected([&] { c.raw(); }, {"dst: ", "shares memory with input seq_starts ("}, c.dst);
+  c.opts.seq_starts = vec_i32(c.starts);
+  std::vector<int32_t> t2s = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1};
+  std::memcpy(c.dst.data() + 256, t2s.data(), t2s.size() * 4);
+  c.opts.token_to_seq = Tensor(c.dst.data() + 256, DType::i32, {12});
+  expect_rejected([&] { c.raw(); }, {"dst: ", "shares memory with input token_to_seq ("}, c.dst);
+  c.opts.token_to_seq.reset();
+
+  c.dst_t = Tensor(c.dst.data(), DType::f32, {12, 576});  // dequantizing fp8 reads the scale
+  const float half = 0.5f;
+  std::memcpy(c.dst.data() + 4000, &half, 4);
+  c.hc.cache.scale = reinterpret_cast<const float*>(c.dst.data() + 4000);
+  expect_rejected([&] { c.dequant(); }, {"dst: f32[12, 576]", "shares memory with input cache.scale ("}, c.dst);
+}
+
 TEST(ValidateGatherDequant, RejectsByteDstAndWrongRowWidth) {
   GatherCall c;
   c.dst_t = Tensor(c.dst.data(), DType::u8, {12, 576});
@@ -299,6 +395,19 @@ TEST(ValidateDsv4Write, RejectsSlotBeyondCapacity) {
   std::vector<int64_t> slots = {0, 4};
   expect_rejected([&] { dsv4_write(Tensor(k.data(), DType::bf16, {2, 512}), vec_i64(slots), hc.cache); },
                   {"slot_mapping[1]", "4", "< 4"}, hc.bytes);
+}
+
+TEST(ValidateDsv4Write, RejectsInputsOverlappingTheCache) {
+  HostCache hc(CacheFormat::dsv4, 1, 4, 0, 0x44);
+  auto k = random_bf16(2 * 512);
+  std::memcpy(hc.bytes.data(), k.data(), k.size() * 2);
+  std::vector<int64_t> slots = {0, 1};
+  expect_rejected([&] { dsv4_write(Tensor(hc.bytes.data(), DType::bf16, {2, 512}), vec_i64(slots), hc.cache); },
+                  {"cache: 2880 bytes on cpu", "shares memory with input k (bf16[2, 512]"}, hc.bytes);
+  std::memcpy(hc.bytes.data() + 2048, slots.data(), 16);
+  expect_rejected(
+      [&] { dsv4_write(Tensor(k.data(), DType::bf16, {2, 512}), Tensor(hc.bytes.data() + 2048, DType::i64, {2}), hc.cache); },
+      {"cache: ", "shares memory with input slot_mapping ("}, hc.bytes);
 }
 
 // A valid dsv4 gather: 2 requests over a 3-block cache of 4-token blocks, max_rows 6; request 1
@@ -365,6 +474,26 @@ TEST(ValidateDsv4Gather, RejectsWrongOutputTypeWidthAndCacheFormat) {
   c.out_t = Tensor(c.out.data(), DType::bf16, {2, 6, 512});
   c.hc.cache.desc.format = CacheFormat::fp8;
   expect_rejected([&] { c.run(); }, {"cache.desc.format", "fp8", "dsv4"}, c.out);
+}
+
+// out is written in parallel while the cache, the block table and the lengths are read.
+TEST(ValidateDsv4Gather, RejectsOutOverlappingItsInputs) {
+  Dsv4GatherCall c;
+  c.out_t = Tensor(c.hc.bytes.data(), DType::bf16, {2, 2, 512});
+  c.offset = 0;
+  expect_rejected([&] { c.run(); }, {"out: bf16[2, 2, 512]", "shares memory with input cache (8640 bytes on cpu"},
+                  c.hc.bytes);
+  Dsv4GatherCall g;
+  std::memcpy(g.out.data() + 64, g.gather_lens.data(), g.gather_lens.size() * 4);
+  expect_rejected(
+      [&] {
+        dsv4_dequant_gather(g.hc.cache, g.bt, vec_i32(g.seq_lens), g.out_t, Tensor(g.out.data() + 64, DType::i32, {2}),
+                            g.offset);
+      },
+      {"out: ", "shares memory with input gather_lens ("}, g.out);
+  std::memcpy(g.out.data() + 128, g.block_table.data(), g.block_table.size() * 4);
+  g.bt = Tensor(g.out.data() + 128, DType::i32, {2, 2});
+  expect_rejected([&] { g.run(); }, {"out: ", "shares memory with input block_table ("}, g.out);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Decode context parallelism (SPEC §4): token sharding, the DCP decode step and the
-// chunked-prefill context gather, over any Communicator.
+// chunked-prefill context gather, over any Communicator. As for the ops (ops.hpp), outputs and
+// workspaces may share no memory with the inputs or with each other.
 #pragma once
 
 #include <cstddef>

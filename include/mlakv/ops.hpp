@@ -1,6 +1,12 @@
 // The cache and attention operations (SPEC §3). Every op validates its arguments on the host
 // (throwing mlakv::Error before anything is written), then runs on the device its tensors live
 // on: the CPU reference or the CUDA backend. CUDA ops are asynchronous on `stream`.
+//
+// Kernels write their outputs (the cache, for the writers; the workspace) in parallel while they
+// read the inputs, so an output may share no memory with an input or another output: such a call
+// is rejected. The check compares spans (from the lowest to one past the highest byte of a view's
+// elements), so views that interleave without sharing an element are rejected too. Only
+// merge_states runs in place, and only with an output that is exactly an input's view.
 #pragma once
 
 #include <cstddef>
@@ -83,7 +89,8 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
                 Stream stream = {});
 
 /// Op 7: o [N, H, D] (bf16 or f32) with lse [N, H] f32, for a and b -> o, lse. Empty (+inf, NaN,
-/// -inf) states count as -inf; both empty gives o = 0, lse = -inf.
+/// -inf) states count as -inf; both empty gives o = 0, lse = -inf. In place: o may be exactly the
+/// view o_a or o_b, and lse exactly lse_a or lse_b (same address, type, shape and strides).
 void merge_states(const Tensor& o_a, const Tensor& lse_a, const Tensor& o_b, const Tensor& lse_b, const Tensor& o,
                   const Tensor& lse, Stream stream = {});
 

@@ -57,10 +57,13 @@ struct Tensor {
          std::initializer_list<int64_t> strides, Device dev = Device::cpu());
 
   int64_t size(int d) const { return shape[d < 0 ? d + ndim : d]; }
+  /// Element count; throws mlakv::Error where it overflows int64 (a huge or broadcast shape).
   int64_t numel() const;
   bool is_contiguous() const;
-  std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype); }
-  /// Bytes spanned from data to one past the last element (0 when empty).
+  /// numel() x element size; throws mlakv::Error where it overflows int64.
+  std::size_t nbytes() const;
+  /// Bytes from data to one past the highest byte any element reaches (0 when empty); throws
+  /// mlakv::Error where an element's byte offset overflows int64.
   std::size_t span_bytes() const;
   template <class T> T* ptr() const { return static_cast<T*>(data); }
   /// "bf16[3, 16, 576] on cpu", for error messages.

@@ -103,6 +103,25 @@ void validate_decode(Communicator& comm, const Tensor& q_local, const Tensor& ou
   require(workspace.data != nullptr, "workspace.data: null, expected ", layout.total, " bytes");
 }
 
+// The step writes out, lse and the whole workspace (the other ranks' collectives too) while it
+// reads the caller's inputs. Checked before the local step's validation, whose own overlap check
+// would name the step's internal views (its "out" is a partial in the workspace).
+void check_step_memory(const Tensor& q_local, const Cache& cache, const Tensor& block_table, const Tensor& seq_lens,
+                       const Tensor& out, const Tensor& lse, const DecodeOptions& opts, Workspace workspace,
+                       const DecodeLayout& layout) {
+  using namespace detail;
+  const Device dev = q_local.device;
+  // What the spans need (offsets and sizes within int64); the local step checks the rest.
+  validate_cache(cache, "cache");
+  check_tensor(block_table, "block_table", dev);
+  check_tensor(seq_lens, "seq_lens", dev);
+  const std::size_t scale_bytes = opts.q_quant != QueryQuant::none ? sizeof(float) : 0;
+  check_outputs_disjoint({byte_span(out, "out"), byte_span(lse, "lse"), byte_span(workspace.data, layout.total, dev, "workspace")},
+                         {byte_span(q_local, "q_local"), cache_span(cache), cache_scale_span(cache),
+                          byte_span(block_table, "block_table"), byte_span(seq_lens, "seq_lens"),
+                          byte_span(opts.q_scale, scale_bytes, dev, "opts.q_scale")});
+}
+
 }  // namespace
 
 std::size_t decode_workspace_size(int batch, int s_q, int local_heads, int world, Device device) {
@@ -129,6 +148,7 @@ void decode(Communicator& comm, const Tensor& q_local, const Cache& cache, const
   detail::require(N >= 1, "q_local: local heads (dimension 2) is ", N, ", expected >= 1");
   const DecodeLayout L = decode_layout(batch, s_q, N, W, dev);
   validate_decode(comm, q_local, out, lse, opts, workspace, L);
+  check_step_memory(q_local, cache, block_table, seq_lens, out, lse, opts, workspace, L);
 
   auto* base = WorkspacePlan::aligned_base(workspace.data);
   const bool quant = opts.q_quant != QueryQuant::none;

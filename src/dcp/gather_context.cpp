@@ -87,10 +87,13 @@ void check_host_indices(const Cache& cache, const Tensor& block_table, const Ten
 
 std::size_t gather_context_workspace_size(const CacheDesc& desc, int64_t max_rows, int batch, int world,
                                           int interleave) {
+  // The descriptor and interleave as gather_context checks them: no size for a call it rejects.
+  detail::validate_cache_desc(desc, "desc");
   detail::require(max_rows >= 0, "max_rows: ", max_rows, ", expected >= 0");
   detail::require(batch >= 0, "batch: ", batch, ", expected >= 0");
   detail::require(world >= 1, "world: ", world, ", expected >= 1");
   detail::require(interleave >= 1, "interleave: ", interleave, ", expected >= 1");
+  check_shard({world, 0, interleave}, desc.block_size);
   return context_layout(desc, max_rows, batch, world, interleave).total;
 }
 
@@ -125,6 +128,10 @@ void gather_context(Communicator& comm, const Cache& cache, const Tensor& block_
           " (dcp::gather_context_workspace_size(desc, ", out.shape[0], ", ", batch, ", ", shard.world, ", ",
           interleave, "))");
   require(workspace.data != nullptr, "workspace.data: null, expected ", L.total, " bytes");
+  // Every rank writes out and the workspace (the all-gather lands in it) while reading the cache.
+  check_outputs_disjoint({byte_span(out, "out"), byte_span(workspace.data, L.total, dev, "workspace")},
+                         {cache_span(cache), cache_scale_span(cache), byte_span(block_table, "block_table"),
+                          byte_span(cu_seq_lens, "cu_seq_lens"), byte_span(seq_starts, "seq_starts")});
   if (dev.is_cpu()) check_host_indices(cache, block_table, cu_seq_lens, seq_starts, out, shard);
   const ops::Kernels& k = ops::kernels_for(dev, "dcp::gather_context");
 

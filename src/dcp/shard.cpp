@@ -35,6 +35,10 @@ void slot_mapping(const Tensor& positions, const Tensor& token_to_req, const Ten
   check_dtype(slot_mapping, "slot_mapping", {DType::i64});
   check_ndim(slot_mapping, "slot_mapping", 1);
   check_dim(slot_mapping, "slot_mapping", 0, tokens);
+  check_no_self_overlap(slot_mapping, "slot_mapping");
+  check_outputs_disjoint({byte_span(slot_mapping, "slot_mapping")},
+                         {byte_span(positions, "positions"), byte_span(token_to_req, "token_to_req"),
+                          byte_span(block_table, "block_table")});
 
   if (dev.is_cpu()) {
     const int64_t batch = block_table.shape[0], max_blocks = block_table.shape[1];
