@@ -495,6 +495,35 @@ TEST(CudaDecode, BadBlockIdsAreMaskedNotRead) {
   for (float x : g.lse) ASSERT_TRUE(std::isfinite(x));
 }
 
+// bf16 whole tiles go by TMA boxes (block sizes 16..128: one to four boxes per column block),
+// a request's partial last tile by cp.async; MLAKV_DECODE_TMA=0 sends every tile by cp.async.
+// Both must give the same bits (the same bytes reach the same wgmma), including tiles whose
+// block ids are out of range (TMA: boxes past the map's end, zeros).
+TEST(CudaDecode, TmaTilesMatchCpAsyncTilesBitForBit) {
+  MLAKV_REQUIRE_GPU();
+  for (int bs : {16, 32, 64, 128})
+    for (int h : {16, 64, 128}) {
+      Case c;
+      c.block_size = bs, c.heads = h, c.lens = {0, 1, 63, 64, 65, 640, 3000, 129};
+      check_case(c);
+      Problem p(c);
+      std::vector<int32_t> ids = p.bt.ids;
+      ids[5 * p.bt.max_blocks + 1] = 1 << 30;  // request 5, its second block
+      ids[6 * p.bt.max_blocks + 2] = -3;       // request 6, its third block
+      const GpuRun tma = run_gpu(p, &ids);
+      setenv("MLAKV_DECODE_TMA", "0", 1);
+      const GpuRun cpa = run_gpu(p, &ids);
+      unsetenv("MLAKV_DECODE_TMA");
+      SCOPED_TRACE(describe(c));
+      ASSERT_EQ(tma.out.size(), cpa.out.size());
+      int64_t diff = 0;
+      for (std::size_t i = 0; i < tma.out.size(); ++i) diff += std::memcmp(&tma.out[i], &cpa.out[i], 4) != 0;
+      for (std::size_t i = 0; i < tma.lse.size(); ++i) diff += std::memcmp(&tma.lse[i], &cpa.lse[i], 4) != 0;
+      EXPECT_EQ(diff, 0);
+      for (float x : tma.out) ASSERT_TRUE(std::isfinite(x));
+    }
+}
+
 // A request whose cached values are NaN must not reach another request's masked tokens: the FP8
 // kernels stage raw token rows in a ring that later units reuse, so a masked token's row there
 // must read as zeros, not as what an earlier request's unit left (P is 0 there, 0 · NaN is not).

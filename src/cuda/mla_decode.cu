@@ -15,6 +15,7 @@
 #include "mla_decode_kernel.cuh"
 #include "mla_decode_sm90.cuh"
 #include "runtime.hpp"
+#include "tensor_map.hpp"
 
 namespace mlakv::cuda {
 namespace mla {
@@ -173,6 +174,13 @@ void launch_attention_sm90(const DecodeArgs& a, CacheFormat format, int parts, c
   }
 }
 
+/// bf16 tiles by TMA on the sm90 kernel (one thread issues nine 8 KB boxes per tile instead of
+/// 128 threads issuing 36 cp.async each); MLAKV_DECODE_TMA=0 keeps every tile on cp.async.
+bool use_tma() {
+  const char* e = std::getenv("MLAKV_DECODE_TMA");
+  return !(e && std::strcmp(e, "0") == 0);
+}
+
 /// The fused small-batch path (sm90 kernel, B ≤ kFusedMaxBatch): the attention and combine grids
 /// compute the schedule themselves, no schedule grid. MLAKV_DECODE_FUSED=0 turns it off;
 /// =merge also drops the combine grid (the in-grid merge, ≤ 128 rows and ≤ 512 parts, so that the
@@ -288,6 +296,10 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.parts = parts;
   a.counters = reinterpret_cast<int*>(ws + wl.counters);
   a.num_counters = static_cast<int>(mla::num_counters(batch, parts));
+
+  if (sm90 && cache.desc.format == CacheFormat::bf16 && mla::use_tma())
+    a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, a.num_blocks, a.block_size, a.block_stride, 1152,
+                                     a.kv_box_rows);
 
   const cudaStream_t st = to_cuda(stream);
   if (a.in_grid_merge) {

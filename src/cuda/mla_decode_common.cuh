@@ -3,6 +3,7 @@
 // agree between mla_decode_workspace_size and the launcher).
 #pragma once
 
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -130,6 +131,14 @@ struct DecodeArgs {
   /// The attention and combine grids are launched as programmatic dependents (host-side choice);
   /// pdl_first: the step's first grid too, of the kernel before the step.
   bool pdl, pdl_first;
+
+  /// bf16 caches on the sm90 kernel: whole tiles arrive by TMA through this map over the cache
+  /// (tensor_map.hpp: boxes of 64 columns × kv_box_rows tokens of one block); kv_tma false where
+  /// the map does not apply or MLAKV_DECODE_TMA=0, and always for partial tiles (their tokens
+  /// past the end must read as zeros, which only the cp.async path gives).
+  CUtensorMap kv_map;
+  bool kv_tma;
+  int kv_box_rows;
 };
 
 /// Programmatic dependent launch (sm_90+): schedule -> attention -> combine are launched so that

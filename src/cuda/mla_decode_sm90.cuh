@@ -145,6 +145,10 @@ __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
+/// Arrives, and adds `bytes` to what the phase waits for (the TMA copies that complete on it).
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
 /// Arrives when every cp.async this thread issued so far has landed (counts as one arrival).
 __device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
@@ -609,42 +613,70 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
     if (threadIdx.x == 0) MLAKV_TRACE_WIDE(0, kTrRoleReady);
     const int pt = threadIdx.x;
+    // Block of token `tok` of tile `c.t` of request `c.b` (−1 when masked) and its row there.
+    auto token_block = [&](const Cursor& c, int tok, int& in_block) -> int {
+      const int j = c.t * kTile + tok;
+      if (j >= sch.len_local(c.b)) return -1;
+      int64_t jb;
+      dev::split_slot(j, a.block_size, true, jb, in_block);
+      if (jb >= a.max_blocks) return -1;
+      const int blk = __ldg(a.block_table + c.b * a.bt_s0 + jb * a.bt_s1);
+      return blk < 0 || blk >= a.num_blocks ? -1 : blk;
+    };
     // Address of token `tok` of tile `c.t` of request `c.b` (nullptr when masked).
     auto token_src = [&](const Cursor& c, int tok) -> const uint8_t* {
-      const int j = c.t * kTile + tok;
-      if (j >= sch.len_local(c.b)) return nullptr;
-      int64_t jb;
-      int in_block;
-      dev::split_slot(j, a.block_size, true, jb, in_block);
-      if (jb >= a.max_blocks) return nullptr;
-      const int64_t blk = __ldg(a.block_table + c.b * a.bt_s0 + jb * a.bt_s1);
-      if (blk < 0 || blk >= a.num_blocks) return nullptr;
-      return a.cache + blk * a.block_stride + static_cast<int64_t>(in_block) * TB;
+      int in_block = 0;
+      const int blk = token_block(c, tok, in_block);
+      return blk < 0 ? nullptr : a.cache + blk * a.block_stride + static_cast<int64_t>(in_block) * TB;
     };
     if constexpr (!kWiden) {
+      // Not the 32-row alternating form: with the TMA branch in, ptxas spills 3 of its
+      // consumers' registers (they hold a 128-float o at 232 registers).
+      constexpr bool kTmaForm = !(ALT && NW == 16);
       const int sub = pt & 7;
       Cursor ld;
       seek(ld, first_b, lo, hi, sch, B);
       for (int k = 0; ld.b < B; ++k) {
         const int st = k & 1;
         MLAKV_TRACE(0, k, 2);
-        const uint8_t* src[4];
+        // A tile whose tokens all lie before the request's end goes by TMA: thread 0 issues
+        // boxes of 64 columns × kv_box_rows tokens (tokens 16p start them: this thread's own
+        // lookups), masked blocks as boxes past the map's end, which land as zeros unread. The
+        // request's last partial tile takes the cp.async path (tokens past the end must be zeros).
+        const bool tma = kTmaForm && a.kv_tma && (ld.t + 1) * kTile <= sch.len_local(ld.b);
+        int blk[4], in_block[4] = {};
 #pragma unroll
-        for (int p = 0; p < 4; ++p) src[p] = token_src(ld, (pt >> 3) + 16 * p);
+        for (int p = 0; p < 4; ++p) blk[p] = token_block(ld, (pt >> 3) + 16 * p, in_block[p]);
         mbar_wait(empty_bar(st), ((k >> 1) & 1) ^ 1);
         MLAKV_TRACE(0, k, 0);
         const uint32_t stage_u = base + st * kStageBytes;
 #pragma unroll
         for (int p = 0; p < 4; ++p) {
           const int tok = (pt >> 3) + 16 * p;
-          const uint32_t row_u = stage_u + tok * 128 + ((sub ^ (tok & 7)) << 4);
-          const bool ok = src[p] != nullptr;
+          const bool ok = blk[p] >= 0;
+          if (!tma) {
+            const uint8_t* src = ok ? a.cache + blk[p] * a.block_stride + static_cast<int64_t>(in_block[p]) * TB + sub * 16 : a.cache;
+            const uint32_t row_u = stage_u + tok * 128 + ((sub ^ (tok & 7)) << 4);
 #pragma unroll
-          for (int c = 0; c < 9; ++c) cp_async16(row_u + c * 8192, ok ? src[p] + c * 128 + sub * 16 : a.cache, ok ? 16 : 0);
+            for (int c = 0; c < 9; ++c) cp_async16(row_u + c * 8192, ok ? src + c * 128 : a.cache, ok ? 16 : 0);
+          }
           if (sub == 0) tok_ok[st * kTile + tok] = ok;
         }
+        if (tma && pt == 0) {
+          mbar_arrive_expect_tx(full_bar(st), kStageBytes);
+          const int step_mask = (a.kv_box_rows >> 4) - 1;
+#pragma unroll
+          for (int p = 0; p < 4; ++p) {  // unrolled: blk and in_block stay in registers
+            if (p & step_mask) continue;
+            const int blk_c = blk[p] >= 0 ? blk[p] : static_cast<int>(a.num_blocks);
+#pragma unroll
+            for (int c = 0; c < 9; ++c)
+              tma_load_3d(stage_u + c * 8192 + p * 2048, &a.kv_map, full_bar(st), 64 * c, in_block[p], blk_c);
+          }
+        } else {
+          mbar_arrive(full_bar(st));
+        }
         MLAKV_TRACE(0, k, 1);
-        mbar_arrive(full_bar(st));
         mbar_arrive_cp_async(full_bar(st));
         advance(ld, lo, hi, sch, B);
       }

@@ -1,0 +1,50 @@
+#include "tensor_map.hpp"
+
+#include <cuda_runtime.h>
+
+#include <mutex>
+
+namespace mlakv::cuda {
+namespace {
+
+using EncodeTiled = decltype(&cuTensorMapEncodeTiled);
+
+/// The driver's encoder, found through the runtime (no link against libcuda); null where the
+/// driver does not have it.
+EncodeTiled encoder() {
+  static EncodeTiled fn = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
+        q == cudaDriverEntryPointSuccess)
+      fn = reinterpret_cast<EncodeTiled>(p);
+    cudaGetLastError();
+  });
+  return fn;
+}
+
+}  // namespace
+
+bool encode_paged_rows_map(CUtensorMap& map, const void* base, int64_t num_blocks, int block_size,
+                           int64_t block_stride, int row_bytes, int& box_rows) {
+  if (block_size < 16 || (block_size % 64 != 0 && 64 % block_size != 0)) return false;
+  if (num_blocks <= 0 || num_blocks > INT32_MAX - 1 || block_size > INT32_MAX) return false;
+  if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || block_stride % 16 != 0 || row_bytes % 128 != 0 ||
+      block_stride >= (int64_t{1} << 40) || block_stride < int64_t{block_size} * row_bytes)
+    return false;
+  const EncodeTiled encode = encoder();
+  if (!encode) return false;
+  box_rows = block_size < 64 ? block_size : 64;
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(row_bytes / 2), static_cast<cuuint64_t>(block_size),
+                              static_cast<cuuint64_t>(num_blocks)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(row_bytes), static_cast<cuuint64_t>(block_stride)};
+  const cuuint32_t box[3] = {64, static_cast<cuuint32_t>(box_rows), 1};
+  const cuuint32_t elem_strides[3] = {1, 1, 1};
+  return encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 3, const_cast<void*>(base), dims, strides, box, elem_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+}  // namespace mlakv::cuda
