@@ -495,10 +495,11 @@ TEST(CudaDecode, BadBlockIdsAreMaskedNotRead) {
   for (float x : g.lse) ASSERT_TRUE(std::isfinite(x));
 }
 
-// bf16 whole tiles go by TMA boxes (block sizes 16..128: one to four boxes per column block),
-// a request's partial last tile by cp.async; MLAKV_DECODE_TMA=0 sends every tile by cp.async.
-// Both must give the same bits (the same bytes reach the same wgmma), including tiles whose
-// block ids are out of range (TMA: boxes past the map's end, zeros).
+// 64-row bf16 CTAs (H=64, H=128) take whole tiles by TMA boxes (block sizes 16..128: one to
+// four boxes per column block, each column block on its own barrier), a request's partial last
+// tile by cp.async; MLAKV_DECODE_TMA=0 sends every tile by cp.async (H=16: always). Both must
+// give the same bits (the same bytes reach the same wgmma), including tiles whose block ids are
+// out of range (TMA: boxes past the map's end, zeros).
 TEST(CudaDecode, TmaTilesMatchCpAsyncTilesBitForBit) {
   MLAKV_REQUIRE_GPU();
   for (int bs : {16, 32, 64, 128})
