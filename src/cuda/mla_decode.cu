@@ -174,8 +174,9 @@ void launch_attention_sm90(const DecodeArgs& a, CacheFormat format, int parts, c
   }
 }
 
-/// bf16 tiles by TMA on the sm90 kernel (one thread issues nine 8 KB boxes per tile instead of
-/// 128 threads issuing 36 cp.async each); MLAKV_DECODE_TMA=0 keeps every tile on cp.async.
+/// bf16 tiles by TMA on the sm90 kernel's rows-as-M form (one thread issues nine 8 KB boxes per
+/// tile instead of 128 threads issuing 36 cp.async each); MLAKV_DECODE_TMA=0 keeps every tile on
+/// cp.async.
 bool use_tma() {
   const char* e = std::getenv("MLAKV_DECODE_TMA");
   return !(e && std::strcmp(e, "0") == 0);
@@ -297,6 +298,8 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.counters = reinterpret_cast<int*>(ws + wl.counters);
   a.num_counters = static_cast<int>(mla::num_counters(batch, parts));
 
+  const char* order = std::getenv("MLAKV_DECODE_RM_ORDER");
+  a.rm_overlap = order && std::strcmp(order, "overlap") == 0;
   if (sm90 && cache.desc.format == CacheFormat::bf16 && mla::use_tma())
     a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, a.num_blocks, a.block_size, a.block_stride, 1152,
                                      a.kv_box_rows);

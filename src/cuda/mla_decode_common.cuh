@@ -139,6 +139,9 @@ struct DecodeArgs {
   CUtensorMap kv_map;
   bool kv_tma;
   int kv_box_rows;
+  /// Rows-as-M form, publication first: Q·Kᵀ issued before the other's stage is released (the
+  /// order before session 13; MLAKV_DECODE_RM_ORDER=overlap).
+  bool rm_overlap;
 };
 
 /// Programmatic dependent launch (sm_90+): schedule -> attention -> combine are launched so that

@@ -107,10 +107,7 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   // and the tile time did not move (docs/perf/decode-notes.md, session 8).
   static constexpr bool kOwnerWidens = kTileScales && ALT && NW == 8;
   static constexpr int kBar = kSclEnd + (kXInQ ? 0 : kXBytes);
-  // Barriers: full, empty and published [2] each; fp8_ds_mla's raw ring, or (the 64-row bf16
-  // forms) a "landed" barrier per stage and column block for tiles that arrive by TMA.
-  static constexpr bool kBlockBars = F == CacheFormat::bf16 && NW == 32;
-  static constexpr int kSch = kBar + (kOwnerWidens ? 128 : kBlockBars ? 64 + 2 * 9 * 8 : 64);  // fused path: the CTA's own schedule
+  static constexpr int kSch = kBar + (kOwnerWidens ? 128 : 64);  // fused path: the CTA's own schedule
   static constexpr int kRaw = kSch + 256;              // raw FP8 units (parts of a tile) in flight
   // A unit is half a tile, or for fp8_ds_mla at 32 rows (704-byte raw tokens beside the larger
   // Q tile) a quarter tile, which fits two slots where two half tiles do not.
@@ -487,12 +484,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   auto empty_bar = [&](int st) { return bar_u + 16 + 8 * st; };
   auto raw_full_bar = [&](int slot) { return bar_u + 64 + 8 * slot; };
   auto raw_free_bar = [&](int slot) { return bar_u + 96 + 8 * slot; };
-  // Rows as M: whole tiles arrive by TMA (MLAKV_DECODE_TMA=0: by cp.async), each column block
-  // on its own barrier, so that the owner's Q·Kᵀ starts on the first 8 KB to land. The other
-  // forms keep cp.async (16 rows: TMA measured 2–5 % slower at B ≥ 64, docs/PERF.md session 13).
-  constexpr bool kTma = RM;
-  static_assert(!kTma || S::kBlockBars, "column-block barriers");
-  auto block_bar = [&](int st, int c) { return bar_u + 64 + 8 * (9 * st + c); };
 
   auto store_out = [&](int64_t at, float y) {  // one output element, bf16 or f32
     if (a.out_f32) static_cast<float*>(a.out)[at] = y;
@@ -501,9 +492,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 
   int* const si = reinterpret_cast<int*>(smem + S::kSch);
   const Sm90Tab sch{a, si};
-  // Whether tile t of request b (the producer's and the consumers' cursors agree) comes by TMA:
-  // every token before the request's end (tokens past it must read as zeros: cp.async only).
-  auto tile_by_tma = [&](int b, int t) { return kTma && a.kv_tma && (t + 1) * kTile <= sch.len_local(b); };
   const int B = a.batch;
   const int part = blockIdx.x, row0 = blockIdx.y * kRowsCta;
   if (threadIdx.x == 0) {
@@ -574,10 +562,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     // Rows as M: each consumer warpgroup's "published" barrier (P and row maxima of its tile).
     if constexpr (RM)
       for (int cw = 0; cw < 2; ++cw) mbar_init(bar_u + 32 + 8 * cw, 128);
-    // One arrival each (the producer's thread 0), with the block's bytes on TMA tiles.
-    if constexpr (kTma)
-      for (int st = 0; st < kSm90Stages; ++st)
-        for (int c = 0; c < 9; ++c) mbar_init(block_bar(st, c), 1);
   }
   __syncthreads();
 
@@ -646,16 +630,21 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       return blk < 0 ? nullptr : a.cache + blk * a.block_stride + static_cast<int64_t>(in_block) * TB;
     };
     if constexpr (!kWiden) {
+      // Rows as M only: at 16 rows TMA measured 2–5 % slower than cp.async where the form is
+      // memory-bound (docs/PERF.md, session 13), and at 32 rows its branch costs the consumers
+      // three spilled registers.
+      constexpr bool kTmaForm = RM;
       const int sub = pt & 7;
       Cursor ld;
       seek(ld, first_b, lo, hi, sch, B);
       for (int k = 0; ld.b < B; ++k) {
         const int st = k & 1;
         MLAKV_TRACE(0, k, 2);
-        // TMA tiles: thread 0 issues boxes of 64 columns × kv_box_rows tokens (tokens 16p
-        // start them: this thread's own lookups), masked blocks as boxes past the map's end,
-        // which land as zeros unread.
-        const bool tma = tile_by_tma(ld.b, ld.t);
+        // A tile whose tokens all lie before the request's end goes by TMA: thread 0 issues
+        // boxes of 64 columns × kv_box_rows tokens (tokens 16p start them: this thread's own
+        // lookups), masked blocks as boxes past the map's end, which land as zeros unread. The
+        // request's last partial tile takes the cp.async path (tokens past the end must be zeros).
+        const bool tma = kTmaForm && a.kv_tma && (ld.t + 1) * kTile <= sch.len_local(ld.b);
         int blk[4], in_block[4] = {};
 #pragma unroll
         for (int p = 0; p < 4; ++p) blk[p] = token_block(ld, (pt >> 3) + 16 * p, in_block[p]);
@@ -674,25 +663,20 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           }
           if (sub == 0) tok_ok[st * kTile + tok] = ok;
         }
-        if constexpr (kTma)
-          if (pt == 0) {
-            const int step_mask = (a.kv_box_rows >> 4) - 1;
+        if (tma && pt == 0) {
+          mbar_arrive_expect_tx(full_bar(st), kStageBytes);
+          const int step_mask = (a.kv_box_rows >> 4) - 1;
 #pragma unroll
-            for (int c = 0; c < 9; ++c) {
-              if (!tma) {  // keeps the block barriers' phases in step with the stage's
-                mbar_arrive(block_bar(st, c));
-                continue;
-              }
-              mbar_arrive_expect_tx(block_bar(st, c), 8192);
+          for (int p = 0; p < 4; ++p) {  // unrolled: blk and in_block stay in registers
+            if (p & step_mask) continue;
+            const int blk_c = blk[p] >= 0 ? blk[p] : static_cast<int>(a.num_blocks);
 #pragma unroll
-              for (int p = 0; p < 4; ++p) {  // unrolled: blk and in_block stay in registers
-                if (p & step_mask) continue;
-                const int blk_c = blk[p] >= 0 ? blk[p] : static_cast<int>(a.num_blocks);
-                tma_load_3d(stage_u + c * 8192 + p * 2048, &a.kv_map, block_bar(st, c), 64 * c, in_block[p], blk_c);
-              }
-            }
+            for (int c = 0; c < 9; ++c)
+              tma_load_3d(stage_u + c * 8192 + p * 2048, &a.kv_map, full_bar(st), 64 * c, in_block[p], blk_c);
           }
-        mbar_arrive(full_bar(st));  // this thread's flags (and its cp.async below)
+        } else {
+          mbar_arrive(full_bar(st));
+        }
         MLAKV_TRACE(0, k, 1);
         mbar_arrive_cp_async(full_bar(st));
         advance(ld, lo, hi, sch, B);
@@ -917,12 +901,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     auto pub_bar = [&](int kt) { return bar_u + 32 + 8 * (kt & 1); };
     // The other's publication of tile kt: its row maxima and its P (into registers).
     auto take_pub = [&](int kt, float (&m_in)[2], uint32_t (&pb)[4][4]) {
-      // Complete already: these order the stage's bytes (value blocks 0..7 on TMA tiles) here.
-      mbar_wait(full_bar(kt & 1), (kt >> 1) & 1);
+      mbar_wait(full_bar(kt & 1), (kt >> 1) & 1);  // complete already: orders the stage's bytes here
       fence_async_smem();
-      if constexpr (kTma)
-#pragma unroll 1
-        for (int c = 0; c < 8; ++c) mbar_wait(block_bar(kt & 1, c), (kt >> 1) & 1);
       mbar_wait(pub_bar(kt), (kt >> 1) & 1);
 #pragma unroll
       for (int i = 0; i < 2; ++i) m_in[i] = row_m[16 * w + g + 8 * i];
@@ -989,30 +969,18 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
         for (int r = 0; r < 32; ++r) s[r] = 0.0f;
         pin(s);
-        const bool tma = tile_by_tma(b, cs.t);
         auto issue_qk = [&]() {
+          mbar_wait(full_bar(st), (k >> 1) & 1);
+          MLAKV_TRACE(1 + cw, k, 7);
+          fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
           const uint64_t q_desc = desc_sw128(q_u, 16, 1024), k_desc = desc_sw128(stage_u, 16, 1024);
-          if (!tma) {
-            mbar_wait(full_bar(st), (k >> 1) & 1);
-            MLAKV_TRACE(1 + cw, k, 7);
-            fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
-          }
-          // Each column block's four k-steps as soon as its bytes land (TMA writes through the
-          // async proxy, as wgmma reads: no fence). cp.async tiles: complete with the stage.
+          wg_fence();
 #pragma unroll
           for (int kk = 0; kk < 36; ++kk) {
-            if ((kk & 3) == 0) {
-              mbar_wait(block_bar(st, kk >> 2), (k >> 1) & 1);
-              wg_fence();  // after the wait: ptxas would insert its own in the wait's divergent loop
-            }
             const uint32_t off = (kk >> 2) * 8192 + (kk & 3) * 32;  // Q and the tile: 8192 B per 64 columns
             MmaSS64::run(s, desc_plus(q_desc, off), desc_plus(k_desc, off), kk);
           }
           wg_commit();
-          if (tma) {
-            mbar_wait(full_bar(st), (k >> 1) & 1);  // the tile's flags, for the softmax
-            MLAKV_TRACE(1 + cw, k, 7);
-          }
         };
 
         // ---- mask, scale, online softmax from the maxima m_in; P as bf16; published ----
@@ -1092,9 +1060,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           // goes first (a warpgroup's wgmma complete in order, so this also orders the release of
           // tile k − 1's stage): the warpgroup follows the stage if any of its warps saw it full.
           bool full_seen = false;
-          const uint32_t ready_bar = tma ? block_bar(st, 0) : full_bar(st);  // Q·Kᵀ can start
           for (;;) {
-            if (mbar_test(ready_bar, (k >> 1) & 1)) {
+            if (mbar_test(full_bar(st), (k >> 1) & 1)) {
               full_seen = true;
               break;
             }
@@ -1102,15 +1069,25 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           }
           MLAKV_TRACE_EITHER(1 + cw, k, full_seen ? 1 : 5, full_seen ? 5 : 1);
           if (!wg_any(2 + cw, full_seen)) {
-            // Publication first: nothing in flight, so o moves to its maxima and P is used as is;
-            // the other's stage is released as soon as its P · V is done.
+            // Publication first: nothing in flight, so o moves to its maxima and P is used as is.
+            // The other's stage goes back as soon as its P · V is done, before this tile's bytes
+            // are awaited: released after Q·Kᵀ's issue instead, every stage's refill waited for
+            // the next tile's landing, a chain of one refill per tile (session 9's trace: ~4,450
+            // clocks between landings). MLAKV_DECODE_RM_ORDER=overlap: the old order.
             take_pub(k - 1, m_in, pb);
             move_ref(m_in);
             issue_pv(k - 1, pb);
-            issue_qk();
-            wg_wait1();
-            pv_done(pb);
-            release(st ^ 1);
+            if (a.rm_overlap) {
+              issue_qk();
+              wg_wait1();
+              pv_done(pb);
+              release(st ^ 1);
+            } else {
+              wg_wait0();
+              pv_done(pb);
+              release(st ^ 1);
+              issue_qk();
+            }
             wg_wait0();
           } else {
             issue_qk();
