@@ -495,13 +495,20 @@ TEST(CudaDecode, BadBlockIdsAreMaskedNotRead) {
   for (float x : g.lse) ASSERT_TRUE(std::isfinite(x));
 }
 
-// 64-row bf16 CTAs (H=64, H=128) take whole tiles by TMA boxes (block sizes 16..128: one to
-// four boxes per column block, each column block on its own barrier), a request's partial last
-// tile by cp.async; MLAKV_DECODE_TMA=0 sends every tile by cp.async (H=16: always). Both must
-// give the same bits (the same bytes reach the same wgmma), including tiles whose block ids are
-// out of range (TMA: boxes past the map's end, zeros).
-TEST(CudaDecode, TmaTilesMatchCpAsyncTilesBitForBit) {
+// The 64-row bf16 form (H=64, H=128) takes whole tiles by TMA boxes (block sizes 16..128: one to
+// four boxes per column block), a request's partial last tile by cp.async; MLAKV_DECODE_TMA=0
+// sends every tile by cp.async (the 16-row form, H=16: always), and MLAKV_DECODE_RM_ORDER=overlap
+// issues Q·Kᵀ before releasing the other warpgroup's stage. All must give the same bits (the
+// same bytes reach the same wgmma in the same accumulation order), including tiles whose block
+// ids are out of range (TMA: boxes past the map's end, zeros).
+TEST(CudaDecode, TmaTilesAndStageOrderMatchBitForBit) {
   MLAKV_REQUIRE_GPU();
+  auto differing = [](const GpuRun& x, const GpuRun& y) {
+    int64_t diff = 0;
+    for (std::size_t i = 0; i < x.out.size(); ++i) diff += std::memcmp(&x.out[i], &y.out[i], 4) != 0;
+    for (std::size_t i = 0; i < x.lse.size(); ++i) diff += std::memcmp(&x.lse[i], &y.lse[i], 4) != 0;
+    return diff;
+  };
   for (int bs : {16, 32, 64, 128})
     for (int h : {16, 64, 128}) {
       Case c;
@@ -515,12 +522,13 @@ TEST(CudaDecode, TmaTilesMatchCpAsyncTilesBitForBit) {
       setenv("MLAKV_DECODE_TMA", "0", 1);
       const GpuRun cpa = run_gpu(p, &ids);
       unsetenv("MLAKV_DECODE_TMA");
+      setenv("MLAKV_DECODE_RM_ORDER", "overlap", 1);
+      const GpuRun ovl = run_gpu(p, &ids);
+      unsetenv("MLAKV_DECODE_RM_ORDER");
       SCOPED_TRACE(describe(c));
       ASSERT_EQ(tma.out.size(), cpa.out.size());
-      int64_t diff = 0;
-      for (std::size_t i = 0; i < tma.out.size(); ++i) diff += std::memcmp(&tma.out[i], &cpa.out[i], 4) != 0;
-      for (std::size_t i = 0; i < tma.lse.size(); ++i) diff += std::memcmp(&tma.lse[i], &cpa.lse[i], 4) != 0;
-      EXPECT_EQ(diff, 0);
+      EXPECT_EQ(differing(tma, cpa), 0) << "TMA against cp.async";
+      EXPECT_EQ(differing(tma, ovl), 0) << "stage released before Q·Kᵀ against after";
       for (float x : tma.out) ASSERT_TRUE(std::isfinite(x));
     }
 }
