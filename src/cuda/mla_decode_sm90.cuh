@@ -14,7 +14,8 @@
 //        cp.async into a 2-stage ring laid out in the 128-byte swizzle wgmma reads; masked tokens
 //        (past the end, bad block ids) are zero-filled, never read. Completion is signalled on a
 //        "full" mbarrier by cp.async.mbarrier.arrive, so loads stay in flight without the producer
-//        waiting on them.
+//        waiting on them. The rows-as-M form's whole tiles come by TMA instead (nine boxes from
+//        one thread onto the same barrier, with their byte count).
 //   WG1, WG2 consumers: each owns NW of the CTA's 2·NW rows and all 512 output columns, so the
 //        two never exchange softmax state; they share the KV stage and the Q tile. Per tile:
 //        36 wgmma for Sᵀ, mask + online softmax in registers (row maxima across the 4 warps
