@@ -302,7 +302,7 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.rm_overlap = order && std::strcmp(order, "overlap") == 0;
   if (sm90 && cache.desc.format == CacheFormat::bf16 && mla::use_tma())
     a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, a.num_blocks, a.block_size, a.block_stride, 1152,
-                                     a.kv_box_rows);
+                                     a.kv_box_rows, a.kv_box_cblocks);
 
   const cudaStream_t st = to_cuda(stream);
   if (a.in_grid_merge) {
