@@ -174,14 +174,12 @@ void launch_attention_sm90(const DecodeArgs& a, CacheFormat format, int parts, c
   }
 }
 
-/// bf16 tiles by TMA on the sm90 kernel's rows-as-M form (one thread issues one copy per tile
-/// instead of 128 threads issuing 36 cp.async each); MLAKV_DECODE_TMA=0 keeps every tile on
-/// cp.async, =require fails the call where the cache cannot be mapped (tests).
-enum class TmaMode { off, on, require };
-TmaMode tma_mode() {
+/// bf16 tiles by TMA on the sm90 kernel's rows-as-M form (one thread issues nine 8 KB boxes per
+/// tile instead of 128 threads issuing 36 cp.async each); MLAKV_DECODE_TMA=0 keeps every tile on
+/// cp.async.
+bool use_tma() {
   const char* e = std::getenv("MLAKV_DECODE_TMA");
-  if (e && std::strcmp(e, "0") == 0) return TmaMode::off;
-  return e && std::strcmp(e, "require") == 0 ? TmaMode::require : TmaMode::on;
+  return !(e && std::strcmp(e, "0") == 0);
 }
 
 /// The fused small-batch path (sm90 kernel, B ≤ kFusedMaxBatch): the attention and combine grids
@@ -302,15 +300,9 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
 
   const char* order = std::getenv("MLAKV_DECODE_RM_ORDER");
   a.rm_overlap = order && std::strcmp(order, "overlap") == 0;
-  const mla::TmaMode tma = mla::tma_mode();
-  if (sm90 && cache.desc.format == CacheFormat::bf16 && mla::sm90_rows_per_cta(rows, cache.desc.format) == 64 &&
-      mla::use_rows_as_m() && tma != mla::TmaMode::off) {
+  if (sm90 && cache.desc.format == CacheFormat::bf16 && mla::use_tma())
     a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, a.num_blocks, a.block_size, a.block_stride, 1152,
-                                     a.kv_box_rows, a.kv_box_cblocks);
-    if (!a.kv_tma && tma == mla::TmaMode::require)
-      detail::fail("mla_decode: MLAKV_DECODE_TMA=require, but no TMA map of the cache could be made (block_size ",
-                   a.block_size, ", block_stride ", a.block_stride, ")");
-  }
+                                     a.kv_box_rows);
 
   const cudaStream_t st = to_cuda(stream);
   if (a.in_grid_merge) {

@@ -14,8 +14,7 @@
 //        cp.async into a 2-stage ring laid out in the 128-byte swizzle wgmma reads; masked tokens
 //        (past the end, bad block ids) are zero-filled, never read. Completion is signalled on a
 //        "full" mbarrier by cp.async.mbarrier.arrive, so loads stay in flight without the producer
-//        waiting on them. The rows-as-M form's whole tiles come by TMA instead (nine boxes from
-//        one thread onto the same barrier, with their byte count).
+//        waiting on them.
 //   WG1, WG2 consumers: each owns NW of the CTA's 2·NW rows and all 512 output columns, so the
 //        two never exchange softmax state; they share the KV stage and the Q tile. Per tile:
 //        36 wgmma for Sᵀ, mask + online softmax in registers (row maxima across the 4 warps
@@ -636,7 +635,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // three spilled registers.
       constexpr bool kTmaForm = RM;
       const int sub = pt & 7;
-      if (kTmaForm && a.kv_tma && pt == 0) tma_prefetch_map(&a.kv_map);
       Cursor ld;
       seek(ld, first_b, lo, hi, sch, B);
       for (int k = 0; ld.b < B; ++k) {
@@ -672,8 +670,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           for (int p = 0; p < 4; ++p) {  // unrolled: blk and in_block stay in registers
             if (p & step_mask) continue;
             const int blk_c = blk[p] >= 0 ? blk[p] : static_cast<int>(a.num_blocks);
-            for (int c = 0; c < 9; c += a.kv_box_cblocks)  // block sizes ≥ 64: the whole tile at once
-              tma_load_4d(stage_u + c * 8192 + p * 2048, &a.kv_map, full_bar(st), 0, in_block[p], c, blk_c);
+#pragma unroll
+            for (int c = 0; c < 9; ++c)
+              tma_load_3d(stage_u + c * 8192 + p * 2048, &a.kv_map, full_bar(st), 64 * c, in_block[p], blk_c);
           }
         } else {
           mbar_arrive(full_bar(st));

@@ -28,7 +28,7 @@ EncodeTiled encoder() {
 }  // namespace
 
 bool encode_paged_rows_map(CUtensorMap& map, const void* base, int64_t num_blocks, int block_size,
-                           int64_t block_stride, int row_bytes, int& box_rows, int& box_cblocks) {
+                           int64_t block_stride, int row_bytes, int& box_rows) {
   if (block_size < 16 || (block_size % 64 != 0 && 64 % block_size != 0)) return false;
   if (num_blocks <= 0 || num_blocks > INT32_MAX - 1 || block_size > INT32_MAX) return false;
   if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || block_stride % 16 != 0 || row_bytes % 128 != 0 ||
@@ -37,13 +37,12 @@ bool encode_paged_rows_map(CUtensorMap& map, const void* base, int64_t num_block
   const EncodeTiled encode = encoder();
   if (!encode) return false;
   box_rows = block_size < 64 ? block_size : 64;
-  box_cblocks = box_rows == 64 ? row_bytes / 128 : 1;  // else the stage's block pitch is not the box's
-  const cuuint64_t dims[4] = {64, static_cast<cuuint64_t>(block_size), static_cast<cuuint64_t>(row_bytes / 128),
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(row_bytes / 2), static_cast<cuuint64_t>(block_size),
                               static_cast<cuuint64_t>(num_blocks)};
-  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(row_bytes), 128, static_cast<cuuint64_t>(block_stride)};
-  const cuuint32_t box[4] = {64, static_cast<cuuint32_t>(box_rows), static_cast<cuuint32_t>(box_cblocks), 1};
-  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
-  return encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 4, const_cast<void*>(base), dims, strides, box, elem_strides,
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(row_bytes), static_cast<cuuint64_t>(block_stride)};
+  const cuuint32_t box[3] = {64, static_cast<cuuint32_t>(box_rows), 1};
+  const cuuint32_t elem_strides[3] = {1, 1, 1};
+  return encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 3, const_cast<void*>(base), dims, strides, box, elem_strides,
                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }

@@ -9,16 +9,14 @@
 
 namespace mlakv::cuda {
 
-/// A 4-D map over a paged cache's token rows of 2-byte elements, cut into 128-byte column blocks:
-/// {64 elements, block_size tokens (row_bytes apart), row_bytes / 128 column blocks (128 bytes
-/// apart), num_blocks blocks (block_stride apart)}. One box is box_rows = min(64, block_size)
-/// tokens of one block times box_cblocks column blocks (all of them where box_rows is 64, else
-/// one), laid out [column block][token][128 bytes] in the 128-byte swizzle: a 64-token tile in one
-/// copy. Boxes outside the map land as zeros without a read (masked blocks). Returns false,
-/// leaving `map` unspecified, where TMA cannot address the cache (alignment, a block size that
-/// neither divides nor is a multiple of 64, more than 2^31 − 1 blocks): the caller keeps its
-/// cp.async path.
+/// A 3-D map over a paged cache's token rows of 2-byte elements: {row_bytes / 2 elements,
+/// block_size tokens, num_blocks blocks}, rows `row_bytes` apart and blocks `block_stride` bytes
+/// apart; one box is 64 elements (128 bytes) × box_rows tokens of one block, stored in the
+/// 128-byte swizzle, and boxes outside the map land as zeros without a read (masked blocks).
+/// box_rows = min(64, block_size). Returns false, leaving `map` unspecified, where TMA cannot
+/// address the cache (alignment, a block size that neither divides nor is a multiple of 64,
+/// more than 2^31 − 1 blocks): the caller keeps its cp.async path.
 bool encode_paged_rows_map(CUtensorMap& map, const void* base, int64_t num_blocks, int block_size,
-                           int64_t block_stride, int row_bytes, int& box_rows, int& box_cblocks);
+                           int64_t block_stride, int row_bytes, int& box_rows);
 
 }  // namespace mlakv::cuda
