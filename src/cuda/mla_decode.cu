@@ -300,7 +300,10 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
 
   const char* order = std::getenv("MLAKV_DECODE_RM_ORDER");
   a.rm_overlap = order && std::strcmp(order, "overlap") == 0;
-  if (sm90 && cache.desc.format == CacheFormat::bf16 && mla::use_tma())
+  // The map only where the rows-as-M form runs (the launch's 64-row bf16 case): encoding it is
+  // host work on every call.
+  if (sm90 && cache.desc.format == CacheFormat::bf16 && mla::sm90_rows_per_cta(rows, cache.desc.format) == 64 &&
+      mla::use_rows_as_m() && mla::use_tma())
     a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, a.num_blocks, a.block_size, a.block_stride, 1152,
                                      a.kv_box_rows);
 
