@@ -10,7 +10,8 @@ CTA-wide %globaltimer stamps (start, scheduled, end, each role ready), clock64 a
 the SM id.
 Events per k: producer 2 iteration start, 0 stage empty, 3 (FP8) first raw unit landed, 4 (FP8)
 first unit widened, 6 / 7 (FP8) the next unit's lookup done / its copies issued, 5 (FP8) the
-issue returned, 1 stage published; consumers 0 stage full (RM: own tile begins), 1 (RM) stage
+issue returned, 1 stage published; bf16: 6 the tile's flags stored, 7 (rows as M, TMA tiles) its
+copies issued; consumers 0 stage full (RM: own tile begins), 1 (RM) stage
 first / 5 publication first, 1 Q·Kᵀ done,
 2 row maxima exchanged (RM: before the softmax), 3 P written (RM: published), 4 stage released,
 6 (fp8_ds_mla, 16 rows) the owner's half of the tile widened, 7 (RM) the tile's bytes seen
@@ -29,8 +30,10 @@ PRODUCER_SPANS = [
     (3, 4, "first raw unit landed -> widened"),
     (4, 5, "first unit widened -> next copy issued"),
     (4, 6, "first unit widened -> next unit looked up"),
-    (6, 7, "next unit looked up -> its copies issued"),
+    (6, 7, "next unit looked up -> its copies issued (bf16: flags stored -> TMA copies issued)"),
     (0, 1, "stage empty -> stage published"),
+    (0, 6, "stage empty -> 6 (bf16: flags stored; FP8: next unit looked up)"),
+    (7, 1, "TMA copies issued -> stage published (bf16, rows as M)"),
 ]
 
 
