@@ -126,6 +126,13 @@ bool use_rows_as_m() {
   return !(e && std::strcmp(e, "split") == 0);
 }
 
+/// The rows-as-M form's warpgroups issue Q·Kᵀ before releasing the other's stage (the order
+/// before session 13) where MLAKV_DECODE_RM_ORDER=overlap.
+bool use_rm_overlap() {
+  const char* e = std::getenv("MLAKV_DECODE_RM_ORDER");
+  return e && std::strcmp(e, "overlap") == 0;
+}
+
 /// Programmatic dependent launch across schedule -> attention -> combine where the device has it
 /// (compute capability 9.0+), the step's first grid included (a dependent of the kernel before
 /// the step); MLAKV_DECODE_PDL=0 launches them as plain stream successors, =inner only the grids
@@ -298,8 +305,7 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.counters = reinterpret_cast<int*>(ws + wl.counters);
   a.num_counters = static_cast<int>(mla::num_counters(batch, parts));
 
-  const char* order = std::getenv("MLAKV_DECODE_RM_ORDER");
-  a.rm_overlap = order && std::strcmp(order, "overlap") == 0;
+  a.rm_overlap = mla::use_rm_overlap();
   // The map only where the rows-as-M form runs (the launch's 64-row bf16 case): encoding it is
   // host work on every call.
   if (sm90 && cache.desc.format == CacheFormat::bf16 && mla::sm90_rows_per_cta(rows, cache.desc.format) == 64 &&

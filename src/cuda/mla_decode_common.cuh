@@ -134,8 +134,8 @@ struct DecodeArgs {
 
   /// bf16 caches on the sm90 kernel: whole tiles arrive by TMA through this map over the cache
   /// (tensor_map.hpp: boxes of 64 columns × kv_box_rows tokens of one block); kv_tma false where
-  /// the map does not apply or MLAKV_DECODE_TMA=0, and always for partial tiles (their tokens
-  /// past the end must read as zeros, which only the cp.async path gives).
+  /// the map does not apply or MLAKV_DECODE_TMA=0. A request's partial last tile never takes it
+  /// (its tokens past the end must read as zeros, which only the cp.async path gives).
   CUtensorMap kv_map;
   bool kv_tma;
   int kv_box_rows;

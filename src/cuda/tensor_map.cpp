@@ -30,7 +30,7 @@ EncodeTiled encoder() {
 bool encode_paged_rows_map(CUtensorMap& map, const void* base, int64_t num_blocks, int block_size,
                            int64_t block_stride, int row_bytes, int& box_rows) {
   if (block_size < 16 || (block_size % 64 != 0 && 64 % block_size != 0)) return false;
-  if (num_blocks <= 0 || num_blocks > INT32_MAX - 1 || block_size > INT32_MAX) return false;
+  if (num_blocks <= 0 || num_blocks > INT32_MAX - 1) return false;  // block coordinates are int32
   if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || block_stride % 16 != 0 || row_bytes % 128 != 0 ||
       block_stride >= (int64_t{1} << 40) || block_stride < int64_t{block_size} * row_bytes)
     return false;
