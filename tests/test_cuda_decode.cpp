@@ -533,6 +533,64 @@ TEST(CudaDecode, TmaTilesAndStageOrderMatchBitForBit) {
     }
 }
 
+// The rows-as-M form's CTA pairs (a cluster over a request's two 64-row tiles, each CTA
+// multicasting half of every tile's TMA boxes into both, stages refilled once both released them)
+// against one CTA per row tile: the same bytes reach the same wgmma, so the same bits, with the
+// schedule pinned (MLAKV_DECODE_PARTS: a clustered launch may plan fewer parts). Rows 128 and 256
+// pair (1 and 2 clusters along y), rows 192 (three tiles) does not; out-of-range block ids become
+// boxes past the map's end in both CTAs, partial last tiles stay on each CTA's own cp.async.
+TEST(CudaDecode, ClusteredRowTilePairsMatchSingleCtasBitForBit) {
+  MLAKV_REQUIRE_GPU();
+  auto differing = [](const GpuRun& x, const GpuRun& y) {
+    int64_t diff = 0;
+    for (std::size_t i = 0; i < x.out.size(); ++i) diff += std::memcmp(&x.out[i], &y.out[i], 4) != 0;
+    for (std::size_t i = 0; i < x.lse.size(); ++i) diff += std::memcmp(&x.lse[i], &y.lse[i], 4) != 0;
+    return diff;
+  };
+  struct Shape {
+    int heads, s_q, block_size;
+    std::vector<int32_t> lens;
+  };
+  const std::vector<Shape> shapes = {
+      {128, 1, 64, {0, 1, 63, 64, 65, 640, 3000, 129}}, {128, 1, 16, {5, 700, 64, 0, 2049}},
+      {128, 1, 128, {300, 4095, 1}},                    {128, 1, 32, {20000}},
+      {128, 2, 64, {70, 1500, 2, 64}},                  {96, 2, 64, {70, 1500, 2, 64}},
+      {72, 1, 64, {3000, 65, 0}},
+      {128, 1, 64, {900, 0, 4100, 64, 1, 333, 2500, 128, 7, 6000, 640, 65}},  // > kFusedMaxBatch: the schedule grid
+  };
+  setenv("MLAKV_DECODE_PARTS", "24", 1);  // below either launch form's plan on an H100 or H200
+  for (const Shape& sh : shapes) {
+    Case c;
+    c.heads = sh.heads, c.s_q = sh.s_q, c.block_size = sh.block_size, c.lens = sh.lens;
+    SCOPED_TRACE(describe(c));
+    Problem p(c);
+    std::vector<float> ref_out, ref_lse;
+    p.reference(ref_out, ref_lse);
+    std::vector<int32_t> ids = p.bt.ids;
+    if (p.B > 2) {
+      ids[1 * p.bt.max_blocks + 0] = 1 << 30;  // request 1, its first block
+      ids[2 * p.bt.max_blocks + 1] = -3;       // request 2, its second block
+    }
+    const GpuRun pair = run_gpu(p, &ids);
+    setenv("MLAKV_DECODE_CLUSTER", "0", 1);
+    const GpuRun single = run_gpu(p, &ids);
+    unsetenv("MLAKV_DECODE_CLUSTER");
+    ASSERT_EQ(pair.out.size(), single.out.size());
+    EXPECT_EQ(differing(pair, single), 0) << "CTA pairs against one CTA per row tile";
+    for (float x : pair.out) ASSERT_TRUE(std::isfinite(x));
+    if (p.B <= 2) {  // no bad ids: the reference applies
+      EXPECT_LE(rel_err(pair.out, ref_out), 4e-3);
+      EXPECT_LE(attn::max_lse_diff(pair.lse, ref_lse), 1e-3);
+    }
+  }
+  unsetenv("MLAKV_DECODE_PARTS");
+  check_case([] {
+    Case c;  // the planned parts (fewer where the device holds fewer pairs), against the reference
+    c.heads = 128, c.lens = {0, 1, 63, 64, 65, 640, 3000, 129, 8000};
+    return c;
+  }());
+}
+
 // A request whose cached values are NaN must not reach another request's masked tokens: the FP8
 // kernels stage raw token rows in a ring that later units reuse, so a masked token's row there
 // must read as zeros, not as what an earlier request's unit left (P is 0 there, 0 · NaN is not).

@@ -45,23 +45,50 @@ template <CacheFormat F> void launch_format(const DecodeArgs& a, int parts, cuda
   else launch_instance<F, 2>(a, parts, stream);
 }
 
-template <CacheFormat F, int NW, bool ALT = false, bool RM = false>
-void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
-  using S = Sm90Smem<F, NW, ALT>;
+/// The sm90 kernel instance, its shared-memory opt-in set (once per device).
+template <CacheFormat F, int NW, bool ALT, bool RM> auto sm90_instance(int dev) {
   auto kernel = mla_decode_sm90_kernel<F, NW, ALT, RM>;
   static int configured[64] = {};
-  int dev = 0;
-  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
   if (dev < 0 || dev >= 64 || !configured[dev]) {
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kBytes),
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Sm90Smem<F, NW, ALT>::kBytes),
                "cudaFuncSetAttribute(mla_decode_sm90_kernel)");
     if (dev >= 0 && dev < 64) configured[dev] = 1;
   }
+  return kernel;
+}
+
+template <CacheFormat F, int NW, bool ALT = false, bool RM = false>
+void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
+  int dev = 0;
+  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+  auto kernel = sm90_instance<F, NW, ALT, RM>(dev);
   const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(sm90_mtiles(a.rows, F)));
   // A programmatic dependent of the schedule grid, of the counter-zeroing grid (in-grid merge),
   // or (fused path: pdl_first) of whatever ran before the step, waited for before any read.
   const bool pdl = a.fused && !a.in_grid_merge ? a.pdl_first : a.pdl;
-  check_cuda(launch_maybe_pdl(pdl, kernel, grid, dim3(kSm90Threads), S::kBytes, stream, a), "mla_decode_sm90_kernel");
+  check_cuda(launch_clustered(pdl, RM ? a.cluster : 1, kernel, grid, dim3(kSm90Threads), Sm90Smem<F, NW, ALT>::kBytes,
+                              stream, a),
+             "mla_decode_sm90_kernel");
+}
+
+/// How many CTA pairs of the rows-as-M form the device runs at once (a pair needs two SMs of one
+/// GPC: GPCs with an odd SM count leave one idle), which bounds the parts of a clustered launch.
+int rm_pairs_resident(int dev) {
+  static std::atomic<int> cache[64] = {};
+  if (dev >= 0 && dev < 64)
+    if (const int v = cache[dev].load(std::memory_order_relaxed)) return v;
+  auto kernel = sm90_instance<CacheFormat::bf16, 32, false, true>(dev);
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(1, 2, 1), cfg.blockDim = dim3(kSm90Threads);
+  cfg.dynamicSmemBytes = Sm90Smem<CacheFormat::bf16, 32, false>::kBytes;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = 1, attr.val.clusterDim.y = 2, attr.val.clusterDim.z = 1;
+  cfg.attrs = &attr, cfg.numAttrs = 1;
+  int n = 0;
+  check_cuda(cudaOccupancyMaxActiveClusters(&n, kernel, &cfg), "cudaOccupancyMaxActiveClusters");
+  if (dev >= 0 && dev < 64) cache[dev].store(n, std::memory_order_relaxed);
+  return n;
 }
 
 /// The wgmma kernel runs where the device is compute capability 9.0 and this build carries its
@@ -105,6 +132,15 @@ int sm90_bf16_rows_cap() {
 int plan_parts(int rows, int sms, bool sm90, CacheFormat format) {
   const int p = sms / (sm90 ? sm90_mtiles(rows, format) : num_mtiles(rows));
   return p < 1 ? 1 : p;
+}
+
+/// MLAKV_DECODE_PARTS=N caps the parts of a call at N: two launch forms that would plan
+/// different part counts (a clustered launch is bounded by the pairs the device holds) then run
+/// the same schedule, so tests can compare their bits.
+int cap_parts(int parts) {
+  const char* e = std::getenv("MLAKV_DECODE_PARTS");
+  const int n = e ? std::atoi(e) : 0;
+  return n >= 1 && n < parts ? n : parts;
 }
 
 /// Alternating tiles (the two consumer warpgroups take every other KV tile with all 16 or 32 rows
@@ -179,6 +215,13 @@ void launch_attention_sm90(const DecodeArgs& a, CacheFormat format, int parts, c
     case CacheFormat::fp8: launch_sm90_format<CacheFormat::fp8>(a, parts, stream); break;
     default: launch_sm90_format<CacheFormat::fp8_ds_mla>(a, parts, stream); break;
   }
+}
+
+/// The rows-as-M form's CTA pairs (DecodeArgs::cluster) where its tiles go by TMA and a request
+/// has an even number of row tiles; MLAKV_DECODE_CLUSTER=0 keeps one CTA per row tile.
+bool use_rm_cluster() {
+  const char* e = std::getenv("MLAKV_DECODE_CLUSTER");
+  return !(e && std::strcmp(e, "0") == 0);
 }
 
 /// bf16 tiles by TMA on the sm90 kernel's rows-as-M form (one thread issues nine 8 KB boxes per
@@ -258,11 +301,22 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   if (batch == 0) return;
   const int rows = s_q * heads;
   const bool sm90 = mla::use_sm90(cache.desc.format, rows, q.device.index);
-  const int parts = mla::plan_parts(rows, sm_count(q.device.index), sm90, cache.desc.format);
+  mla::DecodeArgs a{};
+  // The map only where the rows-as-M form runs (the launch's 64-row bf16 case): encoding it is
+  // host work on every call.
+  a.block_size = cache.desc.block_size;
+  if (sm90 && cache.desc.format == CacheFormat::bf16 && mla::sm90_rows_per_cta(rows, cache.desc.format) == 64 &&
+      mla::use_rows_as_m() && mla::use_tma())
+    a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, cache.desc.num_blocks, a.block_size,
+                                     cache.desc.stride_bytes(), 1152, a.kv_box_rows);
+  const int mtiles = sm90 ? mla::sm90_mtiles(rows, cache.desc.format) : 0;
+  a.cluster = a.kv_tma && mtiles % 2 == 0 && mla::use_rm_cluster() ? 2 : 1;
+  int parts = mla::plan_parts(rows, sm_count(q.device.index), sm90, cache.desc.format);
+  if (a.cluster > 1) parts = std::max(1, std::min(parts, 2 * mla::rm_pairs_resident(q.device.index) / mtiles));
+  parts = mla::cap_parts(parts);
   const mla::WorkspaceLayout wl = mla::workspace_layout(batch, rows, parts);
   auto* ws = static_cast<uint8_t*>(workspace.data);
 
-  mla::DecodeArgs a{};
   a.q = q.data;
   a.q_s0 = q.stride[0], a.q_s1 = q.stride[1], a.q_s2 = q.stride[2];
   a.q_e4m3 = q.dtype == DType::e4m3;
@@ -271,7 +325,6 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.cache = static_cast<const uint8_t*>(cache.data);
   a.num_blocks = cache.desc.num_blocks;
   a.block_stride = cache.desc.stride_bytes();
-  a.block_size = cache.desc.block_size;
   a.k_scale = cache.scale;
   a.block_table = block_table.ptr<const int32_t>();
   a.bt_s0 = block_table.stride[0], a.bt_s1 = block_table.stride[1];
@@ -306,12 +359,6 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.num_counters = static_cast<int>(mla::num_counters(batch, parts));
 
   a.rm_overlap = mla::use_rm_overlap();
-  // The map only where the rows-as-M form runs (the launch's 64-row bf16 case): encoding it is
-  // host work on every call.
-  if (sm90 && cache.desc.format == CacheFormat::bf16 && mla::sm90_rows_per_cta(rows, cache.desc.format) == 64 &&
-      mla::use_rows_as_m() && mla::use_tma())
-    a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, a.num_blocks, a.block_size, a.block_stride, 1152,
-                                     a.kv_box_rows);
 
   const cudaStream_t st = to_cuda(stream);
   if (a.in_grid_merge) {

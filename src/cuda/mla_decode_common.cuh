@@ -142,6 +142,11 @@ struct DecodeArgs {
   /// Rows-as-M form, publication first: Q·Kᵀ issued before the other's stage is released (the
   /// order before session 13; MLAKV_DECODE_RM_ORDER=overlap).
   bool rm_overlap;
+  /// Rows-as-M form with TMA: the CTAs of a request's row tiles run as clusters of this many
+  /// (2, along the grid's y; 1: no cluster). Each CTA issues half of a tile's boxes, multicast
+  /// into both, so each tile crosses from L2 once per pair instead of once per CTA; a stage is
+  /// refilled once both CTAs' consumers released it.
+  int cluster;
 };
 
 /// Programmatic dependent launch (sm_90+): schedule -> attention -> combine are launched so that
@@ -160,17 +165,32 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 }
 
 /// Launches `kernel(args...)`; with `pdl`, as a programmatic dependent of the stream's previous
-/// kernel (the launch stays capturable: a graph records it as a programmatic edge).
+/// kernel (the launch stays capturable: a graph records it as a programmatic edge); with
+/// cluster_y > 1, as clusters of that many CTAs along y.
+template <typename... P, typename... A>
+inline cudaError_t launch_clustered(bool pdl, int cluster_y, void (*kernel)(P...), dim3 grid, dim3 block,
+                                    std::size_t smem, cudaStream_t stream, A&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = stream;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_y > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = 1;
+    attr[n].val.clusterDim.y = static_cast<unsigned>(cluster_y);
+    attr[n++].val.clusterDim.z = 1;
+  }
+  cfg.attrs = attr, cfg.numAttrs = n;
+  return cudaLaunchKernelEx(&cfg, kernel, static_cast<A&&>(args)...);
+}
 template <typename... P, typename... A>
 inline cudaError_t launch_maybe_pdl(bool pdl, void (*kernel)(P...), dim3 grid, dim3 block, std::size_t smem,
                                     cudaStream_t stream, A&&... args) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr, cfg.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, kernel, static_cast<A&&>(args)...);
+  return launch_clustered(pdl, 1, kernel, grid, block, smem, stream, static_cast<A&&>(args)...);
 }
 
 #ifdef __CUDACC__

@@ -32,7 +32,12 @@ using dev::cp_async4;
 using dev::cp_async_commit;
 using dev::cp_async_wait;
 using dev::smem_u32;
+using dev::cluster_ctarank;
+using dev::cluster_map;
+using dev::cluster_sync;
+using dev::fence_mbarrier_init_cluster;
 using dev::tma_load_3d;
+using dev::tma_load_3d_multicast;
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"

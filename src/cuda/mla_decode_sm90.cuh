@@ -145,6 +145,12 @@ __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
+/// Arrives at the mbarrier at `bar` in CTA `rank` of the cluster, releasing this thread's earlier
+/// accesses (and, through the wgmma waits before it, its warpgroup's reads of a stage) to the
+/// threads that then wait on it there.
+__device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t rank) {
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(cluster_map(bar, rank)) : "memory");
+}
 /// Arrives, and adds `bytes` to what the phase waits for (the TMA copies that complete on it).
 __device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
@@ -158,6 +164,17 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   do {
     asm volatile(
         "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+/// mbar_wait that acquires what other CTAs of the cluster released by arriving at `bar`.
+__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
         : "=r"(done)
         : "r"(bar), "r"(parity)
         : "memory");
@@ -547,12 +564,19 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     first_b = l;
   }
 
+  // Rows as M in a cluster (a.cluster CTAs along y, the row tiles of one part: the same tiles):
+  // each CTA multicasts part of every tile into all of them, so a stage is refilled only once
+  // every CTA's consumers released it, and no CTA leaves while another may still arrive at its
+  // barriers or read its stages (cluster_sync at both ends).
+  const int ncl = RM ? a.cluster : 1;
+  const uint32_t crank = ncl > 1 ? cluster_ctarank() : 0;
   if (threadIdx.x == 0) {
     for (int st = 0; st < kSm90Stages; ++st) {
       // bf16: 128 producer threads × (cp.async arrival + flag arrival); FP8: one arrival each
       // after widening.
       mbar_init(full_bar(st), kWiden ? 128 : 256);
-      mbar_init(empty_bar(st), ALT ? 4 : 8);  // one arrival per consumer warp that reads the stage
+      // One arrival per consumer warp that reads the stage, in every CTA of the cluster.
+      mbar_init(empty_bar(st), (ALT ? 4 : 8) * ncl);
     }
     if constexpr (S::kOwnerWidens)
       for (int sl = 0; sl < kRawSlots; ++sl) {
@@ -562,8 +586,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     // Rows as M: each consumer warpgroup's "published" barrier (P and row maxima of its tile).
     if constexpr (RM)
       for (int cw = 0; cw < 2; ++cw) mbar_init(bar_u + 32 + 8 * cw, 128);
+    if (ncl > 1) fence_mbarrier_init_cluster();
   }
   __syncthreads();
+  if (ncl > 1) cluster_sync();  // no CTA's copies or arrivals reach a barrier before its init
 
   // FP8 raw units (S::kUnitTokens tokens) and their widening into a bf16 stage, by 128 threads:
   // the producer warpgroup, or (kOwnerWidens) the warpgroup that owns the tile for its second half.
@@ -648,7 +674,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         int blk[4], in_block[4] = {};
 #pragma unroll
         for (int p = 0; p < 4; ++p) blk[p] = token_block(ld, (pt >> 3) + 16 * p, in_block[p]);
-        mbar_wait(empty_bar(st), ((k >> 1) & 1) ^ 1);
+        if (ncl > 1) mbar_wait_cluster(empty_bar(st), ((k >> 1) & 1) ^ 1);
+        else mbar_wait(empty_bar(st), ((k >> 1) & 1) ^ 1);
         MLAKV_TRACE(0, k, 0);
         const uint32_t stage_u = base + st * kStageBytes;
 #pragma unroll
@@ -671,8 +698,13 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             if (p & step_mask) continue;
             const int blk_c = blk[p] >= 0 ? blk[p] : static_cast<int>(a.num_blocks);
 #pragma unroll
-            for (int c = 0; c < 9; ++c)
-              tma_load_3d(stage_u + c * 8192 + p * 2048, &a.kv_map, full_bar(st), 64 * c, in_block[p], blk_c);
+            for (int c = 0; c < 9; ++c) {
+              const uint32_t dst = stage_u + c * 8192 + p * 2048;
+              // In a pair, each CTA's producer issues the column blocks of its parity, into both.
+              if (ncl == 1) tma_load_3d(dst, &a.kv_map, full_bar(st), 64 * c, in_block[p], blk_c);
+              else if ((c & 1) == static_cast<int>(crank))
+                tma_load_3d_multicast(dst, &a.kv_map, full_bar(st), 64 * c, in_block[p], blk_c, 0x3);
+            }
           }
         } else {
           mbar_arrive(full_bar(st));
@@ -763,6 +795,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       cp_async_wait<0>();
     }
     if (threadIdx.x == 0) MLAKV_TRACE_WIDE(0, kTrEnd);
+    if (ncl > 1) cluster_sync();
     return;
   }
 
@@ -888,7 +921,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     };
     auto release = [&](int st) {
       __syncwarp();
-      if (lane == 0) mbar_arrive(empty_bar(st));
+      if (lane == 0) {
+        mbar_arrive(empty_bar(st));
+        if (ncl > 1) mbar_arrive_remote(empty_bar(st), crank ^ 1);
+      }
     };
     auto p_at = [&](int c, int r) {  // this thread's word of P's A fragment (c, r) in the buffer
       const int row = 16 * w + g + 8 * (r & 1), j = 2 * c + (r >> 1);
@@ -1201,6 +1237,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       if (cs.b != b) seg_t0 = cs.t;
     }
     if (wt == 0) MLAKV_TRACE_WIDE(1 + cw, kTrEnd);
+    if (ncl > 1) cluster_sync();
     merge_in_grid();
     return;
   }
