@@ -251,6 +251,15 @@ __device__ __forceinline__ uint32_t cluster_map(uint32_t smem, uint32_t rank) {
 #endif
   return r;
 }
+// 16 bytes into another CTA's shared memory (`remote`, a shared::cluster address from
+// cluster_map), completing 16 bytes of transaction count on the mbarrier at `remote_bar` there.
+__device__ __forceinline__ void st_async16(uint32_t remote, uint4 v, uint32_t remote_bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];"
+               ::"r"(remote), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(remote_bar)
+               : "memory");
+#endif
+}
 // Every thread of every CTA of the cluster: this thread's earlier memory operations (and, after
 // mbarrier.init, the barriers) are visible cluster-wide before any thread passes.
 __device__ __forceinline__ void cluster_sync() {

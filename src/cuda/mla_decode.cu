@@ -73,14 +73,14 @@ void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
 
 /// How many CTA pairs of the rows-as-M form the device runs at once (a pair needs two SMs of one
 /// GPC: GPCs with an odd SM count leave one idle), which bounds the parts of a clustered launch.
-int rm_pairs_resident(int dev) {
+template <CacheFormat F> int rm_pairs_resident(int dev) {
   static std::atomic<int> cache[64] = {};
   if (dev >= 0 && dev < 64)
     if (const int v = cache[dev].load(std::memory_order_relaxed)) return v;
-  auto kernel = sm90_instance<CacheFormat::bf16, 32, false, true>(dev);
+  auto kernel = sm90_instance<F, 32, false, true>(dev);
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(1, 2, 1), cfg.blockDim = dim3(kSm90Threads);
-  cfg.dynamicSmemBytes = Sm90Smem<CacheFormat::bf16, 32, false>::kBytes;
+  cfg.dynamicSmemBytes = Sm90Smem<F, 32, false>::kBytes;
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeClusterDimension;
   attr.val.clusterDim.x = 1, attr.val.clusterDim.y = 2, attr.val.clusterDim.z = 1;
@@ -124,6 +124,24 @@ bool use_sm90(CacheFormat format, int rows, int dev) {
   return sm90_available(dev);
 }
 
+/// 64-row bf16 CTAs: the rows-as-M seesaw form (query rows as wgmma's M, P from registers, each
+/// consumer warpgroup half of the output columns), which measured 4–11 % faster than the
+/// split-rows form (docs/perf/decode-notes.md); MLAKV_DECODE_FORM=split selects the latter.
+bool use_rows_as_m() {
+  const char* e = std::getenv("MLAKV_DECODE_FORM");
+  return !(e && std::strcmp(e, "split") == 0);
+}
+
+/// The rows-as-M form's CTA pairs (DecodeArgs::cluster): bf16 where its tiles go by TMA, fp8
+/// always (sm90_fp8_pairs), where a request has an even number of 64-row tiles;
+/// MLAKV_DECODE_CLUSTER=0 keeps one CTA per row tile (fp8: 32-row CTAs).
+bool use_rm_cluster() {
+  const char* e = std::getenv("MLAKV_DECODE_CLUSTER");
+  return !(e && std::strcmp(e, "0") == 0);
+}
+
+bool sm90_fp8_pairs(int rows) { return rows > 64 && (rows + 63) / 64 % 2 == 0 && use_rows_as_m() && use_rm_cluster(); }
+
 int sm90_bf16_rows_cap() {
   const char* e = std::getenv("MLAKV_DECODE_CTA_ROWS");
   return e && std::strcmp(e, "32") == 0 ? 32 : 64;
@@ -154,13 +172,6 @@ bool use_alt() {
   return kAltDefault;
 }
 
-/// 64-row bf16 CTAs: the rows-as-M seesaw form (query rows as wgmma's M, P from registers, each
-/// consumer warpgroup half of the output columns), which measured 4–11 % faster than the
-/// split-rows form (docs/perf/decode-notes.md); MLAKV_DECODE_FORM=split selects the latter.
-bool use_rows_as_m() {
-  const char* e = std::getenv("MLAKV_DECODE_FORM");
-  return !(e && std::strcmp(e, "split") == 0);
-}
 
 /// The rows-as-M form's warpgroups issue Q·Kᵀ before releasing the other's stage (the order
 /// before session 13) where MLAKV_DECODE_RM_ORDER=overlap.
@@ -204,6 +215,8 @@ template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts,
       if constexpr (F == CacheFormat::bf16) {
         if (use_rows_as_m()) launch_sm90<F, 32, false, true>(a, parts, stream);
         else launch_sm90<F, 32>(a, parts, stream);
+      } else if constexpr (F == CacheFormat::fp8) {
+        launch_sm90<F, 32, false, true>(a, parts, stream);  // sm90_fp8_pairs: always a pair
       }
       break;
   }
@@ -215,13 +228,6 @@ void launch_attention_sm90(const DecodeArgs& a, CacheFormat format, int parts, c
     case CacheFormat::fp8: launch_sm90_format<CacheFormat::fp8>(a, parts, stream); break;
     default: launch_sm90_format<CacheFormat::fp8_ds_mla>(a, parts, stream); break;
   }
-}
-
-/// The rows-as-M form's CTA pairs (DecodeArgs::cluster) where its tiles go by TMA and a request
-/// has an even number of row tiles; MLAKV_DECODE_CLUSTER=0 keeps one CTA per row tile.
-bool use_rm_cluster() {
-  const char* e = std::getenv("MLAKV_DECODE_CLUSTER");
-  return !(e && std::strcmp(e, "0") == 0);
 }
 
 /// bf16 tiles by TMA on the sm90 kernel's rows-as-M form (one thread issues nine 8 KB boxes per
@@ -301,18 +307,23 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   if (batch == 0) return;
   const int rows = s_q * heads;
   const bool sm90 = mla::use_sm90(cache.desc.format, rows, q.device.index);
+  const CacheFormat format = cache.desc.format;
   mla::DecodeArgs a{};
-  // The map only where the rows-as-M form runs (the launch's 64-row bf16 case): encoding it is
-  // host work on every call.
+  // The rows-as-M form (64-row CTAs of bf16, or fp8 in pairs). The map only where bf16 runs it:
+  // encoding it is host work on every call.
+  const bool rm = sm90 && mla::sm90_rows_per_cta(rows, format) == 64 && mla::use_rows_as_m();
+  const int mtiles = sm90 ? mla::sm90_mtiles(rows, format) : 0;
   a.block_size = cache.desc.block_size;
-  if (sm90 && cache.desc.format == CacheFormat::bf16 && mla::sm90_rows_per_cta(rows, cache.desc.format) == 64 &&
-      mla::use_rows_as_m() && mla::use_tma())
+  if (rm && format == CacheFormat::bf16 && mla::use_tma())
     a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, cache.desc.num_blocks, a.block_size,
                                      cache.desc.stride_bytes(), 1152, a.kv_box_rows);
-  const int mtiles = sm90 ? mla::sm90_mtiles(rows, cache.desc.format) : 0;
-  a.cluster = a.kv_tma && mtiles % 2 == 0 && mla::use_rm_cluster() ? 2 : 1;
-  int parts = mla::plan_parts(rows, sm_count(q.device.index), sm90, cache.desc.format);
-  if (a.cluster > 1) parts = std::max(1, std::min(parts, 2 * mla::rm_pairs_resident(q.device.index) / mtiles));
+  a.cluster = rm && (format == CacheFormat::fp8 || (a.kv_tma && mtiles % 2 == 0 && mla::use_rm_cluster())) ? 2 : 1;
+  int parts = mla::plan_parts(rows, sm_count(q.device.index), sm90, format);
+  if (a.cluster > 1) {
+    const int pairs = format == CacheFormat::fp8 ? mla::rm_pairs_resident<CacheFormat::fp8>(q.device.index)
+                                                 : mla::rm_pairs_resident<CacheFormat::bf16>(q.device.index);
+    parts = std::max(1, std::min(parts, 2 * pairs / mtiles));
+  }
   parts = mla::cap_parts(parts);
   const mla::WorkspaceLayout wl = mla::workspace_layout(batch, rows, parts);
   auto* ws = static_cast<uint8_t*>(workspace.data);

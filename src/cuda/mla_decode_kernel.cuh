@@ -36,6 +36,8 @@ using dev::cluster_ctarank;
 using dev::cluster_map;
 using dev::cluster_sync;
 using dev::fence_mbarrier_init_cluster;
+using dev::ld_stream16;
+using dev::st_async16;
 using dev::tma_load_3d;
 using dev::tma_load_3d_multicast;
 

@@ -64,9 +64,13 @@ inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims 
 /// warpgroup with four scaled P tiles, and a raw ring of quarter tiles).
 /// bf16's cap: 64 (the split-rows form), or 32 (alternating tiles, each CTA loading every tile)
 /// where MLAKV_DECODE_CTA_ROWS=32 asks for it (mla_decode.cu).
+/// fp8 (per-tensor) at 64 rows per CTA: the rows-as-M form in CTA pairs, each CTA widening half
+/// of every tile into both, where a request's rows fill an even number of 64-row tiles (H=128)
+/// and MLAKV_DECODE_CLUSTER / MLAKV_DECODE_FORM do not turn pairs or the form off (mla_decode.cu).
 int sm90_bf16_rows_cap();
+bool sm90_fp8_pairs(int rows);
 inline int sm90_rows_per_cta(int rows, CacheFormat f) {
-  const int cap = f == CacheFormat::bf16 ? sm90_bf16_rows_cap() : 32;
+  const int cap = f == CacheFormat::bf16 ? sm90_bf16_rows_cap() : f == CacheFormat::fp8 && sm90_fp8_pairs(rows) ? 64 : 32;
   const int r = rows <= 16 ? 16 : rows <= 32 ? 32 : 64;
   return r < cap ? r : cap;
 }
@@ -117,13 +121,18 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   // = 44) puts the two tokens of a quarter warp on disjoint halves.
   static constexpr int kRawPitch = kTileScales ? 704 : kTokenBytes;
   static constexpr int kRawSlotBytes = kUnitTokens * kRawPitch;
-  static constexpr int bytes_for(int slots) { return kRaw + (kWiden ? slots * (kRawSlotBytes + kUnitTokens) : 0); }
+  // fp8 at 64 rows (rows as M, CTA pairs): no room for a raw ring beside the 72 KB Q tile; the
+  // producer widens from registers.
+  static constexpr bool kRawRing = kWiden && NW < 32;
+  static constexpr int bytes_for(int slots) { return kRaw + (kRawRing ? slots * (kRawSlotBytes + kUnitTokens) : 0); }
   static constexpr int raw_slots() {
+    if (!kRawRing) return 0;
     int n = 2 * kTile / kUnitTokens;
     while (n > 2 && (bytes_for(n) > 232448 || (kOwnerWidens && n % 2 != 0))) --n;
     return n;
   }
   static constexpr int kRawSlots = raw_slots();
+  static_assert(kWiden && NW == 32 ? F == CacheFormat::fp8 : true, "64 FP8 rows: per-tensor fp8 only");
   static_assert(!kOwnerWidens || (kRawSlots <= 4 && kTile / kUnitTokens == 2), "raw barriers: 64 + 16·slots bytes, half-tile units");
   static constexpr int kRawOk = kRaw + kRawSlots * kRawSlotBytes;  // [slot][kUnitTokens]
   static constexpr int kBytes = bytes_for(kRawSlots);
@@ -714,6 +723,56 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         advance(ld, lo, hi, sch, B);
       }
       cp_async_wait<0>();
+    } else if constexpr (RM) {
+      // fp8 at 64 rows: a CTA pair (DecodeArgs::cluster = 2) over a request's two row tiles. CTA
+      // r widens tokens [32r, 32r + 32) of every tile into its own stage and, by st.async, into
+      // the peer's (its bytes complete there on the peer's "full" barrier, which expects them),
+      // so each token is read from L2 and widened once per pair, not once per 32-row CTA. No raw
+      // ring fits beside the 72 KB Q tile: the next tile's raw bytes wait in registers (9 × 16
+      // bytes: this thread's units q + 4j of its token) during the wait for the stage to empty.
+      // Every thread also looks up one token of the whole tile for its valid flag.
+      const int tok = pt >> 2, q = pt & 3, row = 32 * static_cast<int>(crank) + tok, ftok = pt >> 1;
+      const uint32_t peer = crank ^ 1, row_off = row * 128;
+      const uint32_t sw0 = ((2 * q) ^ (row & 7)) << 4, sw1 = ((2 * q + 1) ^ (row & 7)) << 4;
+      Cursor ld;
+      seek(ld, first_b, lo, hi, sch, B);
+      uint4 v[9];
+      bool flag = false;
+      auto load = [&]() {
+        const uint8_t* src = token_src(ld, row);
+#pragma unroll
+        for (int j = 0; j < 9; ++j) v[j] = src ? ld_stream16(src + 16 * (q + 4 * j)) : make_uint4(0, 0, 0, 0);
+        int in_block;
+        flag = token_block(ld, ftok, in_block) >= 0;
+      };
+      if (ld.b < B) load();
+      for (int k = 0; ld.b < B; ++k) {
+        const int st = k & 1;
+        MLAKV_TRACE(0, k, 2);
+        mbar_wait_cluster(empty_bar(st), ((k >> 1) & 1) ^ 1);
+        MLAKV_TRACE(0, k, 0);
+        const uint32_t loc = base + st * kStageBytes + row_off;
+        const uint32_t rem = cluster_map(loc, peer), rem_bar = cluster_map(full_bar(st), peer);
+        uint8_t* const lrow = smem + st * kStageBytes + row_off;
+#pragma unroll
+        for (int j = 0; j < 9; ++j) {  // unit q + 4j: column block j, 16-byte chunks 2q and 2q + 1
+          const uint2 a0 = e4m3x4_to_bf16x4(v[j].x), a1 = e4m3x4_to_bf16x4(v[j].y);
+          const uint2 a2 = e4m3x4_to_bf16x4(v[j].z), a3 = e4m3x4_to_bf16x4(v[j].w);
+          const uint4 c0 = make_uint4(a0.x, a0.y, a1.x, a1.y), c1 = make_uint4(a2.x, a2.y, a3.x, a3.y);
+          *reinterpret_cast<uint4*>(lrow + j * 8192 + sw0) = c0;
+          *reinterpret_cast<uint4*>(lrow + j * 8192 + sw1) = c1;
+          st_async16(rem + j * 8192 + sw0, c0, rem_bar);
+          st_async16(rem + j * 8192 + sw1, c1, rem_bar);
+        }
+        if ((pt & 1) == 0) tok_ok[st * kTile + ftok] = flag;
+        fence_async_smem();  // the widened tile is read by wgmma (async proxy)
+        MLAKV_TRACE(0, k, 1);
+        // One arrival per thread (its half-tile bytes and flags), and the peer's half as bytes.
+        if (pt == 0) mbar_arrive_expect_tx(full_bar(st), 32 * 1152);
+        else mbar_arrive(full_bar(st));
+        advance(ld, lo, hi, sch, B);
+        if (ld.b < B) load();
+      }
     } else {
       // Raw units (half or quarter tiles) land in a ring of kRawSlots by cp.async, kRawSlots
       // units ahead; each is then widened (exactly: e4m3 ⊂ bf16) into the swizzled bf16 stage.
@@ -833,7 +892,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   };
   auto load_q_tile = [&](int b) {
     constexpr int kChunks = kRowsCta * 72, kPer = (kChunks + 255) / 256;
-    if constexpr (kWiden && NR >= 32 && !kTileScales) {
+    if constexpr (kWiden && !RM && NR >= 32 && !kTileScales) {
       named_sync(1, 256);
       for (int idx = ct; idx < kChunks; idx += 256) {
         const int r = idx / 72, ch = idx - r * 72;
