@@ -132,9 +132,9 @@ bool use_rows_as_m() {
   return !(e && std::strcmp(e, "split") == 0);
 }
 
-/// The rows-as-M form's CTA pairs (DecodeArgs::cluster): bf16 where its tiles go by TMA, fp8
+/// The rows-as-M form's CTA pairs (DecodeArgs::cluster): bf16 where its tiles go by TMA, FP8
 /// always (sm90_fp8_pairs), where a request has an even number of 64-row tiles;
-/// MLAKV_DECODE_CLUSTER=0 keeps one CTA per row tile (fp8: 32-row CTAs).
+/// MLAKV_DECODE_CLUSTER=0 keeps one CTA per row tile (FP8: 32-row CTAs).
 bool use_rm_cluster() {
   const char* e = std::getenv("MLAKV_DECODE_CLUSTER");
   return !(e && std::strcmp(e, "0") == 0);
@@ -215,7 +215,7 @@ template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts,
       if constexpr (F == CacheFormat::bf16) {
         if (use_rows_as_m()) launch_sm90<F, 32, false, true>(a, parts, stream);
         else launch_sm90<F, 32>(a, parts, stream);
-      } else if constexpr (F == CacheFormat::fp8) {
+      } else {
         launch_sm90<F, 32, false, true>(a, parts, stream);  // sm90_fp8_pairs: always a pair
       }
       break;
@@ -317,11 +317,13 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   if (rm && format == CacheFormat::bf16 && mla::use_tma())
     a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, cache.desc.num_blocks, a.block_size,
                                      cache.desc.stride_bytes(), 1152, a.kv_box_rows);
-  a.cluster = rm && (format == CacheFormat::fp8 || (a.kv_tma && mtiles % 2 == 0 && mla::use_rm_cluster())) ? 2 : 1;
+  a.cluster = rm && (format != CacheFormat::bf16 || (a.kv_tma && mtiles % 2 == 0 && mla::use_rm_cluster())) ? 2 : 1;
   int parts = mla::plan_parts(rows, sm_count(q.device.index), sm90, format);
   if (a.cluster > 1) {
-    const int pairs = format == CacheFormat::fp8 ? mla::rm_pairs_resident<CacheFormat::fp8>(q.device.index)
-                                                 : mla::rm_pairs_resident<CacheFormat::bf16>(q.device.index);
+    const int dev = q.device.index;
+    const int pairs = format == CacheFormat::bf16  ? mla::rm_pairs_resident<CacheFormat::bf16>(dev)
+                      : format == CacheFormat::fp8 ? mla::rm_pairs_resident<CacheFormat::fp8>(dev)
+                                                   : mla::rm_pairs_resident<CacheFormat::fp8_ds_mla>(dev);
     parts = std::max(1, std::min(parts, 2 * pairs / mtiles));
   }
   parts = mla::cap_parts(parts);
