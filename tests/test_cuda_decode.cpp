@@ -535,18 +535,17 @@ TEST(CudaDecode, TmaTilesAndStageOrderMatchBitForBit) {
 
 // The rows-as-M form's CTA pairs (a cluster over a request's two 64-row tiles, each CTA
 // multicasting half of every tile's TMA boxes into both, stages refilled once both released them)
-// against one CTA per row tile: the same bytes reach the same wgmma, so the same bits, with the
-// schedule pinned (MLAKV_DECODE_PARTS: a clustered launch may plan fewer parts). Rows 128 and 256
-// pair (1 and 2 clusters along y), rows 192 (three tiles) does not; out-of-range block ids become
-// boxes past the map's end in both CTAs, partial last tiles stay on each CTA's own cp.async.
-TEST(CudaDecode, ClusteredRowTilePairsMatchSingleCtasBitForBit) {
+// against one CTA per row tile, with the schedule pinned (MLAKV_DECODE_PARTS: a clustered launch
+// may plan fewer parts) and pairs required (MLAKV_DECODE_CLUSTER=require: a refused tensor map
+// or no resident pair fails the call instead of quietly running single CTAs). Not bit for bit:
+// each warpgroup takes the stage-first or the publication-first order per tile, whichever of the
+// two lands first, and the orders round differently where a row maximum moved. A box missing or
+// issued twice hangs the call (a barrier short of bytes); one in the wrong place or a stage
+// refilled early shows as an error far above the tolerance. Rows 128 and 256 pair (1 and 2
+// clusters along y), rows 192 (three tiles) does not; out-of-range block ids become boxes past
+// the map's end in both CTAs, partial last tiles stay on each CTA's own cp.async.
+TEST(CudaDecode, ClusteredRowTilePairsMatchSingleCtas) {
   MLAKV_REQUIRE_GPU();
-  auto differing = [](const GpuRun& x, const GpuRun& y) {
-    int64_t diff = 0;
-    for (std::size_t i = 0; i < x.out.size(); ++i) diff += std::memcmp(&x.out[i], &y.out[i], 4) != 0;
-    for (std::size_t i = 0; i < x.lse.size(); ++i) diff += std::memcmp(&x.lse[i], &y.lse[i], 4) != 0;
-    return diff;
-  };
   struct Shape {
     int heads, s_q, block_size;
     std::vector<int32_t> lens;
@@ -560,6 +559,8 @@ TEST(CudaDecode, ClusteredRowTilePairsMatchSingleCtasBitForBit) {
   };
   setenv("MLAKV_DECODE_PARTS", "24", 1);  // below either launch form's plan on an H100 or H200
   for (const Shape& sh : shapes) {
+    if (sh.heads * sh.s_q <= 192 && sh.heads * sh.s_q > 128) unsetenv("MLAKV_DECODE_CLUSTER");
+    else setenv("MLAKV_DECODE_CLUSTER", "require", 1);
     Case c;
     c.heads = sh.heads, c.s_q = sh.s_q, c.block_size = sh.block_size, c.lens = sh.lens;
     SCOPED_TRACE(describe(c));
@@ -576,14 +577,16 @@ TEST(CudaDecode, ClusteredRowTilePairsMatchSingleCtasBitForBit) {
     const GpuRun single = run_gpu(p, &ids);
     unsetenv("MLAKV_DECODE_CLUSTER");
     ASSERT_EQ(pair.out.size(), single.out.size());
-    EXPECT_EQ(differing(pair, single), 0) << "CTA pairs against one CTA per row tile";
     for (float x : pair.out) ASSERT_TRUE(std::isfinite(x));
+    EXPECT_LE(rel_err(pair.out, single.out), 2e-3) << "CTA pairs against one CTA per row tile";
+    EXPECT_LE(attn::max_lse_diff(pair.lse, single.lse), 5e-4);
     if (p.B <= 2) {  // no bad ids: the reference applies
       EXPECT_LE(rel_err(pair.out, ref_out), 4e-3);
       EXPECT_LE(attn::max_lse_diff(pair.lse, ref_lse), 1e-3);
     }
   }
   unsetenv("MLAKV_DECODE_PARTS");
+  unsetenv("MLAKV_DECODE_CLUSTER");
   check_case([] {
     Case c;  // the planned parts (fewer where the device holds fewer pairs), against the reference
     c.heads = 128, c.lens = {0, 1, 63, 64, 65, 640, 3000, 129, 8000};
@@ -708,7 +711,7 @@ TEST(CudaDecode, MaskedTokensNeverSeeAnEarlierRequestsNan) {
 /// and writes (outputs and workspace poisoned with 0xFF first).
 struct CapturedDecode {
   Device dev = Device::cuda(0);
-  DevBuf cache_d, q_d, bt_d, seq_d, out_d, lse_d, ws;
+  DevBuf cache_d, kscale_d, q_d, bt_d, seq_d, out_d, lse_d, ws;
   Cache cache;
   Tensor q, bt, seq, out, lse;
   std::size_t wsb;
@@ -717,10 +720,11 @@ struct CapturedDecode {
   cudaGraphExec_t exec = nullptr;
 
   explicit CapturedDecode(Problem& p)
-      : cache_d(p.host->bytes), q_d(p.q_bf16), bt_d(p.bt.ids), seq_d(p.req.lens),
+      : cache_d(p.host->bytes), kscale_d(std::vector<float>{*p.host->scale}), q_d(p.q_bf16), bt_d(p.bt.ids), seq_d(p.req.lens),
         out_d(static_cast<std::size_t>(p.B * p.S * p.H * kLatentDim) * 2, 0xFF),
         lse_d(static_cast<std::size_t>(p.B * p.S * p.H) * 4, 0xFF),
-        ws(mla_decode_workspace_size(static_cast<int>(p.B), 1, 16, Device::cuda(0)), 0xFF),
+        ws(mla_decode_workspace_size(static_cast<int>(p.B), static_cast<int>(p.S), static_cast<int>(p.H), Device::cuda(0)),
+           0xFF),
         cache(p.host->cache),
         q(q_d.p, DType::bf16, {p.B, p.S, p.H, kHeadDim}, dev),
         bt(like(p.bt.tensor, bt_d.p, dev)),
@@ -728,7 +732,7 @@ struct CapturedDecode {
         out(out_d.p, DType::bf16, {p.B, p.S, p.H, kLatentDim}, dev),
         lse(lse_d.p, DType::f32, {p.B, p.S, p.H}, dev),
         wsb(ws.n) {
-    cache.data = cache_d.p, cache.device = dev;
+    cache.data = cache_d.p, cache.device = dev, cache.scale = static_cast<float*>(kscale_d.p);
     EXPECT_EQ(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), cudaSuccess);
     EXPECT_EQ(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal), cudaSuccess);
     mla_decode(q, cache, bt, seq, out, lse, p.params(nullptr), Workspace{ws.p, wsb}, Stream{st});
@@ -743,7 +747,7 @@ struct CapturedDecode {
     std::vector<float> o(ob.size());
     for (std::size_t i = 0; i < ob.size(); ++i) o[i] = num::bf16_to_f32(ob[i]);
     EXPECT_LE(rel_err(o, ref_out), 4e-3);
-    EXPECT_LE(attn::max_lse_diff(lse_d.get<float>(), ref_lse), 1e-3);
+    EXPECT_LE(attn::max_lse_diff(lse_d.get<float>(), ref_lse), p.c.format == CacheFormat::fp8_ds_mla ? 4e-3 : 1e-3);
   }
   ~CapturedDecode() {
     if (exec) cudaGraphExecDestroy(exec);
@@ -770,6 +774,28 @@ TEST(CudaDecode, GraphCaptureFollowsDeviceLengths) {
     CUDA_OK(cudaGraphLaunch(g.exec, g.st));
     CUDA_OK(cudaStreamSynchronize(g.st));
     g.expect_matches(p);
+  }
+}
+
+// The CTA-pair forms (bf16, fp8, fp8_ds_mla at 128 heads) captured in a graph as a process's first
+// decode: the clustered launch, the shared-memory opt-in and the occupancy query behind the parts
+// all happen inside the capture; replays follow new lengths.
+TEST(CudaDecode, ClusteredPairsInAGraphFromTheFirstCall) {
+  MLAKV_REQUIRE_GPU();
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
+    SCOPED_TRACE(format_name(f));
+    Case c;
+    c.format = f, c.heads = 128, c.lens = {3000, 17, 0, 900, 65};
+    Problem p(c);
+    CapturedDecode g(p);
+    for (const std::vector<int32_t>& lens : {std::vector<int32_t>{3000, 17, 0, 900, 65}, {1, 17, 0, 64, 2}}) {
+      p.req.lens = lens;
+      CUDA_OK(cudaMemcpyAsync(g.seq_d.p, p.req.lens.data(), p.req.lens.size() * 4, cudaMemcpyHostToDevice, g.st));
+      CUDA_OK(cudaMemsetAsync(g.out_d.p, 0xFF, g.out_d.n, g.st));
+      CUDA_OK(cudaGraphLaunch(g.exec, g.st));
+      CUDA_OK(cudaStreamSynchronize(g.st));
+      g.expect_matches(p);
+    }
   }
 }
 

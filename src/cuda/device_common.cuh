@@ -243,6 +243,13 @@ __device__ __forceinline__ uint32_t cluster_ctarank() {
 #endif
   return r;
 }
+__device__ __forceinline__ uint32_t cluster_nctarank() {
+  uint32_t r = 1;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(r));
+#endif
+  return r;
+}
 // The address in CTA `rank`'s shared memory of the local shared-memory address `smem`.
 __device__ __forceinline__ uint32_t cluster_map(uint32_t smem, uint32_t rank) {
   uint32_t r = smem;

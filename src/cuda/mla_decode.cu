@@ -74,9 +74,9 @@ void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
 /// How many CTA pairs of the rows-as-M form the device runs at once (a pair needs two SMs of one
 /// GPC: GPCs with an odd SM count leave one idle), which bounds the parts of a clustered launch.
 template <CacheFormat F> int rm_pairs_resident(int dev) {
-  static std::atomic<int> cache[64] = {};
+  static std::atomic<int> cache[64] = {};  // pairs + 1; 0 unknown
   if (dev >= 0 && dev < 64)
-    if (const int v = cache[dev].load(std::memory_order_relaxed)) return v;
+    if (const int v = cache[dev].load(std::memory_order_relaxed)) return v - 1;
   auto kernel = sm90_instance<F, 32, false, true>(dev);
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(1, 2, 1), cfg.blockDim = dim3(kSm90Threads);
@@ -87,8 +87,15 @@ template <CacheFormat F> int rm_pairs_resident(int dev) {
   cfg.attrs = &attr, cfg.numAttrs = 1;
   int n = 0;
   check_cuda(cudaOccupancyMaxActiveClusters(&n, kernel, &cfg), "cudaOccupancyMaxActiveClusters");
-  if (dev >= 0 && dev < 64) cache[dev].store(n, std::memory_order_relaxed);
+  if (dev >= 0 && dev < 64) cache[dev].store(n + 1, std::memory_order_relaxed);
   return n;
+}
+int rm_pairs_resident(CacheFormat f, int dev) {
+  switch (f) {
+    case CacheFormat::bf16: return rm_pairs_resident<CacheFormat::bf16>(dev);
+    case CacheFormat::fp8: return rm_pairs_resident<CacheFormat::fp8>(dev);
+    default: return rm_pairs_resident<CacheFormat::fp8_ds_mla>(dev);
+  }
 }
 
 /// The wgmma kernel runs where the device is compute capability 9.0 and this build carries its
@@ -133,14 +140,27 @@ bool use_rows_as_m() {
 }
 
 /// The rows-as-M form's CTA pairs (DecodeArgs::cluster): bf16 where its tiles go by TMA, FP8
-/// always (sm90_fp8_pairs), where a request has an even number of 64-row tiles;
-/// MLAKV_DECODE_CLUSTER=0 keeps one CTA per row tile (FP8: 32-row CTAs).
+/// always (sm90_fp8_pairs), where a request has an even number of 64-row tiles and the device
+/// holds a pair; MLAKV_DECODE_CLUSTER=0 keeps one CTA per row tile (FP8: 32-row CTAs), =require
+/// fails a call those conditions would give pairs but the device or the map does not (tests).
 bool use_rm_cluster() {
   const char* e = std::getenv("MLAKV_DECODE_CLUSTER");
   return !(e && std::strcmp(e, "0") == 0);
 }
+bool rm_cluster_required() {
+  const char* e = std::getenv("MLAKV_DECODE_CLUSTER");
+  return e && std::strcmp(e, "require") == 0;
+}
+bool pairs_apply(int rows) { return rows > 64 && (rows + 63) / 64 % 2 == 0 && use_rows_as_m() && use_rm_cluster(); }
 
-bool sm90_fp8_pairs(int rows) { return rows > 64 && (rows + 63) / 64 % 2 == 0 && use_rows_as_m() && use_rm_cluster(); }
+bool sm90_fp8_pairs(int rows, CacheFormat f) {
+  if (f == CacheFormat::bf16 || !pairs_apply(rows)) return false;
+  int dev = 0;
+  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+  if (sm90_available(dev) && rm_pairs_resident(f, dev) > 0) return true;
+  if (rm_cluster_required()) detail::fail("mla_decode: MLAKV_DECODE_CLUSTER=require, but device ", dev, " holds no CTA pair");
+  return false;
+}
 
 int sm90_bf16_rows_cap() {
   const char* e = std::getenv("MLAKV_DECODE_CTA_ROWS");
@@ -317,15 +337,14 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   if (rm && format == CacheFormat::bf16 && mla::use_tma())
     a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, cache.desc.num_blocks, a.block_size,
                                      cache.desc.stride_bytes(), 1152, a.kv_box_rows);
-  a.cluster = rm && (format != CacheFormat::bf16 || (a.kv_tma && mtiles % 2 == 0 && mla::use_rm_cluster())) ? 2 : 1;
+  // FP8 at 64 rows is always a pair (sm90_fp8_pairs checked the device holds one).
+  const int pairs = rm && mla::pairs_apply(rows) ? mla::rm_pairs_resident(format, q.device.index) : 0;
+  a.cluster = rm && pairs > 0 && (format != CacheFormat::bf16 || a.kv_tma) ? 2 : 1;
+  if (rm && format == CacheFormat::bf16 && mla::pairs_apply(rows) && a.cluster == 1 && mla::rm_cluster_required())
+    detail::fail("mla_decode: MLAKV_DECODE_CLUSTER=require, but the call runs without CTA pairs (tensor map ",
+                 a.kv_tma ? "made" : "refused", ", ", pairs, " pairs resident)");
   int parts = mla::plan_parts(rows, sm_count(q.device.index), sm90, format);
-  if (a.cluster > 1) {
-    const int dev = q.device.index;
-    const int pairs = format == CacheFormat::bf16  ? mla::rm_pairs_resident<CacheFormat::bf16>(dev)
-                      : format == CacheFormat::fp8 ? mla::rm_pairs_resident<CacheFormat::fp8>(dev)
-                                                   : mla::rm_pairs_resident<CacheFormat::fp8_ds_mla>(dev);
-    parts = std::max(1, std::min(parts, 2 * pairs / mtiles));
-  }
+  if (a.cluster > 1) parts = std::max(1, std::min(parts, 2 * pairs / mtiles));
   parts = mla::cap_parts(parts);
   const mla::WorkspaceLayout wl = mla::workspace_layout(batch, rows, parts);
   auto* ws = static_cast<uint8_t*>(workspace.data);

@@ -34,6 +34,7 @@ using dev::cp_async_wait;
 using dev::smem_u32;
 using dev::cluster_ctarank;
 using dev::cluster_map;
+using dev::cluster_nctarank;
 using dev::cluster_sync;
 using dev::fence_mbarrier_init_cluster;
 using dev::ld_stream16;

@@ -68,9 +68,9 @@ inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims 
 /// tile into both, where a request's rows fill an even number of 64-row tiles (H=128) and
 /// MLAKV_DECODE_CLUSTER / MLAKV_DECODE_FORM do not turn pairs or the form off (mla_decode.cu).
 int sm90_bf16_rows_cap();
-bool sm90_fp8_pairs(int rows);
+bool sm90_fp8_pairs(int rows, CacheFormat f);
 inline int sm90_rows_per_cta(int rows, CacheFormat f) {
-  const int cap = f == CacheFormat::bf16 ? sm90_bf16_rows_cap() : sm90_fp8_pairs(rows) ? 64 : 32;
+  const int cap = f == CacheFormat::bf16 ? sm90_bf16_rows_cap() : sm90_fp8_pairs(rows, f) ? 64 : 32;
   const int r = rows <= 16 ? 16 : rows <= 32 ? 32 : 64;
   return r < cap ? r : cap;
 }
@@ -155,11 +155,16 @@ __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
-/// Arrives at the mbarrier at `bar` in CTA `rank` of the cluster, releasing this thread's earlier
-/// accesses (and, through the wgmma waits before it, its warpgroup's reads of a stage) to the
-/// threads that then wait on it there.
+/// Arrives at the mbarrier at `bar`'s offset in CTA `rank` of the cluster; relaxed: what must
+/// precede it is ordered by fence_release_cluster() before (a release arrive at cluster scope
+/// compiles to a GPU-wide membar: CUTLASS's practice, and the PTX ISA's own fence examples).
 __device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t rank) {
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(cluster_map(bar, rank)) : "memory");
+  asm volatile("mbarrier.arrive.relaxed.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(cluster_map(bar, rank)) : "memory");
+}
+/// This thread's shared-memory accesses (and the local arrivals after them) before its later
+/// cluster-scope arrivals, without a GPU-wide membar.
+__device__ __forceinline__ void fence_release_cluster() {
+  asm volatile("fence.release.sync_restrict::shared::cta.cluster;\n" ::: "memory");
 }
 /// Arrives, and adds `bytes` to what the phase waits for (the TMA copies that complete on it).
 __device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
@@ -179,16 +184,19 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
         : "memory");
   } while (!done);
 }
-/// mbar_wait that acquires what other CTAs of the cluster released by arriving at `bar`.
+/// mbar_wait that acquires what other CTAs of the cluster released by arriving at `bar`: a relaxed
+/// wait, then a fence restricted to shared memory (an acquire wait at cluster scope invalidates
+/// the whole L1 each time).
 __device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
   uint32_t done = 0;
   do {
     asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.relaxed.cluster.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
         : "=r"(done)
         : "r"(bar), "r"(parity)
         : "memory");
   } while (!done);
+  asm volatile("fence.acquire.sync_restrict::shared::cluster.cluster;\n" ::: "memory");
 }
 /// Whether the phase of `bar` with this parity has completed (no waiting).
 __device__ __forceinline__ bool mbar_test(uint32_t bar, uint32_t parity) {
@@ -578,8 +586,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   // each CTA multicasts part of every tile into all of them, so a stage is refilled only once
   // every CTA's consumers released it, and no CTA leaves while another may still arrive at its
   // barriers or read its stages (cluster_sync at both ends).
-  const int ncl = RM ? a.cluster : 1;
+  const int ncl = RM ? (kWiden ? 2 : a.cluster) : 1;  // FP8 at 64 rows: always a pair
   const uint32_t crank = ncl > 1 ? cluster_ctarank() : 0;
+  if (ncl > 1 && cluster_nctarank() != 2) __trap();  // the pair's masks and peer are for two CTAs
   if (threadIdx.x == 0) {
     for (int st = 0; st < kSm90Stages; ++st) {
       // bf16: 128 producer threads × (cp.async arrival + flag arrival); FP8: one arrival each
@@ -1011,6 +1020,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     auto release = [&](int st) {
       __syncwarp();
       if (lane == 0) {
+        if (ncl > 1) fence_release_cluster();
         mbar_arrive(empty_bar(st));
         if (ncl > 1) mbar_arrive_remote(empty_bar(st), crank ^ 1);
       }
