@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <optional>
+#include <string>
 #include <vector>
 
 namespace mlakv::test {
@@ -34,6 +37,24 @@ struct DevBuf {
     return v;
   }
   uint8_t* u8() const { return static_cast<uint8_t*>(p); }
+};
+
+/// An environment variable set (or, with nullptr, unset) for a scope, its earlier state restored
+/// however the scope ends (a failed ASSERT returns early): the decode switches are read per call.
+struct ScopedEnv {
+  std::string name;
+  std::optional<std::string> old;
+  ScopedEnv(const char* n, const char* value) : name(n) {
+    if (const char* e = std::getenv(n)) old = e;
+    if (value) setenv(n, value, 1);
+    else unsetenv(n);
+  }
+  ~ScopedEnv() {
+    if (old) setenv(name.c_str(), old->c_str(), 1);
+    else unsetenv(name.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
 };
 
 }  // namespace mlakv::test

@@ -503,7 +503,7 @@ TEST(CudaDecode, BadBlockIdsAreMaskedNotRead) {
 // ids are out of range (TMA: boxes past the map's end, zeros).
 TEST(CudaDecode, TmaTilesAndStageOrderMatchBitForBit) {
   MLAKV_REQUIRE_GPU();
-  setenv("MLAKV_DECODE_CLUSTER", "0", 1);  // single CTAs: the same parts with and without TMA
+  const ScopedEnv single("MLAKV_DECODE_CLUSTER", "0");  // single CTAs: the same parts with and without TMA
   auto differing = [](const GpuRun& x, const GpuRun& y) {
     int64_t diff = 0;
     for (std::size_t i = 0; i < x.out.size(); ++i) diff += std::memcmp(&x.out[i], &y.out[i], 4) != 0;
@@ -532,7 +532,6 @@ TEST(CudaDecode, TmaTilesAndStageOrderMatchBitForBit) {
       EXPECT_EQ(differing(tma, ovl), 0) << "stage released before Q·Kᵀ against after";
       for (float x : tma.out) ASSERT_TRUE(std::isfinite(x));
     }
-  unsetenv("MLAKV_DECODE_CLUSTER");
 }
 
 // The rows-as-M form's CTA pairs (a cluster over a request's two 64-row tiles, each CTA
@@ -559,36 +558,39 @@ TEST(CudaDecode, ClusteredRowTilePairsMatchSingleCtas) {
       {72, 1, 64, {3000, 65, 0}},
       {128, 1, 64, {900, 0, 4100, 64, 1, 333, 2500, 128, 7, 6000, 640, 65}},  // > kFusedMaxBatch: the schedule grid
   };
-  setenv("MLAKV_DECODE_PARTS", "24", 1);  // below either launch form's plan on an H100 or H200
-  for (const Shape& sh : shapes) {
-    if (sh.heads * sh.s_q <= 192 && sh.heads * sh.s_q > 128) unsetenv("MLAKV_DECODE_CLUSTER");
-    else setenv("MLAKV_DECODE_CLUSTER", "require", 1);
-    Case c;
-    c.heads = sh.heads, c.s_q = sh.s_q, c.block_size = sh.block_size, c.lens = sh.lens;
-    SCOPED_TRACE(describe(c));
-    Problem p(c);
-    std::vector<float> ref_out, ref_lse;
-    p.reference(ref_out, ref_lse);
-    std::vector<int32_t> ids = p.bt.ids;
-    if (p.B > 2) {
-      ids[1 * p.bt.max_blocks + 0] = 1 << 30;  // request 1, its first block
-      ids[2 * p.bt.max_blocks + 1] = -3;       // request 2, its second block
-    }
-    const GpuRun pair = run_gpu(p, &ids);
-    setenv("MLAKV_DECODE_CLUSTER", "0", 1);
-    const GpuRun single = run_gpu(p, &ids);
-    unsetenv("MLAKV_DECODE_CLUSTER");
-    ASSERT_EQ(pair.out.size(), single.out.size());
-    for (float x : pair.out) ASSERT_TRUE(std::isfinite(x));
-    EXPECT_LE(rel_err(pair.out, single.out), 2e-3) << "CTA pairs against one CTA per row tile";
-    EXPECT_LE(attn::max_lse_diff(pair.lse, single.lse), 5e-4);
-    if (p.B <= 2) {  // no bad ids: the reference applies
-      EXPECT_LE(rel_err(pair.out, ref_out), 4e-3);
-      EXPECT_LE(attn::max_lse_diff(pair.lse, ref_lse), 1e-3);
+  {
+    const ScopedEnv parts("MLAKV_DECODE_PARTS", "24");  // below either launch form's plan on an H100 or H200
+    for (const Shape& sh : shapes) {
+      const int rows = sh.heads * sh.s_q;
+      std::optional<ScopedEnv> pairs;
+      pairs.emplace("MLAKV_DECODE_CLUSTER", (rows + 63) / 64 % 2 == 0 ? "require" : nullptr);
+      Case c;
+      c.heads = sh.heads, c.s_q = sh.s_q, c.block_size = sh.block_size, c.lens = sh.lens;
+      SCOPED_TRACE(describe(c));
+      Problem p(c);
+      std::vector<float> ref_out, ref_lse;
+      p.reference(ref_out, ref_lse);
+      std::vector<int32_t> ids = p.bt.ids;
+      if (p.B > 2) {
+        ids[1 * p.bt.max_blocks + 0] = 1 << 30;  // request 1, its first block
+        ids[2 * p.bt.max_blocks + 1] = -3;       // request 2, its second block
+      }
+      const GpuRun pair = run_gpu(p, &ids);
+      pairs.reset();
+      const GpuRun single = [&] {
+        const ScopedEnv off("MLAKV_DECODE_CLUSTER", "0");
+        return run_gpu(p, &ids);
+      }();
+      ASSERT_EQ(pair.out.size(), single.out.size());
+      for (float x : pair.out) ASSERT_TRUE(std::isfinite(x));
+      EXPECT_LE(rel_err(pair.out, single.out), 2e-3) << "CTA pairs against one CTA per row tile";
+      EXPECT_LE(attn::max_lse_diff(pair.lse, single.lse), 5e-4);
+      if (p.B <= 2) {  // no bad ids: the reference applies
+        EXPECT_LE(rel_err(pair.out, ref_out), 4e-3);
+        EXPECT_LE(attn::max_lse_diff(pair.lse, ref_lse), 1e-3);
+      }
     }
   }
-  unsetenv("MLAKV_DECODE_PARTS");
-  unsetenv("MLAKV_DECODE_CLUSTER");
   check_case([] {
     Case c;  // the planned parts (fewer where the device holds fewer pairs), against the reference
     c.heads = 128, c.lens = {0, 1, 63, 64, 65, 640, 3000, 129, 8000};
@@ -597,21 +599,26 @@ TEST(CudaDecode, ClusteredRowTilePairsMatchSingleCtas) {
 }
 
 // FP8 caches at 64 rows: the rows-as-M form in CTA pairs, each CTA widening half of every tile
-// into its own stage and (st.async) into its peer's (fp8_ds_mla: scaled, rounded once to bf16). Rows that fill two or four 64-row tiles,
-// partly (72 heads) or wholly; block sizes 1 to 128; e4m3 queries and f32 outputs; a request over
-// every SM; out-of-range block ids (masked in both forms) against the 32-row form
-// (MLAKV_DECODE_CLUSTER=0); a NaN-filled request beside clean ones (masked tokens are widened
-// from zeros, never from what an earlier tile left in registers or the stage).
+// into its own stage and (st.async) into its peer's (fp8_ds_mla: scaled, rounded once to bf16),
+// pairs required (MLAKV_DECODE_CLUSTER=require) wherever the rows fill an even number of 64-row
+// tiles: 72 and 128 heads (partly and wholly filled pairs), 256 rows (two pairs along y), 144
+// rows (three tiles: the 32-row form, a control); block sizes 1 to 128; e4m3 queries and f32
+// outputs; a request over every SM; out-of-range block ids (masked in both forms) against the
+// 32-row form (MLAKV_DECODE_CLUSTER=0); requests whose bytes are all 0xFF beside clean ones
+// (fp8_ds_mla: NaN scales and rope, which a masked token must never pick up from an earlier
+// tile; fp8's 0xFF widens to a finite value, so there it only checks the clean requests).
 TEST(CudaDecode, Fp8RowTilePairsMatchReference) {
   MLAKV_REQUIRE_GPU();
   for (CacheFormat f : {CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
     SCOPED_TRACE(format_name(f));
     for (int h : {72, 128})
       for (int s : {1, 2}) {
+        const ScopedEnv pairs("MLAKV_DECODE_CLUSTER", (h * s + 63) / 64 % 2 == 0 ? "require" : nullptr);
         Case c;
         c.format = f, c.heads = h, c.s_q = s, c.lens = kMixed;
         check_case(c);
       }
+    const ScopedEnv pairs("MLAKV_DECODE_CLUSTER", "require");
     for (int bs : {1, 16, 128}) {
       Case c;
       c.format = f, c.heads = 128, c.block_size = bs, c.lens = {3, 0, 97, 513, 4099};
@@ -633,10 +640,14 @@ TEST(CudaDecode, Fp8RowTilePairsMatchReference) {
     std::vector<int32_t> ids = p.bt.ids;
     ids[0 * p.bt.max_blocks + 1] = 1 << 30;
     ids[2 * p.bt.max_blocks + 3] = -3;
-    const GpuRun pair = run_gpu(p, &ids);
-    setenv("MLAKV_DECODE_CLUSTER", "0", 1);
-    const GpuRun rows32 = run_gpu(p, &ids);
-    unsetenv("MLAKV_DECODE_CLUSTER");
+    const GpuRun pair = [&] {
+      const ScopedEnv pairs("MLAKV_DECODE_CLUSTER", "require");
+      return run_gpu(p, &ids);
+    }();
+    const GpuRun rows32 = [&] {
+      const ScopedEnv off("MLAKV_DECODE_CLUSTER", "0");
+      return run_gpu(p, &ids);
+    }();
     for (float x : pair.out) ASSERT_TRUE(std::isfinite(x));
     EXPECT_LE(rel_err(pair.out, rows32.out), 4e-3) << "bad block ids: pairs against 32-row CTAs";
     EXPECT_LE(attn::max_lse_diff(pair.lse, rows32.lse), f == CacheFormat::fp8 ? 1e-3 : 4e-3);
@@ -655,6 +666,7 @@ TEST(CudaDecode, Fp8RowTilePairsMatchReference) {
         const int32_t id = p.bt.ids[b * p.bt.max_blocks + j];
         if (id >= 0 && id < p.bt.num_blocks) std::fill_n(p.host->bytes.begin() + id * stride, stride, uint8_t{0xFF});
       }
+    const ScopedEnv pairs("MLAKV_DECODE_CLUSTER", "require");
     const GpuRun g = run_gpu(p);
     const int64_t per_req = p.S * p.H;
     std::vector<float> got, want;
@@ -779,16 +791,17 @@ TEST(CudaDecode, GraphCaptureFollowsDeviceLengths) {
   }
 }
 
-// The CTA-pair forms (bf16, fp8, fp8_ds_mla at 128 heads) captured in a graph as a process's first
-// decode: the clustered launch, the shared-memory opt-in and the occupancy query behind the parts
-// all happen inside the capture; replays follow new lengths.
-TEST(CudaDecode, ClusteredPairsInAGraphFromTheFirstCall) {
+// The CTA-pair forms (bf16, fp8, fp8_ds_mla at 128 heads) captured in a CUDA graph as a caller
+// would: the workspace size queried first (which already asks the device for its resident pairs),
+// then the clustered launch captured; replays follow new lengths.
+TEST(CudaDecode, ClusteredPairsInACapturedGraph) {
   MLAKV_REQUIRE_GPU();
   for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
     SCOPED_TRACE(format_name(f));
     Case c;
     c.format = f, c.heads = 128, c.lens = {3000, 17, 0, 900, 65};
     Problem p(c);
+    const ScopedEnv pairs("MLAKV_DECODE_CLUSTER", "require");
     CapturedDecode g(p);
     for (const std::vector<int32_t>& lens : {std::vector<int32_t>{3000, 17, 0, 900, 65}, {1, 17, 0, 64, 2}}) {
       p.req.lens = lens;

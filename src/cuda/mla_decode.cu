@@ -62,7 +62,7 @@ void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
   int dev = 0;
   check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
   auto kernel = sm90_instance<F, NW, ALT, RM>(dev);
-  const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(sm90_mtiles(a.rows, F)));
+  const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>((a.rows + a.cta_rows - 1) / a.cta_rows));
   // A programmatic dependent of the schedule grid, of the counter-zeroing grid (in-grid merge),
   // or (fused path: pdl_first) of whatever ran before the step, waited for before any read.
   const bool pdl = a.fused && !a.in_grid_merge ? a.pdl_first : a.pdl;
@@ -153,11 +153,9 @@ bool rm_cluster_required() {
 }
 bool pairs_apply(int rows) { return rows > 64 && (rows + 63) / 64 % 2 == 0 && use_rows_as_m() && use_rm_cluster(); }
 
-bool sm90_fp8_pairs(int rows, CacheFormat f) {
-  if (f == CacheFormat::bf16 || !pairs_apply(rows)) return false;
-  int dev = 0;
-  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-  if (sm90_available(dev) && rm_pairs_resident(f, dev) > 0) return true;
+bool sm90_fp8_pairs(int rows, CacheFormat f, int dev) {
+  if (f == CacheFormat::bf16 || !pairs_apply(rows) || !sm90_available(dev)) return false;
+  if (rm_pairs_resident(f, dev) > 0) return true;
   if (rm_cluster_required()) detail::fail("mla_decode: MLAKV_DECODE_CLUSTER=require, but device ", dev, " holds no CTA pair");
   return false;
 }
@@ -167,8 +165,8 @@ int sm90_bf16_rows_cap() {
   return e && std::strcmp(e, "32") == 0 ? 32 : 64;
 }
 
-int plan_parts(int rows, int sms, bool sm90, CacheFormat format) {
-  const int p = sms / (sm90 ? sm90_mtiles(rows, format) : num_mtiles(rows));
+int plan_parts(int rows, int sms, bool sm90, CacheFormat format, int dev) {
+  const int p = sms / (sm90 ? sm90_mtiles(rows, format, dev) : num_mtiles(rows));
   return p < 1 ? 1 : p;
 }
 
@@ -222,7 +220,7 @@ bool use_pdl(int dev) {
 }
 
 template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts, cudaStream_t stream) {
-  switch (sm90_rows_per_cta(a.rows, F)) {
+  switch (a.cta_rows) {
     case 16:
       if (use_alt()) launch_sm90<F, 8, true>(a, parts, stream);
       else launch_sm90<F, 8>(a, parts, stream);
@@ -302,9 +300,9 @@ std::size_t mla_decode_workspace_size(int batch, int s_q, int heads, int device_
   if (batch <= 0) return 0;
   const int rows = s_q * heads, sms = sm_count(device_index);
   // Sized for whichever kernel needs more parts (the format is not known here).
-  int parts = mla::plan_parts(rows, sms, false, CacheFormat::bf16);
+  int parts = mla::plan_parts(rows, sms, false, CacheFormat::bf16, device_index);
   for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
-    parts = std::max(parts, mla::plan_parts(rows, sms, true, f));
+    parts = std::max(parts, mla::plan_parts(rows, sms, true, f, device_index));
   return mla::workspace_layout(batch, rows, parts).total;
 }
 
@@ -326,24 +324,26 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
             heads = static_cast<int>(q.shape[2]);
   if (batch == 0) return;
   const int rows = s_q * heads;
-  const bool sm90 = mla::use_sm90(cache.desc.format, rows, q.device.index);
   const CacheFormat format = cache.desc.format;
+  const int dev = q.device.index;
+  const bool sm90 = mla::use_sm90(format, rows, dev);
   mla::DecodeArgs a{};
-  // The rows-as-M form (64-row CTAs of bf16, or fp8 in pairs). The map only where bf16 runs it:
+  // The rows-as-M form (64-row CTAs of bf16, or FP8 in pairs). The map only where bf16 runs it:
   // encoding it is host work on every call.
-  const bool rm = sm90 && mla::sm90_rows_per_cta(rows, format) == 64 && mla::use_rows_as_m();
-  const int mtiles = sm90 ? mla::sm90_mtiles(rows, format) : 0;
+  a.cta_rows = sm90 ? mla::sm90_rows_per_cta(rows, format, dev) : 0;
+  const bool rm = a.cta_rows == 64 && mla::use_rows_as_m();
+  const int mtiles = sm90 ? (rows + a.cta_rows - 1) / a.cta_rows : 0;
   a.block_size = cache.desc.block_size;
   if (rm && format == CacheFormat::bf16 && mla::use_tma())
     a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, cache.desc.num_blocks, a.block_size,
                                      cache.desc.stride_bytes(), 1152, a.kv_box_rows);
   // FP8 at 64 rows is always a pair (sm90_fp8_pairs checked the device holds one).
-  const int pairs = rm && mla::pairs_apply(rows) ? mla::rm_pairs_resident(format, q.device.index) : 0;
+  const int pairs = rm && mla::pairs_apply(rows) ? mla::rm_pairs_resident(format, dev) : 0;
   a.cluster = rm && pairs > 0 && (format != CacheFormat::bf16 || a.kv_tma) ? 2 : 1;
   if (rm && format == CacheFormat::bf16 && mla::pairs_apply(rows) && a.cluster == 1 && mla::rm_cluster_required())
     detail::fail("mla_decode: MLAKV_DECODE_CLUSTER=require, but the call runs without CTA pairs (tensor map ",
                  a.kv_tma ? "made" : "refused", ", ", pairs, " pairs resident)");
-  int parts = mla::plan_parts(rows, sm_count(q.device.index), sm90, format);
+  int parts = mla::plan_parts(rows, sm_count(dev), sm90, format, dev);
   if (a.cluster > 1) parts = std::max(1, std::min(parts, 2 * pairs / mtiles));
   parts = mla::cap_parts(parts);
   const mla::WorkspaceLayout wl = mla::workspace_layout(batch, rows, parts);

@@ -147,6 +147,8 @@ struct DecodeArgs {
   /// into both, so each tile crosses from L2 once per pair instead of once per CTA; a stage is
   /// refilled once both CTAs' consumers released it.
   int cluster;
+  /// Rows per CTA of the sm90 kernel (sm90_rows_per_cta, decided once on the host per call).
+  int cta_rows;
 };
 
 /// Programmatic dependent launch (sm_90+): schedule -> attention -> combine are launched so that

@@ -68,14 +68,15 @@ inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims 
 /// tile into both, where a request's rows fill an even number of 64-row tiles (H=128) and
 /// MLAKV_DECODE_CLUSTER / MLAKV_DECODE_FORM do not turn pairs or the form off (mla_decode.cu).
 int sm90_bf16_rows_cap();
-bool sm90_fp8_pairs(int rows, CacheFormat f);
-inline int sm90_rows_per_cta(int rows, CacheFormat f) {
-  const int cap = f == CacheFormat::bf16 ? sm90_bf16_rows_cap() : sm90_fp8_pairs(rows, f) ? 64 : 32;
+bool sm90_fp8_pairs(int rows, CacheFormat f, int dev);
+inline int sm90_rows_per_cta(int rows, CacheFormat f, int dev) {
+  const int cap = f == CacheFormat::bf16 ? sm90_bf16_rows_cap() : sm90_fp8_pairs(rows, f, dev) ? 64 : 32;
   const int r = rows <= 16 ? 16 : rows <= 32 ? 32 : 64;
   return r < cap ? r : cap;
 }
-inline int sm90_mtiles(int rows, CacheFormat f) {
-  return (rows + sm90_rows_per_cta(rows, f) - 1) / sm90_rows_per_cta(rows, f);
+inline int sm90_mtiles(int rows, CacheFormat f, int dev) {
+  const int r = sm90_rows_per_cta(rows, f, dev);
+  return (rows + r - 1) / r;
 }
 
 template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
@@ -811,7 +812,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         advance(ld, lo, hi, sch, B);
         if (ld.b < B) load();
       }
-      if constexpr (kDs) cp_async_wait<0>();
+      if constexpr (kDs) {  // the rope copies (their arrivals already gate the consumers)
+        cp_async_commit();
+        cp_async_wait<0>();
+      }
     } else {
       // Raw units (half or quarter tiles) land in a ring of kRawSlots by cp.async, kRawSlots
       // units ahead; each is then widened (exactly: e4m3 ⊂ bf16) into the swizzled bf16 stage.
@@ -1036,7 +1040,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     auto pub_bar = [&](int kt) { return bar_u + 32 + 8 * (kt & 1); };
     // The other's publication of tile kt: its row maxima and its P (into registers).
     auto take_pub = [&](int kt, float (&m_in)[2], uint32_t (&pb)[4][4]) {
-      mbar_wait(full_bar(kt & 1), (kt >> 1) & 1);  // complete already: orders the stage's bytes here
+      // Complete already: orders the stage's bytes here (FP8 pairs: the peer's st.async half is
+      // released at cluster scope).
+      if (kWiden && ncl > 1) mbar_wait_cluster(full_bar(kt & 1), (kt >> 1) & 1);
+      else mbar_wait(full_bar(kt & 1), (kt >> 1) & 1);
       fence_async_smem();
       mbar_wait(pub_bar(kt), (kt >> 1) & 1);
 #pragma unroll
@@ -1105,7 +1112,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         for (int r = 0; r < 32; ++r) s[r] = 0.0f;
         pin(s);
         auto issue_qk = [&]() {
-          mbar_wait(full_bar(st), (k >> 1) & 1);
+          if (kWiden && ncl > 1) mbar_wait_cluster(full_bar(st), (k >> 1) & 1);
+          else mbar_wait(full_bar(st), (k >> 1) & 1);
           MLAKV_TRACE(1 + cw, k, 7);
           fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
           const uint64_t q_desc = desc_sw128(q_u, 16, 1024), k_desc = desc_sw128(stage_u, 16, 1024);
