@@ -745,7 +745,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // fp8: 36 e4m3 units, exactly widened (the tensor scale stays in the softmax and output
       // scaling). fp8_ds_mla: 32 e4m3 units, each times its 128-dim group's scale rounded once to
       // bf16 (FlashMLA's dequantization; SPEC §6 gives this format's lse 4e-3), and the bf16 rope,
-      // which each CTA copies for all 64 tokens by cp.async (8 KB, not worth the registers).
+      // which each CTA copies for all 64 tokens by cp.async (8 KB, not worth the registers;
+      // prefetched into L2 with the tile's loads).
       // Every thread looks up one token of the whole tile (its valid flag, and its rope).
       constexpr bool kDs = F == CacheFormat::fp8_ds_mla;
       constexpr int kJ = kDs ? 8 : 9;                  // units per thread
@@ -767,6 +768,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           gs = make_float4(__uint_as_float(g.x), __uint_as_float(g.y), __uint_as_float(g.z), __uint_as_float(g.w));
         }
         fsrc = token_src(ld, ftok);
+        // fp8_ds_mla: the rope this thread copies once the stage is free, asked of L2 now (its
+        // cp.async then waits for L2, not DRAM, on the refill's path).
+        if (kDs && fsrc) prefetch_l2(fsrc + ((pt & 1) ? 640 : 528));
       };
       // Four bf16 (two words) times scale f, each rounded once.
       auto scaled = [](uint2 x, float f) { return make_uint2(scale_bf16x2(x.x, f), scale_bf16x2(x.y, f)); };
