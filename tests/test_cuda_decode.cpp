@@ -534,6 +534,49 @@ TEST(CudaDecode, TmaTilesAndStageOrderMatchBitForBit) {
     }
 }
 
+// A request whose cached values are NaN must not reach another request's masked tokens: the FP8
+// kernels stage raw token rows in a ring that later units reuse (at 64 rows: registers and the
+// stage), so a masked token's row there must read as zeros, not as what an earlier request's unit
+// left (P is 0 there, 0 · NaN is not). Every block of c's even requests is filled with 0xFF (NaN
+// in bf16 and the f32 scales; e4m3's 0xFF widens to a finite value, so fp8 checks only the clean
+// requests); the odd requests must match the reference.
+void expect_poisoned_requests_stay_out(const Case& c) {
+  SCOPED_TRACE(describe(c));
+  Problem p(c);
+  std::vector<float> ref_out, ref_lse;
+  p.reference(ref_out, ref_lse);
+  const int64_t stride = p.host->cache.desc.stride_bytes();
+  for (int64_t b = 0; b < p.B; b += 2)
+    for (int64_t j = 0; j < p.bt.max_blocks; ++j) {
+      const int32_t id = p.bt.ids[b * p.bt.max_blocks + j];
+      if (id >= 0 && id < p.bt.num_blocks) std::fill_n(p.host->bytes.begin() + id * stride, stride, uint8_t{0xFF});
+    }
+  const GpuRun g = run_gpu(p);
+  const int64_t per_req = p.S * p.H;
+  std::vector<float> got, want;
+  for (int64_t b = 1; b < p.B; b += 2)
+    for (int64_t r = b * per_req; r < (b + 1) * per_req; ++r) {
+      ASSERT_TRUE(std::isfinite(g.lse[r])) << "request " << b;
+      EXPECT_NEAR(g.lse[r], ref_lse[r], c.format == CacheFormat::fp8_ds_mla ? 4e-3 : 1e-3);
+      for (int k = 0; k < kLatentDim; ++k) {
+        got.push_back(g.out[r * kLatentDim + k]);
+        want.push_back(ref_out[r * kLatentDim + k]);
+      }
+    }
+  for (float x : got) ASSERT_TRUE(std::isfinite(x));
+  EXPECT_LE(rel_err(got, want), 4e-3);
+}
+
+TEST(CudaDecode, MaskedTokensNeverSeeAnEarlierRequestsNan) {
+  MLAKV_REQUIRE_GPU();
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
+    Case c;
+    c.format = f;
+    for (int i = 0; i < 96; ++i) c.lens.push_back(i % 2 == 0 ? 640 : 5);  // ~2 tiles per CTA and part
+    expect_poisoned_requests_stay_out(c);
+  }
+}
+
 // The rows-as-M form's CTA pairs (a cluster over a request's two 64-row tiles, each CTA
 // multicasting half of every tile's TMA boxes into both, stages refilled once both released them)
 // against one CTA per row tile, with the schedule pinned (MLAKV_DECODE_PARTS: a clustered launch
@@ -653,71 +696,11 @@ TEST(CudaDecode, Fp8RowTilePairsMatchReference) {
     EXPECT_LE(attn::max_lse_diff(pair.lse, rows32.lse), f == CacheFormat::fp8 ? 1e-3 : 4e-3);
   }
   for (CacheFormat f : {CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
-    SCOPED_TRACE(format_name(f));
     Case c;
     c.format = f, c.heads = 128;
     for (int i = 0; i < 24; ++i) c.lens.push_back(i % 2 == 0 ? 640 : 5);
-    Problem p(c);
-    std::vector<float> ref_out, ref_lse;
-    p.reference(ref_out, ref_lse);
-    const int64_t stride = p.host->cache.desc.stride_bytes();
-    for (int64_t b = 0; b < p.B; b += 2)
-      for (int64_t j = 0; j < p.bt.max_blocks; ++j) {
-        const int32_t id = p.bt.ids[b * p.bt.max_blocks + j];
-        if (id >= 0 && id < p.bt.num_blocks) std::fill_n(p.host->bytes.begin() + id * stride, stride, uint8_t{0xFF});
-      }
     const ScopedEnv pairs("MLAKV_DECODE_CLUSTER", "require");
-    const GpuRun g = run_gpu(p);
-    const int64_t per_req = p.S * p.H;
-    std::vector<float> got, want;
-    for (int64_t b = 1; b < p.B; b += 2)
-      for (int64_t r = b * per_req; r < (b + 1) * per_req; ++r) {
-        ASSERT_TRUE(std::isfinite(g.lse[r])) << "request " << b;
-        EXPECT_NEAR(g.lse[r], ref_lse[r], f == CacheFormat::fp8 ? 1e-3 : 4e-3);
-        for (int k = 0; k < kLatentDim; ++k) {
-          got.push_back(g.out[r * kLatentDim + k]);
-          want.push_back(ref_out[r * kLatentDim + k]);
-        }
-      }
-    for (float x : got) ASSERT_TRUE(std::isfinite(x));
-    EXPECT_LE(rel_err(got, want), 4e-3);
-  }
-}
-
-// A request whose cached values are NaN must not reach another request's masked tokens: the FP8
-// kernels stage raw token rows in a ring that later units reuse, so a masked token's row there
-// must read as zeros, not as what an earlier request's unit left (P is 0 there, 0 · NaN is not).
-TEST(CudaDecode, MaskedTokensNeverSeeAnEarlierRequestsNan) {
-  MLAKV_REQUIRE_GPU();
-  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
-    SCOPED_TRACE(format_name(f));
-    Case c;
-    c.format = f;
-    for (int i = 0; i < 96; ++i) c.lens.push_back(i % 2 == 0 ? 640 : 5);  // ~2 tiles per CTA and part
-    Problem p(c);
-    std::vector<float> ref_out, ref_lse;
-    p.reference(ref_out, ref_lse);
-    // Every block of the even requests: all bytes 0xFF (NaN in e4m3, bf16 and the f32 scales).
-    const int64_t stride = p.host->cache.desc.stride_bytes();
-    for (int64_t b = 0; b < p.B; b += 2)
-      for (int64_t j = 0; j < p.bt.max_blocks; ++j) {
-        const int32_t id = p.bt.ids[b * p.bt.max_blocks + j];
-        if (id >= 0 && id < p.bt.num_blocks) std::fill_n(p.host->bytes.begin() + id * stride, stride, uint8_t{0xFF});
-      }
-    const GpuRun g = run_gpu(p);
-    const int64_t per_req = p.S * p.H;
-    std::vector<float> got, want;
-    for (int64_t b = 1; b < p.B; b += 2)
-      for (int64_t r = b * per_req; r < (b + 1) * per_req; ++r) {
-        ASSERT_TRUE(std::isfinite(g.lse[r])) << "request " << b;
-        EXPECT_NEAR(g.lse[r], ref_lse[r], 1e-3 + (f == CacheFormat::fp8_ds_mla ? 3e-3 : 0.0));
-        for (int k = 0; k < kLatentDim; ++k) {
-          got.push_back(g.out[r * kLatentDim + k]);
-          want.push_back(ref_out[r * kLatentDim + k]);
-        }
-      }
-    for (float x : got) ASSERT_TRUE(std::isfinite(x));
-    EXPECT_LE(rel_err(got, want), 4e-3);
+    expect_poisoned_requests_stay_out(c);
   }
 }
 
@@ -763,6 +746,16 @@ struct CapturedDecode {
     EXPECT_LE(rel_err(o, ref_out), 4e-3);
     EXPECT_LE(attn::max_lse_diff(lse_d.get<float>(), ref_lse), p.c.format == CacheFormat::fp8_ds_mla ? 4e-3 : 1e-3);
   }
+  /// New lengths on the device (prefixes of the written ones: the cache stays valid), the outputs
+  /// poisoned, one replay, checked against p's reference over those lengths.
+  void replay_with(Problem& p, const std::vector<int32_t>& lens) {
+    p.req.lens = lens;
+    CUDA_OK(cudaMemcpyAsync(seq_d.p, p.req.lens.data(), p.req.lens.size() * 4, cudaMemcpyHostToDevice, st));
+    CUDA_OK(cudaMemsetAsync(out_d.p, 0xFF, out_d.n, st));
+    CUDA_OK(cudaGraphLaunch(exec, st));
+    CUDA_OK(cudaStreamSynchronize(st));
+    expect_matches(p);
+  }
   ~CapturedDecode() {
     if (exec) cudaGraphExecDestroy(exec);
     if (graph) cudaGraphDestroy(graph);
@@ -781,14 +774,8 @@ TEST(CudaDecode, GraphCaptureFollowsDeviceLengths) {
   Problem p(c);
   CapturedDecode g(p);
   // Prefixes of the written lengths stay valid caches, so shorter lengths need no rewrite.
-  for (const std::vector<int32_t>& lens : {std::vector<int32_t>{4000, 17, 0, 900}, {1, 17, 0, 64}, {2500, 0, 0, 1}}) {
-    p.req.lens = lens;
-    CUDA_OK(cudaMemcpyAsync(g.seq_d.p, p.req.lens.data(), p.req.lens.size() * 4, cudaMemcpyHostToDevice, g.st));
-    CUDA_OK(cudaMemsetAsync(g.out_d.p, 0xFF, g.out_d.n, g.st));
-    CUDA_OK(cudaGraphLaunch(g.exec, g.st));
-    CUDA_OK(cudaStreamSynchronize(g.st));
-    g.expect_matches(p);
-  }
+  for (const std::vector<int32_t>& lens : {std::vector<int32_t>{4000, 17, 0, 900}, {1, 17, 0, 64}, {2500, 0, 0, 1}})
+    g.replay_with(p, lens);
 }
 
 // The CTA-pair forms (bf16, fp8, fp8_ds_mla at 128 heads) captured in a CUDA graph as a caller
@@ -803,14 +790,8 @@ TEST(CudaDecode, ClusteredPairsInACapturedGraph) {
     Problem p(c);
     const ScopedEnv pairs("MLAKV_DECODE_CLUSTER", "require");
     CapturedDecode g(p);
-    for (const std::vector<int32_t>& lens : {std::vector<int32_t>{3000, 17, 0, 900, 65}, {1, 17, 0, 64, 2}}) {
-      p.req.lens = lens;
-      CUDA_OK(cudaMemcpyAsync(g.seq_d.p, p.req.lens.data(), p.req.lens.size() * 4, cudaMemcpyHostToDevice, g.st));
-      CUDA_OK(cudaMemsetAsync(g.out_d.p, 0xFF, g.out_d.n, g.st));
-      CUDA_OK(cudaGraphLaunch(g.exec, g.st));
-      CUDA_OK(cudaStreamSynchronize(g.st));
-      g.expect_matches(p);
-    }
+    for (const std::vector<int32_t>& lens : {std::vector<int32_t>{3000, 17, 0, 900, 65}, {1, 17, 0, 64, 2}})
+      g.replay_with(p, lens);
   }
 }
 

@@ -175,29 +175,27 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t byt
 __device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+/// Waits for the phase of `bar` with this parity. kCluster: acquires what other CTAs of the
+/// cluster released by arriving at `bar` (or completing bytes on it), by a relaxed wait and then
+/// a fence restricted to shared memory (an acquire wait at cluster scope invalidates the whole L1
+/// each time).
+template <bool kCluster = false> __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   uint32_t done = 0;
   do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
+    if constexpr (kCluster)
+      asm volatile(
+          "{\n.reg .pred p;\nmbarrier.try_wait.parity.relaxed.cluster.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+          : "=r"(done)
+          : "r"(bar), "r"(parity)
+          : "memory");
+    else
+      asm volatile(
+          "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+          : "=r"(done)
+          : "r"(bar), "r"(parity)
+          : "memory");
   } while (!done);
-}
-/// mbar_wait that acquires what other CTAs of the cluster released by arriving at `bar`: a relaxed
-/// wait, then a fence restricted to shared memory (an acquire wait at cluster scope invalidates
-/// the whole L1 each time).
-__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.relaxed.cluster.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
-  asm volatile("fence.acquire.sync_restrict::shared::cluster.cluster;\n" ::: "memory");
+  if constexpr (kCluster) asm volatile("fence.acquire.sync_restrict::shared::cluster.cluster;\n" ::: "memory");
 }
 /// Whether the phase of `bar` with this parity has completed (no waiting).
 __device__ __forceinline__ bool mbar_test(uint32_t bar, uint32_t parity) {
@@ -695,7 +693,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         int blk[4], in_block[4] = {};
 #pragma unroll
         for (int p = 0; p < 4; ++p) blk[p] = token_block(ld, (pt >> 3) + 16 * p, in_block[p]);
-        if (ncl > 1) mbar_wait_cluster(empty_bar(st), ((k >> 1) & 1) ^ 1);
+        if (ncl > 1) mbar_wait<true>(empty_bar(st), ((k >> 1) & 1) ^ 1);
         else mbar_wait(empty_bar(st), ((k >> 1) & 1) ^ 1);
         MLAKV_TRACE(0, k, 0);
         const uint32_t stage_u = base + st * kStageBytes;
@@ -778,7 +776,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       for (int k = 0; ld.b < B; ++k) {
         const int st = k & 1;
         MLAKV_TRACE(0, k, 2);
-        mbar_wait_cluster(empty_bar(st), ((k >> 1) & 1) ^ 1);
+        mbar_wait<true>(empty_bar(st), ((k >> 1) & 1) ^ 1);
         MLAKV_TRACE(0, k, 0);
         const uint32_t loc = base + st * kStageBytes + row_off;
         const uint32_t rem = cluster_map(loc, peer), rem_bar = cluster_map(full_bar(st), peer);
@@ -1046,7 +1044,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     auto take_pub = [&](int kt, float (&m_in)[2], uint32_t (&pb)[4][4]) {
       // Complete already: orders the stage's bytes here (FP8 pairs: the peer's st.async half is
       // released at cluster scope).
-      if (kWiden && ncl > 1) mbar_wait_cluster(full_bar(kt & 1), (kt >> 1) & 1);
+      if (kWiden && ncl > 1) mbar_wait<true>(full_bar(kt & 1), (kt >> 1) & 1);
       else mbar_wait(full_bar(kt & 1), (kt >> 1) & 1);
       fence_async_smem();
       mbar_wait(pub_bar(kt), (kt >> 1) & 1);
@@ -1116,7 +1114,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         for (int r = 0; r < 32; ++r) s[r] = 0.0f;
         pin(s);
         auto issue_qk = [&]() {
-          if (kWiden && ncl > 1) mbar_wait_cluster(full_bar(st), (k >> 1) & 1);
+          if (kWiden && ncl > 1) mbar_wait<true>(full_bar(st), (k >> 1) & 1);
           else mbar_wait(full_bar(st), (k >> 1) & 1);
           MLAKV_TRACE(1 + cw, k, 7);
           fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
