@@ -172,7 +172,7 @@ int plan_parts(int rows, int sms, bool sm90, CacheFormat format, int dev) {
 
 /// MLAKV_DECODE_PARTS=N caps the parts of a call at N: two launch forms that would plan
 /// different part counts (a clustered launch is bounded by the pairs the device holds) then run
-/// the same schedule, so tests can compare their bits.
+/// the same schedule, so tests can compare them closely.
 int cap_parts(int parts) {
   const char* e = std::getenv("MLAKV_DECODE_PARTS");
   const int n = e ? std::atoi(e) : 0;
@@ -189,7 +189,6 @@ bool use_alt() {
   if (e && std::strcmp(e, "1") == 0) return true;
   return kAltDefault;
 }
-
 
 /// The rows-as-M form's warpgroups issue Q·Kᵀ before releasing the other's stage (the order
 /// before session 13) where MLAKV_DECODE_RM_ORDER=overlap.
