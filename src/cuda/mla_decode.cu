@@ -143,20 +143,21 @@ bool use_rows_as_m() {
 /// always (sm90_fp8_pairs), where a request has an even number of 64-row tiles and the device
 /// holds a pair; MLAKV_DECODE_CLUSTER=0 keeps one CTA per row tile (FP8: 32-row CTAs), =require
 /// fails a call those conditions would give pairs but the device or the map does not (tests).
-bool use_rm_cluster() {
+enum class PairMode { off, on, require };
+PairMode pair_mode() {
   const char* e = std::getenv("MLAKV_DECODE_CLUSTER");
-  return !(e && std::strcmp(e, "0") == 0);
+  if (e && std::strcmp(e, "0") == 0) return PairMode::off;
+  return e && std::strcmp(e, "require") == 0 ? PairMode::require : PairMode::on;
 }
-bool rm_cluster_required() {
-  const char* e = std::getenv("MLAKV_DECODE_CLUSTER");
-  return e && std::strcmp(e, "require") == 0;
+bool pairs_apply(int rows) {
+  return rows > 64 && (rows + 63) / 64 % 2 == 0 && use_rows_as_m() && pair_mode() != PairMode::off;
 }
-bool pairs_apply(int rows) { return rows > 64 && (rows + 63) / 64 % 2 == 0 && use_rows_as_m() && use_rm_cluster(); }
 
 bool sm90_fp8_pairs(int rows, CacheFormat f, int dev) {
   if (f == CacheFormat::bf16 || !pairs_apply(rows) || !sm90_available(dev)) return false;
   if (rm_pairs_resident(f, dev) > 0) return true;
-  if (rm_cluster_required()) detail::fail("mla_decode: MLAKV_DECODE_CLUSTER=require, but device ", dev, " holds no CTA pair");
+  if (pair_mode() == PairMode::require)
+    detail::fail("mla_decode: MLAKV_DECODE_CLUSTER=require, but device ", dev, " holds no CTA pair");
   return false;
 }
 
@@ -339,7 +340,8 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   // FP8 at 64 rows is always a pair (sm90_fp8_pairs checked the device holds one).
   const int pairs = rm && mla::pairs_apply(rows) ? mla::rm_pairs_resident(format, dev) : 0;
   a.cluster = rm && pairs > 0 && (format != CacheFormat::bf16 || a.kv_tma) ? 2 : 1;
-  if (rm && format == CacheFormat::bf16 && mla::pairs_apply(rows) && a.cluster == 1 && mla::rm_cluster_required())
+  if (rm && format == CacheFormat::bf16 && mla::pairs_apply(rows) && a.cluster == 1 &&
+      mla::pair_mode() == mla::PairMode::require)
     detail::fail("mla_decode: MLAKV_DECODE_CLUSTER=require, but the call runs without CTA pairs (tensor map ",
                  a.kv_tma ? "made" : "refused", ", ", pairs, " pairs resident)");
   int parts = mla::plan_parts(rows, sm_count(dev), sm90, format, dev);
