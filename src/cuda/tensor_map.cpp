@@ -25,26 +25,43 @@ EncodeTiled encoder() {
   return fn;
 }
 
-}  // namespace
-
-bool encode_paged_rows_map(CUtensorMap& map, const void* base, int64_t num_blocks, int block_size,
-                           int64_t block_stride, int row_bytes, int& box_rows) {
-  if (block_size < 16 || (block_size % 64 != 0 && 64 % block_size != 0)) return false;
+/// {row_bytes / elem_bytes elements, block_size tokens (row_bytes apart), num_blocks blocks
+/// (block_stride apart)}, boxes of box_cols elements × box_rows tokens of one block.
+bool encode_rows(CUtensorMap& map, const void* base, int64_t num_blocks, int block_size, int64_t block_stride,
+                 int row_bytes, CUtensorMapDataType type, int elem_bytes, int box_cols, int box_rows,
+                 CUtensorMapSwizzle swizzle) {
   if (num_blocks <= 0 || num_blocks > INT32_MAX - 1) return false;  // block coordinates are int32
-  if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || block_stride % 16 != 0 || row_bytes % 128 != 0 ||
+  if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || block_stride % 16 != 0 || row_bytes % 16 != 0 ||
       block_stride >= (int64_t{1} << 40) || block_stride < int64_t{block_size} * row_bytes)
     return false;
   const EncodeTiled encode = encoder();
   if (!encode) return false;
-  box_rows = block_size < 64 ? block_size : 64;
-  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(row_bytes / 2), static_cast<cuuint64_t>(block_size),
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(row_bytes / elem_bytes), static_cast<cuuint64_t>(block_size),
                               static_cast<cuuint64_t>(num_blocks)};
   const cuuint64_t strides[2] = {static_cast<cuuint64_t>(row_bytes), static_cast<cuuint64_t>(block_stride)};
-  const cuuint32_t box[3] = {64, static_cast<cuuint32_t>(box_rows), 1};
+  const cuuint32_t box[3] = {static_cast<cuuint32_t>(box_cols), static_cast<cuuint32_t>(box_rows), 1};
   const cuuint32_t elem_strides[3] = {1, 1, 1};
-  return encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 3, const_cast<void*>(base), dims, strides, box, elem_strides,
-                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return encode(&map, type, 3, const_cast<void*>(base), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+}  // namespace
+
+bool encode_paged_rows_map(CUtensorMap& map, const void* base, int64_t num_blocks, int block_size,
+                           int64_t block_stride, int row_bytes, int& box_rows) {
+  if (block_size < 16 || (block_size % 64 != 0 && 64 % block_size != 0) || row_bytes % 128 != 0) return false;
+  box_rows = block_size < 64 ? block_size : 64;
+  return encode_rows(map, base, num_blocks, block_size, block_stride, row_bytes, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, 64,
+                     box_rows, CU_TENSOR_MAP_SWIZZLE_128B);
+}
+
+bool encode_paged_raw_rows_map(CUtensorMap& map, const void* base, int64_t num_blocks, int block_size,
+                               int64_t block_stride, int row_bytes, int unit_rows, int& box_rows) {
+  if (block_size < 16 || (block_size % unit_rows != 0 && unit_rows % block_size != 0)) return false;
+  if (row_bytes % 16 != 0 || row_bytes / 4 > 256) return false;  // one box spans a whole row
+  box_rows = block_size < unit_rows ? block_size : unit_rows;
+  return encode_rows(map, base, num_blocks, block_size, block_stride, row_bytes, CU_TENSOR_MAP_DATA_TYPE_UINT32, 4,
+                     row_bytes / 4, box_rows, CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
 }  // namespace mlakv::cuda

@@ -19,4 +19,11 @@ namespace mlakv::cuda {
 bool encode_paged_rows_map(CUtensorMap& map, const void* base, int64_t num_blocks, int block_size,
                            int64_t block_stride, int row_bytes, int& box_rows);
 
+/// A 3-D map over a paged cache's whole token rows as 4-byte elements, unswizzled: {row_bytes / 4,
+/// block_size tokens, num_blocks blocks}; one box is box_rows = min(unit_rows, block_size) whole
+/// rows of one block, landing dense ([token][row_bytes]): the FP8 kernels' raw ring. Returns
+/// false where TMA cannot address the cache (as above, and rows over 1 KB).
+bool encode_paged_raw_rows_map(CUtensorMap& map, const void* base, int64_t num_blocks, int block_size,
+                               int64_t block_stride, int row_bytes, int unit_rows, int& box_rows);
+
 }  // namespace mlakv::cuda
