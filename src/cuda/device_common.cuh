@@ -225,15 +225,29 @@ __device__ __forceinline__ void tma_load_3d(uint32_t smem, const void* map, uint
       : "memory");
 #endif
 }
-// The same box into the same shared-memory offset of every CTA of the cluster in `cta_mask`,
-// completing its bytes on the mbarrier at `bar`'s offset in each of them.
-__device__ __forceinline__ void tma_load_3d_multicast(uint32_t smem, const void* map, uint32_t bar, int c0, int c1,
-                                                      int c2, uint16_t cta_mask) {
+__device__ __forceinline__ void tma_load_4d(uint32_t smem, const void* map, uint32_t bar, int c0, int c1, int c2, int c3) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
-      " [%0], [%1, {%3, %4, %5}], [%2], %6;"
-      ::"r"(smem), "l"(map), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "h"(cta_mask)
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], [%2];"
+      ::"r"(smem), "l"(map), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+      : "memory");
+#endif
+}
+/// Fetches a tensor map into the TMA unit's descriptor cache ahead of its first copy.
+__device__ __forceinline__ void tma_prefetch_map(const void* map) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("prefetch.tensormap [%0];" ::"l"(map) : "memory");
+#endif
+}
+// The same box into the same shared-memory offset of every CTA of the cluster in `cta_mask`,
+// completing its bytes on the mbarrier at `bar`'s offset in each of them.
+__device__ __forceinline__ void tma_load_4d_multicast(uint32_t smem, const void* map, uint32_t bar, int c0, int c1,
+                                                      int c2, int c3, uint16_t cta_mask) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%3, %4, %5, %6}], [%2], %7;"
+      ::"r"(smem), "l"(map), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "h"(cta_mask)
       : "memory");
 #endif
 }

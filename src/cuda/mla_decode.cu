@@ -345,7 +345,7 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.block_size = cache.desc.block_size;
   if (rm && format == CacheFormat::bf16 && mla::use_tma())
     a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, cache.desc.num_blocks, a.block_size,
-                                     cache.desc.stride_bytes(), 1152, a.kv_box_rows);
+                                     cache.desc.stride_bytes(), 1152, a.kv_box_rows, a.kv_box_cblocks);
   if (format == CacheFormat::fp8 && a.cta_rows == 16 && mla::fp8_tma_mode() != mla::Fp8TmaMode::off) {
     a.kv_tma = encode_paged_raw_rows_map(a.kv_map, cache.data, cache.desc.num_blocks, a.block_size,
                                          cache.desc.stride_bytes(), 576, mla::Sm90Smem<CacheFormat::fp8, 8, true>::kUnitTokens,

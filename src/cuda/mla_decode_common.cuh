@@ -139,7 +139,7 @@ struct DecodeArgs {
   /// (its tokens past the end must read as zeros, which only the cp.async path gives).
   CUtensorMap kv_map;
   bool kv_tma;
-  int kv_box_rows;
+  int kv_box_rows, kv_box_cblocks;
   /// Rows-as-M form, publication first: Q·Kᵀ issued before the other's stage is released (the
   /// order before session 13; MLAKV_DECODE_RM_ORDER=overlap).
   bool rm_overlap;

@@ -691,6 +691,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // three spilled registers.
       constexpr bool kTmaForm = RM;
       const int sub = pt & 7;
+      if (kTmaForm && a.kv_tma && pt == 0) tma_prefetch_map(&a.kv_map);
       Cursor ld;
       seek(ld, first_b, lo, hi, sch, B);
       for (int k = 0; ld.b < B; ++k) {
@@ -723,17 +724,16 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         if (tma && pt == 0) {
           mbar_arrive_expect_tx(full_bar(st), kStageBytes);
           const int step_mask = (a.kv_box_rows >> 4) - 1;
+          int box = k;  // in a pair, CTA (box & 1) issues each box, into both: a whole tile in turn
 #pragma unroll
           for (int p = 0; p < 4; ++p) {  // unrolled: blk and in_block stay in registers
             if (p & step_mask) continue;
             const int blk_c = blk[p] >= 0 ? blk[p] : static_cast<int>(a.num_blocks);
-#pragma unroll
-            for (int c = 0; c < 9; ++c) {
+            for (int c = 0; c < 9; c += a.kv_box_cblocks, ++box) {  // block sizes ≥ 64: the whole tile at once
               const uint32_t dst = stage_u + c * 8192 + p * 2048;
-              // In a pair, each CTA's producer issues the column blocks of its parity, into both.
-              if (ncl == 1) tma_load_3d(dst, &a.kv_map, full_bar(st), 64 * c, in_block[p], blk_c);
-              else if ((c & 1) == static_cast<int>(crank))
-                tma_load_3d_multicast(dst, &a.kv_map, full_bar(st), 64 * c, in_block[p], blk_c, 0x3);
+              if (ncl == 1) tma_load_4d(dst, &a.kv_map, full_bar(st), 0, in_block[p], c, blk_c);
+              else if ((box & 1) == static_cast<int>(crank))
+                tma_load_4d_multicast(dst, &a.kv_map, full_bar(st), 0, in_block[p], c, blk_c, 0x3);
             }
           }
         } else {
