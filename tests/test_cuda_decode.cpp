@@ -582,9 +582,8 @@ TEST(CudaDecode, MaskedTokensNeverSeeAnEarlierRequestsNan) {
 // previous unit) against the 128 threads' cp.async: the same bytes reach the same widening and the
 // same (alternating-tile) consumers, so the same bits. Block sizes 16 (two boxes per unit) to
 // 128, out-of-range block ids (boxes past the map's end: zeros), partial last units (cp.async
-// within the TMA mode), 1 to 16 heads and s_q 3, alternating tiles and split rows
-// (MLAKV_DECODE_ALT=0); block size 1 has no map (the plain switch falls back to cp.async;
-// =require fails the call where the sm90 kernel serves it).
+// within the TMA mode), 1 to 16 heads and s_q 3; block size 1 has no map (the plain switch falls
+// back to cp.async, =require fails the call).
 TEST(CudaDecode, Fp8RawUnitsByTmaMatchCpAsyncBitForBit) {
   MLAKV_REQUIRE_GPU();
   auto differing = [](const GpuRun& x, const GpuRun& y) {
@@ -594,11 +593,9 @@ TEST(CudaDecode, Fp8RawUnitsByTmaMatchCpAsyncBitForBit) {
     return diff;
   };
   for (int bs : {16, 32, 64, 128})
-    for (int h : {1, 16, 5, -16}) {  // -16: 16 heads in split rows
-      if (h < 0 && bs != 64) continue;
-      const ScopedEnv alt("MLAKV_DECODE_ALT", h < 0 ? "0" : nullptr);
+    for (int h : {1, 16, 5}) {
       Case c;
-      c.format = CacheFormat::fp8, c.block_size = bs, c.heads = h < 0 ? -h : h, c.s_q = h == 5 ? 3 : 1;
+      c.format = CacheFormat::fp8, c.block_size = bs, c.heads = h, c.s_q = h == 5 ? 3 : 1;
       c.lens = {0, 1, 31, 32, 33, 640, 3000, 129, 20000};
       SCOPED_TRACE(describe(c));
       Problem p(c);
@@ -620,14 +617,9 @@ TEST(CudaDecode, Fp8RawUnitsByTmaMatchCpAsyncBitForBit) {
     const ScopedEnv on("MLAKV_DECODE_FP8_TMA", "1");
     check_case(c);
   }
-  int major = 0, minor = 0;
-  CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
-  CUDA_OK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
-  if (major == 9 && minor == 0) {  // elsewhere the mma.sync kernel serves fp8, with no map to require
-    Problem p(c);
-    const ScopedEnv req("MLAKV_DECODE_FP8_TMA", "require");
-    EXPECT_THROW(run_gpu(p), Error);
-  }
+  Problem p(c);
+  const ScopedEnv req("MLAKV_DECODE_FP8_TMA", "require");
+  EXPECT_THROW(run_gpu(p), Error);
 }
 
 // The rows-as-M form's CTA pairs (a cluster over a request's two 64-row tiles, each CTA

@@ -141,10 +141,6 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr int kRawSlots = raw_slots();
   static_assert(!kOwnerWidens || (kRawSlots <= 4 && kTile / kUnitTokens == 2), "raw barriers: 64 + 16·slots bytes, half-tile units");
   static_assert(!kRawBars || kRawSlots <= 4, "raw barriers: 64 + 16·slots bytes");
-  // fp8's raw units by TMA: a box lands on a 128-byte-aligned address (slots, and a unit's
-  // second box at 16-token blocks).
-  static_assert(kOwnerWidens || !kRawBars || (kRaw % 128 == 0 && kRawSlotBytes % 128 == 0 && 16 * kRawPitch % 128 == 0),
-                "TMA destinations");
   static constexpr int kRawOk = kRaw + kRawSlots * kRawSlotBytes;  // [slot][kUnitTokens]
   static constexpr int kBytes = bytes_for(kRawSlots);
   static_assert(kBytes <= 232448, "sm90 decode shared-memory plan does not fit");
@@ -869,27 +865,16 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           }
           MLAKV_TRACE(0, trace_k, 7);
           if (q == 0) raw_ok[slot * kU + tok] = src != nullptr;
-          if (S::kOwnerWidens || tma_raw) {
+          if constexpr (S::kRawBars) {
             if (by_tma && pt == 0) {
-              // One box per block of the unit (block sizes ≥ 16: at most two), looked up before
-              // the wait; masked blocks as boxes past the map's end, which land as zeros.
-              int blk[2] = {}, in_block[2] = {};
-#pragma unroll
-              for (int b = 0; b < 2; ++b)
-                if (b * a.kv_box_rows < kU) {
-                  blk[b] = token_block(li, li_part * kU + b * a.kv_box_rows, in_block[b]);
-                  if (blk[b] < 0) blk[b] = static_cast<int>(a.num_blocks);
-                }
-              if (li_unit >= kRawSlots) {
-                mbar_wait(raw_free_bar(slot), ((li_unit / kRawSlots) - 1) & 1);
-                fence_async_smem();  // every warp's reads of the slot, before the async proxy's writes
-              }
+              if (li_unit >= kRawSlots) mbar_wait(raw_free_bar(slot), ((li_unit / kRawSlots) - 1) & 1);
               mbar_arrive_expect_tx(raw_full_bar(slot), kU * TB);  // with this thread's flag
-#pragma unroll
-              for (int b = 0; b < 2; ++b)
-                if (b * a.kv_box_rows < kU)
-                  tma_load_3d(slot_u + b * a.kv_box_rows * S::kRawPitch, &a.kv_map, raw_full_bar(slot), 0, in_block[b],
-                              blk[b]);
+              for (int r0 = 0; r0 < kU; r0 += a.kv_box_rows) {  // masked blocks: boxes past the end, zeros
+                int in_block = 0;
+                const int blk = token_block(li, li_part * kU + r0, in_block);
+                tma_load_3d(slot_u + r0 * S::kRawPitch, &a.kv_map, raw_full_bar(slot), 0, in_block,
+                            blk >= 0 ? blk : static_cast<int>(a.num_blocks));
+              }
             } else {
               mbar_arrive(raw_full_bar(slot));  // release: this thread's flag
             }
