@@ -577,51 +577,6 @@ TEST(CudaDecode, MaskedTokensNeverSeeAnEarlierRequestsNan) {
   }
 }
 
-// fp8 at 16 rows per CTA with its raw units by TMA (MLAKV_DECODE_FP8_TMA=require: whole token rows,
-// one box per block of the unit, issued by one thread once every warp has widened the slot's
-// previous unit) against the 128 threads' cp.async: the same bytes reach the same widening and the
-// same (alternating-tile) consumers, so the same bits. Block sizes 16 (two boxes per unit) to
-// 128, out-of-range block ids (boxes past the map's end: zeros), partial last units (cp.async
-// within the TMA mode), 1 to 16 heads and s_q 3; block size 1 has no map (the plain switch falls
-// back to cp.async, =require fails the call).
-TEST(CudaDecode, Fp8RawUnitsByTmaMatchCpAsyncBitForBit) {
-  MLAKV_REQUIRE_GPU();
-  auto differing = [](const GpuRun& x, const GpuRun& y) {
-    int64_t diff = 0;
-    for (std::size_t i = 0; i < x.out.size(); ++i) diff += std::memcmp(&x.out[i], &y.out[i], 4) != 0;
-    for (std::size_t i = 0; i < x.lse.size(); ++i) diff += std::memcmp(&x.lse[i], &y.lse[i], 4) != 0;
-    return diff;
-  };
-  for (int bs : {16, 32, 64, 128})
-    for (int h : {1, 16, 5}) {
-      Case c;
-      c.format = CacheFormat::fp8, c.block_size = bs, c.heads = h, c.s_q = h == 5 ? 3 : 1;
-      c.lens = {0, 1, 31, 32, 33, 640, 3000, 129, 20000};
-      SCOPED_TRACE(describe(c));
-      Problem p(c);
-      std::vector<int32_t> ids = p.bt.ids;
-      ids[5 * p.bt.max_blocks + 1] = 1 << 30;  // request 5, its second block
-      ids[6 * p.bt.max_blocks + 2] = -3;       // request 6, its third block
-      const GpuRun tma = [&] {
-        const ScopedEnv on("MLAKV_DECODE_FP8_TMA", "require");
-        return run_gpu(p, &ids);
-      }();
-      const GpuRun cpa = run_gpu(p, &ids);
-      ASSERT_EQ(tma.out.size(), cpa.out.size());
-      EXPECT_EQ(differing(tma, cpa), 0) << "raw units by TMA against cp.async";
-      for (float x : tma.out) ASSERT_TRUE(std::isfinite(x));
-    }
-  Case c;
-  c.format = CacheFormat::fp8, c.block_size = 1, c.lens = kMixed;
-  {
-    const ScopedEnv on("MLAKV_DECODE_FP8_TMA", "1");
-    check_case(c);
-  }
-  Problem p(c);
-  const ScopedEnv req("MLAKV_DECODE_FP8_TMA", "require");
-  EXPECT_THROW(run_gpu(p), Error);
-}
-
 // The rows-as-M form's CTA pairs (a cluster over a request's two 64-row tiles, each CTA
 // multicasting half of every tile's TMA boxes into both, stages refilled once both released them)
 // against one CTA per row tile, with the schedule pinned (MLAKV_DECODE_PARTS: a clustered launch

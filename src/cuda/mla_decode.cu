@@ -256,15 +256,6 @@ bool use_tma() {
   return !(e && std::strcmp(e, "0") == 0);
 }
 
-/// fp8 raw units by TMA at 16 rows per CTA (opt-in: MLAKV_DECODE_FP8_TMA=1, or =require, which
-/// fails a call whose cache TMA cannot map); off, the producer's 128 threads issue them by cp.async.
-enum class Fp8TmaMode { off, on, require };
-Fp8TmaMode fp8_tma_mode() {
-  const char* e = std::getenv("MLAKV_DECODE_FP8_TMA");
-  if (e && std::strcmp(e, "require") == 0) return Fp8TmaMode::require;
-  return e && std::strcmp(e, "1") == 0 ? Fp8TmaMode::on : Fp8TmaMode::off;
-}
-
 /// The fused small-batch path (sm90 kernel, B ≤ kFusedMaxBatch): the attention and combine grids
 /// compute the schedule themselves, no schedule grid. MLAKV_DECODE_FUSED=0 turns it off;
 /// =merge also drops the combine grid (the in-grid merge, ≤ 128 rows and ≤ 512 parts, so that the
@@ -346,14 +337,6 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   if (rm && format == CacheFormat::bf16 && mla::use_tma())
     a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, cache.desc.num_blocks, a.block_size,
                                      cache.desc.stride_bytes(), 1152, a.kv_box_rows, a.kv_box_cblocks);
-  if (format == CacheFormat::fp8 && a.cta_rows == 16 && mla::fp8_tma_mode() != mla::Fp8TmaMode::off) {
-    a.kv_tma = encode_paged_raw_rows_map(a.kv_map, cache.data, cache.desc.num_blocks, a.block_size,
-                                         cache.desc.stride_bytes(), 576, mla::Sm90Smem<CacheFormat::fp8, 8, true>::kUnitTokens,
-                                         a.kv_box_rows);
-    if (!a.kv_tma && mla::fp8_tma_mode() == mla::Fp8TmaMode::require)
-      detail::fail("mla_decode: MLAKV_DECODE_FP8_TMA=require, but no TMA map of the cache could be made (block_size ",
-                   a.block_size, ", block_stride ", cache.desc.stride_bytes(), ")");
-  }
   // FP8 at 64 rows is always a pair (sm90_fp8_pairs checked the device holds one).
   const int pairs = rm && mla::pairs_apply(rows) ? mla::rm_pairs_resident(format, dev) : 0;
   a.cluster = rm && pairs > 0 && (format != CacheFormat::bf16 || a.kv_tma) ? 2 : 1;

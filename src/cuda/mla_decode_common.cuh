@@ -132,10 +132,9 @@ struct DecodeArgs {
   /// pdl_first: the step's first grid too, of the kernel before the step.
   bool pdl, pdl_first;
 
-  /// bf16 caches on the sm90 kernel's rows-as-M form: whole tiles arrive by TMA through this map
-  /// over the cache (tensor_map.hpp: boxes of 64 columns × kv_box_rows tokens of one block); fp8
-  /// at 16 rows with MLAKV_DECODE_FP8_TMA: raw units of whole token rows (kv_box_rows tokens per
-  /// box). kv_tma false where no map applies. A request's partial last tile (unit) never takes it
+  /// bf16 caches on the sm90 kernel: whole tiles arrive by TMA through this map over the cache
+  /// (tensor_map.hpp: boxes of 64 columns × kv_box_rows tokens of one block); kv_tma false where
+  /// the map does not apply or MLAKV_DECODE_TMA=0. A request's partial last tile never takes it
   /// (its tokens past the end must read as zeros, which only the cp.async path gives).
   CUtensorMap kv_map;
   bool kv_tma;

@@ -113,12 +113,8 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   // the two widening sides and the other warpgroup's compute share the schedulers' issue slots,
   // and the tile time did not move (docs/perf/decode-notes.md, session 8).
   static constexpr bool kOwnerWidens = kTileScales && ALT && NW == 8;
-  // The raw ring's "landed" / "free" barriers: for the owner's half above, and for fp8's raw
-  // units by TMA at 16 rows (DecodeArgs::kv_tma: one thread's copy cannot be awaited by cp.async
-  // groups; at 32 rows its code costs the 56-register producer ~100 bytes of spills).
-  static constexpr bool kRawBars = kOwnerWidens || (F == CacheFormat::fp8 && NW == 8);
   static constexpr int kBar = kSclEnd + (kXInQ ? 0 : kXBytes);
-  static constexpr int kSch = kBar + (kRawBars ? 128 : 64);  // fused path: the CTA's own schedule
+  static constexpr int kSch = kBar + (kOwnerWidens ? 128 : 64);  // fused path: the CTA's own schedule
   static constexpr int kRaw = kSch + 256;              // raw FP8 units (parts of a tile) in flight
   // A unit is half a tile, or for fp8_ds_mla at 32 rows (704-byte raw tokens beside the larger
   // Q tile) a quarter tile, which fits two slots where two half tiles do not.
@@ -140,7 +136,6 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   }
   static constexpr int kRawSlots = raw_slots();
   static_assert(!kOwnerWidens || (kRawSlots <= 4 && kTile / kUnitTokens == 2), "raw barriers: 64 + 16·slots bytes, half-tile units");
-  static_assert(!kRawBars || kRawSlots <= 4, "raw barriers: 64 + 16·slots bytes");
   static constexpr int kRawOk = kRaw + kRawSlots * kRawSlotBytes;  // [slot][kUnitTokens]
   static constexpr int kBytes = bytes_for(kRawSlots);
   static_assert(kBytes <= 232448, "sm90 decode shared-memory plan does not fit");
@@ -602,12 +597,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // One arrival per consumer warp that reads the stage, in every CTA of the cluster.
       mbar_init(empty_bar(st), (ALT ? 4 : 8) * ncl);
     }
-    if constexpr (S::kRawBars)
+    if constexpr (S::kOwnerWidens)
       for (int sl = 0; sl < kRawSlots; ++sl) {
-        // Per producer thread: its flags written (thread 0's arrival also expects a TMA unit's
-        // bytes) + its cp.async landed.
-        mbar_init(raw_full_bar(sl), 256);
-        mbar_init(raw_free_bar(sl), 4);  // per warp that widened the unit
+        mbar_init(raw_full_bar(sl), 256);  // per producer thread: its cp.async landed + its flags written
+        mbar_init(raw_free_bar(sl), 4);    // per warp that widened the unit
       }
     // Rows as M: each consumer warpgroup's "published" barrier (P and row maxima of its tile).
     if constexpr (RM)
@@ -832,12 +825,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // q + kTpt·j (and fp8_ds_mla's rope chunks q + kTpt·j, scale q < 4), so that its own
       // cp.async wait covers what it reads and the four producer warps never synchronize.
       // kOwnerWidens: the producer widens only each tile's first half; the ring's barriers
-      // say when a unit landed and when its slot is free again. fp8 with a map (a.kv_tma, opt-in
-      // MLAKV_DECODE_FP8_TMA): a unit whose tokens all lie before the request's end comes by TMA
-      // instead, whole token rows in box_rows-token boxes issued by thread 0 once every warp has
-      // widened the slot's previous unit; the same barriers then say when it landed.
+      // say when a unit landed and when its slot is free again.
       const int tok = unit_tok(pt), q = unit_q(pt), lane = pt & 31;
-      const bool tma_raw = S::kRawBars && !S::kOwnerWidens && a.kv_tma;
       Cursor li;
       seek(li, first_b, lo, hi, sch, B);
       int li_part = 0, li_unit = 0;
@@ -847,17 +836,15 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           const int slot = li_unit % kRawSlots;
           if constexpr (S::kOwnerWidens)
             if (li_unit >= kRawSlots) mbar_wait(raw_free_bar(slot), ((li_unit / kRawSlots) - 1) & 1);
-          const bool by_tma = tma_raw && li.t * kTile + (li_part + 1) * kU <= sch.len_local(li.b);
           const uint8_t* src = token_src(li, li_part * kU + tok);
           MLAKV_TRACE_AFTER(0, trace_k, 6, src);
-          const uint32_t slot_u = base + S::kRaw + slot * S::kRawSlotBytes, dst = slot_u + tok * S::kRawPitch;
+          const uint32_t dst = base + S::kRaw + slot * S::kRawSlotBytes + tok * S::kRawPitch;
           const int n = src ? 16 : 0;
-          if (!by_tma)
 #pragma unroll
-            for (int j = 0; j < kUnits; ++j) {
-              const int c = 16 * (q + kTpt * j);
-              cp_async16(dst + c, src ? src + c : a.cache, n);
-            }
+          for (int j = 0; j < kUnits; ++j) {
+            const int c = 16 * (q + kTpt * j);
+            cp_async16(dst + c, src ? src + c : a.cache, n);
+          }
           if constexpr (kTileScales) {
 #pragma unroll
             for (int c = 528 + 16 * q; c < 656; c += 16 * kTpt) cp_async16(dst + c, src ? src + c : a.cache, n);
@@ -865,19 +852,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           }
           MLAKV_TRACE(0, trace_k, 7);
           if (q == 0) raw_ok[slot * kU + tok] = src != nullptr;
-          if constexpr (S::kRawBars) {
-            if (by_tma && pt == 0) {
-              if (li_unit >= kRawSlots) mbar_wait(raw_free_bar(slot), ((li_unit / kRawSlots) - 1) & 1);
-              mbar_arrive_expect_tx(raw_full_bar(slot), kU * TB);  // with this thread's flag
-              for (int r0 = 0; r0 < kU; r0 += a.kv_box_rows) {  // masked blocks: boxes past the end, zeros
-                int in_block = 0;
-                const int blk = token_block(li, li_part * kU + r0, in_block);
-                tma_load_3d(slot_u + r0 * S::kRawPitch, &a.kv_map, raw_full_bar(slot), 0, in_block,
-                            blk >= 0 ? blk : static_cast<int>(a.num_blocks));
-              }
-            } else {
-              mbar_arrive(raw_full_bar(slot));  // release: this thread's flag
-            }
+          if constexpr (S::kOwnerWidens) {
+            mbar_arrive(raw_full_bar(slot));  // release: this thread's flag
             mbar_arrive_cp_async(raw_full_bar(slot));
           }
           if (++li_part == kParts) {
@@ -901,12 +877,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll 1
         for (int h = 0; h < kOwnParts; ++h) {
           const int u = kParts * k + h, slot = u % kRawSlots;
-          if (S::kOwnerWidens || tma_raw) mbar_wait(raw_full_bar(slot), (u / kRawSlots) & 1);
+          if constexpr (S::kOwnerWidens) mbar_wait(raw_full_bar(slot), (u / kRawSlots) & 1);
           else cp_async_wait<kRawSlots - 1>();
           if (h == 0) MLAKV_TRACE(0, k, 3);
           widen_unit(slot, st, h * kU + tok, tok, q);
           if (h == 0) MLAKV_TRACE(0, k, 4);
-          if (S::kOwnerWidens || tma_raw) {
+          if constexpr (S::kOwnerWidens) {
             __syncwarp();
             if (lane == 0) mbar_arrive(raw_free_bar(slot));
           }

@@ -64,13 +64,4 @@ bool encode_paged_rows_map(CUtensorMap& map, const void* base, int64_t num_block
                      box_rows, CU_TENSOR_MAP_SWIZZLE_128B, row_bytes / 128, box_cblocks);
 }
 
-bool encode_paged_raw_rows_map(CUtensorMap& map, const void* base, int64_t num_blocks, int block_size,
-                               int64_t block_stride, int row_bytes, int unit_rows, int& box_rows) {
-  if (block_size < 16 || (block_size % unit_rows != 0 && unit_rows % block_size != 0)) return false;
-  if (row_bytes % 16 != 0 || row_bytes / 4 > 256) return false;  // one box spans a whole row
-  box_rows = block_size < unit_rows ? block_size : unit_rows;
-  return encode_rows(map, base, num_blocks, block_size, block_stride, row_bytes, CU_TENSOR_MAP_DATA_TYPE_UINT32, 4,
-                     row_bytes / 4, box_rows, CU_TENSOR_MAP_SWIZZLE_NONE);
-}
-
 }  // namespace mlakv::cuda
