@@ -4,6 +4,9 @@
 # root. Logs and JSON go to $OUT (default ./gpu-check-out); at most 8 files, so that the device
 # tool brings all of them back.
 #
+#   UNPACK         a tarball (e.g. .gl/bundle.tgz from scripts/pack-binaries.sh) unpacked into the
+#                  repository root first: prebuilt binaries travel gzipped, about half their size,
+#                  so that one call's carry (64 MiB) holds several variants
 #   BUILD_DIR      an existing build directory to reuse (else one is configured in build-gpu)
 #   PREBUILT       a folder holding mlakv and mlakv_tests built elsewhere for sm_90a: no build here
 #   PROBE          decode cases (`bench decode --only` texts, ';'-separated) run once, 3 iterations,
@@ -59,6 +62,14 @@ configure() {
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv >"$OUT/summary.log" 2>&1 || true
+
+if [[ -n "${UNPACK:-}" ]]; then
+  if ! tar -xzf "$UNPACK"; then
+    log "unpacking $UNPACK FAILED"
+    exit 1
+  fi
+  log "unpacked $UNPACK: $(tar -tzf "$UNPACK" | grep -c /) files"
+fi
 
 if [[ -n "${PREBUILT:-}" ]]; then
   B="$PREBUILT"
