@@ -114,18 +114,26 @@ __global__ void __launch_bounds__(256, 1) probe(int warpgroups, long long* cycle
 #endif
 }
 
+/// Launches `k` on every SM twice with `warpgroups` working and returns CTA 0's clocks of the
+/// second launch, or −1 (reported) when a launch failed.
+long long measured_clocks(void (*k)(int, long long*, float*), int smem, const char* name, int sms, int warpgroups,
+                          long long* d_cycles, float* sink) {
+  cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  k<<<sms, 256, smem>>>(warpgroups, d_cycles, sink);
+  k<<<sms, 256, smem>>>(warpgroups, d_cycles, sink);  // the second launch is measured
+  if (cudaDeviceSynchronize() != cudaSuccess) {
+    std::printf("%-34s launch failed: %s\n", name, cudaGetErrorString(cudaGetLastError()));
+    return -1;
+  }
+  long long c = 0;
+  cudaMemcpy(&c, d_cycles, sizeof c, cudaMemcpyDeviceToHost);
+  return c;
+}
+
 template <int N, int TA, bool RS> void run(const char* name, int sms, long long* d_cycles, float* sink) {
-  auto k = probe<N, TA, RS>;
-  cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024);
   for (int wgs = 1; wgs <= 2; ++wgs) {
-    k<<<sms, 256, 96 * 1024>>>(wgs, d_cycles, sink);
-    k<<<sms, 256, 96 * 1024>>>(wgs, d_cycles, sink);  // the second launch is measured
-    if (cudaDeviceSynchronize() != cudaSuccess) {
-      std::printf("%-24s launch failed: %s\n", name, cudaGetErrorString(cudaGetLastError()));
-      return;
-    }
-    long long c = 0;
-    cudaMemcpy(&c, d_cycles, sizeof c, cudaMemcpyDeviceToHost);
+    const long long c = measured_clocks(probe<N, TA, RS>, 96 * 1024, name, sms, wgs, d_cycles, sink);
+    if (c < 0) return;
     const double per = static_cast<double>(c) / (kIters * kBatch);  // clocks per instruction per warpgroup
     const double fma_clk = wgs * 64.0 * N * 16 / per;
     std::printf("%-24s warpgroups %d  %7.1f clk/instr  %6.0f FMA/clk/SM  %5.1f %% of 2048\n", name, wgs, per, fma_clk,
@@ -192,17 +200,9 @@ template <int F> __global__ void __launch_bounds__(256, 1) chain_probe(int warpg
 }
 
 template <int F> void run_chain(const char* name, int sms, long long* d_cycles, float* sink) {
-  auto k = chain_probe<F>;
-  cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 160 * 1024);
   for (int wgs = 1; wgs <= 2; ++wgs) {
-    k<<<sms, 256, 160 * 1024>>>(wgs, d_cycles, sink);
-    k<<<sms, 256, 160 * 1024>>>(wgs, d_cycles, sink);
-    if (cudaDeviceSynchronize() != cudaSuccess) {
-      std::printf("%-34s launch failed: %s\n", name, cudaGetErrorString(cudaGetLastError()));
-      return;
-    }
-    long long c = 0;
-    cudaMemcpy(&c, d_cycles, sizeof c, cudaMemcpyDeviceToHost);
+    const long long c = measured_clocks(chain_probe<F>, 160 * 1024, name, sms, wgs, d_cycles, sink);
+    if (c < 0) return;
     const double per = static_cast<double>(c) / (kIters / 8);  // clocks per Q·Kᵀ per warpgroup
     std::printf("%-34s warpgroups %d  %7.0f clk per Q·Kᵀ (36 × m64n64k16)  %5.1f %% of 2048 FMA/clk\n", name, wgs, per,
                 100.0 * wgs * 36 * 64.0 * 64 * 16 / per / 2048);
