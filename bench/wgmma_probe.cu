@@ -6,6 +6,7 @@
 // m64nNk16 bf16 wgmma (A and B from shared memory, A K-major or MN-major, or A from registers),
 // commit + wait per batch, as the decode kernel does per tile. Prints clocks per instruction and
 // the FMA rate per SM against the dense bf16 peak of 2048 FMA per clock (64·N·16 FMA: N/2 clocks).
+// Then the 64-row form's Q·Kᵀ chain with and without a barrier wait per column block.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -113,22 +114,98 @@ __global__ void __launch_bounds__(256, 1) probe(int warpgroups, long long* cycle
 #endif
 }
 
+/// Launches `k` on every SM twice with `warpgroups` working and returns CTA 0's clocks of the
+/// second launch, or −1 (reported) when a launch failed.
+long long measured_clocks(void (*k)(int, long long*, float*), int smem, const char* name, int sms, int warpgroups,
+                          long long* d_cycles, float* sink) {
+  cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  k<<<sms, 256, smem>>>(warpgroups, d_cycles, sink);
+  k<<<sms, 256, smem>>>(warpgroups, d_cycles, sink);  // the second launch is measured
+  if (cudaDeviceSynchronize() != cudaSuccess) {
+    std::printf("%-34s launch failed: %s\n", name, cudaGetErrorString(cudaGetLastError()));
+    return -1;
+  }
+  long long c = 0;
+  cudaMemcpy(&c, d_cycles, sizeof c, cudaMemcpyDeviceToHost);
+  return c;
+}
+
 template <int N, int TA, bool RS> void run(const char* name, int sms, long long* d_cycles, float* sink) {
-  auto k = probe<N, TA, RS>;
-  cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024);
   for (int wgs = 1; wgs <= 2; ++wgs) {
-    k<<<sms, 256, 96 * 1024>>>(wgs, d_cycles, sink);
-    k<<<sms, 256, 96 * 1024>>>(wgs, d_cycles, sink);  // the second launch is measured
-    if (cudaDeviceSynchronize() != cudaSuccess) {
-      std::printf("%-24s launch failed: %s\n", name, cudaGetErrorString(cudaGetLastError()));
-      return;
-    }
-    long long c = 0;
-    cudaMemcpy(&c, d_cycles, sizeof c, cudaMemcpyDeviceToHost);
+    const long long c = measured_clocks(probe<N, TA, RS>, 96 * 1024, name, sms, wgs, d_cycles, sink);
+    if (c < 0) return;
     const double per = static_cast<double>(c) / (kIters * kBatch);  // clocks per instruction per warpgroup
     const double fma_clk = wgs * 64.0 * N * 16 / per;
     std::printf("%-24s warpgroups %d  %7.1f clk/instr  %6.0f FMA/clk/SM  %5.1f %% of 2048\n", name, wgs, per, fma_clk,
                 100.0 * fma_clk / 2048);
+  }
+}
+
+// The 64-row decode form's Q·Kᵀ: 36 dependent m64n64k16 (nine 64-column blocks × four k-steps)
+// into one accumulator, the way it would run with a "landed" barrier per column block (FlashMLA's
+// sub-tile barriers; session 13's branch tma-blockbars was 25 % slower with them). The barriers
+// are complete before the loop, so each wait returns at once and the clocks measure only what the
+// breaks in the chain cost: ptxas ends the HGMMA group before every wait and issues
+// WARPGROUP.ARRIVE after it, whatever form the wait loop takes.
+//   kChainPlain  no waits: one group of 36 (the kernel today)
+//   kChainWaits  a wait + wgmma.fence before each block, one accumulator
+//   kChainTwoAcc the same, blocks alternating between two accumulators (added at the end), so a
+//                block never waits for the one before it to leave the tensor pipe
+//   kChainCommit the same as kChainWaits with a commit per block (FlashMLA's batches)
+enum ChainForm { kChainPlain, kChainWaits, kChainTwoAcc, kChainCommit };
+
+__device__ __forceinline__ void wait_landed(uint32_t bar) {
+  asm volatile("{\n.reg .pred p;\nW:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], 0;\n@!p bra W;\n}\n" ::"r"(bar)
+               : "memory");
+}
+
+template <int F> __global__ void __launch_bounds__(256, 1) chain_probe(int warpgroups, long long* cycles, float* sink) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(1024) uint8_t smem[];
+  __shared__ __align__(8) uint64_t landed;
+  for (int i = threadIdx.x; i < 160 * 1024 / 4; i += blockDim.x) reinterpret_cast<float*>(smem)[i] = 0.0f;
+  const uint32_t bar = static_cast<uint32_t>(__cvta_generic_to_shared(&landed));
+  if (threadIdx.x == 0) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar) : "memory");
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");  // phase 0 complete
+  }
+  __syncthreads();
+  if (static_cast<int>(threadIdx.x >> 7) >= warpgroups) return;
+  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  float d0[32], d1[32];
+  for (int i = 0; i < 32; ++i) d0[i] = d1[i] = 0.0f;
+  const long long t0 = clock64();
+  for (int it = 0; it < kIters / 8; ++it) {
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int kk = 0; kk < 36; ++kk) {
+      if (F != kChainPlain && (kk & 3) == 0) {
+        wait_landed(bar);
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+      }
+      const uint32_t off = (kk >> 2) * 8192 + (kk & 3) * 32;  // Q at 0, the tile at 72 KB
+      float* d = F == kChainTwoAcc && ((kk >> 2) & 1) ? d1 : d0;
+      mma<64, 0, false>(d, desc(base + off, 16, 1024), desc(base + 73728 + off, 16, 1024), nullptr);
+      if (F == kChainCommit && (kk & 3) == 3) asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  }
+  const long long t1 = clock64();
+  float s = 0.0f;
+  for (int i = 0; i < 32; ++i) s += d0[i] + d1[i];
+  if (s != 0.0f) sink[threadIdx.x] = s;
+  if (threadIdx.x == 0) cycles[blockIdx.x] = t1 - t0;
+#endif
+}
+
+template <int F> void run_chain(const char* name, int sms, long long* d_cycles, float* sink) {
+  for (int wgs = 1; wgs <= 2; ++wgs) {
+    const long long c = measured_clocks(chain_probe<F>, 160 * 1024, name, sms, wgs, d_cycles, sink);
+    if (c < 0) return;
+    const double per = static_cast<double>(c) / (kIters / 8);  // clocks per Q·Kᵀ per warpgroup
+    std::printf("%-34s warpgroups %d  %7.0f clk per Q·Kᵀ (36 × m64n64k16)  %5.1f %% of 2048 FMA/clk\n", name, wgs, per,
+                100.0 * wgs * 36 * 64.0 * 64 * 16 / per / 2048);
   }
 }
 
@@ -149,5 +226,10 @@ int main() {
   run<32, 1, false>("m64n32k16 SS, A MN-major", sms, d_cycles, sink);
   run<64, 0, false>("m64n64k16 SS", sms, d_cycles, sink);
   run<64, 0, true>("m64n64k16 RS", sms, d_cycles, sink);
+  std::printf("\nthe 64-row form's Q·Kᵀ chain, and with a (complete) landed barrier per 64-column block\n");
+  run_chain<kChainPlain>("chain, no waits", sms, d_cycles, sink);
+  run_chain<kChainWaits>("chain, wait per block", sms, d_cycles, sink);
+  run_chain<kChainTwoAcc>("chain, wait per block, two accs", sms, d_cycles, sink);
+  run_chain<kChainCommit>("chain, wait + commit per block", sms, d_cycles, sink);
   return 0;
 }

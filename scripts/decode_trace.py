@@ -10,7 +10,7 @@ CTA-wide %globaltimer stamps (start, scheduled, end, each role ready), clock64 a
 the SM id.
 Events per k: producer 2 iteration start, 0 stage empty, 3 (FP8) first raw unit landed, 4 (FP8)
 first unit widened, 6 / 7 (FP8) the next unit's lookup done / its copies issued, 5 (FP8) the
-issue returned, 1 stage published; bf16: 6 the tile's flags stored, 7 (rows as M, TMA tiles) its
+issue returned, 1 stage published; bf16 (stamped on branch tma4d only): 6 the tile's flags stored, 7 (rows as M, TMA tiles) its
 copies issued; consumers 0 stage full (RM: own tile begins), 1 (RM) stage
 first / 5 publication first, 1 Q·Kᵀ done,
 2 row maxima exchanged (RM: before the softmax), 3 P written (RM: published), 4 stage released,

@@ -4,6 +4,9 @@
 # root. Logs and JSON go to $OUT (default ./gpu-check-out); at most 8 files, so that the device
 # tool brings all of them back.
 #
+#   UNPACK         a tarball (e.g. .gl/bundle.tgz from scripts/pack-binaries.sh) unpacked into the
+#                  repository root first: prebuilt binaries travel gzipped, about half their size,
+#                  so that one call's carry (64 MiB) holds several variants
 #   BUILD_DIR      an existing build directory to reuse (else one is configured in build-gpu)
 #   PREBUILT       a folder holding mlakv and mlakv_tests built elsewhere for sm_90a: no build here
 #   PROBE          decode cases (`bench decode --only` texts, ';'-separated) run once, 3 iterations,
@@ -22,6 +25,8 @@
 #                  AB_CASES (`bench decode --only` texts, ';'-separated), ROUNDS rounds; ab.log and
 #                  ab.json in $OUT
 #   FP8_CHECK      0 skips mlakv_wgmma_fp8_check (run where the binaries include it)
+#   WGMMA_PROBE    1 runs mlakv_wgmma_probe (wgmma costs by shape, the Q·Kᵀ chain with per-block
+#                  waits) into summary.log
 #   TRACE          decode cases (`bench decode --only` texts, ';'-separated) to run on the
 #                  measurement build that stamps each role's hand-offs; the readings go to
 #                  $OUT/trace.txt (scripts/decode_trace.py). TRACE_CLI: an `mlakv` built with
@@ -59,6 +64,14 @@ configure() {
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv >"$OUT/summary.log" 2>&1 || true
+
+if [[ -n "${UNPACK:-}" ]]; then
+  if ! tar -xzf "$UNPACK"; then
+    log "unpacking $UNPACK FAILED"
+    exit 1
+  fi
+  log "unpacked $UNPACK: $(tar -tzf "$UNPACK" | grep -c /) files"
+fi
 
 if [[ -n "${PREBUILT:-}" ]]; then
   B="$PREBUILT"
@@ -185,6 +198,16 @@ if [[ "${FP8_CHECK:-1}" != 0 && -x "$B/mlakv_wgmma_fp8_check" ]]; then
   else
     status=1
     log "fp8 check FAILED"
+  fi
+fi
+
+# ---- wgmma issue costs and the Q·Kᵀ chain with per-block waits (bench/wgmma_probe.cu) --------------
+if [[ "${WGMMA_PROBE:-0}" != 0 ]]; then
+  if [[ -x "$B/mlakv_wgmma_probe" ]]; then
+    log "mlakv_wgmma_probe"
+    timeout 120 "$B/mlakv_wgmma_probe" >>"$OUT/summary.log" 2>&1 || log "wgmma probe FAILED"
+  else
+    log "no mlakv_wgmma_probe in $B"
   fi
 fi
 

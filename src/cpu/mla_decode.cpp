@@ -8,6 +8,7 @@
 #include "backend.hpp"
 #include "cpu/attention_math.hpp"
 #include "cpu/cache_codec.hpp"
+#include "cpu/parallel.hpp"
 #include "mlakv/dcp.hpp"
 
 namespace mlakv::cpu {
@@ -56,44 +57,45 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   const int64_t batch = q.shape[0], s_q = q.shape[1], heads = q.shape[2];
   const DcpShard& sh = params.shard;
   const std::size_t eo = dtype_size(out.dtype);
-  std::vector<double> kv, qrow(kHeadDim), scores, acc(kLatentDim);
+  std::vector<double> kv;
 
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t len = *reinterpret_cast<const int32_t*>(element_ptr(seq_lens, {b}));
     const auto* table_row = reinterpret_cast<const int32_t*>(element_ptr(block_table, {b}));
     // Local indices [0, local_length(limit)) are exactly this rank's tokens at global positions
     // below `limit`, because global_position is increasing in the local index.
-    load_rows(cache, table_row, dcp::local_length(len, sh.rank, sh.world, sh.interleave), kv);
+    const int64_t local = dcp::local_length(len, sh.rank, sh.world, sh.interleave);
+    load_rows(cache, table_row, local, kv);
 
-    for (int64_t s = 0; s < s_q; ++s) {
+    // Each (query, head) row reads the shared rows and writes only its own out and lse.
+    parallel_for(s_q * heads, static_cast<double>(s_q * heads) * static_cast<double>(local) * (kHeadDim + kLatentDim),
+                 [&](int64_t row) {
+      const int64_t s = row / heads, h = row % heads;
       const int64_t limit = params.causal ? std::max<int64_t>(0, len - s_q + s + 1) : len;
       const int64_t visible = dcp::local_length(limit, sh.rank, sh.world, sh.interleave);
-      scores.resize(static_cast<std::size_t>(visible));
-      for (int64_t h = 0; h < heads; ++h) {
-        load_query(q, params.q_scale, b, s, h, qrow.data());
-        double m = kNegInf;
-        for (int64_t j = 0; j < visible; ++j) {
-          const double* k = kv.data() + j * kHeadDim;
-          double dot = 0;
-          for (int i = 0; i < kHeadDim; ++i) dot += qrow[static_cast<std::size_t>(i)] * k[i];
-          scores[static_cast<std::size_t>(j)] = dot * params.softmax_scale;
-          m = std::max(m, scores[static_cast<std::size_t>(j)]);
-        }
-        std::fill(acc.begin(), acc.end(), 0.0);
-        double sum = 0;
-        for (int64_t j = 0; j < visible; ++j) {
-          const double p = std::exp(scores[static_cast<std::size_t>(j)] - m);
-          sum += p;
-          const double* v = kv.data() + j * kHeadDim;
-          for (int i = 0; i < kLatentDim; ++i) acc[static_cast<std::size_t>(i)] += p * v[i];
-        }
-        uint8_t* po = element_ptr(out, {b, s, h});
-        for (int i = 0; i < kLatentDim; ++i)
-          store_value(po + i * eo, out.dtype, visible > 0 ? acc[static_cast<std::size_t>(i)] / sum : 0.0);
-        *reinterpret_cast<float*>(element_ptr(lse, {b, s, h})) =
-            visible > 0 ? static_cast<float>(m + std::log(sum)) : -INFINITY;
+      std::vector<double> qrow(kHeadDim), scores(static_cast<std::size_t>(visible)), acc(kLatentDim, 0.0);
+      load_query(q, params.q_scale, b, s, h, qrow.data());
+      double m = kNegInf;
+      for (int64_t j = 0; j < visible; ++j) {
+        const double* k = kv.data() + j * kHeadDim;
+        double dot = 0;
+        for (int i = 0; i < kHeadDim; ++i) dot += qrow[static_cast<std::size_t>(i)] * k[i];
+        scores[static_cast<std::size_t>(j)] = dot * params.softmax_scale;
+        m = std::max(m, scores[static_cast<std::size_t>(j)]);
       }
-    }
+      double sum = 0;
+      for (int64_t j = 0; j < visible; ++j) {
+        const double p = std::exp(scores[static_cast<std::size_t>(j)] - m);
+        sum += p;
+        const double* v = kv.data() + j * kHeadDim;
+        for (int i = 0; i < kLatentDim; ++i) acc[static_cast<std::size_t>(i)] += p * v[i];
+      }
+      uint8_t* po = element_ptr(out, {b, s, h});
+      for (int i = 0; i < kLatentDim; ++i)
+        store_value(po + i * eo, out.dtype, visible > 0 ? acc[static_cast<std::size_t>(i)] / sum : 0.0);
+      *reinterpret_cast<float*>(element_ptr(lse, {b, s, h})) =
+          visible > 0 ? static_cast<float>(m + std::log(sum)) : -INFINITY;
+    });
   }
 }
 
