@@ -147,9 +147,6 @@ __device__ __forceinline__ uint32_t ld_stream4(const void* p) {
   return v;
 }
 
-/// Asks L2 for the line holding p (no register result, no wait).
-__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-
 /// Streaming store (st.global.cs): outputs are written once and not re-read by this kernel.
 __device__ __forceinline__ void st_stream16(void* p, uint4 v) {
   asm volatile("st.global.cs.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)

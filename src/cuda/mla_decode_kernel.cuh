@@ -38,7 +38,6 @@ using dev::cluster_nctarank;
 using dev::cluster_sync;
 using dev::fence_mbarrier_init_cluster;
 using dev::ld_stream16;
-using dev::prefetch_l2;
 using dev::st_async16;
 using dev::tma_load_3d;
 using dev::tma_load_4d;

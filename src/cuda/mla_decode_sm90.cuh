@@ -64,9 +64,11 @@ inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims 
 /// warpgroup with four scaled P tiles, and a raw ring of quarter tiles).
 /// bf16's cap: 64 (the split-rows form), or 32 (alternating tiles, each CTA loading every tile)
 /// where MLAKV_DECODE_CTA_ROWS=32 asks for it (mla_decode.cu).
-/// FP8 caches at 64 rows per CTA: the rows-as-M form in CTA pairs, each CTA widening half of every
+/// fp8 caches at 64 rows per CTA: the rows-as-M form in CTA pairs, each CTA widening half of every
 /// tile into both, where a request's rows fill an even number of 64-row tiles (H=128) and
 /// MLAKV_DECODE_CLUSTER / MLAKV_DECODE_FORM do not turn pairs or the form off (mla_decode.cu).
+/// Not fp8_ds_mla: its pair form, which rounds scale · value to bf16 once, measured lse errors
+/// of 4.1–6.4e-3 against the format's 4e-3 (H100, session 17).
 int sm90_bf16_rows_cap();
 bool sm90_fp8_pairs(int rows, CacheFormat f, int dev);
 inline int sm90_rows_per_cta(int rows, CacheFormat f, int dev) {
@@ -80,9 +82,7 @@ inline int sm90_mtiles(int rows, CacheFormat f, int dev) {
 }
 
 template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
-  // kTileScales: the consumers apply fp8_ds_mla's tile scales (at 64 rows the producer does, and
-  // the stage holds the dequantized values).
-  static constexpr bool kWiden = F != CacheFormat::bf16, kTileScales = F == CacheFormat::fp8_ds_mla && NW < 32;
+  static constexpr bool kWiden = F != CacheFormat::bf16, kTileScales = F == CacheFormat::fp8_ds_mla;
   static constexpr int NR = ALT ? 2 * NW : NW;         // rows of one consumer warpgroup's wgmma (n)
   static constexpr int kTokenBytes = Fmt<F>::kTokenBytes;
   // fp8_ds_mla: P scaled by each 128-column tile scale, two at a time (P · V in two passes),
@@ -592,8 +592,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     for (int st = 0; st < kSm90Stages; ++st) {
       // bf16: 128 producer threads × (cp.async arrival + flag arrival); FP8: one arrival each
       // after widening.
-      // fp8_ds_mla at 64 rows: one arrival after widening and one when the rope's cp.async land.
-      mbar_init(full_bar(st), kWiden && !(RM && F == CacheFormat::fp8_ds_mla) ? 128 : 256);
+      mbar_init(full_bar(st), kWiden ? 128 : 256);
       // One arrival per consumer warp that reads the stage, in every CTA of the cluster.
       mbar_init(empty_bar(st), (ALT ? 4 : 8) * ncl);
     }
@@ -740,14 +739,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // so each token is read from L2 and widened once per pair, not once per 32-row CTA. No raw
       // ring fits beside the 72 KB Q tile: the next tile's raw bytes wait in registers (this
       // thread's 16-byte units q + 4j of its token) during the wait for the stage to empty.
-      // fp8: 36 e4m3 units, exactly widened (the tensor scale stays in the softmax and output
-      // scaling). fp8_ds_mla: 32 e4m3 units, each times its 128-dim group's scale rounded once to
-      // bf16 (FlashMLA's dequantization; SPEC §6 gives this format's lse 4e-3), and the bf16 rope,
-      // which each CTA copies for all 64 tokens by cp.async (8 KB, not worth the registers;
-      // prefetched into L2 with the tile's loads).
-      // Every thread looks up one token of the whole tile (its valid flag, and its rope).
-      constexpr bool kDs = F == CacheFormat::fp8_ds_mla;
-      constexpr int kJ = kDs ? 8 : 9;                  // units per thread
+      // 36 e4m3 units per token, exactly widened (the tensor scale stays in the softmax and output
+      // scaling). Every thread also looks up one token of the whole tile (its valid flag).
+      static_assert(F == CacheFormat::fp8, "CTA pairs: fp8 only (sm90_fp8_pairs)");
+      constexpr int kJ = 9;                            // units per thread
       constexpr uint32_t kPeerBytes = 32 * kJ * 128;  // what the peer's half brings
       const int tok = pt >> 2, q = pt & 3, row = 32 * static_cast<int>(crank) + tok, ftok = pt >> 1;
       const uint32_t peer = crank ^ 1, row_off = row * 128;
@@ -755,23 +750,13 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       Cursor ld;
       seek(ld, first_b, lo, hi, sch, B);
       uint4 v[kJ];
-      float4 gs = make_float4(0.f, 0.f, 0.f, 0.f);  // fp8_ds_mla: the token's four group scales
-      const uint8_t* fsrc = nullptr;                 // token ftok's row (nullptr: masked)
+      const uint8_t* fsrc = nullptr;  // token ftok's row (nullptr: masked)
       auto load = [&]() {
         const uint8_t* src = token_src(ld, row);
 #pragma unroll
         for (int j = 0; j < kJ; ++j) v[j] = src ? ld_stream16(src + 16 * (q + 4 * j)) : make_uint4(0, 0, 0, 0);
-        if constexpr (kDs) {
-          const uint4 g = src ? ld_stream16(src + 512) : make_uint4(0, 0, 0, 0);
-          gs = make_float4(__uint_as_float(g.x), __uint_as_float(g.y), __uint_as_float(g.z), __uint_as_float(g.w));
-        }
         fsrc = token_src(ld, ftok);
-        // fp8_ds_mla: the rope this thread copies once the stage is free, asked of L2 now (its
-        // cp.async then waits for L2, not DRAM, on the refill's path).
-        if (kDs && fsrc) prefetch_l2(fsrc + ((pt & 1) ? 640 : 528));
       };
-      // Four bf16 (two words) times scale f, each rounded once.
-      auto scaled = [](uint2 x, float f) { return make_uint2(scale_bf16x2(x.x, f), scale_bf16x2(x.y, f)); };
       if (ld.b < B) load();
       for (int k = 0; ld.b < B; ++k) {
         const int st = k & 1;
@@ -781,22 +766,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         const uint32_t loc = base + st * kStageBytes + row_off;
         const uint32_t rem = cluster_map(loc, peer), rem_bar = cluster_map(full_bar(st), peer);
         uint8_t* const lrow = smem + st * kStageBytes + row_off;
-        if constexpr (kDs) {  // token ftok's rope chunks 4·(pt & 1) .. + 3 into column block 8
-          const uint32_t rrow = base + st * kStageBytes + 8 * 8192 + ftok * 128;
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int c = 4 * (pt & 1) + i;
-            cp_async16(rrow + ((c ^ (ftok & 7)) << 4), fsrc ? fsrc + 528 + 16 * c : a.cache, fsrc ? 16 : 0);
-          }
-        }
 #pragma unroll
         for (int j = 0; j < kJ; ++j) {  // unit q + 4j: column block j, 16-byte chunks 2q and 2q + 1
-          uint2 a0 = e4m3x4_to_bf16x4(v[j].x), a1 = e4m3x4_to_bf16x4(v[j].y);
-          uint2 a2 = e4m3x4_to_bf16x4(v[j].z), a3 = e4m3x4_to_bf16x4(v[j].w);
-          if constexpr (kDs) {  // dims 16(q + 4j) ..: group j / 2
-            const float f = (&gs.x)[j >> 1];
-            a0 = scaled(a0, f), a1 = scaled(a1, f), a2 = scaled(a2, f), a3 = scaled(a3, f);
-          }
+          const uint2 a0 = e4m3x4_to_bf16x4(v[j].x), a1 = e4m3x4_to_bf16x4(v[j].y);
+          const uint2 a2 = e4m3x4_to_bf16x4(v[j].z), a3 = e4m3x4_to_bf16x4(v[j].w);
           const uint4 c0 = make_uint4(a0.x, a0.y, a1.x, a1.y), c1 = make_uint4(a2.x, a2.y, a3.x, a3.y);
           *reinterpret_cast<uint4*>(lrow + j * 8192 + sw0) = c0;
           *reinterpret_cast<uint4*>(lrow + j * 8192 + sw1) = c1;
@@ -806,17 +779,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         if ((pt & 1) == 0) tok_ok[st * kTile + ftok] = fsrc != nullptr;
         fence_async_smem();  // the widened tile is read by wgmma (async proxy)
         MLAKV_TRACE(0, k, 1);
-        // One arrival per thread (its half-tile bytes and flags; fp8_ds_mla: and one when its rope
-        // copies land), and the peer's half as bytes.
+        // One arrival per thread (its half-tile bytes and flags), and the peer's half as bytes.
         if (pt == 0) mbar_arrive_expect_tx(full_bar(st), kPeerBytes);
         else mbar_arrive(full_bar(st));
-        if constexpr (kDs) mbar_arrive_cp_async(full_bar(st));
         advance(ld, lo, hi, sch, B);
         if (ld.b < B) load();
-      }
-      if constexpr (kDs) {  // the rope copies (their arrivals already gate the consumers)
-        cp_async_commit();
-        cp_async_wait<0>();
       }
     } else {
       // Raw units (half or quarter tiles) land in a ring of kRawSlots by cp.async, kRawSlots
