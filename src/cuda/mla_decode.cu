@@ -141,9 +141,10 @@ bool use_rows_as_m() {
 }
 
 /// The rows-as-M form's CTA pairs (DecodeArgs::cluster): bf16 where its tiles go by TMA, fp8
-/// always (sm90_fp8_pairs; not fp8_ds_mla), where a request has an even number of 64-row tiles and the device
-/// holds a pair; MLAKV_DECODE_CLUSTER=0 keeps one CTA per row tile (FP8: 32-row CTAs), =require
-/// fails a call those conditions would give pairs but the device or the map does not (tests).
+/// always (sm90_fp8_pairs; fp8_ds_mla never), where a request has an even number of 64-row tiles
+/// and the device holds a pair; MLAKV_DECODE_CLUSTER=0 keeps one CTA per row tile (fp8: 32-row
+/// CTAs), =require fails a call those conditions would give pairs but the device or the map does
+/// not (tests).
 enum class PairMode { off, on, require };
 PairMode pair_mode() {
   const char* e = std::getenv("MLAKV_DECODE_CLUSTER");
