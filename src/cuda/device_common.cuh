@@ -214,14 +214,6 @@ __device__ __forceinline__ void cp_async4(uint32_t smem, const void* gmem, int s
 // TMA (sm_90): one box of a tensor map (a __grid_constant__ argument: `map` is its generic
 // address) into shared memory; the copy completes its bytes on the mbarrier at `bar`. Boxes
 // outside the map's extent are written as zeros and not read.
-__device__ __forceinline__ void tma_load_3d(uint32_t smem, const void* map, uint32_t bar, int c0, int c1, int c2) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];"
-      ::"r"(smem), "l"(map), "r"(bar), "r"(c0), "r"(c1), "r"(c2)
-      : "memory");
-#endif
-}
 __device__ __forceinline__ void tma_load_4d(uint32_t smem, const void* map, uint32_t bar, int c0, int c1, int c2, int c3) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile(

@@ -142,10 +142,11 @@ struct DecodeArgs {
   /// Rows-as-M form, publication first: Q·Kᵀ issued before the other's stage is released (the
   /// order before session 13; MLAKV_DECODE_RM_ORDER=overlap).
   bool rm_overlap;
-  /// Rows-as-M form with TMA: the CTAs of a request's row tiles run as clusters of this many
-  /// (2, along the grid's y; 1: no cluster). Each CTA issues half of a tile's boxes, multicast
-  /// into both, so each tile crosses from L2 once per pair instead of once per CTA; a stage is
-  /// refilled once both CTAs' consumers released it.
+  /// Rows-as-M form (bf16 with TMA, fp8 always): the CTAs of a request's row tiles run as
+  /// clusters of this many (2, along the grid's y; 1: no cluster). Each CTA brings half of every
+  /// tile into both (bf16: multicast boxes; fp8: widened, by st.async), so each tile crosses from
+  /// L2 once per pair instead of once per CTA; a stage is refilled once both CTAs' consumers
+  /// released it.
   int cluster;
   /// Rows per CTA of the sm90 kernel (sm90_rows_per_cta, decided once on the host per call).
   int cta_rows;

@@ -39,7 +39,6 @@ using dev::cluster_sync;
 using dev::fence_mbarrier_init_cluster;
 using dev::ld_stream16;
 using dev::st_async16;
-using dev::tma_load_3d;
 using dev::tma_load_4d;
 using dev::tma_load_4d_multicast;
 using dev::tma_prefetch_map;
