@@ -48,7 +48,7 @@ MIRRORS = [
     "if (ncl > 1) mbar_wait<true>(empty_bar(st), ((k >> 1) & 1) ^ 1);",
     "mbar_arrive_expect_tx(full_bar(st), kStageBytes);",
     "if (pt == 0) mbar_arrive_expect_tx(full_bar(st), kPeerBytes);",
-    "st_async16(rem + j * 8192 + sw0, c0, rem_bar);",
+    "st_async16(rem + cb * 8192 + sw0, c0, rem_bar);",
     "if (ncl > 1) cluster_sync();  // no CTA's copies or arrivals reach a barrier before its init",
 ]
 

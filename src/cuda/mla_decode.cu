@@ -91,10 +91,10 @@ template <CacheFormat F> int rm_pairs_resident(int dev) {
   return n;
 }
 int rm_pairs_resident(CacheFormat f, int dev) {
-  // Only bf16 and fp8 pair (sm90_fp8_pairs); fp8_ds_mla's 32-row CTAs hold no pair.
   switch (f) {
     case CacheFormat::bf16: return rm_pairs_resident<CacheFormat::bf16>(dev);
     case CacheFormat::fp8: return rm_pairs_resident<CacheFormat::fp8>(dev);
+    case CacheFormat::fp8_ds_mla: return rm_pairs_resident<CacheFormat::fp8_ds_mla>(dev);
     default: return 0;
   }
 }
@@ -140,8 +140,8 @@ bool use_rows_as_m() {
   return !(e && std::strcmp(e, "split") == 0);
 }
 
-/// The rows-as-M form's CTA pairs (DecodeArgs::cluster): bf16 where its tiles go by TMA, fp8
-/// always (sm90_fp8_pairs; fp8_ds_mla never), where a request has an even number of 64-row tiles
+/// The rows-as-M form's CTA pairs (DecodeArgs::cluster): bf16 where its tiles go by TMA, fp8 and
+/// fp8_ds_mla always (sm90_fp8_pairs), where a request has an even number of 64-row tiles
 /// and the device holds a pair; MLAKV_DECODE_CLUSTER=0 keeps one CTA per row tile (fp8: 32-row
 /// CTAs), =require fails a call those conditions would give pairs but the device or the map does
 /// not (tests).
@@ -156,7 +156,8 @@ bool pairs_apply(int rows) {
 }
 
 bool sm90_fp8_pairs(int rows, CacheFormat f, int dev) {
-  if (f != CacheFormat::fp8 || !pairs_apply(rows) || !sm90_available(dev)) return false;
+  if ((f != CacheFormat::fp8 && f != CacheFormat::fp8_ds_mla) || !pairs_apply(rows) || !sm90_available(dev))
+    return false;
   if (rm_pairs_resident(f, dev) > 0) return true;
   if (pair_mode() == PairMode::require)
     detail::fail("mla_decode: MLAKV_DECODE_CLUSTER=require, but device ", dev, " holds no CTA pair");
@@ -235,8 +236,8 @@ template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts,
       if constexpr (F == CacheFormat::bf16) {
         if (use_rows_as_m()) launch_sm90<F, 32, false, true>(a, parts, stream);
         else launch_sm90<F, 32>(a, parts, stream);
-      } else if constexpr (F == CacheFormat::fp8) {
-        launch_sm90<F, 32, false, true>(a, parts, stream);  // sm90_fp8_pairs: always a pair
+      } else {
+        launch_sm90<F, 32, false, true>(a, parts, stream);  // FP8 at 64 rows (sm90_fp8_pairs): always a pair
       }
       break;
   }

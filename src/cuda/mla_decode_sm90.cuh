@@ -58,6 +58,11 @@ namespace mlakv::cuda::mla {
 inline constexpr int kSm90Threads = 384;
 inline constexpr int kSm90Stages = 2;
 inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims × 64 tokens × 128 B
+/// fp8_ds_mla's fp16 stage (CTA pairs) holds scale · value · 2^-kF16Shift, the factor given back
+/// in the softmax and output scaling: values keep fp16's full precision over [2^-10, 2^20) in
+/// magnitude (below, a fixed step of 2^-20; scales below 2^-18, groups whose largest value is
+/// under 1.7e-3, round to fp16's subnormal steps) and overflow to inf at 2^20 · 65504 / 65536.
+inline constexpr int kF16Shift = 4;
 
 /// Query rows per CTA of the sm90 kernel (2 warpgroups × NW). FP8 caches need room for a raw
 /// staging ring, so they use fewer rows per CTA (fp8_ds_mla at 32 rows: split rows, each
@@ -82,7 +87,12 @@ inline int sm90_mtiles(int rows, CacheFormat f, int dev) {
 }
 
 template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
-  static constexpr bool kWiden = F != CacheFormat::bf16, kTileScales = F == CacheFormat::fp8_ds_mla;
+  static constexpr bool kWiden = F != CacheFormat::bf16;
+  // fp8_ds_mla at 64 rows (rows as M, CTA pairs) holds scale · value in an fp16 stage (kF16Stage),
+  // so its tile scales never reach the consumers; at fewer rows the stage holds the exact e4m3
+  // values in bf16 and the consumers apply the tile scales (kTileScales).
+  static constexpr bool kF16Stage = F == CacheFormat::fp8_ds_mla && NW == 32;
+  static constexpr bool kTileScales = F == CacheFormat::fp8_ds_mla && !kF16Stage;
   static constexpr int NR = ALT ? 2 * NW : NW;         // rows of one consumer warpgroup's wgmma (n)
   static constexpr int kTokenBytes = Fmt<F>::kTokenBytes;
   // fp8_ds_mla: P scaled by each 128-column tile scale, two at a time (P · V in two passes),
@@ -249,6 +259,35 @@ __device__ __forceinline__ uint2 e4m3x4_to_bf16x4(uint32_t x) {
   return make_uint2(lo, hi);
 }
 
+/// Four e4m3 values (bytes of x) → four fp16 values times the fp16 pair s2, each rounded once:
+/// the prmt / shift / mask of e4m3x4_to_bf16x4, shifted by 7 instead of 4, leaves the fp16 of the
+/// value times 2^-8 (exact, subnormals included: the 4-bit exponent lands in the low bits of
+/// fp16's 5-bit one), and one f16x2 multiply applies s2, which carries the 2^8 back.
+__device__ __forceinline__ uint2 e4m3x4_to_f16x4_scaled(uint32_t x, uint32_t s2) {
+  uint32_t lo, hi;
+  asm("prmt.b32 %0, %1, %1, 0x9180;\n" : "=r"(lo) : "r"(x));
+  asm("prmt.b32 %0, %1, %1, 0xB3A2;\n" : "=r"(hi) : "r"(x));
+  lo = (lo << 7) & 0xbf80bf80u;
+  hi = (hi << 7) & 0xbf80bf80u;
+  asm("mul.rn.f16x2 %0, %0, %1;\n" : "+r"(lo) : "r"(s2));
+  asm("mul.rn.f16x2 %0, %0, %1;\n" : "+r"(hi) : "r"(s2));
+  return make_uint2(lo, hi);
+}
+/// Two floats → fp16x2 bits (lo in the low half), rounded to nearest even.
+__device__ __forceinline__ uint32_t pack_f16(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+/// An fp16 pair times f, rounded once (in fp32).
+__device__ __forceinline__ uint32_t scale_f16x2(uint32_t v, float f) {
+  const float2 x = __half22float2(*reinterpret_cast<const __half2*>(&v));
+  return pack_f16(x.x * f, x.y * f);
+}
+/// A bf16 pair → the fp16 pair of the same values (exact within fp16's range: 8 significant bits
+/// into 11).
+__device__ __forceinline__ uint32_t bf16x2_to_f16x2(uint32_t v) { return pack_f16(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u)); }
+
 /// Keeps the compiler from moving accumulator reads or writes across wgmma issue / wait.
 template <int N> __device__ __forceinline__ void pin(float (&d)[N]) {
 #pragma unroll
@@ -303,29 +342,38 @@ template <int TA> struct Mma<32, TA> {
   }
 };
 
-/// Rows-as-M form: D[64 × 64] (+)= A · B with A and B from shared memory, both K-major.
-struct MmaSS64 {
+/// Rows-as-M form: D[64 × 64] (+)= A · B with A and B from shared memory, both K-major; bf16
+/// operands, or fp16 (kF16: fp8_ds_mla's latent columns in the CTA pairs).
+#define MLAKV_MMA_SS64(T) \
+    asm volatile(\
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n" \
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32." T "." T " " \
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n" \
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
+        : "l"(a), "l"(b), "r"(acc))
+template <bool kF16 = false> struct MmaSS64 {
   static __device__ __forceinline__ void run(float (&d)[32], uint64_t a, uint64_t b, int acc) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "l"(a), "l"(b), "r"(acc));
+    if constexpr (kF16) MLAKV_MMA_SS64("f16");
+    else MLAKV_MMA_SS64("bf16");
   }
 };
-/// Rows-as-M form, n = 256: D[64 × 256] += A · B, A (bf16 pairs) from registers in the
-/// accumulator's fragment order, B MN-major from shared memory (V: dims contiguous, 64-column
+#undef MLAKV_MMA_SS64
+/// Rows-as-M form, n = 256: D[64 × 256] += A · B, A (pairs of bf16, or kF16 fp16) from registers
+/// in the accumulator's fragment order, B MN-major from shared memory (V: dims contiguous, 64-column
 /// blocks `lbo` apart). One m64n256k16 measured faster than four m64n64k16 (docs/perf).
-struct MmaRS256 {
+#define MLAKV_MMA_RS256(T) \
+    asm volatile(\
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32." T "." T " " \
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, {%128, %129, %130, %131}, %132, 1, 1, 1, 1;\n" \
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127]) \
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b))
+template <bool kF16 = false> struct MmaRS256 {
   static __device__ __forceinline__ void run(float (&d)[128], const uint32_t (&a)[4], uint64_t b) {
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, {%128, %129, %130, %131}, %132, 1, 1, 1, 1;\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+    if constexpr (kF16) MLAKV_MMA_RS256("f16");
+    else MLAKV_MMA_RS256("bf16");
   }
 };
+#undef MLAKV_MMA_RS256
 }  // namespace sm90
 #endif  // MLAKV_SM90A_DEVICE
 
@@ -739,11 +787,15 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // so each token is read from L2 and widened once per pair, not once per 32-row CTA. No raw
       // ring fits beside the 72 KB Q tile: the next tile's raw bytes wait in registers (this
       // thread's 16-byte units q + 4j of its token) during the wait for the stage to empty.
-      // 36 e4m3 units per token, exactly widened (the tensor scale stays in the softmax and output
-      // scaling). Every thread also looks up one token of the whole tile (its valid flag).
-      static_assert(F == CacheFormat::fp8, "CTA pairs: fp8 only (sm90_fp8_pairs)");
-      constexpr int kJ = 9;                            // units per thread
-      constexpr uint32_t kPeerBytes = 32 * kJ * 128;  // what the peer's half brings
+      // fp8: 36 e4m3 units per token, exactly widened (the tensor scale stays in the softmax and
+      // output scaling). fp8_ds_mla (kF16Stage): 32 e4m3 units widened to fp16 times their tile
+      // scale (kF16Shift below), the bf16 rope copied as is (column block 8 stays bf16; its Q·Kᵀ
+      // steps are bf16 wgmma), and the four scales: 11 loads a thread. Every thread also looks up
+      // one token of the whole tile (its valid flag).
+      constexpr bool kDs = S::kF16Stage;
+      static_assert(F == CacheFormat::fp8 || kDs, "CTA pairs: fp8 and fp8_ds_mla (sm90_fp8_pairs)");
+      constexpr int kJ = kDs ? 11 : 9;                 // 16-byte loads per thread
+      constexpr uint32_t kPeerBytes = 32 * 9 * 128;  // what the peer's half brings: 32 tokens × 9 column blocks
       const int tok = pt >> 2, q = pt & 3, row = 32 * static_cast<int>(crank) + tok, ftok = pt >> 1;
       const uint32_t peer = crank ^ 1, row_off = row * 128;
       const uint32_t sw0 = ((2 * q) ^ (row & 7)) << 4, sw1 = ((2 * q + 1) ^ (row & 7)) << 4;
@@ -751,10 +803,13 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       seek(ld, first_b, lo, hi, sch, B);
       uint4 v[kJ];
       const uint8_t* fsrc = nullptr;  // token ftok's row (nullptr: masked)
+      // Byte offset of load j in the token: units q + 4j; fp8_ds_mla then the rope's chunks 2q and
+      // 2q + 1 and the scales.
+      auto src_off = [&](int j) { return j < 8 || !kDs ? 16 * (q + 4 * j) : j < 10 ? 528 + 16 * (2 * q + j - 8) : 512; };
       auto load = [&]() {
         const uint8_t* src = token_src(ld, row);
 #pragma unroll
-        for (int j = 0; j < kJ; ++j) v[j] = src ? ld_stream16(src + 16 * (q + 4 * j)) : make_uint4(0, 0, 0, 0);
+        for (int j = 0; j < kJ; ++j) v[j] = src ? ld_stream16(src + src_off(j)) : make_uint4(0, 0, 0, 0);
         fsrc = token_src(ld, ftok);
       };
       if (ld.b < B) load();
@@ -766,15 +821,34 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         const uint32_t loc = base + st * kStageBytes + row_off;
         const uint32_t rem = cluster_map(loc, peer), rem_bar = cluster_map(full_bar(st), peer);
         uint8_t* const lrow = smem + st * kStageBytes + row_off;
+        auto put = [&](int cb, const uint4& c0, const uint4& c1) {  // chunks 2q and 2q + 1 of column block cb
+          *reinterpret_cast<uint4*>(lrow + cb * 8192 + sw0) = c0;
+          *reinterpret_cast<uint4*>(lrow + cb * 8192 + sw1) = c1;
+          st_async16(rem + cb * 8192 + sw0, c0, rem_bar);
+          st_async16(rem + cb * 8192 + sw1, c1, rem_bar);
+        };
+        if constexpr (kDs) {
+          const uint32_t sraw[4] = {v[10].x, v[10].y, v[10].z, v[10].w};
+          uint32_t s2[4];  // each tile scale times 2^(8 − kF16Shift), as an fp16 pair
 #pragma unroll
-        for (int j = 0; j < kJ; ++j) {  // unit q + 4j: column block j, 16-byte chunks 2q and 2q + 1
-          const uint2 a0 = e4m3x4_to_bf16x4(v[j].x), a1 = e4m3x4_to_bf16x4(v[j].y);
-          const uint2 a2 = e4m3x4_to_bf16x4(v[j].z), a3 = e4m3x4_to_bf16x4(v[j].w);
-          const uint4 c0 = make_uint4(a0.x, a0.y, a1.x, a1.y), c1 = make_uint4(a2.x, a2.y, a3.x, a3.y);
-          *reinterpret_cast<uint4*>(lrow + j * 8192 + sw0) = c0;
-          *reinterpret_cast<uint4*>(lrow + j * 8192 + sw1) = c1;
-          st_async16(rem + j * 8192 + sw0, c0, rem_bar);
-          st_async16(rem + j * 8192 + sw1, c1, rem_bar);
+          for (int t = 0; t < 4; ++t) {
+            const float x = __uint_as_float(sraw[t]) * (256.0f / (1 << kF16Shift));
+            s2[t] = pack_f16(x, x);
+          }
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {  // unit q + 4j: latent dims 64j + 16q .. + 15, tile scale j / 2
+            const uint2 a0 = e4m3x4_to_f16x4_scaled(v[j].x, s2[j / 2]), a1 = e4m3x4_to_f16x4_scaled(v[j].y, s2[j / 2]);
+            const uint2 a2 = e4m3x4_to_f16x4_scaled(v[j].z, s2[j / 2]), a3 = e4m3x4_to_f16x4_scaled(v[j].w, s2[j / 2]);
+            put(j, make_uint4(a0.x, a0.y, a1.x, a1.y), make_uint4(a2.x, a2.y, a3.x, a3.y));
+          }
+          put(8, v[8], v[9]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < kJ; ++j) {  // unit q + 4j: column block j, 16-byte chunks 2q and 2q + 1
+            const uint2 a0 = e4m3x4_to_bf16x4(v[j].x), a1 = e4m3x4_to_bf16x4(v[j].y);
+            const uint2 a2 = e4m3x4_to_bf16x4(v[j].z), a3 = e4m3x4_to_bf16x4(v[j].w);
+            put(j, make_uint4(a0.x, a0.y, a1.x, a1.y), make_uint4(a2.x, a2.y, a3.x, a3.y));
+          }
         }
         if ((pt & 1) == 0) tok_ok[st * kTile + ftok] = fsrc != nullptr;
         fence_async_smem();  // the widened tile is read by wgmma (async proxy)
@@ -891,6 +965,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     sc *= ks;
     out_scale = ks;
   }
+  constexpr bool kF16 = S::kF16Stage;  // fp16 stage, Q's latent columns and P (fp8_ds_mla pairs)
+  if constexpr (kF16) {
+    sc *= 1 << kF16Shift;
+    out_scale = 1 << kF16Shift;
+  }
 
   // A new request's Q rows to shared memory (both warpgroups read the tile), once every consumer
   // is past its last Q·Kᵀ of the previous request. All of a thread's chunks are loaded (before
@@ -921,6 +1000,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
       for (int i = 0; i < kPer; ++i) {
         const int idx = ct + 256 * i, r = idx / 72, ch = idx - r * 72;
+        if (kF16 && ch < 64)  // the latent columns meet the fp16 stage; the rope stays bf16
+          v[i] = make_uint4(bf16x2_to_f16x2(v[i].x), bf16x2_to_f16x2(v[i].y), bf16x2_to_f16x2(v[i].z),
+                            bf16x2_to_f16x2(v[i].w));
         if (kChunks % 256 == 0 || idx < kChunks) *q_chunk_at(r, ch) = v[i];
       }
     }
@@ -966,13 +1048,15 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     // cannot be rescaled while Q·Kᵀ is in flight: ptxas then serializes every wgmma). Either
     // way the softmax from m once both are done (P·V's registers free: no spills); P published;
     // o rescaled to the new maxima and own P·V. In the stage-first order a row whose maximum
-    // jumped by more than 64 (a factor 2^64), or the first visible one, takes a slow branch:
-    // Q·Kᵀ awaited, o rescaled, unscaled P. Each warpgroup's l covers its own tiles, over
+    // jumped by more than kMaxJump (a factor 2^64; fp16 P: 2^15, within fp16's range), or the
+    // first visible one, takes a slow branch: Q·Kᵀ awaited, o rescaled, unscaled P. Each
+    // warpgroup's l covers its own tiles, over
     // the same reference as its o; at a segment's end both references are the final maxima.
     // The P buffer has one writer at a time: a warpgroup reads the other's P into registers
     // before it publishes its own. Every wgmma is awaited in the branch that issued it.
     // Fragment of an m64n64 accumulator: row 16w + g + 8i, column 8j + 2qd + e at [4j + 2i + e];
     // P's A fragments: k-step c, register r holds row g + 8(r & 1), tokens 16c + 8(r >> 1) + 2qd.
+    constexpr float kMaxJump = kF16 ? 15.0f : 64.0f;
     float* const row_m = red;       // [64] the row maxima published with the last P
     float* const row_l = red + 64;  // [2][64] each warpgroup's row sums at a segment's end
     float o[4][32];                 // column block cb of this warpgroup's 256 columns
@@ -1030,7 +1114,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       wg_fence();
 #pragma unroll
       for (int c = 0; c < 4; ++c)
-        MmaRS256::run(*reinterpret_cast<float(*)[128]>(&o[0][0]), pf[c], desc_plus(v_desc, c * 2048));
+        MmaRS256<kF16>::run(*reinterpret_cast<float(*)[128]>(&o[0][0]), pf[c], desc_plus(v_desc, c * 2048));
       wg_commit();
     };
     auto pv_done = [&](uint32_t (&pf)[4][4]) {
@@ -1088,9 +1172,14 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           const uint64_t q_desc = desc_sw128(q_u, 16, 1024), k_desc = desc_sw128(stage_u, 16, 1024);
           wg_fence();
 #pragma unroll
-          for (int kk = 0; kk < 36; ++kk) {
+          for (int kk = 0; kk < 32; ++kk) {
             const uint32_t off = (kk >> 2) * 8192 + (kk & 3) * 32;  // Q and the tile: 8192 B per 64 columns
-            MmaSS64::run(s, desc_plus(q_desc, off), desc_plus(k_desc, off), kk);
+            MmaSS64<kF16>::run(s, desc_plus(q_desc, off), desc_plus(k_desc, off), kk);
+          }
+#pragma unroll
+          for (int kk = 32; kk < 36; ++kk) {  // the rope: bf16 in every form
+            const uint32_t off = (kk >> 2) * 8192 + (kk & 3) * 32;
+            MmaSS64<>::run(s, desc_plus(q_desc, off), desc_plus(k_desc, off), kk);
           }
           wg_commit();
         };
@@ -1157,7 +1246,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           for (int c = 0; c < 4; ++c)
 #pragma unroll
             for (int r = 0; r < 4; ++r) {
-              pa[c][r] = pack_bf16(s[8 * c + 2 * r], s[8 * c + 2 * r + 1]);
+              pa[c][r] = kF16 ? pack_f16(s[8 * c + 2 * r], s[8 * c + 2 * r + 1]) : pack_bf16(s[8 * c + 2 * r], s[8 * c + 2 * r + 1]);
               *p_at(c, r) = pa[c][r];
             }
 #pragma unroll
@@ -1210,7 +1299,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             for (int i = 0; i < 2; ++i) {
               const float d = m_in[i] - o_ref[i];
               sp[i] = exp2f(d);
-              slow |= !(d <= 64.0f);  // NaN (both −inf) and +inf included
+              slow |= !(d <= kMaxJump);  // NaN (both −inf) and +inf included
             }
             if (!wg_any(2 + cw, slow)) {
 #pragma unroll
@@ -1219,7 +1308,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
                   for (int c = 0; c < 4; ++c)
 #pragma unroll
-                    for (int r = i; r < 4; r += 2) pb[c][r] = scale_bf16x2(pb[c][r], sp[i]);
+                    for (int r = i; r < 4; r += 2) pb[c][r] = kF16 ? scale_f16x2(pb[c][r], sp[i]) : scale_bf16x2(pb[c][r], sp[i]);
               issue_pv(k - 1, pb);
               wg_wait0();  // Q·Kᵀ and the other's P·V (pb dead before the softmax: no spills)
               pv_done(pb);
