@@ -58,10 +58,11 @@ namespace mlakv::cuda::mla {
 inline constexpr int kSm90Threads = 384;
 inline constexpr int kSm90Stages = 2;
 inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims × 64 tokens × 128 B
-/// fp8_ds_mla's fp16 stage (CTA pairs) holds scale · value · 2^-kF16Shift, the factor given back
-/// in the softmax and output scaling: values keep fp16's full precision over [2^-10, 2^20) in
-/// magnitude (below, a fixed step of 2^-20; scales below 2^-18, groups whose largest value is
-/// under 1.7e-3, round to fp16's subnormal steps) and overflow to inf at 2^20 · 65504 / 65536.
+/// fp8_ds_mla's fp16 stage (CTA pairs) holds scale · value · 2^-kF16Shift (Q's bf16 rope takes
+/// the same factor), given back in the softmax and output scaling: latent values keep fp16's full
+/// precision over [2^-10, 2^20) in magnitude (below, a fixed step of 2^-20; scales under 2^-18,
+/// groups whose largest value is under 1.7e-3, round to fp16's subnormal steps) and overflow to
+/// ±inf from 65504 · 2^4 ≈ 1.05e6.
 inline constexpr int kF16Shift = 4;
 
 /// Query rows per CTA of the sm90 kernel (2 warpgroups × NW). FP8 caches need room for a raw
@@ -789,9 +790,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // thread's 16-byte units q + 4j of its token) during the wait for the stage to empty.
       // fp8: 36 e4m3 units per token, exactly widened (the tensor scale stays in the softmax and
       // output scaling). fp8_ds_mla (kF16Stage): 32 e4m3 units widened to fp16 times their tile
-      // scale (kF16Shift below), the bf16 rope copied as is (column block 8 stays bf16; its Q·Kᵀ
-      // steps are bf16 wgmma), and the four scales: 11 loads a thread. Every thread also looks up
-      // one token of the whole tile (its valid flag).
+      // scale · 2^-kF16Shift, the bf16 rope copied as is (column block 8 stays bf16, its Q·Kᵀ
+      // steps bf16 wgmma, with Q's rope taking the 2^-kF16Shift), and the four scales: 11 loads a
+      // thread. Every thread also looks up one token of the whole tile (its valid flag).
       constexpr bool kDs = S::kF16Stage;
       static_assert(F == CacheFormat::fp8 || kDs, "CTA pairs: fp8 and fp8_ds_mla (sm90_fp8_pairs)");
       constexpr int kJ = kDs ? 11 : 9;                 // 16-byte loads per thread
@@ -1000,9 +1001,16 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
       for (int i = 0; i < kPer; ++i) {
         const int idx = ct + 256 * i, r = idx / 72, ch = idx - r * 72;
-        if (kF16 && ch < 64)  // the latent columns meet the fp16 stage; the rope stays bf16
+        // The latent columns meet the fp16 stage; the rope stays bf16, times the stage's 2^-kF16Shift
+        // (exact) so that the softmax scale's 2^kF16Shift restores both parts alike.
+        if (kF16 && ch < 64)
           v[i] = make_uint4(bf16x2_to_f16x2(v[i].x), bf16x2_to_f16x2(v[i].y), bf16x2_to_f16x2(v[i].z),
                             bf16x2_to_f16x2(v[i].w));
+        else if (kF16) {
+          constexpr float kDown = 1.0f / (1 << kF16Shift);
+          v[i] = make_uint4(scale_bf16x2(v[i].x, kDown), scale_bf16x2(v[i].y, kDown), scale_bf16x2(v[i].z, kDown),
+                            scale_bf16x2(v[i].w, kDown));
+        }
         if (kChunks % 256 == 0 || idx < kChunks) *q_chunk_at(r, ch) = v[i];
       }
     }
