@@ -1180,14 +1180,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           const uint64_t q_desc = desc_sw128(q_u, 16, 1024), k_desc = desc_sw128(stage_u, 16, 1024);
           wg_fence();
 #pragma unroll
-          for (int kk = 0; kk < 32; ++kk) {
+          for (int kk = 0; kk < 36; ++kk) {
             const uint32_t off = (kk >> 2) * 8192 + (kk & 3) * 32;  // Q and the tile: 8192 B per 64 columns
-            MmaSS64<kF16>::run(s, desc_plus(q_desc, off), desc_plus(k_desc, off), kk);
-          }
-#pragma unroll
-          for (int kk = 32; kk < 36; ++kk) {  // the rope: bf16 in every form
-            const uint32_t off = (kk >> 2) * 8192 + (kk & 3) * 32;
-            MmaSS64<>::run(s, desc_plus(q_desc, off), desc_plus(k_desc, off), kk);
+            if (kF16 && kk < 32) MmaSS64<true>::run(s, desc_plus(q_desc, off), desc_plus(k_desc, off), kk);
+            else MmaSS64<>::run(s, desc_plus(q_desc, off), desc_plus(k_desc, off), kk);  // the rope: bf16 always
           }
           wg_commit();
         };
