@@ -255,10 +255,8 @@ __device__ __forceinline__ uint2 e4m3x4_to_bf16x4(uint32_t x) {
   lo = (lo << 4) & 0x87f087f0u;
   hi = (hi << 4) & 0x87f087f0u;
   const uint32_t two120 = 0x7b807b80u, neg0 = 0x80008000u;  // bf16x2 2^120, -0 (x + -0 = x)
-#ifndef MLAKV_EXP_NOFMA
   asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(lo) : "r"(two120), "r"(neg0));
   asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(hi) : "r"(two120), "r"(neg0));
-#endif
   return make_uint2(lo, hi);
 }
 
@@ -555,16 +553,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   // Register split: setmaxnreg moves registers within the 384 × 168 the CTA was launched with
   // (more, and the consumers' increase waits forever). The FP8 producer widens tiles and keeps
   // several loads in flight; the bf16 one only issues copies; 32-row consumers hold a 128-float o.
-#ifndef MLAKV_EXP_PR
-#define MLAKV_EXP_PR 72
-#define MLAKV_EXP_CR 216
-#endif
-#ifndef MLAKV_EXP_F8PR
-#define MLAKV_EXP_F8PR 56
-#define MLAKV_EXP_F8CR 224
-#endif
-  constexpr int kProducerRegs = S::kF16Stage ? MLAKV_EXP_PR : kWiden ? (NR >= 32 ? MLAKV_EXP_F8PR : 96) : 40;
-  constexpr int kConsumerRegs = S::kF16Stage ? MLAKV_EXP_CR : kWiden ? (NR >= 32 ? MLAKV_EXP_F8CR : 200) : 232;
+  // fp8_ds_mla's pairs (kF16Stage) hold 11 loads a thread across the stage wait: 56 registers
+  // spilled 200 bytes there, 72 spill 112 and ran 12 % faster (docs/PERF.md, session 18).
+  constexpr int kProducerRegs = S::kF16Stage ? 72 : kWiden ? (NR >= 32 ? 56 : 96) : 40;
+  constexpr int kConsumerRegs = S::kF16Stage ? 216 : kWiden ? (NR >= 32 ? 224 : 200) : 232;
   static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kSm90Threads * 168, "register split");
   extern __shared__ __align__(1024) uint8_t smem[];
   const uint32_t base = smem_u32(smem);
