@@ -70,11 +70,11 @@ inline constexpr int kF16Shift = 4;
 /// warpgroup with four scaled P tiles, and a raw ring of quarter tiles).
 /// bf16's cap: 64 (the split-rows form), or 32 (alternating tiles, each CTA loading every tile)
 /// where MLAKV_DECODE_CTA_ROWS=32 asks for it (mla_decode.cu).
-/// fp8 caches at 64 rows per CTA: the rows-as-M form in CTA pairs, each CTA widening half of every
+/// FP8 caches at 64 rows per CTA: the rows-as-M form in CTA pairs, each CTA widening half of every
 /// tile into both, where a request's rows fill an even number of 64-row tiles (H=128) and
 /// MLAKV_DECODE_CLUSTER / MLAKV_DECODE_FORM do not turn pairs or the form off (mla_decode.cu).
-/// Not fp8_ds_mla: its pair form, which rounds scale · value to bf16 once, measured lse errors
-/// of 4.1–6.4e-3 against the format's 4e-3 (H100, session 17).
+/// fp8_ds_mla's pairs hold scale · value in fp16 (kF16Shift): rounded to bf16 instead, the lse
+/// errors measured 4.1–6.4e-3 against the format's 4e-3 (session 17); in fp16 3e-4 – 1.1e-3.
 int sm90_bf16_rows_cap();
 bool sm90_fp8_pairs(int rows, CacheFormat f, int dev);
 inline int sm90_rows_per_cta(int rows, CacheFormat f, int dev) {
@@ -1060,8 +1060,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     // o rescaled to the new maxima and own P·V. In the stage-first order a row whose maximum
     // jumped by more than kMaxJump (a factor 2^64; fp16 P: 2^15, within fp16's range), or the
     // first visible one, takes a slow branch: Q·Kᵀ awaited, o rescaled, unscaled P. Each
-    // warpgroup's l covers its own tiles, over
-    // the same reference as its o; at a segment's end both references are the final maxima.
+    // warpgroup's l covers its own tiles, over the same reference as its o; at a segment's end
+    // both references are the final maxima.
     // The P buffer has one writer at a time: a warpgroup reads the other's P into registers
     // before it publishes its own. Every wgmma is awaited in the branch that issued it.
     // Fragment of an m64n64 accumulator: row 16w + g + 8i, column 8j + 2qd + e at [4j + 2i + e];
