@@ -4,7 +4,8 @@
 #   scripts/ncu-cases.sh "cache|dsv4_gather|dsv4_dequant_gather dsv4 1x2048"
 # CLI: the mlakv binary (default build-gpu/mlakv). SKIP: launches skipped first (default 5, the
 # bench's warm-up). SECTIONS: ncu sections (default: speed of light, memory, launch, occupancy,
-# warp states, scheduler, source counters).
+# warp states, scheduler, source counters). NCU_ARGS: more ncu flags (e.g. "--cache-control none
+# --clock-control none" to time a kernel as it runs after its producer, L2 warm, clocks free).
 set -u -o pipefail
 CLI="${CLI:-build-gpu/mlakv}"
 OUT="${OUT:-$PWD/gpu-check-out}"
@@ -16,6 +17,6 @@ for s in $SECTIONS; do sec+=(--section "$s"); done
 for c in "$@"; do
   IFS='|' read -r what kernel only <<<"$c"
   echo "==== $what | $kernel | $only" >>"$REPORT"
-  timeout "${STEP_TIMEOUT:-240}" ncu -k "regex:$kernel" --launch-skip "${SKIP:-5}" --launch-count 1 "${sec[@]}" \
+  timeout "${STEP_TIMEOUT:-240}" ncu -k "regex:$kernel" --launch-skip "${SKIP:-5}" --launch-count 1 ${NCU_ARGS:-} "${sec[@]}" \
     "$CLI" bench "$what" --iters 3 --only "$only" >>"$REPORT" 2>&1 || echo "ncu exit $?" >>"$REPORT"
 done
