@@ -321,19 +321,18 @@ TEST(CudaDecode, Bf16ThirtyTwoRowCtas) {
 // Queries whose rows hold a few channels 30 or 1000 times the rest: the scores' large terms must
 // not swamp the small ones (fp32 sums of exact products). An FP8 tensor-core form with the
 // query split into two e4m3 terms missed SPEC §6 here (branch `next`, H200, session 12: lse 3e-3
-// at ×30, 0.24 at ×1000).
+// at ×30, 0.24 at ×1000), and so did fp8_ds_mla in an fp16 stage (H100, session 19: lse 9.5e-2
+// at ×1000, H=16): every row count, so H=128 too (CTA pairs for fp8; fp8_ds_mla keeps its exact
+// 32-row form unless MLAKV_DECODE_CLUSTER=fp16 asks for the fp16 pairs).
 TEST(CudaDecode, Fp8QueriesWithOutlierChannels) {
   MLAKV_REQUIRE_GPU();
   for (float f : {30.0f, 1000.0f})
-    for (int h : {16, 32}) {
-      Case c;
-      c.format = CacheFormat::fp8, c.heads = h, c.lens = {1100, 4000, 65}, c.q_outlier = f;
-      check_case(c);
-      if (h == 16) {
-        c.format = CacheFormat::fp8_ds_mla;
+    for (int h : {16, 32, 128})
+      for (CacheFormat fmt : {CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
+        Case c;
+        c.format = fmt, c.heads = h, c.lens = {1100, 4000, 65}, c.q_outlier = f;
         check_case(c);
       }
-    }
 }
 
 // FP8 caches at 16 and 32 rows per CTA (the widened stage): head counts that fill 16- and
