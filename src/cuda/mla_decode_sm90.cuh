@@ -73,8 +73,10 @@ inline constexpr int kF16Shift = 4;
 /// FP8 caches at 64 rows per CTA: the rows-as-M form in CTA pairs, each CTA widening half of every
 /// tile into both, where a request's rows fill an even number of 64-row tiles (H=128) and
 /// MLAKV_DECODE_CLUSTER / MLAKV_DECODE_FORM do not turn pairs or the form off (mla_decode.cu).
-/// fp8_ds_mla's pairs hold scale · value in fp16 (kF16Shift): rounded to bf16 instead, the lse
-/// errors measured 4.1–6.4e-3 against the format's 4e-3 (session 17); in fp16 3e-4 – 1.1e-3.
+/// fp8_ds_mla's pairs (opt-in: MLAKV_DECODE_CLUSTER=fp16) hold scale · value in fp16
+/// (kF16Shift): rounded to bf16 instead, the lse errors measured 4.1–6.4e-3 against the format's
+/// 4e-3 (session 17); in fp16 3e-4 – 1.1e-3 on ordinary queries, ~0.1 where a query channel is
+/// 1000× the rest (session 19), hence not the default.
 int sm90_bf16_rows_cap();
 bool sm90_fp8_pairs(int rows, CacheFormat f, int dev);
 inline int sm90_rows_per_cta(int rows, CacheFormat f, int dev) {
