@@ -364,12 +364,13 @@ TEST(CudaDecode, Fp8SixteenAndThirtyTwoRowCtasMatchReference) {
 // A latent group that is zero in every token: fp8_ds_mla stores its scale as FLT_MIN (a
 // normalization by the group's largest scale must not turn that into 0 · inf). Zero output dims
 // there, and the rest exact.
-// At 16 heads (32-row CTAs, tile scales applied by the consumers) and 128 (CTA pairs, the fp16
-// stage: FLT_MIN · 16 rounds to 0 there, and 0 · 0 stays 0).
+// At 16 heads (32-row CTAs, tile scales applied by the consumers) and 128 in the opt-in CTA pairs
+// (MLAKV_DECODE_CLUSTER=require; the fp16 stage: FLT_MIN · 16 rounds to 0 there, and 0 · 0 stays 0).
 TEST(CudaDecode, Fp8DsMlaZeroLatentGroupStaysFinite) {
   MLAKV_REQUIRE_GPU();
   for (int h : {16, 128})
     for (int g : {0, 3}) {
+      const ScopedEnv pairs("MLAKV_DECODE_CLUSTER", h == 128 ? "require" : nullptr);
       Case c;
       c.format = CacheFormat::fp8_ds_mla, c.heads = h, c.lens = {1, 100, 0, 2000}, c.zero_group = g;
       check_case(c);
