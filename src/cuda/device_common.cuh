@@ -228,21 +228,6 @@ __device__ __forceinline__ void tma_prefetch_map(const void* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(map) : "memory");
 #endif
 }
-/// Asks the L2 for `bytes` (a multiple of 16) from the 16-byte aligned `gmem` (no destination).
-__device__ __forceinline__ void prefetch_l2_bulk(const void* gmem, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(gmem), "r"(bytes) : "memory");
-#endif
-}
-/// Asks the L2 for one box of a tensor map (no shared memory, no barrier): its bytes are then an
-/// L2 hit for the tma_load_4d of the same box that follows.
-__device__ __forceinline__ void tma_prefetch_l2_4d(const void* map, int c0, int c1, int c2, int c3) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];" ::"l"(map), "r"(c0), "r"(c1),
-               "r"(c2), "r"(c3)
-               : "memory");
-#endif
-}
 // The same box into the same shared-memory offset of every CTA of the cluster in `cta_mask`,
 // completing its bytes on the mbarrier at `bar`'s offset in each of them.
 __device__ __forceinline__ void tma_load_4d_multicast(uint32_t smem, const void* map, uint32_t bar, int c0, int c1,

@@ -205,12 +205,6 @@ bool use_rm_overlap() {
   return e && std::strcmp(e, "overlap") == 0;
 }
 
-/// MLAKV_DECODE_L2PF=1 / 2: the rows-as-M form's TMA tiles asked of the L2 ahead (DecodeArgs).
-int l2_prefetch() {
-  const char* e = std::getenv("MLAKV_DECODE_L2PF");
-  return e && (std::strcmp(e, "1") == 0 || std::strcmp(e, "2") == 0) ? e[0] - '0' : 0;
-}
-
 /// Programmatic dependent launch across schedule -> attention -> combine where the device has it
 /// (compute capability 9.0+), the step's first grid included (a dependent of the kernel before
 /// the step); MLAKV_DECODE_PDL=0 launches them as plain stream successors, =inner only the grids
@@ -405,7 +399,6 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.num_counters = static_cast<int>(mla::num_counters(batch, parts));
 
   a.rm_overlap = mla::use_rm_overlap();
-  a.l2_prefetch = mla::l2_prefetch();
 
   const cudaStream_t st = to_cuda(stream);
   if (a.in_grid_merge) {

@@ -142,9 +142,6 @@ struct DecodeArgs {
   /// Rows-as-M form, publication first: Q·Kᵀ issued before the other's stage is released (the
   /// order before session 13; MLAKV_DECODE_RM_ORDER=overlap).
   bool rm_overlap;
-  /// Rows-as-M form with TMA tiles: 0 none; 1 the tile awaited is asked of the L2 before its
-  /// stage is free; 2 the tile after it, as each tile is issued (MLAKV_DECODE_L2PF).
-  int l2_prefetch;
   /// Rows-as-M form (bf16 with TMA, fp8 always): the CTAs of a request's row tiles run as
   /// clusters of this many (2, along the grid's y; 1: no cluster). Each CTA brings half of every
   /// tile into both (bf16: multicast boxes; fp8: widened, by st.async), so each tile crosses from

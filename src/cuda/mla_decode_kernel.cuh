@@ -42,8 +42,6 @@ using dev::st_async16;
 using dev::tma_load_4d;
 using dev::tma_load_4d_multicast;
 using dev::tma_prefetch_map;
-using dev::tma_prefetch_l2_4d;
-using dev::prefetch_l2_bulk;
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"

@@ -733,29 +733,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       constexpr bool kTmaForm = RM;
       const int sub = pt & 7;
       if (kTmaForm && a.kv_tma && pt == 0) tma_prefetch_map(&a.kv_map);
-      // Calls f(box, smem offset in the stage, in-block row, column block, block) for each TMA box
-      // of a tile whose 16-token groups p start in blocks blk[p] at rows in_block[p]; box counts
-      // from box0 (in a pair, CTA (box & 1) issues each box, into both: a whole tile in turn).
-      auto for_each_box = [&](const int (&blk)[4], const int (&in_block)[4], int box, auto&& f) {
-        const int step_mask = (a.kv_box_rows >> 4) - 1;
-#pragma unroll
-        for (int p = 0; p < 4; ++p) {  // unrolled: blk and in_block stay in registers
-          if (p & step_mask) continue;
-          const int blk_c = blk[p] >= 0 ? blk[p] : static_cast<int>(a.num_blocks);
-          for (int c = 0; c < 9; c += a.kv_box_cblocks, ++box)  // block sizes ≥ 64: the whole tile at once
-            if (ncl == 1 || (box & 1) == static_cast<int>(crank)) f(c * 8192 + p * 2048, in_block[p], c, blk_c, blk[p] >= 0);
-        }
-      };
-      // MLAKV_DECODE_L2PF: a tile's boxes asked of the L2 ahead of their TMA (masked blocks not).
-      auto prefetch_l2 = [&](const Cursor& c, int box) {
-        if (c.b >= B || (c.t + 1) * kTile > sch.len_local(c.b)) return;
-        int blk[4], in_block[4] = {};
-#pragma unroll
-        for (int p = 0; p < 4; ++p) blk[p] = token_block(c, 16 * p, in_block[p]);
-        for_each_box(blk, in_block, box, [&](uint32_t, int row, int cb, int b, bool ok) {
-          if (ok) tma_prefetch_l2_4d(&a.kv_map, 0, row, cb, b);
-        });
-      };
       Cursor ld;
       seek(ld, first_b, lo, hi, sch, B);
       for (int k = 0; ld.b < B; ++k) {
@@ -769,7 +746,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         int blk[4], in_block[4] = {};
 #pragma unroll
         for (int p = 0; p < 4; ++p) blk[p] = token_block(ld, (pt >> 3) + 16 * p, in_block[p]);
-        if (kTmaForm && a.kv_tma && a.l2_prefetch == 1 && pt == 0) prefetch_l2(ld, k);
         if (ncl > 1) mbar_wait<true>(empty_bar(st), ((k >> 1) & 1) ^ 1);
         else mbar_wait(empty_bar(st), ((k >> 1) & 1) ^ 1);
         MLAKV_TRACE(0, k, 0);
@@ -788,17 +764,25 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         }
         if (tma && pt == 0) {
           mbar_arrive_expect_tx(full_bar(st), kStageBytes);
-          for_each_box(blk, in_block, k, [&](uint32_t off, int row, int cb, int b, bool) {
-            if (ncl == 1) tma_load_4d(stage_u + off, &a.kv_map, full_bar(st), 0, row, cb, b);
-            else tma_load_4d_multicast(stage_u + off, &a.kv_map, full_bar(st), 0, row, cb, b, 0x3);
-          });
+          const int step_mask = (a.kv_box_rows >> 4) - 1;
+          int box = k;  // in a pair, CTA (box & 1) issues each box, into both: a whole tile in turn
+#pragma unroll
+          for (int p = 0; p < 4; ++p) {  // unrolled: blk and in_block stay in registers
+            if (p & step_mask) continue;
+            const int blk_c = blk[p] >= 0 ? blk[p] : static_cast<int>(a.num_blocks);
+            for (int c = 0; c < 9; c += a.kv_box_cblocks, ++box) {  // block sizes ≥ 64: the whole tile at once
+              const uint32_t dst = stage_u + c * 8192 + p * 2048;
+              if (ncl == 1) tma_load_4d(dst, &a.kv_map, full_bar(st), 0, in_block[p], c, blk_c);
+              else if ((box & 1) == static_cast<int>(crank))
+                tma_load_4d_multicast(dst, &a.kv_map, full_bar(st), 0, in_block[p], c, blk_c, 0x3);
+            }
+          }
         } else {
           mbar_arrive(full_bar(st));
         }
         MLAKV_TRACE(0, k, 1);
         mbar_arrive_cp_async(full_bar(st));
         advance(ld, lo, hi, sch, B);
-        if (kTmaForm && a.kv_tma && a.l2_prefetch == 2 && pt == 0) prefetch_l2(ld, k + 1);
       }
       cp_async_wait<0>();
     } else if constexpr (RM) {
@@ -827,19 +811,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // Byte offset of load j in the token: units q + 4j; fp8_ds_mla then the rope's chunks 2q and
       // 2q + 1 and the scales.
       auto src_off = [&](int j) { return j < 8 || !kDs ? 16 * (q + 4 * j) : j < 10 ? 528 + 16 * (2 * q + j - 8) : 512; };
-      // MLAKV_DECODE_L2PF=2: the tile after the one in registers asked of the L2, a token row per
-      // thread q == 0 (cursor pf runs one tile ahead of ld).
-      Cursor pf = ld;
-      if (pf.b < B) advance(pf, lo, hi, sch, B);
       auto load = [&]() {
         const uint8_t* src = token_src(ld, row);
 #pragma unroll
         for (int j = 0; j < kJ; ++j) v[j] = src ? ld_stream16(src + src_off(j)) : make_uint4(0, 0, 0, 0);
         fsrc = token_src(ld, ftok);
-        if (a.l2_prefetch == 2 && q == 0 && pf.b < B) {
-          if (const uint8_t* p = token_src(pf, row)) prefetch_l2_bulk(p, TB);
-          advance(pf, lo, hi, sch, B);
-        }
       };
       if (ld.b < B) load();
       for (int k = 0; ld.b < B; ++k) {
