@@ -161,9 +161,10 @@ bool pairs_apply(int rows) {
 bool sm90_fp8_pairs(int rows, CacheFormat f, int dev) {
   if ((f != CacheFormat::fp8 && f != CacheFormat::fp8_ds_mla) || !pairs_apply(rows) || !sm90_available(dev))
     return false;
-  if (f == CacheFormat::fp8_ds_mla && pair_mode() != PairMode::fp16 && pair_mode() != PairMode::require) return false;
+  const PairMode m = pair_mode();
+  if (f == CacheFormat::fp8_ds_mla && m != PairMode::fp16 && m != PairMode::require) return false;
   if (rm_pairs_resident(f, dev) > 0) return true;
-  if (pair_mode() == PairMode::require)
+  if (m == PairMode::require)
     detail::fail("mla_decode: MLAKV_DECODE_CLUSTER=require, but device ", dev, " holds no CTA pair");
   return false;
 }
