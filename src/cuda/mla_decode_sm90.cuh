@@ -856,7 +856,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           }
         }
         if ((pt & 1) == 0) tok_ok[st * kTile + ftok] = fsrc != nullptr;
-        fence_async_smem();  // the widened tile is read by wgmma (async proxy)
+        // No proxy fence here: the consumers run it after their wait (see the ring below).
         MLAKV_TRACE(0, k, 1);
         // One arrival per thread (its half-tile bytes and flags), and the peer's half as bytes.
         if (pt == 0) mbar_arrive_expect_tx(full_bar(st), kPeerBytes);
@@ -935,7 +935,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           issue_unit(h == 0 ? k : -1);
           if (h == 0) MLAKV_TRACE(0, k, 5);
         }
-        fence_async_smem();  // the widened tile is read by wgmma (async proxy)
+        // No proxy fence before the arrival: the consumers run fence.proxy.async after their
+        // wait on "full", which orders these generic stores before their wgmma as it does the
+        // cp.async tiles'. Here it would compile to MEMBAR.ALL.CTA, which waits for the loads
+        // this thread has in flight (docs/PERF.md, session 21).
         MLAKV_TRACE(0, k, 1);
         mbar_arrive(full_bar(st));
         // The owner's half: its slot's next unit goes out once the owner has widened it.
