@@ -937,8 +937,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         }
         // No proxy fence before the arrival: the consumers run fence.proxy.async after their
         // wait on "full", which orders these generic stores before their wgmma as it does the
-        // cp.async tiles'. Here it would compile to MEMBAR.ALL.CTA, which waits for the loads
-        // this thread has in flight (docs/PERF.md, session 21).
+        // cp.async tiles'. Here it compiles to MEMBAR.ALL.CTA on the producer's path every tile
+        // (1–2 % slower, docs/PERF.md, session 21).
         MLAKV_TRACE(0, k, 1);
         mbar_arrive(full_bar(st));
         // The owner's half: its slot's next unit goes out once the owner has widened it.
