@@ -96,6 +96,19 @@ def report(path):
                 # the producer's publication of this tile's stage to the consumer seeing it
                 if e(0, 1):
                     add("%s: producer published -> start" % ROLE[r], e(r, 0) - e(0, 1))
+    # A warpgroup's own tiles k - 2 and k: the CTA's time per two tiles.
+    for c in range(CTAS):
+        for k in range(4, wide):
+            for r in (1, 2):
+                if t(c, r, k, 0) and t(c, r, k - 2, 0) and t(c, r, k, 0) > t(c, r, k - 2, 0):
+                    add("%s: own tile k - 2 start -> own tile k start" % ROLE[r], t(c, r, k, 0) - t(c, r, k - 2, 0))
+    # The SM clock while the CTA ran: its last clock64 stamp against its roles' end (%globaltimer).
+    for c in range(CTAS):
+        c_start, g_start = t(c, 0, wide, 3), t(c, 0, wide, 0)
+        last = max([t(c, r, k, e) for r in range(ROLES) for k in range(wide) for e in range(EVENTS)] + [0])
+        g_end = max(t(c, r, wide, 2) for r in range(ROLES))
+        if c_start and g_start and last > c_start and g_end > g_start:
+            add("SM clock (MHz, at least; CTA stamps vs its end)", 1000.0 * (last - c_start) / (g_end - g_start))
     for name in sorted(ph):
         xs = ph[name]
         print("   %-52s median %7.0f clk  p10 %7.0f  p90 %7.0f  (n=%d)" % (

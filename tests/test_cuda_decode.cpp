@@ -478,6 +478,24 @@ TEST(CudaDecode, NearEqualRequestsOnePartEach) {
     }
 }
 
+// Near-equal requests, about twice as many as parts: two whole requests to a part, padded, none
+// split (132 SMs: 264 requests at H=16, 132 at H=128 in CTA pairs, four 32-row CTAs of fp8_ds_mla
+// make 33 parts there: four to a part).
+TEST(CudaDecode, NearEqualRequestsSeveralWholePerPart) {
+  MLAKV_REQUIRE_GPU();
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  std::uniform_int_distribution<int> len(260, 320);
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
+    for (int h : {16, 128}) {
+      Case c;
+      c.format = f, c.heads = h;
+      const int n = h == 16 ? 2 * sms : 2 * (sms / 2);
+      for (int b = 0; b < n; ++b) c.lens.push_back(b == 11 ? 0 : len(rng()));
+      check_case(c);
+    }
+}
+
 TEST(CudaDecode, QueryE4m3OutF32StridedNonCausal) {
   MLAKV_REQUIRE_GPU();
   for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {

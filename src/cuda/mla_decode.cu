@@ -279,6 +279,13 @@ bool use_in_grid_merge(int rows, int parts) {
   return e && std::strcmp(e, "merge") == 0 && rows <= 128 && parts <= 512;
 }
 
+/// Several whole near-equal requests to a part where there are more requests than parts
+/// (pad_requests); MLAKV_DECODE_WHOLE=0 splits them over the parts instead.
+bool use_whole_requests() {
+  const char* e = std::getenv("MLAKV_DECODE_WHOLE");
+  return !(e && std::strcmp(e, "0") == 0);
+}
+
 void launch_attention(const DecodeArgs& a, CacheFormat format, int parts, cudaStream_t stream) {
   switch (format) {
     case CacheFormat::bf16: launch_format<CacheFormat::bf16>(a, parts, stream); break;
@@ -395,6 +402,7 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.pdl_first = a.pdl && mla::use_pdl_first();
   a.fused = mla::use_fused(sm90, batch);
   a.in_grid_merge = a.fused && mla::use_in_grid_merge(rows, parts);
+  a.whole_requests = mla::use_whole_requests();
   a.parts = parts;
   a.counters = reinterpret_cast<int*>(ws + wl.counters);
   a.num_counters = static_cast<int>(mla::num_counters(batch, parts));

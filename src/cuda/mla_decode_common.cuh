@@ -125,6 +125,9 @@ struct DecodeArgs {
   /// by the last CTA to arrive; `counters` (zeroed by a kernel launched just before, whose
   /// completion the attention grid waits for only before its first arrival).
   bool fused, in_grid_merge;
+  /// Near-equal requests, more than parts: several whole requests to a part (pad_requests);
+  /// MLAKV_DECODE_WHOLE=0 splits them instead.
+  bool whole_requests;
   int parts;
   int* counters;
   int num_counters;
@@ -211,13 +214,16 @@ __device__ __forceinline__ int segments(int n, int first, int payload) {
   return n > 0 ? (first + n - 1) / payload - first / payload + 1 : 0;
 }
 
-/// Near-equal requests, no more than parts: one part per request, each padded to the longest
-/// (cost units `pad`), instead of cutting most of them in two. A split costs a second Q load and
-/// epilogue, a partial written and read back, and the combine; the padding costs at most a
-/// quarter of a part's work, on the longest part only. (B=128 ctx=4096 H=16: 66 cost units per
-/// request against a payload of 64, so nearly every request was split.)
-__device__ __forceinline__ bool pad_requests(int B, int parts, int pad, int payload) {
-  return B <= parts && pad > 0 && 4 * pad <= 5 * payload;
+/// Near-equal requests: r = ⌈B / parts⌉ whole requests to a part, each padded to the longest
+/// (cost units `pad`), instead of cutting most of them in two; returns r, or 0 to split. A split
+/// costs a second Q load and epilogue, a partial written and read back, and the combine; the
+/// padding costs at most a quarter of a part's work, on the longest part only. (B=128 ctx=4096
+/// H=16: 66 cost units per request against a payload of 64, so nearly every request was split;
+/// at H=128, 66 parts: 128 against two requests' 132.) `several` false: r = 1 only.
+__device__ __forceinline__ int pad_requests(int B, int parts, int pad, int payload, bool several) {
+  if (pad <= 0) return 0;
+  const int r = (B + parts - 1) / parts;
+  return (r == 1 || several) && 4 * r * pad <= 5 * payload ? r : 0;
 }
 
 /// Request b's local length and tiles, recorded in s; cost: its tiles plus a segment's fixed cost.
@@ -261,7 +267,7 @@ __device__ __forceinline__ void schedule_warp(const DecodeArgs& a, const Schedul
   int first = incl - cost, total = __shfl_sync(0xffffffffu, incl, 31);
   int payload = total > 0 ? (total + parts - 1) / parts : 1;
   const int pad = static_cast<int>(__reduce_max_sync(0xffffffffu, static_cast<unsigned>(cost)));
-  if (pad_requests(B, parts, pad, payload)) first = b * pad, total = B * pad, payload = pad;
+  if (const int r = pad_requests(B, parts, pad, payload, a.whole_requests)) first = b * pad, total = B * pad, payload = r * pad;
   const int nsplit = place_request(s, b, B, first, total, payload, n);
   const int v = nsplit > 1 ? nsplit : 0;
   int vi = v;

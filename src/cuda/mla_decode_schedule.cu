@@ -72,10 +72,10 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
     __syncthreads();
     int payload = total > 0 ? (total + parts - 1) / parts : 1;
     const int pad = max_cost;
-    if (pad_requests(B, parts, pad, payload)) {
+    if (const int r = pad_requests(B, parts, pad, payload, a.whole_requests)) {
       first = b * pad;
       total = B * pad;
-      payload = pad;
+      payload = r * pad;
     }
     const int nsplit = place_request(s, b, B, first, total, payload, n);
     const int v = nsplit > 1 ? nsplit : 0;
