@@ -219,11 +219,16 @@ __device__ __forceinline__ int segments(int n, int first, int payload) {
 /// costs a second Q load and epilogue, a partial written and read back, and the combine; the
 /// padding costs at most a quarter of a part's work, on the longest part only. (B=128 ctx=4096
 /// H=16: 66 cost units per request against a payload of 64, so nearly every request was split;
-/// at H=128, 66 parts: 128 against two requests' 132.) `several` false: r = 1 only.
+/// at H=128, 66 parts: 128 against two requests' 132, and the split's partials and combine cost
+/// ~35 µs of a 420 µs step.) Several to a part only within kWholeSlack units of the balanced
+/// payload: at 64K tokens two whole requests are 62 tiles over it, more than a split costs
+/// (+1 to +2 % measured). `several` false: r = 1 only.
+inline constexpr int kWholeSlack = 16;
 __device__ __forceinline__ int pad_requests(int B, int parts, int pad, int payload, bool several) {
   if (pad <= 0) return 0;
   const int r = (B + parts - 1) / parts;
-  return (r == 1 || several) && 4 * r * pad <= 5 * payload ? r : 0;
+  if (r == 1) return 4 * pad <= 5 * payload ? 1 : 0;
+  return several && r * pad - payload <= kWholeSlack && 4 * r * pad <= 5 * payload ? r : 0;
 }
 
 /// Request b's local length and tiles, recorded in s; cost: its tiles plus a segment's fixed cost.
