@@ -41,14 +41,17 @@ __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2
   m = mx;
 }
 
-// Grid (list entries, rows, column slices of C = 512 / gridDim.z). One CTA merges one row's slice
-// of one request. Thread t owns the float4 column group t % (C/4) of partial stream t / (C/4)
+// One wave of CTAs (gridDim.x ≤ 4 per SM) walks the work items (list entry, row, column slice of
+// C = 512 / z) grid-stride: the number of entries is known only on the device, and a grid sized
+// for the most there could be (every request split) launched waves of CTAs that found nothing to
+// do after the attention grid (B=128 H=128: 8,448 CTAs, ~16 waves). One item merges one row's
+// slice of one request. Thread t owns the float4 column group t % (C/4) of partial stream t / (C/4)
 // (G = 1024 / C streams); stream g sums the partials i ≡ g (mod G), and the G streams meet in
 // shared memory. The step is a chain of dependent loads, so it is cut short: the schedule's
 // tables are read before pdl_wait (the schedule grid was complete before the attention grid
 // triggered this launch: it waits for it first), and each thread's first kFirst partials are
 // loaded together with the LSE values, so one round trip to L2 does most of the work.
-__global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __grid_constant__ DecodeArgs a) {
+__global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __grid_constant__ DecodeArgs a, int z) {
   __shared__ float4 acc_s[kCombineThreads];
   __shared__ float red_m[kCombineWarps], red_s[kCombineWarps];
   __shared__ int fused_tab[kFusedSchedInts];
@@ -67,21 +70,23 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
     if (warp == 0) schedule_warp(a, s, a.parts);
     __syncthreads();
   }
-  const int r = blockIdx.y, qi = r / a.heads, h = r - qi * a.heads;
-  const int C = 512 / gridDim.z, tpg = C / 4, G = kCombineThreads / tpg, g = tid / tpg, c4 = tid - g * tpg;
-  const int z0 = blockIdx.z * C;
+  const int C = 512 / z, tpg = C / 4, G = kCombineThreads / tpg, g = tid / tpg, c4 = tid - g * tpg;
   const int64_t split_stride = static_cast<int64_t>(a.rows) * 512;
-  const int n = s.header[2];
-  int e = blockIdx.x, b = 0, ns = 0, sb = 0;
-  auto entry = [&]() {
+  const int64_t per_entry = static_cast<int64_t>(a.rows) * z, items = s.header[2] * per_entry;
+  int64_t w = blockIdx.x;
+  int e = -1, b = 0, ns = 0, sb = 0;
+  auto entry = [&](int e_new) {
+    e = e_new;
     b = s.list[e];
     ns = s.ntiles[b] > 0 ? s.nsplit[b] : 0;
     sb = ns > 0 ? s.split_base[b] : 0;
   };
-  if (e < n) entry();
+  if (w < items) entry(static_cast<int>(w / per_entry));
   pdl_wait();  // every partial comes from the attention grid
-  for (; e < n; e += gridDim.x) {
-    if (e != static_cast<int>(blockIdx.x)) entry();
+  for (; w < items; w += gridDim.x) {
+    const int e_w = static_cast<int>(w / per_entry), rz = static_cast<int>(w - e_w * per_entry);
+    if (e_w != e) entry(e_w);
+    const int r = rz / z, z0 = (rz - r * z) * C, qi = r / a.heads, h = r - qi * a.heads;
     const int64_t obase = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2;
     float* lse_out = a.lse + b * a.l_s0 + qi * a.l_s1 + h * a.l_s2;
     const float* pl = s.part_lse + static_cast<int64_t>(sb) * a.rows + r;
@@ -139,8 +144,8 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
       }
       store2(a, obase + z0 + 2 * tid, x, y);
     }
-    if (tid == 0 && blockIdx.z == 0) *lse_out = lse;
-    __syncthreads();  // acc_s, red_m and red_s are reused by the next entry
+    if (tid == 0 && z0 == 0) *lse_out = lse;
+    __syncthreads();  // acc_s, red_m and red_s are reused by the next item
   }
 }
 
@@ -149,21 +154,18 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
 void launch_combine(const DecodeArgs& a, int parts, int sms, cudaStream_t stream) {
   // At most parts − 1 requests are split; more entries (empty requests) are walked grid-stride.
   const int x = a.batch < parts ? a.batch : parts;
-  // Column slices z: a CTA has 2z partial streams, so the first round (kFirst partials per
+  // Column slices z: a work item has 2z partial streams, so the first round (kFirst partials per
   // thread) covers 2z · kFirst partials. Grow z while the first round falls short of the
-  // ~parts / x + 1 segments a request has when few requests share the parts, or the grid has
-  // under two CTAs per SM, but keep the grid within four CTAs per SM (one wave, see
-  // __launch_bounds__): a second wave pays the whole chain of loads again (B=1 H=128 at z = 16:
-  // 2048 CTAs, 30 µs).
-  // B=1 H=16: z = 16 (256 CTAs of 32 columns); B=1 H=128: z = 4; many requests: z = 1.
-  const int64_t segs = parts / x + 2, rows = static_cast<int64_t>(x) * a.rows;
+  // ~parts / x + 1 segments a request has when few requests share the parts, or the items number
+  // under two per SM, but keep them within one wave (four CTAs per SM, see __launch_bounds__):
+  // each further item a CTA takes pays the whole chain of loads again (B=1 H=128 at z = 16: 2048
+  // items, 30 µs).
+  // B=1 H=16: z = 16 (256 items of 32 columns); B=1 H=128: z = 4; many requests: z = 1.
+  const int64_t segs = parts / x + 2, rows = static_cast<int64_t>(x) * a.rows, wave = 4 * static_cast<int64_t>(sms);
   int z = 1;
-  while (z < 16 && rows * 2 * z <= 4 * static_cast<int64_t>(sms) &&
-         (kFirst * 2 * z < segs || rows * z < 2 * static_cast<int64_t>(sms)))
-    z *= 2;
-  check_cuda(launch_maybe_pdl(a.pdl, combine_kernel,
-                              dim3(static_cast<unsigned>(x), static_cast<unsigned>(a.rows), static_cast<unsigned>(z)),
-                              dim3(kCombineThreads), 0, stream, a),
+  while (z < 16 && rows * 2 * z <= wave && (kFirst * 2 * z < segs || rows * z < 2 * static_cast<int64_t>(sms))) z *= 2;
+  const int64_t ctas = rows * z < wave ? rows * z : wave;
+  check_cuda(launch_maybe_pdl(a.pdl, combine_kernel, dim3(static_cast<unsigned>(ctas)), dim3(kCombineThreads), 0, stream, a, z),
              "mla_decode combine_kernel");
   check_launch("mla_decode combine_kernel");
 }
