@@ -408,7 +408,6 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.num_counters = static_cast<int>(mla::num_counters(batch, parts));
 
   a.rm_overlap = mla::use_rm_overlap();
-  a.spin = std::getenv("MLAKV_DECODE_SPIN") && std::strcmp(std::getenv("MLAKV_DECODE_SPIN"), "1") == 0;
 
   const cudaStream_t st = to_cuda(stream);
   if (a.in_grid_merge) {

@@ -145,8 +145,6 @@ struct DecodeArgs {
   /// Rows-as-M form, publication first: Q·Kᵀ issued before the other's stage is released (the
   /// order before session 13; MLAKV_DECODE_RM_ORDER=overlap).
   bool rm_overlap;
-  /// The bf16 producer polls its "empty" barrier instead of try_wait (MLAKV_DECODE_SPIN=1; probe).
-  bool spin;
   /// Rows-as-M form (bf16 with TMA, fp8 always): the CTAs of a request's row tiles run as
   /// clusters of this many (2, along the grid's y; 1: no cluster). Each CTA brings half of every
   /// tile into both (bf16: multicast boxes; fp8: widened, by st.async), so each tile crosses from

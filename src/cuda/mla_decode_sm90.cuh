@@ -210,26 +210,6 @@ template <bool kCluster = false> __device__ __forceinline__ void mbar_wait(uint3
   } while (!done);
   if constexpr (kCluster) asm volatile("fence.acquire.sync_restrict::shared::cluster.cluster;\n" ::: "memory");
 }
-/// mbar_wait by polling test_wait (never suspended: probes whether try_wait's wake-up is on the
-/// refill's path; MLAKV_DECODE_SPIN=1, the bf16 rows-as-M producer only).
-template <bool kCluster = false> __device__ __forceinline__ void mbar_spin(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    if constexpr (kCluster)
-      asm volatile(
-          "{\n.reg .pred p;\nmbarrier.test_wait.parity.relaxed.cluster.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-          : "=r"(done)
-          : "r"(bar), "r"(parity)
-          : "memory");
-    else
-      asm volatile(
-          "{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-          : "=r"(done)
-          : "r"(bar), "r"(parity)
-          : "memory");
-  } while (!done);
-  if constexpr (kCluster) asm volatile("fence.acquire.sync_restrict::shared::cluster.cluster;\n" ::: "memory");
-}
 /// Whether the phase of `bar` with this parity has completed (no waiting).
 __device__ __forceinline__ bool mbar_test(uint32_t bar, uint32_t parity) {
   uint32_t done;
@@ -766,9 +746,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         int blk[4], in_block[4] = {};
 #pragma unroll
         for (int p = 0; p < 4; ++p) blk[p] = token_block(ld, (pt >> 3) + 16 * p, in_block[p]);
-        if (a.spin && ncl > 1) mbar_spin<true>(empty_bar(st), ((k >> 1) & 1) ^ 1);
-        else if (a.spin) mbar_spin(empty_bar(st), ((k >> 1) & 1) ^ 1);
-        else if (ncl > 1) mbar_wait<true>(empty_bar(st), ((k >> 1) & 1) ^ 1);
+        if (ncl > 1) mbar_wait<true>(empty_bar(st), ((k >> 1) & 1) ^ 1);
         else mbar_wait(empty_bar(st), ((k >> 1) & 1) ^ 1);
         MLAKV_TRACE(0, k, 0);
         const uint32_t stage_u = base + st * kStageBytes;
