@@ -17,5 +17,9 @@ for v in default MLAKV_DECODE_CLUSTER=0 MLAKV_DECODE_TMA=0; do
   echo "== trace $v" | tee -a $OUT/summary.log
   python3 scripts/decode_trace.py $d/*.bin | grep -E "own tile k - 2|producer: (iteration|stage empty -> stage)|bytes landed|: 0 -> 4|: 7 -> 2|: 2 -> 3|: 3 -> 4" | tee -a $OUT/summary.log
 done
+d=/tmp/z/tr/fp8; mkdir -p $d
+MLAKV_TRACE_DIR=$d timeout 60 $TR/mlakv bench decode --only 'fp8 B=128 H=128 ctx=4096' --iters 20 > $d.log 2>&1
+echo "== trace fp8 B=128 H=128 4K (pairs: each CTA widens half of every tile into both)" | tee -a $OUT/summary.log
+python3 scripts/decode_trace.py $d/*.bin | grep -E "own tile k - 2|producer:|bytes landed|: 0 -> 4|: 7 -> 2|: 2 -> 3|: 3 -> 4" | tee -a $OUT/summary.log
 tar czf $OUT/extra.tgz -C /tmp/z .
 echo "end t=$SECONDS" | tee -a $OUT/summary.log
