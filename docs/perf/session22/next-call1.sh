@@ -11,11 +11,13 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv | tee $OUT/summary
 OUT=/tmp/z/ab ROUNDS=2 AB_TIMEOUT=60 scripts/ab-decode.sh $M $M@MLAKV_DECODE_CLUSTER=0 $M@MLAKV_DECODE_TMA=0 $M@MLAKV_DECODE_RM_ORDER=overlap -- \
   'bf16 B=128 H=128 ctx=4096' 'bf16 B=128 H=128 ctx=8192' 'bf16 B=32 H=128 ctx=8192' 'bf16 B=1 H=128 ctx=32768' >/dev/null 2>&1
 tail -6 /tmp/z/ab/ab.log | tee -a $OUT/summary.log; echo "t=$SECONDS" | tee -a $OUT/summary.log
-for v in default MLAKV_DECODE_CLUSTER=0 MLAKV_DECODE_TMA=0; do
-  d=/tmp/z/tr/${v//[^A-Za-z0-9]/_}; mkdir -p $d; e=(); [[ $v != default ]] && e=("$v")
-  env "${e[@]}" MLAKV_TRACE_DIR=$d timeout 60 $TR/mlakv bench decode --only 'bf16 B=128 H=128 ctx=4096' --iters 20 > $d.log 2>&1
-  echo "== trace $v" | tee -a $OUT/summary.log
-  python3 scripts/decode_trace.py $d/*.bin | grep -E "own tile k - 2|producer: (iteration|stage empty -> stage)|bytes landed|: 0 -> 4|: 7 -> 2|: 2 -> 3|: 3 -> 4" | tee -a $OUT/summary.log
+for c in 'bf16 B=128 H=128 ctx=4096' 'bf16 B=1 H=128 ctx=32768'; do
+  for v in default MLAKV_DECODE_CLUSTER=0 MLAKV_DECODE_TMA=0; do
+    d=/tmp/z/tr/${c//[^A-Za-z0-9]/_}-${v//[^A-Za-z0-9]/_}; mkdir -p $d; e=(); [[ $v != default ]] && e=("$v")
+    env "${e[@]}" MLAKV_TRACE_DIR=$d timeout 60 $TR/mlakv bench decode --only "$c" --iters 20 > $d.log 2>&1
+    echo "== trace $c, $v" | tee -a $OUT/summary.log
+    python3 scripts/decode_trace.py $d/*.bin | grep -E "own tile k - 2|producer: (iteration|stage empty -> stage)|bytes landed|: 0 -> 4|: 7 -> 2|: 2 -> 3|: 3 -> 4" | tee -a $OUT/summary.log
+  done
 done
 d=/tmp/z/tr/fp8; mkdir -p $d
 MLAKV_TRACE_DIR=$d timeout 60 $TR/mlakv bench decode --only 'fp8 B=128 H=128 ctx=4096' --iters 20 > $d.log 2>&1
