@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "decode_split.hpp"
 #include "mlakv/format.hpp"
 
 namespace mlakv::cuda::mla {
@@ -18,9 +19,7 @@ inline constexpr int kTile = 64;
 /// 8 warps: each owns 8 tokens of a tile for Q·Kᵀ and 64 of the 512 output columns for P·V.
 inline constexpr int kThreads = 256;
 inline constexpr int kWarps = kThreads / 32;
-/// Cost of one request segment (Q load, epilogue, partial write) in tile units, charged by the
-/// scheduler so that parts holding many short requests get fewer tiles.
-inline constexpr int kSegmentCost = 2;
+using split::kSegmentCost;
 /// Query rows (s_q · heads) per CTA: 16 or 32 (one or two m16 fragments).
 inline int rows_per_cta(int rows) { return rows <= 16 ? 16 : 32; }
 inline int num_mtiles(int rows) { return (rows + rows_per_cta(rows) - 1) / rows_per_cta(rows); }
@@ -209,27 +208,7 @@ __device__ __forceinline__ int local_len(int L, int rank, int world, int inter) 
   return base + extra;
 }
 
-/// Segments of a request of n tiles whose first tile sits at cost unit `first`.
-__device__ __forceinline__ int segments(int n, int first, int payload) {
-  return n > 0 ? (first + n - 1) / payload - first / payload + 1 : 0;
-}
-
-/// Near-equal requests: r = ⌈B / parts⌉ whole requests to a part, each padded to the longest
-/// (cost units `pad`), instead of cutting most of them in two; returns r, or 0 to split. A split
-/// costs a second Q load and epilogue, a partial written and read back, and the combine; the
-/// padding costs at most a quarter of a part's work, on the longest part only. (B=128 ctx=4096
-/// H=16: 66 cost units per request against a payload of 64, so nearly every request was split;
-/// at H=128, 66 parts: 128 against two requests' 132, and the split's partials and combine cost
-/// ~35 µs of a 420 µs step.) Several to a part only within kWholeSlack units of the balanced
-/// payload: at 64K tokens two whole requests are 62 tiles over it, more than a split costs
-/// (+1 to +2 % measured). `several` false: r = 1 only.
-inline constexpr int kWholeSlack = 16;
-__device__ __forceinline__ int pad_requests(int B, int parts, int pad, int payload, bool several) {
-  if (pad <= 0) return 0;
-  const int r = (B + parts - 1) / parts;
-  if (r == 1) return 4 * pad <= 5 * payload ? 1 : 0;
-  return several && r * pad - payload <= kWholeSlack && 4 * r * pad <= 5 * payload ? r : 0;
-}
+using split::segments;
 
 /// Request b's local length and tiles, recorded in s; cost: its tiles plus a segment's fixed cost.
 __device__ __forceinline__ void request_tiles(const DecodeArgs& a, const Schedule& s, int b, int& n, int& cost) {
@@ -238,7 +217,7 @@ __device__ __forceinline__ void request_tiles(const DecodeArgs& a, const Schedul
   // of an earlier step's lengths may answer.
   const int len = local_len(__ldcg(a.seq_lens + b * a.sl_s0), a.rank, a.world, a.interleave);
   n = (len + kTile - 1) / kTile;
-  cost = n > 0 ? n + kSegmentCost : 0;
+  cost = split::request_cost(n);
   s.ntiles[b] = n;
   s.len_local[b] = len;
 }
@@ -270,10 +249,10 @@ __device__ __forceinline__ void schedule_warp(const DecodeArgs& a, const Schedul
     if (b >= o) incl += y;
   }
   int first = incl - cost, total = __shfl_sync(0xffffffffu, incl, 31);
-  int payload = total > 0 ? (total + parts - 1) / parts : 1;
-  const int pad = static_cast<int>(__reduce_max_sync(0xffffffffu, static_cast<unsigned>(cost)));
-  if (const int r = pad_requests(B, parts, pad, payload, a.whole_requests)) first = b * pad, total = B * pad, payload = r * pad;
-  const int nsplit = place_request(s, b, B, first, total, payload, n);
+  const int max_cost = static_cast<int>(__reduce_max_sync(0xffffffffu, static_cast<unsigned>(cost)));
+  const split::Plan sp = split::plan(B, parts, total, max_cost, a.whole_requests);
+  if (sp.pad) first = b * sp.pad, total = B * sp.pad;
+  const int nsplit = place_request(s, b, B, first, total, sp.payload, n);
   const int v = nsplit > 1 ? nsplit : 0;
   int vi = v;
 #pragma unroll

@@ -70,14 +70,12 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
     int first = block_exclusive_scan(cost, total);  // its barriers also order list_len's init
     atomicMax(&max_cost, cost);
     __syncthreads();
-    int payload = total > 0 ? (total + parts - 1) / parts : 1;
-    const int pad = max_cost;
-    if (const int r = pad_requests(B, parts, pad, payload, a.whole_requests)) {
-      first = b * pad;
-      total = B * pad;
-      payload = r * pad;
+    const split::Plan sp = split::plan(B, parts, total, max_cost, a.whole_requests);
+    if (sp.pad) {
+      first = b * sp.pad;
+      total = B * sp.pad;
     }
-    const int nsplit = place_request(s, b, B, first, total, payload, n);
+    const int nsplit = place_request(s, b, B, first, total, sp.payload, n);
     const int v = nsplit > 1 ? nsplit : 0;
     int tot;
     const int ex = block_exclusive_scan(v, tot);
@@ -101,7 +99,7 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
     carry += total;
   }
   const int total = carry;
-  const int payload = total > 0 ? (total + parts - 1) / parts : 1;
+  const int payload = split::plan(B, parts, total, 0, false).payload;  // B > 1024: the balanced split only
   if (threadIdx.x == 0) {
     s.prefix[B] = total;
     s.header[0] = payload;
