@@ -8,6 +8,9 @@
 set -u
 tar xzf "$1"; M=$2; TR=$3; mkdir -p $OUT /tmp/z/tr
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv | tee $OUT/summary.log
+# Session 22's last commit (the schedule's arithmetic in src/decode_split.hpp) never ran on a GPU.
+timeout 150 ${M}/mlakv_tests --gtest_filter='CudaDecode.NearEqual*:CudaDecode.ManyShortRequests:CudaDecode.FusedSmallBatch:CudaDecode.FormatsHeadsQueries:CudaDecode.LongContextOneRequest:DecodeSplit.*' > /tmp/z-tests.log 2>&1
+echo "tests rc=$? t=$SECONDS" | tee -a $OUT/summary.log; grep -E "^\[  (PASSED|FAILED) |FAILED  \]" /tmp/z-tests.log | tee -a $OUT/summary.log
 OUT=/tmp/z/ab ROUNDS=2 AB_TIMEOUT=60 scripts/ab-decode.sh $M $M@MLAKV_DECODE_CLUSTER=0 $M@MLAKV_DECODE_TMA=0 $M@MLAKV_DECODE_RM_ORDER=overlap -- \
   'bf16 B=128 H=128 ctx=4096' 'bf16 B=128 H=128 ctx=8192' 'bf16 B=32 H=128 ctx=8192' 'bf16 B=1 H=128 ctx=32768' >/dev/null 2>&1
 tail -6 /tmp/z/ab/ab.log | tee -a $OUT/summary.log; echo "t=$SECONDS" | tee -a $OUT/summary.log
