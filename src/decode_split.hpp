@@ -27,29 +27,35 @@ MLAKV_SPLIT_FN int segments(int n, int first, int payload) {
   return n > 0 ? (first + n - 1) / payload - first / payload + 1 : 0;
 }
 
-/// Near-equal requests: r = ⌈B / parts⌉ whole requests to a part, each padded to the longest
-/// (cost units `pad`), instead of cutting most of them in two; returns r, or 0 to split. A split
-/// costs a second Q load and epilogue, a partial written and read back, and the combine; the
-/// padding costs at most a quarter of a part's work, on the longest part only. (B=128 ctx=4096
-/// H=16: 66 cost units per request against a payload of 64, so nearly every request was split;
-/// at H=128, 66 parts: 128 against two requests' 132, and the split's partials and combine cost
-/// ~35 µs of a 420 µs step.) `several` false: r = 1 only.
-MLAKV_SPLIT_FN int pad_requests(int B, int parts, int pad, int payload, bool several) {
-  if (pad <= 0) return 0;
-  const int r = (B + parts - 1) / parts;
-  if (r == 1) return 4 * pad <= 5 * payload ? 1 : 0;
-  return several && r * pad - payload <= kWholeSlack && 4 * r * pad <= 5 * payload ? r : 0;
-}
-
-/// Units per part, and (pad > 0) the units every request is padded to, request b then starting
-/// at unit b·pad; from the requests' total and largest cost.
+/// Units per part, and (stride > 0) where the requests start instead of their running sum:
+/// request b at unit b·stride. From the requests' total and largest cost (`pad`):
+/// - near-equal requests, more than parts (`several`): r = ⌈B / parts⌉ whole requests to a part,
+///   each padded to the longest, within a quarter and kWholeSlack units of the balanced payload
+///   (B=128 H=128 4K, 66 parts: 128 units against two requests' 132; the split's partials and
+///   combine cost ~35 µs of a 420 µs step);
+/// - no more than parts: one part per request, padded, within a quarter of the balanced payload
+///   (B=128 ctx=4096 H=16: 66 units a request against a payload of 64, so nearly every request
+///   was split). A split costs a second Q load and epilogue, a partial written and read back, and
+///   the combine; the padding at most a quarter of a part's work, on the longest part only;
+/// - (align_slack ≥ 0, opt-in) at most half as many as parts: each request cut into
+///   k = ⌊parts / B⌋ equal segments aligned to parts, ⌈pad / k⌉ units each, where that is within
+///   align_slack units of the balanced payload, which starts most requests mid-part and so
+///   gives them k + 1 segments (bf16 B=32 H=128 8K: three segments of a 130-unit request over
+///   64-unit parts, two aligned).
 struct Plan {
-  int payload, pad;
+  int payload, stride;
 };
-MLAKV_SPLIT_FN Plan plan(int B, int parts, int total, int max_cost, bool several) {
+MLAKV_SPLIT_FN Plan plan(int B, int parts, int total, int pad, bool several, int align_slack = -1) {
   const int payload = total > 0 ? (total + parts - 1) / parts : 1;
-  const int r = pad_requests(B, parts, max_cost, payload, several);
-  return r ? Plan{r * max_cost, max_cost} : Plan{payload, 0};
+  if (pad <= 0) return Plan{payload, 0};
+  if (B > parts) {
+    const int r = (B + parts - 1) / parts;
+    return several && r * pad - payload <= kWholeSlack && 4 * r * pad <= 5 * payload ? Plan{r * pad, pad}
+                                                                                    : Plan{payload, 0};
+  }
+  const int k = parts / B, p = (pad + k - 1) / k;
+  if (k == 1 ? 4 * p <= 5 * payload : align_slack >= 0 && p - payload <= align_slack) return Plan{p, k * p};
+  return Plan{payload, 0};
 }
 
 }  // namespace mlakv::split

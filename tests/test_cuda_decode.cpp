@@ -496,6 +496,25 @@ TEST(CudaDecode, NearEqualRequestsSeveralWholePerPart) {
     }
 }
 
+// Splits aligned to parts (opt-in, MLAKV_DECODE_ALIGN): about half as many near-equal requests as
+// parts, each cut into two segments that start on part boundaries (132 SMs: 60 requests at H=16,
+// 30 at H=128 in CTA pairs; fp8_ds_mla's 33 parts there: one each).
+TEST(CudaDecode, AlignedSplitsMatchReference) {
+  MLAKV_REQUIRE_GPU();
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  ScopedEnv env("MLAKV_DECODE_ALIGN", "16");
+  std::uniform_int_distribution<int> len(260, 320);
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
+    for (int h : {16, 128}) {
+      Case c;
+      c.format = f, c.heads = h;
+      const int n = h == 16 ? sms / 2 - 6 : sms / 4 - 3;
+      for (int b = 0; b < n; ++b) c.lens.push_back(b == 5 ? 0 : len(rng()));
+      check_case(c);
+    }
+}
+
 TEST(CudaDecode, QueryE4m3OutF32StridedNonCausal) {
   MLAKV_REQUIRE_GPU();
   for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {

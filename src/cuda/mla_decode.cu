@@ -280,10 +280,17 @@ bool use_in_grid_merge(int rows, int parts) {
 }
 
 /// Several whole near-equal requests to a part where there are more requests than parts
-/// (pad_requests); MLAKV_DECODE_WHOLE=0 splits them over the parts instead.
+/// (split::plan); MLAKV_DECODE_WHOLE=0 splits them over the parts instead.
 bool use_whole_requests() {
   const char* e = std::getenv("MLAKV_DECODE_WHOLE");
   return !(e && std::strcmp(e, "0") == 0);
+}
+
+/// Splits aligned to parts (split::plan) within MLAKV_DECODE_ALIGN=N units of the balanced
+/// payload; off (−1) unless set, until measured.
+int align_slack() {
+  const char* e = std::getenv("MLAKV_DECODE_ALIGN");
+  return e && *e ? std::max(-1, std::atoi(e)) : -1;
 }
 
 void launch_attention(const DecodeArgs& a, CacheFormat format, int parts, cudaStream_t stream) {
@@ -403,6 +410,7 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.fused = mla::use_fused(sm90, batch);
   a.in_grid_merge = a.fused && mla::use_in_grid_merge(rows, parts);
   a.whole_requests = mla::use_whole_requests();
+  a.align_slack = mla::align_slack();
   a.parts = parts;
   a.counters = reinterpret_cast<int*>(ws + wl.counters);
   a.num_counters = static_cast<int>(mla::num_counters(batch, parts));

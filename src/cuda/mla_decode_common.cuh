@@ -124,9 +124,13 @@ struct DecodeArgs {
   /// by the last CTA to arrive; `counters` (zeroed by a kernel launched just before, whose
   /// completion the attention grid waits for only before its first arrival).
   bool fused, in_grid_merge;
-  /// Near-equal requests, more than parts: several whole requests to a part (pad_requests);
+  /// Near-equal requests, more than parts: several whole requests to a part (split::plan);
   /// MLAKV_DECODE_WHOLE=0 splits them instead.
   bool whole_requests;
+  /// At most half as many near-equal requests as parts: each cut into ⌊parts / B⌋ segments
+  /// aligned to parts where that is within this many units of the balanced payload (split::plan;
+  /// MLAKV_DECODE_ALIGN=N, opt-in until measured; −1: off).
+  int align_slack;
   int parts;
   int* counters;
   int num_counters;
@@ -250,8 +254,8 @@ __device__ __forceinline__ void schedule_warp(const DecodeArgs& a, const Schedul
   }
   int first = incl - cost, total = __shfl_sync(0xffffffffu, incl, 31);
   const int max_cost = static_cast<int>(__reduce_max_sync(0xffffffffu, static_cast<unsigned>(cost)));
-  const split::Plan sp = split::plan(B, parts, total, max_cost, a.whole_requests);
-  if (sp.pad) first = b * sp.pad, total = B * sp.pad;
+  const split::Plan sp = split::plan(B, parts, total, max_cost, a.whole_requests, a.align_slack);
+  if (sp.stride) first = b * sp.stride, total = B * sp.stride;
   const int nsplit = place_request(s, b, B, first, total, sp.payload, n);
   const int v = nsplit > 1 ? nsplit : 0;
   int vi = v;

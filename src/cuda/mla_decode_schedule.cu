@@ -70,10 +70,10 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
     int first = block_exclusive_scan(cost, total);  // its barriers also order list_len's init
     atomicMax(&max_cost, cost);
     __syncthreads();
-    const split::Plan sp = split::plan(B, parts, total, max_cost, a.whole_requests);
-    if (sp.pad) {
-      first = b * sp.pad;
-      total = B * sp.pad;
+    const split::Plan sp = split::plan(B, parts, total, max_cost, a.whole_requests, a.align_slack);
+    if (sp.stride) {
+      first = b * sp.stride;
+      total = B * sp.stride;
     }
     const int nsplit = place_request(s, b, B, first, total, sp.payload, n);
     const int v = nsplit > 1 ? nsplit : 0;
