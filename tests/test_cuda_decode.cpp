@@ -4,6 +4,7 @@
 // out-of-range block-table entries, CUDA-graph capture, and the FlashMLA / vLLM reference vectors.
 // Skipped without a GPU.
 #include <cstdlib>
+#include <initializer_list>
 
 #include "attention_test_util.hpp"
 
@@ -464,18 +465,31 @@ TEST(CudaDecode, ManyShortRequests) {
   }
 }
 
+/// Near-equal requests (260–320 tokens, request `empty` without any) in each format at H=16 and
+/// H=128, count(h) of them.
+template <class Count>
+void check_near_equal(std::initializer_list<CacheFormat> formats, Count count, int empty) {
+  std::uniform_int_distribution<int> len(260, 320);
+  for (CacheFormat f : formats)
+    for (int h : {16, 128}) {
+      Case c;
+      c.format = f, c.heads = h;
+      for (int b = 0; b < count(h); ++b) c.lens.push_back(b == empty ? 0 : len(rng()));
+      check_case(c);
+    }
+}
+
+int device_sms() {
+  int sms = 0;
+  EXPECT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  return sms;
+}
+
 // Near-equal requests, about one per part: the schedule pads each to the longest and gives it a
 // part of its own instead of splitting (on a 132-SM H200: 120 requests at H=16, 60 at H=128).
 TEST(CudaDecode, NearEqualRequestsOnePartEach) {
   MLAKV_REQUIRE_GPU();
-  std::uniform_int_distribution<int> len(260, 320);
-  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8})
-    for (int h : {16, 128}) {
-      Case c;
-      c.format = f, c.heads = h;
-      for (int b = 0; b < (h == 16 ? 120 : 60); ++b) c.lens.push_back(b == 7 ? 0 : len(rng()));
-      check_case(c);
-    }
+  check_near_equal({CacheFormat::bf16, CacheFormat::fp8}, [](int h) { return h == 16 ? 120 : 60; }, 7);
 }
 
 // Near-equal requests, about twice as many as parts: two whole requests to a part, padded, none
@@ -483,17 +497,9 @@ TEST(CudaDecode, NearEqualRequestsOnePartEach) {
 // make 33 parts there: four to a part).
 TEST(CudaDecode, NearEqualRequestsSeveralWholePerPart) {
   MLAKV_REQUIRE_GPU();
-  int sms = 0;
-  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
-  std::uniform_int_distribution<int> len(260, 320);
-  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
-    for (int h : {16, 128}) {
-      Case c;
-      c.format = f, c.heads = h;
-      const int n = h == 16 ? 2 * sms : 2 * (sms / 2);
-      for (int b = 0; b < n; ++b) c.lens.push_back(b == 11 ? 0 : len(rng()));
-      check_case(c);
-    }
+  const int sms = device_sms();
+  check_near_equal({CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla},
+                   [sms](int h) { return h == 16 ? 2 * sms : 2 * (sms / 2); }, 11);
 }
 
 // Splits aligned to parts (opt-in, MLAKV_DECODE_ALIGN): about half as many near-equal requests as
@@ -501,18 +507,10 @@ TEST(CudaDecode, NearEqualRequestsSeveralWholePerPart) {
 // 30 at H=128 in CTA pairs; fp8_ds_mla's 33 parts there: one each).
 TEST(CudaDecode, AlignedSplitsMatchReference) {
   MLAKV_REQUIRE_GPU();
-  int sms = 0;
-  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  const int sms = device_sms();
   ScopedEnv env("MLAKV_DECODE_ALIGN", "16");
-  std::uniform_int_distribution<int> len(260, 320);
-  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
-    for (int h : {16, 128}) {
-      Case c;
-      c.format = f, c.heads = h;
-      const int n = h == 16 ? sms / 2 - 6 : sms / 4 - 3;
-      for (int b = 0; b < n; ++b) c.lens.push_back(b == 5 ? 0 : len(rng()));
-      check_case(c);
-    }
+  check_near_equal({CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla},
+                   [sms](int h) { return h == 16 ? sms / 2 - 6 : sms / 4 - 3; }, 5);
 }
 
 TEST(CudaDecode, QueryE4m3OutF32StridedNonCausal) {
