@@ -502,7 +502,8 @@ TEST(CudaDecode, NearEqualRequestsSeveralWholePerPart) {
                    [sms](int h) { return h == 16 ? 2 * sms : 2 * (sms / 2); }, 11);
 }
 
-// Splits aligned to parts (opt-in, MLAKV_DECODE_ALIGN): about half as many near-equal requests as
+// Splits aligned to parts (MLAKV_DECODE_ALIGN, 2 by default; 16 here so that the spread lengths
+// align too): about half as many near-equal requests as
 // parts, each cut into two segments that start on part boundaries (132 SMs: 60 requests at H=16,
 // 30 at H=128 in CTA pairs; fp8_ds_mla's 33 parts there: one each).
 TEST(CudaDecode, AlignedSplitsMatchReference) {
@@ -559,8 +560,9 @@ TEST(CudaDecode, BadBlockIdsAreMaskedNotRead) {
 
 // The 64-row bf16 form (H=64, H=128) takes whole tiles by TMA boxes (block sizes 16..128: one to
 // four boxes per column block), a request's partial last tile by cp.async; MLAKV_DECODE_TMA=0
-// sends every tile by cp.async (the 16-row form, H=16: always), and MLAKV_DECODE_RM_ORDER=overlap
-// issues Q·Kᵀ before releasing the other warpgroup's stage. All must give the same bits (the
+// sends every tile by cp.async (the 16-row form, H=16: always), and MLAKV_DECODE_RM_ORDER=release
+// (adaptive) releases the other warpgroup's stage before awaiting this tile's bytes (where they
+// have not landed). All must give the same bits (the
 // same bytes reach the same wgmma in the same accumulation order), including tiles whose block
 // ids are out of range (TMA: boxes past the map's end, zeros).
 TEST(CudaDecode, TmaTilesAndStageOrderMatchBitForBit) {
@@ -585,13 +587,16 @@ TEST(CudaDecode, TmaTilesAndStageOrderMatchBitForBit) {
       setenv("MLAKV_DECODE_TMA", "0", 1);
       const GpuRun cpa = run_gpu(p, &ids);
       unsetenv("MLAKV_DECODE_TMA");
-      setenv("MLAKV_DECODE_RM_ORDER", "overlap", 1);
-      const GpuRun ovl = run_gpu(p, &ids);
+      setenv("MLAKV_DECODE_RM_ORDER", "release", 1);
+      const GpuRun rel = run_gpu(p, &ids);
+      setenv("MLAKV_DECODE_RM_ORDER", "adaptive", 1);
+      const GpuRun ada = run_gpu(p, &ids);
       unsetenv("MLAKV_DECODE_RM_ORDER");
       SCOPED_TRACE(describe(c));
       ASSERT_EQ(tma.out.size(), cpa.out.size());
       EXPECT_EQ(differing(tma, cpa), 0) << "TMA against cp.async";
-      EXPECT_EQ(differing(tma, ovl), 0) << "stage released before Q·Kᵀ against after";
+      EXPECT_EQ(differing(tma, rel), 0) << "stage released after Q·Kᵀ's issue against before";
+      EXPECT_EQ(differing(tma, ada), 0) << "stage released after Q·Kᵀ's issue against where landed";
       for (float x : tma.out) ASSERT_TRUE(std::isfinite(x));
     }
 }

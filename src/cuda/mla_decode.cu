@@ -199,11 +199,15 @@ bool use_alt() {
   return kAltDefault;
 }
 
-/// The rows-as-M form's warpgroups issue Q·Kᵀ before releasing the other's stage (the order
-/// before session 13) where MLAKV_DECODE_RM_ORDER=overlap.
-bool use_rm_overlap() {
+/// The rows-as-M form's order after the other's publication (DecodeArgs::rm_order):
+/// MLAKV_DECODE_RM_ORDER=release|overlap|adaptive, else overlap for bf16 and release for FP8
+/// (session 23, against each other: bf16 B=128 H=128 −4 %, fp8 +7 %).
+RmOrder rm_order(CacheFormat format) {
   const char* e = std::getenv("MLAKV_DECODE_RM_ORDER");
-  return e && std::strcmp(e, "overlap") == 0;
+  if (e && std::strcmp(e, "release") == 0) return RmOrder::release;
+  if (e && std::strcmp(e, "overlap") == 0) return RmOrder::overlap;
+  if (e && std::strcmp(e, "adaptive") == 0) return RmOrder::adaptive;
+  return format == CacheFormat::bf16 ? RmOrder::overlap : RmOrder::release;
 }
 
 /// Programmatic dependent launch across schedule -> attention -> combine where the device has it
@@ -287,10 +291,11 @@ bool use_whole_requests() {
 }
 
 /// Splits aligned to parts (split::plan) within MLAKV_DECODE_ALIGN=N units of the balanced
-/// payload; off (−1) unless set, until measured.
+/// payload; 2 unless set (session 23: −4 to −7 % at bf16 B=8 and B=32 H=128 8K, ±1 % elsewhere;
+/// 16 was +4 % at B=32 64K), −1 for off.
 int align_slack() {
   const char* e = std::getenv("MLAKV_DECODE_ALIGN");
-  return e && *e ? std::max(-1, std::atoi(e)) : -1;
+  return e && *e ? std::max(-1, std::atoi(e)) : 2;
 }
 
 void launch_attention(const DecodeArgs& a, CacheFormat format, int parts, cudaStream_t stream) {
@@ -415,7 +420,7 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.counters = reinterpret_cast<int*>(ws + wl.counters);
   a.num_counters = static_cast<int>(mla::num_counters(batch, parts));
 
-  a.rm_overlap = mla::use_rm_overlap();
+  a.rm_order = mla::rm_order(format);
 
   const cudaStream_t st = to_cuda(stream);
   if (a.in_grid_merge) {

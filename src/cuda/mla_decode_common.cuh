@@ -87,6 +87,9 @@ inline WorkspaceLayout workspace_layout(int batch, int rows, int parts) {
   return l;
 }
 
+/// The rows-as-M form's order after the other warpgroup's publication (DecodeArgs::rm_order).
+enum class RmOrder : uint8_t { release, overlap, adaptive };
+
 struct DecodeArgs {
   // q [B, s_q, H, 576]: bf16, or e4m3 with *q_scale. Strides in elements.
   const void* q;
@@ -129,7 +132,7 @@ struct DecodeArgs {
   bool whole_requests;
   /// At most half as many near-equal requests as parts: each cut into ⌊parts / B⌋ segments
   /// aligned to parts where that is within this many units of the balanced payload (split::plan;
-  /// MLAKV_DECODE_ALIGN=N, opt-in until measured; −1: off).
+  /// MLAKV_DECODE_ALIGN=N, default 2; −1: off).
   int align_slack;
   int parts;
   int* counters;
@@ -145,9 +148,12 @@ struct DecodeArgs {
   CUtensorMap kv_map;
   bool kv_tma;
   int kv_box_rows, kv_box_cblocks;
-  /// Rows-as-M form, publication first: Q·Kᵀ issued before the other's stage is released (the
-  /// order before session 13; MLAKV_DECODE_RM_ORDER=overlap).
-  bool rm_overlap;
+  /// Rows-as-M form, publication first: after the other's P·V is issued, Q·Kᵀ goes next and the
+  /// other's stage is released once that P·V is done (overlap: bf16's default since session 23);
+  /// the stage released first, then Q·Kᵀ (release: fp8's default, and bf16's in sessions 13–22);
+  /// or overlap where this tile's stage has already landed and release otherwise (adaptive).
+  /// MLAKV_DECODE_RM_ORDER=release|overlap|adaptive.
+  RmOrder rm_order;
   /// Rows-as-M form (bf16 with TMA, fp8 always): the CTAs of a request's row tiles run as
   /// clusters of this many (2, along the grid's y; 1: no cluster). Each CTA brings half of every
   /// tile into both (bf16: multicast boxes; fp8: widened, by st.async), so each tile crosses from

@@ -1282,14 +1282,18 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           MLAKV_TRACE_EITHER(1 + cw, k, full_seen ? 1 : 5, full_seen ? 5 : 1);
           if (!wg_any(2 + cw, full_seen)) {
             // Publication first: nothing in flight, so o moves to its maxima and P is used as is.
-            // The other's stage goes back as soon as its P · V is done, before this tile's bytes
-            // are awaited: released after Q·Kᵀ's issue instead, every stage's refill waited for
-            // the next tile's landing, a chain of one refill per tile (session 9's trace: ~4,450
-            // clocks between landings). MLAKV_DECODE_RM_ORDER=overlap: the old order.
+            // Release (fp8's default): the other's stage goes back as soon as its P·V is done,
+            // before this tile's bytes are awaited (session 9: with split requests, releasing it
+            // after Q·Kᵀ's issue chained one refill per tile). Overlap (bf16's default): Q·Kᵀ
+            // queued behind that P·V once the bytes land, the stage released when the P·V is
+            // done (session 23: with whole requests −4 to −5 % at bf16 B=128 H=128, +7 % on the
+            // FP8 pairs, whose producer widens into the stage). Adaptive: overlap only where the
+            // bytes have already landed.
             take_pub(k - 1, m_in, pb);
             move_ref(m_in);
             issue_pv(k - 1, pb);
-            if (a.rm_overlap) {
+            const bool landed = a.rm_order == RmOrder::adaptive && wg_any(2 + cw, mbar_test(full_bar(st), (k >> 1) & 1));
+            if (a.rm_order == RmOrder::overlap || landed) {
               issue_qk();
               wg_wait1();
               pv_done(pb);
