@@ -21,11 +21,13 @@ while [[ $# -gt 0 && "$1" != "--" ]]; do variants+=("$1"); shift; done
 shift
 only=()
 for c in "$@"; do only+=(--only "$c"); done
-# A label per variant, safe in a file name: the folder's name, then the setting's value.
+# A label per variant, safe in a file name: the folder's name, then the setting without its
+# MLAKV_DECODE_ prefix (the value alone made CLUSTER=0 and TMA=0 one column).
 label() {
-  local v="$1" l
+  local v="$1" l s
   l="$(basename "${v%%@*}")"
-  [[ "$v" == *@* ]] && l="$l+${v#*=}"
+  s="${v#*@}"
+  [[ "$v" == *@* ]] && l="$l+${s#MLAKV_DECODE_}"
   echo "${l//[^A-Za-z0-9_.+]/_}"
 }
 for r in $(seq 1 "${ROUNDS:-2}"); do
