@@ -503,9 +503,9 @@ TEST(CudaDecode, NearEqualRequestsSeveralWholePerPart) {
 }
 
 // Splits aligned to parts (MLAKV_DECODE_ALIGN, 2 by default; 16 here so that the spread lengths
-// align too): about half as many near-equal requests as
-// parts, each cut into two segments that start on part boundaries (132 SMs: 60 requests at H=16,
-// 30 at H=128 in CTA pairs; fp8_ds_mla's 33 parts there: one each).
+// align too): about half as many near-equal requests as parts, each cut into two segments that
+// start on part boundaries (132 SMs: 60 requests at H=16, 30 at H=128 in CTA pairs; fp8_ds_mla's
+// 33 parts there: one each).
 TEST(CudaDecode, AlignedSplitsMatchReference) {
   MLAKV_REQUIRE_GPU();
   const int sms = device_sms();
@@ -562,9 +562,9 @@ TEST(CudaDecode, BadBlockIdsAreMaskedNotRead) {
 // four boxes per column block), a request's partial last tile by cp.async; MLAKV_DECODE_TMA=0
 // sends every tile by cp.async (the 16-row form, H=16: always), and MLAKV_DECODE_RM_ORDER=release
 // (adaptive) releases the other warpgroup's stage before awaiting this tile's bytes (where they
-// have not landed). All must give the same bits (the
-// same bytes reach the same wgmma in the same accumulation order), including tiles whose block
-// ids are out of range (TMA: boxes past the map's end, zeros).
+// have not landed). All must give the same bits (the same bytes reach the same wgmma in the same
+// accumulation order), including tiles whose block ids are out of range (TMA: boxes past the
+// map's end, zeros).
 TEST(CudaDecode, TmaTilesAndStageOrderMatchBitForBit) {
   MLAKV_REQUIRE_GPU();
   const ScopedEnv single("MLAKV_DECODE_CLUSTER", "0");  // single CTAs: the same parts with and without TMA
