@@ -37,11 +37,11 @@ MLAKV_SPLIT_FN int segments(int n, int first, int payload) {
 ///   (B=128 ctx=4096 H=16: 66 units a request against a payload of 64, so nearly every request
 ///   was split). A split costs a second Q load and epilogue, a partial written and read back, and
 ///   the combine; the padding at most a quarter of a part's work, on the longest part only;
-/// - (align_slack ≥ 0, opt-in) at most half as many as parts: each request cut into
-///   k = ⌊parts / B⌋ equal segments aligned to parts, ⌈pad / k⌉ units each, where that is within
-///   align_slack units of the balanced payload, which starts most requests mid-part and so
-///   gives them k + 1 segments (bf16 B=32 H=128 8K: three segments of a 130-unit request over
-///   64-unit parts, two aligned).
+/// - (align_slack ≥ 0: the decode passes 2 unless MLAKV_DECODE_ALIGN says otherwise; −1 off) at
+///   most half as many as parts: each request cut into k = ⌊parts / B⌋ equal segments aligned to
+///   parts, ⌈pad / k⌉ units each, where that is within align_slack units of the balanced payload,
+///   which starts most requests mid-part and so gives them k + 1 segments (bf16 B=32 H=128 8K:
+///   three segments of a 130-unit request over 64-unit parts, two aligned).
 struct Plan {
   int payload, stride;
 };
