@@ -429,7 +429,7 @@ TEST_P(CudaDecodeForm, SixtyFourRowCtasMatchReference) {
   unsetenv("MLAKV_DECODE_FORM");
 }
 
-INSTANTIATE_TEST_SUITE_P(Forms, CudaDecodeForm, ::testing::Values("rows", "split"),
+INSTANTIATE_TEST_SUITE_P(Forms, CudaDecodeForm, ::testing::Values("rows", "split", "ls"),
                          [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
 
 TEST(CudaDecode, BlockSizes) {
@@ -641,6 +641,27 @@ TEST(CudaDecode, MaskedTokensNeverSeeAnEarlierRequestsNan) {
     c.format = f;
     for (int i = 0; i < 96; ++i) c.lens.push_back(i % 2 == 0 ? 640 : 5);  // ~2 tiles per CTA and part
     expect_poisoned_requests_stay_out(c);
+  }
+}
+
+// The lock-step form (MLAKV_DECODE_FORM=ls) where a part walks many requests: pairs of tiles
+// across request ends (an odd tile count pairs the last tile with an absent one), several whole
+// requests to a part and split ones, NaN-poisoned requests beside clean ones, and every cache
+// row past a request's end NaN (the host cache's fill), which TMA brings into the tile.
+TEST(CudaDecode, LockStepManyRequestsPerPart) {
+  MLAKV_REQUIRE_GPU();
+  const ScopedEnv form("MLAKV_DECODE_FORM", "ls");
+  for (int h : {64, 128}) {
+    Case c;
+    c.heads = h;
+    for (int i = 0; i < 64; ++i) c.lens.push_back((i * 7919) % 1500);
+    check_case(c);
+    c.block_size = 16;
+    check_case(c);
+    Case p;
+    p.heads = h;
+    for (int i = 0; i < 96; ++i) p.lens.push_back(i % 2 == 0 ? 640 : 5 + 64 * (i % 5));
+    expect_poisoned_requests_stay_out(p);
   }
 }
 

@@ -14,6 +14,7 @@
 #include "mla_decode_common.cuh"
 #include "mla_decode_kernel.cuh"
 #include "mla_decode_sm90.cuh"
+#include "mla_decode_sm90_ls.cuh"
 #include "runtime.hpp"
 #include "tensor_map.hpp"
 
@@ -55,6 +56,23 @@ template <CacheFormat F, int NW, bool ALT, bool RM> auto sm90_instance(int dev) 
     if (dev >= 0 && dev < 64) configured[dev] = 1;
   }
   return kernel;
+}
+
+/// The lock-step form (bf16, 64 rows per CTA, single CTAs).
+void launch_sm90_ls(const DecodeArgs& a, int parts, cudaStream_t stream) {
+  int dev = 0;
+  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+  auto kernel = mla_decode_sm90_ls_kernel<CacheFormat::bf16>;
+  static int configured[64] = {};
+  if (dev < 0 || dev >= 64 || !configured[dev]) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, LsSmem::kBytes),
+               "cudaFuncSetAttribute(mla_decode_sm90_ls_kernel)");
+    if (dev >= 0 && dev < 64) configured[dev] = 1;
+  }
+  const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>((a.rows + 63) / 64));
+  const bool pdl = a.fused && !a.in_grid_merge ? a.pdl_first : a.pdl;
+  check_cuda(launch_clustered(pdl, 1, kernel, grid, dim3(kLsThreads), LsSmem::kBytes, stream, a),
+             "mla_decode_sm90_ls_kernel");
 }
 
 template <CacheFormat F, int NW, bool ALT = false, bool RM = false>
@@ -138,6 +156,12 @@ bool use_sm90(CacheFormat format, int rows, int dev) {
 bool use_rows_as_m() {
   const char* e = std::getenv("MLAKV_DECODE_FORM");
   return !(e && std::strcmp(e, "split") == 0);
+}
+/// MLAKV_DECODE_FORM=ls: the lock-step rows-as-M form (mla_decode_sm90_ls.cuh) for 64-row bf16
+/// CTAs whose tiles go by TMA, measured against the seesaw before it may become the default.
+bool use_lockstep() {
+  const char* e = std::getenv("MLAKV_DECODE_FORM");
+  return e && std::strcmp(e, "ls") == 0;
 }
 
 /// The rows-as-M form's CTA pairs (DecodeArgs::cluster): bf16 where its tiles go by TMA, fp8
@@ -243,7 +267,8 @@ template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts,
       break;
     default:
       if constexpr (F == CacheFormat::bf16) {
-        if (use_rows_as_m()) launch_sm90<F, 32, false, true>(a, parts, stream);
+        if (a.lockstep) launch_sm90_ls(a, parts, stream);
+        else if (use_rows_as_m()) launch_sm90<F, 32, false, true>(a, parts, stream);
         else launch_sm90<F, 32>(a, parts, stream);
       } else {
         launch_sm90<F, 32, false, true>(a, parts, stream);  // FP8 at 64 rows (sm90_fp8_pairs): always a pair
@@ -361,13 +386,17 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   const bool rm = a.cta_rows == 64 && mla::use_rows_as_m();
   const int mtiles = sm90 ? (rows + a.cta_rows - 1) / a.cta_rows : 0;
   a.block_size = cache.desc.block_size;
+  // The lock-step form reads a tile as nine boxes of one column block (a barrier each), and bf16
+  // queries with 16-byte aligned rows (copied by cp.async).
+  const bool ls = rm && format == CacheFormat::bf16 && mla::use_lockstep() && q.dtype == DType::bf16 && vec_ok(q, 8);
   if (rm && format == CacheFormat::bf16 && mla::use_tma())
     a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, cache.desc.num_blocks, a.block_size,
-                                     cache.desc.stride_bytes(), 1152, a.kv_box_rows, a.kv_box_cblocks);
+                                     cache.desc.stride_bytes(), 1152, a.kv_box_rows, a.kv_box_cblocks, !ls);
+  a.lockstep = ls && a.kv_tma;
   // FP8 at 64 rows is always a pair (sm90_fp8_pairs checked the device holds one).
-  const int pairs = rm && mla::pairs_apply(rows) ? mla::rm_pairs_resident(format, dev) : 0;
+  const int pairs = rm && !a.lockstep && mla::pairs_apply(rows) ? mla::rm_pairs_resident(format, dev) : 0;
   a.cluster = rm && pairs > 0 && (format != CacheFormat::bf16 || a.kv_tma) ? 2 : 1;
-  if (rm && format == CacheFormat::bf16 && mla::pairs_apply(rows) && a.cluster == 1 &&
+  if (rm && !a.lockstep && format == CacheFormat::bf16 && mla::pairs_apply(rows) && a.cluster == 1 &&
       mla::pair_mode() == mla::PairMode::require)
     detail::fail("mla_decode: MLAKV_DECODE_CLUSTER=require, but the call runs without CTA pairs (tensor map ",
                  a.kv_tma ? "made" : "refused", ", ", pairs, " pairs resident)");

@@ -148,6 +148,8 @@ struct DecodeArgs {
   CUtensorMap kv_map;
   bool kv_tma;
   int kv_box_rows, kv_box_cblocks;
+  /// bf16 at 64 rows per CTA in the lock-step form (MLAKV_DECODE_FORM=ls; kv_box_cblocks 1).
+  bool lockstep;
   /// Rows-as-M form, publication first: after the other's P·V is issued, Q·Kᵀ goes next and the
   /// other's stage is released once that P·V is done (overlap: bf16's default since session 23);
   /// the stage released first, then Q·Kᵀ (release: fp8's default, and bf16's in sessions 13–22);

@@ -223,6 +223,11 @@ __device__ __forceinline__ bool mbar_test(uint32_t bar, uint32_t parity) {
 __device__ __forceinline__ void named_sync(int id, int count) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
+/// Arrives at named barrier `id` without waiting (its other threads wait there in bar.sync): a
+/// signal whose shared-memory writes before it the waiters see.
+__device__ __forceinline__ void named_arrive(int id, int count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
 /// Orders this thread's generic-proxy shared-memory accesses with the async proxy (wgmma).
 __device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
@@ -377,6 +382,29 @@ template <bool kF16 = false> struct MmaRS256 {
   }
 };
 #undef MLAKV_MMA_RS256
+/// Lock-step form: D[64 × 256] += A · B with A from shared memory (the other warpgroup's P,
+/// K-major) and B MN-major from shared memory (V), bf16.
+struct MmaSS256 {
+  static __device__ __forceinline__ void run(float (&d)[128], uint64_t a, uint64_t b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, %128, %129, 1, 1, 1, 0, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "l"(a), "l"(b));
+  }
+};
+/// Lock-step form: D[64 × 64] (+)= A · B with A from registers (Q's rope columns in P's fragment
+/// order) and B K-major from shared memory (the tile's rope block), bf16.
+struct MmaRS64 {
+  static __device__ __forceinline__ void run(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
+  }
+};
 }  // namespace sm90
 #endif  // MLAKV_SM90A_DEVICE
 
@@ -400,6 +428,252 @@ struct Sm90Tab {
 
 #if MLAKV_SM90A_DEVICE
 namespace sm90 {
+
+/// One output element, bf16 or f32.
+__device__ __forceinline__ void store_out(const DecodeArgs& a, int64_t at, float y) {
+  if (a.out_f32) static_cast<float*>(a.out)[at] = y;
+  else static_cast<__nv_bfloat16*>(a.out)[at] = __float2bfloat16_rn(y);
+}
+
+/// The start every sm90 form shares: the schedule (fused path: computed into `si` by warp 0, and
+/// empty requests' rows written here; else the schedule grid's, waited for), the dependents'
+/// launch, and this part's cost range [lo, hi) with its first request. False where the part has
+/// no work (uniform over the CTA, which then returns).
+template <int kThreadsCta, int kRowsCta>
+__device__ __forceinline__ bool part_range(const DecodeArgs& a, int* si, int& lo, int& hi, int& first_b) {
+  const Sm90Tab sch{a, si};
+  const int B = a.batch;
+  const int part = blockIdx.x, row0 = blockIdx.y * kRowsCta;
+  if (threadIdx.x == 0) {
+    MLAKV_TRACE_WIDE(0, kTrStart);
+    MLAKV_TRACE_WIDE(0, kTrClockAtStart);
+    MLAKV_TRACE_WIDE(0, kTrSm);
+  }
+  if (a.fused) {
+    // No schedule grid: warp 0 computes the schedule into shared memory (the same one the
+    // schedule kernel would write), and CTA (b mod parts, y) writes empty request b's rows. The
+    // grid starts the step as a programmatic dependent of whatever kernel ran before it: its
+    // launch and start overlap that kernel's tail, and nothing that kernel may write (inputs, the
+    // workspace the previous step's combine reads) is touched before the wait. In-grid merge: the
+    // dependent of a grid that only zeroes the arrival counters, itself an ordinary successor
+    // (fused_arrive waits for it).
+    if (!a.in_grid_merge) pdl_wait();
+    Schedule w = a.sched;
+    w.header = si, w.prefix = si + Sm90Tab::kPrefix, w.ntiles = si + Sm90Tab::kNtiles, w.len_local = si + Sm90Tab::kLen;
+    w.split_base = si + Sm90Tab::kSplitBase, w.nsplit = si + Sm90Tab::kNsplit, w.list = si + Sm90Tab::kList;
+    if (threadIdx.x < 32) schedule_warp(a, w, static_cast<int>(gridDim.x));
+    __syncthreads();
+    const int nr = min(kRowsCta, a.rows - row0);
+    for (int b = blockIdx.x; b < B; b += gridDim.x) {
+      if (sch.ntiles(b) != 0) continue;
+      for (int idx = threadIdx.x; idx < nr * 512; idx += kThreadsCta) {
+        const int gr = row0 + (idx >> 9), c = idx & 511, qi = gr / a.heads, h = gr - qi * a.heads;
+        store_out(a, b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + c, 0.0f);
+        if (c == 0) a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = -INFINITY;
+      }
+    }
+  } else {
+    pdl_wait();  // the schedule is written by the grid before this one
+  }
+  if (threadIdx.x == 0) MLAKV_TRACE_WIDE(0, kTrScheduled);
+  pdl_launch_dependents();
+  const int payload = sch.header(0), total = sch.header(1);
+  lo = part * payload;
+  // In-grid merge: a grid that outlived its wait-free CTAs could complete before the counter
+  // zeroing it depends on, and the next step's first grid waits only for this one.
+  if (lo >= total) {  // uniform over the CTA
+    if (a.in_grid_merge) pdl_wait();
+    return false;
+  }
+  hi = min(lo + payload, total);
+  {
+    int l = 0, h = B;  // prefix[l] <= lo < prefix[h]
+    while (h - l > 1) {
+      const int m = (l + h) >> 1;
+      if (sch.prefix(m) <= lo) l = m;
+      else h = m;
+    }
+    first_b = l;
+  }
+  return true;
+}
+
+/// Cache block of local token j of request b, and the token's row there in in_block; −1 where
+/// the token is masked (past the request's end, or a block id outside the table or the cache).
+__device__ __forceinline__ int token_block(const DecodeArgs& a, const Sm90Tab& sch, int b, int j, int& in_block) {
+  if (j >= sch.len_local(b)) return -1;
+  int64_t jb;
+  dev::split_slot(j, a.block_size, true, jb, in_block);
+  if (jb >= a.max_blocks) return -1;
+  const int blk = __ldg(a.block_table + b * a.bt_s0 + jb * a.bt_s1);
+  return blk < 0 || blk >= a.num_blocks ? -1 : blk;
+}
+
+/// This thread's word of an m64k64 A fragment (k-step c, register r: row 16w + g + 8(r & 1),
+/// columns 16c + 8(r >> 1) + 2qd and + 1) in a K-major 128-byte-swizzled [64 rows][64] bf16
+/// tile: the rows-as-M P buffers, and the lock-step form's Q rope block.
+__device__ __forceinline__ uint32_t* frag_word(uint8_t* tile, int c, int r, int w, int g, int qd) {
+  const int row = 16 * w + g + 8 * (r & 1), j = 2 * c + (r >> 1);
+  return reinterpret_cast<uint32_t*>(tile + (row >> 3) * 1024 + (row & 7) * 128 + ((j ^ (row & 7)) << 4) + qd * 4);
+}
+
+/// Causal limit of CTA row gr's query (positions below it are visible), INT_MIN for a padding
+/// row past the last; L is the request's length.
+__device__ __forceinline__ int row_limit(const DecodeArgs& a, int gr, int L) {
+  const int qi = gr / a.heads;
+  return gr >= a.rows ? INT_MIN : a.causal ? L - a.s_q + qi + 1 : INT_MAX;
+}
+
+/// Chunk ch (16 bytes) of CTA row r in a swizzled Q tile of kRowsCta rows at q: column block
+/// ch / 8 at (ch / 8) · kRowsCta · 128, rows 128 bytes apart in the 128-byte swizzle.
+template <int kRowsCta> __device__ __forceinline__ uint4* q_chunk_at(uint8_t* q, int r, int ch) {
+  const int c = ch >> 3, u = ch & 7;
+  return reinterpret_cast<uint4*>(q + c * (kRowsCta * 128) + (r >> 3) * 1024 + (r & 7) * 128 + ((u ^ (r & 7)) << 4));
+}
+
+/// A request's Q rows into the swizzled Q tile at q, by 256 threads (ct): every chunk a thread
+/// stores is loaded before named barrier `bar` (every reader past the previous request's last
+/// Q·Kᵀ), then stored; a load → store loop paid one global round trip per chunk (18 at 64 rows)
+/// on the path of the request's first Q·Kᵀ (ncu: 4 % of the 64-row form's samples waited there).
+/// kF16: the latent columns as fp16 (fp8_ds_mla's fp16 stage), the rope bf16 times 2^-kF16Shift
+/// (exact), so that the softmax scale's 2^kF16Shift restores both parts alike. Ends with the
+/// tile visible to wgmma, behind the same barrier.
+template <int kRowsCta, bool kF16>
+__device__ __forceinline__ void load_q_rows(const DecodeArgs& a, int b, int row0, uint8_t* q, int ct, int bar) {
+  constexpr int kChunks = kRowsCta * 72, kPer = (kChunks + 255) / 256;
+  uint4 v[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int idx = ct + 256 * i, r = idx / 72, ch = idx - r * 72;
+    if (kChunks % 256 == 0 || idx < kChunks) v[i] = load_q_chunk(a, b, row0 + r, ch);
+  }
+  named_sync(bar, 256);
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int idx = ct + 256 * i, r = idx / 72, ch = idx - r * 72;
+    if (kF16 && ch < 64)
+      v[i] = make_uint4(bf16x2_to_f16x2(v[i].x), bf16x2_to_f16x2(v[i].y), bf16x2_to_f16x2(v[i].z), bf16x2_to_f16x2(v[i].w));
+    else if (kF16) {
+      constexpr float kDown = 1.0f / (1 << kF16Shift);
+      v[i] = make_uint4(scale_bf16x2(v[i].x, kDown), scale_bf16x2(v[i].y, kDown), scale_bf16x2(v[i].z, kDown),
+                        scale_bf16x2(v[i].w, kDown));
+    }
+    if (kChunks % 256 == 0 || idx < kChunks) *q_chunk_at<kRowsCta>(q, r, ch) = v[i];
+  }
+  fence_async_smem();
+  named_sync(bar, 256);
+}
+
+/// Rows-as-M tile softmax in place on an m64n64 accumulator s (row 16·warp + g + 8i, token
+/// 8j + 2qd + e at [4j + 2i + e]): the scores times sc where the token is visible to the row (its
+/// flag in ok[64] set, before len, within lim), −inf elsewhere; m_new = max(m_in, the tile's row
+/// maxima); s ← 2^(s − m_new); sum: this thread's share of each row's sum.
+__device__ __forceinline__ void rm_tile_softmax(const DecodeArgs& a, float (&s)[32], const uint8_t* ok, int len, int jt0,
+                                                const int (&lim)[2], float sc, const float (&m_in)[2],
+                                                float (&m_new)[2], float (&sum)[2], int qd) {
+  // Nearly every tile is whole and visible to both of this thread's rows: then one look
+  // at the tile's 64 valid flags (four 16-byte loads) and its last position replaces the
+  // per-token tests (a sixth of the consumers' instructions in the profile).
+  bool whole = jt0 + kTile <= len;
+  if (whole) {
+    const uint4* f = reinterpret_cast<const uint4*>(ok);
+    uint32_t all = 0x01010101u;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const uint4 v = f[q];
+      all &= v.x & v.y & v.z & v.w;
+    }
+    const int64_t last = global_pos(jt0 + kTile - 1, a);
+    whole = all == 0x01010101u && last < lim[0] && last < lim[1];
+  }
+  if (whole) {
+#pragma unroll
+    for (int r = 0; r < 32; ++r) s[r] *= sc;
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int tok = 8 * j + 2 * qd + e, jt = jt0 + tok;
+        const bool vis = ok[tok] != 0 && jt < len;
+        const int64_t pos = global_pos(jt, a);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          float& x = s[4 * j + 2 * i + e];
+          x = vis && pos < lim[i] ? x * sc : -INFINITY;
+        }
+      }
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * i], s[4 * j + 2 * i + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    m_new[i] = fmaxf(m_in[i], mx);
+    const float mu = m_new[i] == -INFINITY ? 0.0f : m_new[i];  // nothing visible yet: keep exp2 finite
+    float sm = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float& x = s[4 * j + 2 * i + e];
+        x = exp2f(x - mu);
+        sm += x;
+      }
+    sum[i] = sm;  // this thread's columns; the quad's sum at the segment's end
+  }
+}
+
+/// Rows-as-M, a segment's end: warpgroup cw's 256 output columns (o[cb]: column block cb, an
+/// m64n64 accumulator's fragment) of the CTA's rows, normalized by both warpgroups' row sums (this
+/// thread's shares l_run, exchanged through row_l[2][64] and named barrier `bar` of both
+/// warpgroups, over the same maxima), into partial slot `slot` (≥ 0) or the output; the LSE from
+/// ref (the rows' maxima, log2 units).
+__device__ __forceinline__ void rm_write_rows(const DecodeArgs& a, const float (&o)[4][32], const float (&l_run)[2],
+                                              float* row_l, int bar, const float (&ref)[2], int b, int slot, int row0,
+                                              int cw, int w, int g, int qd, float out_scale) {
+  float lq[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    float l = l_run[i];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    lq[i] = l;
+    if (qd == 0) row_l[cw * 64 + 16 * w + g + 8 * i] = l;
+  }
+  named_sync(bar, 256);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const float l = lq[i] + row_l[(cw ^ 1) * 64 + 16 * w + g + 8 * i];
+    const int gr = row0 + 16 * w + g + 8 * i;
+    if (gr >= a.rows) continue;
+    const float inv = l > 0.0f ? out_scale / l : 0.0f;
+    const float lse_v = l > 0.0f ? (ref[i] + __log2f(l)) * 0.69314718055994531f : -INFINITY;
+    const int qi = gr / a.heads, h = gr - qi * a.heads;
+    const int col0 = 256 * cw + 2 * qd;
+    if (slot >= 0) {
+      float* dst = a.sched.part_o + (static_cast<int64_t>(slot) * a.rows + gr) * 512 + col0;
+#pragma unroll
+      for (int cb = 0; cb < 4; ++cb)
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+          *reinterpret_cast<float2*>(dst + 64 * cb + 8 * j) =
+              make_float2(o[cb][4 * j + 2 * i] * inv, o[cb][4 * j + 2 * i + 1] * inv);
+      if (cw == 0 && qd == 0) a.sched.part_lse[static_cast<int64_t>(slot) * a.rows + gr] = lse_v;
+    } else {
+      const int64_t off = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + col0;
+#pragma unroll
+      for (int cb = 0; cb < 4; ++cb)
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) store_out(a, off + 64 * cb + 8 * j + e, o[cb][4 * j + 2 * i + e] * inv);
+      if (cw == 0 && qd == 0) a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = lse_v;
+    }
+  }
+}
 
 /// Fused path: merges `count` partials (slots first + j·stride) of request b over this CTA's rows
 /// into the output (to_out) or in place into slot `first` (partial o and natural-log LSE). Run by
@@ -541,6 +815,34 @@ __device__ void fused_arrive(const DecodeArgs& a, const Sm90Tab& sch, int b, int
   fused_merge<kRowsCta>(a, b, sb, ng, G, true, row0, ct, smem);
 }
 
+/// The partial slots a part writes (a split request's segment; −1: the request is whole here, its
+/// output written directly). The fused path's in-grid merge records them (only a part's first and
+/// last segment can be split) and merges after the part's loop. `part` and `payload` come from
+/// the caller's registers: read here (blockIdx.x, the schedule's header), they cost the
+/// rows-as-M form its uniform Q descriptor (+4 % at bf16 B=128 H=128, session 24).
+struct PartSlots {
+  int np = 0, pb0 = 0, ps0 = 0, pb1 = 0, ps1 = 0;
+  __device__ __forceinline__ int slot(const DecodeArgs& a, const Sm90Tab& sch, int b, int part, int payload) {
+    const int sb = sch.split_base(b);
+    const int s = sb >= 0 ? sb + part - (sch.prefix(b) + kSegmentCost) / payload : -1;
+    if (a.in_grid_merge && s >= 0) {
+      if (np == 0) pb0 = b, ps0 = s;
+      else pb1 = b, ps1 = s;
+      ++np;
+    }
+    return s;
+  }
+  template <int kRowsCta>
+  __device__ __forceinline__ void merge_in_grid(const DecodeArgs& a, const Sm90Tab& sch, int row0, int ct, uint8_t* smem) {
+    if (!a.in_grid_merge) return;
+    pdl_wait();  // the arrival counters were zeroed by the previous grid (and see part_range)
+    if (np == 0) return;
+    if (np > 2) __trap();
+    fused_arrive<kRowsCta>(a, sch, pb0, ps0, row0, ct, smem);
+    if (np > 1) fused_arrive<kRowsCta>(a, sch, pb1, ps1, row0, ct, smem);
+  }
+};
+
 }  // namespace sm90
 #endif  // MLAKV_SM90A_DEVICE
 
@@ -572,67 +874,13 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   auto raw_full_bar = [&](int slot) { return bar_u + 64 + 8 * slot; };
   auto raw_free_bar = [&](int slot) { return bar_u + 96 + 8 * slot; };
 
-  auto store_out = [&](int64_t at, float y) {  // one output element, bf16 or f32
-    if (a.out_f32) static_cast<float*>(a.out)[at] = y;
-    else static_cast<__nv_bfloat16*>(a.out)[at] = __float2bfloat16_rn(y);
-  };
-
+  auto store_out = [&](int64_t at, float y) { sm90::store_out(a, at, y); };
   int* const si = reinterpret_cast<int*>(smem + S::kSch);
   const Sm90Tab sch{a, si};
   const int B = a.batch;
   const int part = blockIdx.x, row0 = blockIdx.y * kRowsCta;
-  if (threadIdx.x == 0) {
-    MLAKV_TRACE_WIDE(0, kTrStart);
-    MLAKV_TRACE_WIDE(0, kTrClockAtStart);
-    MLAKV_TRACE_WIDE(0, kTrSm);
-  }
-  if (a.fused) {
-    // No schedule grid: warp 0 computes the schedule into shared memory (the same one the
-    // schedule kernel would write), and CTA (b mod parts, y) writes empty request b's rows. The
-    // grid starts the step as a programmatic dependent of whatever kernel ran before it: its
-    // launch and start overlap that kernel's tail, and nothing that kernel may write (inputs, the
-    // workspace the previous step's combine reads) is touched before the wait. In-grid merge: the
-    // dependent of a grid that only zeroes the arrival counters, itself an ordinary successor
-    // (fused_arrive waits for it).
-    if (!a.in_grid_merge) pdl_wait();
-    Schedule w = a.sched;
-    w.header = si, w.prefix = si + Sm90Tab::kPrefix, w.ntiles = si + Sm90Tab::kNtiles, w.len_local = si + Sm90Tab::kLen;
-    w.split_base = si + Sm90Tab::kSplitBase, w.nsplit = si + Sm90Tab::kNsplit, w.list = si + Sm90Tab::kList;
-    if (threadIdx.x < 32) schedule_warp(a, w, static_cast<int>(gridDim.x));
-    __syncthreads();
-    const int nr = min(kRowsCta, a.rows - row0);
-    for (int b = blockIdx.x; b < B; b += gridDim.x) {
-      if (sch.ntiles(b) != 0) continue;
-      for (int idx = threadIdx.x; idx < nr * 512; idx += kSm90Threads) {
-        const int gr = row0 + (idx >> 9), c = idx & 511, qi = gr / a.heads, h = gr - qi * a.heads;
-        store_out(b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + c, 0.0f);
-        if (c == 0) a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = -INFINITY;
-      }
-    }
-  } else {
-    pdl_wait();  // the schedule is written by the grid before this one
-  }
-  if (threadIdx.x == 0) MLAKV_TRACE_WIDE(0, kTrScheduled);
-  pdl_launch_dependents();
-  const int payload = sch.header(0), total = sch.header(1);
-  const int lo = part * payload;
-  // In-grid merge: a grid that outlived its wait-free CTAs could complete before the counter
-  // zeroing it depends on, and the next step's first grid waits only for this one.
-  if (lo >= total) {  // uniform over the CTA
-    if (a.in_grid_merge) pdl_wait();
-    return;
-  }
-  const int hi = min(lo + payload, total);
-  int first_b;
-  {
-    int l = 0, h = B;  // prefix[l] <= lo < prefix[h]
-    while (h - l > 1) {
-      const int m = (l + h) >> 1;
-      if (sch.prefix(m) <= lo) l = m;
-      else h = m;
-    }
-    first_b = l;
-  }
+  int lo, hi, first_b;
+  if (!part_range<kSm90Threads, kRowsCta>(a, si, lo, hi, first_b)) return;
 
   // Rows as M in a cluster (a.cluster CTAs along y, the row tiles of one part: the same tiles):
   // each CTA multicasts part of every tile into all of them, so a stage is refilled only once
@@ -712,13 +960,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     const int pt = threadIdx.x;
     // Block of token `tok` of tile `c.t` of request `c.b` (−1 when masked) and its row there.
     auto token_block = [&](const Cursor& c, int tok, int& in_block) -> int {
-      const int j = c.t * kTile + tok;
-      if (j >= sch.len_local(c.b)) return -1;
-      int64_t jb;
-      dev::split_slot(j, a.block_size, true, jb, in_block);
-      if (jb >= a.max_blocks) return -1;
-      const int blk = __ldg(a.block_table + c.b * a.bt_s0 + jb * a.bt_s1);
-      return blk < 0 || blk >= a.num_blocks ? -1 : blk;
+      return sm90::token_block(a, sch, c.b, c.t * kTile + tok, in_block);
     };
     // Address of token `tok` of tile `c.t` of request `c.b` (nullptr when masked).
     auto token_src = [&](const Cursor& c, int tok) -> const uint8_t* {
@@ -985,68 +1227,28 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   // (18 at 64 rows) on the path of the request's first Q·Kᵀ (ncu: 4 % of the 64-row form's
   // samples waited there). FP8 at 32 rows keeps the loop: the registers for its nine chunks cost
   // that form a spill and 1.6 % (fp8 B=128 H=128 4K).
-  auto q_chunk_at = [&](int r, int ch) {  // chunk ch of CTA row r in the swizzled Q tile
-    const int c = ch >> 3, u = ch & 7;
-    return reinterpret_cast<uint4*>(smem + S::kQ + c * (kRowsCta * 128) + (r >> 3) * 1024 + (r & 7) * 128 + ((u ^ (r & 7)) << 4));
-  };
+  auto q_chunk_at = [&](int r, int ch) { return sm90::q_chunk_at<kRowsCta>(smem + S::kQ, r, ch); };
   auto load_q_tile = [&](int b) {
-    constexpr int kChunks = kRowsCta * 72, kPer = (kChunks + 255) / 256;
     if constexpr (kWiden && !RM && NR >= 32 && !kTileScales) {
       named_sync(1, 256);
-      for (int idx = ct; idx < kChunks; idx += 256) {
+      for (int idx = ct; idx < kRowsCta * 72; idx += 256) {
         const int r = idx / 72, ch = idx - r * 72;
         *q_chunk_at(r, ch) = load_q_chunk(a, b, row0 + r, ch);
       }
+      fence_async_smem();
+      named_sync(1, 256);
     } else {
-      uint4 v[kPer];
-#pragma unroll
-      for (int i = 0; i < kPer; ++i) {
-        const int idx = ct + 256 * i, r = idx / 72, ch = idx - r * 72;
-        if (kChunks % 256 == 0 || idx < kChunks) v[i] = load_q_chunk(a, b, row0 + r, ch);
-      }
-      named_sync(1, 256);  // every consumer is past the previous request's last Q·Kᵀ
-#pragma unroll
-      for (int i = 0; i < kPer; ++i) {
-        const int idx = ct + 256 * i, r = idx / 72, ch = idx - r * 72;
-        // The latent columns meet the fp16 stage; the rope stays bf16, times the stage's 2^-kF16Shift
-        // (exact) so that the softmax scale's 2^kF16Shift restores both parts alike.
-        if (kF16 && ch < 64)
-          v[i] = make_uint4(bf16x2_to_f16x2(v[i].x), bf16x2_to_f16x2(v[i].y), bf16x2_to_f16x2(v[i].z),
-                            bf16x2_to_f16x2(v[i].w));
-        else if (kF16) {
-          constexpr float kDown = 1.0f / (1 << kF16Shift);
-          v[i] = make_uint4(scale_bf16x2(v[i].x, kDown), scale_bf16x2(v[i].y, kDown), scale_bf16x2(v[i].z, kDown),
-                            scale_bf16x2(v[i].w, kDown));
-        }
-        if (kChunks % 256 == 0 || idx < kChunks) *q_chunk_at(r, ch) = v[i];
-      }
+      load_q_rows<kRowsCta, kF16>(a, b, row0, smem + S::kQ, ct, 1);
     }
-    fence_async_smem();
-    named_sync(1, 256);
   };
 
   // Both forms, at a segment's end: the partial slot this part writes for request b (−1: the
   // request is not split, the output is written directly); the fused path's in-grid merge
   // records it (only a part's first and last segment can be split) and merges after the loop.
-  int np = 0, pb0 = 0, ps0 = 0, pb1 = 0, ps1 = 0;
-  auto segment_slot = [&](int b) {
-    const int sb = sch.split_base(b);
-    const int slot = sb >= 0 ? sb + part - (sch.prefix(b) + kSegmentCost) / payload : -1;
-    if (a.in_grid_merge && slot >= 0) {
-      if (np == 0) pb0 = b, ps0 = slot;
-      else pb1 = b, ps1 = slot;
-      ++np;
-    }
-    return slot;
-  };
-  auto merge_in_grid = [&]() {
-    if (!a.in_grid_merge) return;
-    pdl_wait();  // the arrival counters were zeroed by the previous grid (and see `lo >= total`)
-    if (np == 0) return;
-    if (np > 2) __trap();
-    fused_arrive<kRowsCta>(a, sch, pb0, ps0, row0, ct, smem);
-    if (np > 1) fused_arrive<kRowsCta>(a, sch, pb1, ps1, row0, ct, smem);
-  };
+  PartSlots slots;
+  const int payload = sch.header(0);
+  auto segment_slot = [&](int b) { return slots.slot(a, sch, b, part, payload); };
+  auto merge_in_grid = [&]() { slots.merge_in_grid<kRowsCta>(a, sch, row0, ct, smem); };
 
   if constexpr (RM) {
     // Rows as M (64 rows per CTA), with the two warpgroups in a seesaw: tile k's S = Q·Kᵀ (36
@@ -1097,10 +1299,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         if (ncl > 1) mbar_arrive_remote(empty_bar(st), crank ^ 1);
       }
     };
-    auto p_at = [&](int c, int r) {  // this thread's word of P's A fragment (c, r) in the buffer
-      const int row = 16 * w + g + 8 * (r & 1), j = 2 * c + (r >> 1);
-      return reinterpret_cast<uint32_t*>(smem + S::kP + (row >> 3) * 1024 + (row & 7) * 128 + ((j ^ (row & 7)) << 4) + qd * 4);
-    };
+    auto p_at = [&](int c, int r) { return frag_word(smem + S::kP, c, r, w, g, qd); };
     // Warpgroup o's tiles are o, o + 2, ...: tile kt's publication is phase kt >> 1 of its
     // barrier (128 arrivals, one per thread that wrote P). The owner cannot run two phases ahead:
     // it publishes tile kt + 2 only after reading tile kt + 1's P, published after tile kt's
@@ -1162,8 +1361,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         const int L = __ldg(a.seq_lens + b * a.sl_s0);
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
-          const int gr = row0 + 16 * w + g + 8 * i, qi = gr / a.heads;
-          lim[i] = gr >= a.rows ? INT_MIN : a.causal ? L - a.s_q + qi + 1 : INT_MAX;
+          lim[i] = row_limit(a, row0 + 16 * w + g + 8 * i, L);
           o_ref[i] = -INFINITY;
           l_run[i] = 0.0f;
         }
@@ -1199,60 +1397,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         float m_in[2] = {-INFINITY, -INFINITY}, m_new[2], sum[2];
         uint32_t pa[4][4];
         auto softmax_publish = [&]() {
-          const int len = sch.len_local(b), jt0 = cs.t * kTile;
-          // Nearly every tile is whole and visible to both of this thread's rows: then one look
-          // at the tile's 64 valid flags (four 16-byte loads) and its last position replaces the
-          // per-token tests (a sixth of the consumers' instructions in the profile).
-          bool whole = jt0 + kTile <= len;
-          if (whole) {
-            const uint4* f = reinterpret_cast<const uint4*>(tok_ok + st * kTile);
-            uint32_t all = 0x01010101u;
-#pragma unroll
-            for (int q = 0; q < 4; ++q) {
-              const uint4 v = f[q];
-              all &= v.x & v.y & v.z & v.w;
-            }
-            const int64_t last = global_pos(jt0 + kTile - 1, a);
-            whole = all == 0x01010101u && last < lim[0] && last < lim[1];
-          }
-          if (whole) {
-#pragma unroll
-            for (int r = 0; r < 32; ++r) s[r] *= sc;
-          } else {
-#pragma unroll
-            for (int j = 0; j < 8; ++j)
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                const int tok = 8 * j + 2 * qd + e, jt = jt0 + tok;
-                const bool ok = tok_ok[st * kTile + tok] != 0 && jt < len;
-                const int64_t pos = global_pos(jt, a);
-#pragma unroll
-                for (int i = 0; i < 2; ++i) {
-                  float& x = s[4 * j + 2 * i + e];
-                  x = ok && pos < lim[i] ? x * sc : -INFINITY;
-                }
-              }
-          }
-#pragma unroll
-          for (int i = 0; i < 2; ++i) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * i], s[4 * j + 2 * i + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            m_new[i] = fmaxf(m_in[i], mx);
-            const float mu = m_new[i] == -INFINITY ? 0.0f : m_new[i];  // nothing visible yet: keep exp2 finite
-            float sm = 0.0f;
-#pragma unroll
-            for (int j = 0; j < 8; ++j)
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                float& x = s[4 * j + 2 * i + e];
-                x = exp2f(x - mu);
-                sm += x;
-              }
-            sum[i] = sm;  // this thread's columns; the quad's sum at the segment's end
-          }
+          rm_tile_softmax(a, s, tok_ok + st * kTile, sch.len_local(b), cs.t * kTile, lim, sc, m_in, m_new, sum, qd);
 #pragma unroll
           for (int c = 0; c < 4; ++c)
 #pragma unroll
@@ -1368,50 +1513,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 
       // ---- end of segment: normalized output, or a partial for the combine kernel ----
       if (seg_last) {
-        float lq[2];
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          float l = l_run[i];
-          l += __shfl_xor_sync(0xffffffffu, l, 1);
-          l += __shfl_xor_sync(0xffffffffu, l, 2);
-          lq[i] = l;
-          if (qd == 0) row_l[cw * 64 + 16 * w + g + 8 * i] = l;
-        }
-        // Both warpgroups' sums, over the same maxima (the next writes come after the next
-        // segment's Q barrier).
-        named_sync(5, 256);
-#pragma unroll
-        for (int i = 0; i < 2; ++i) lq[i] += row_l[(cw ^ 1) * 64 + 16 * w + g + 8 * i];
-        const int slot = segment_slot(b);
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const float l = lq[i];
-          const int gr = row0 + 16 * w + g + 8 * i;
-          if (gr >= a.rows) continue;
-          const float inv = l > 0.0f ? out_scale / l : 0.0f;
-          const float lse_v = l > 0.0f ? (o_ref[i] + __log2f(l)) * 0.69314718055994531f : -INFINITY;
-          const int qi = gr / a.heads, h = gr - qi * a.heads;
-          const int col0 = 256 * cw + 2 * qd;
-          if (slot >= 0) {
-            float* dst = a.sched.part_o + (static_cast<int64_t>(slot) * a.rows + gr) * 512 + col0;
-#pragma unroll
-            for (int cb = 0; cb < 4; ++cb)
-#pragma unroll
-              for (int j = 0; j < 8; ++j)
-                *reinterpret_cast<float2*>(dst + 64 * cb + 8 * j) =
-                    make_float2(o[cb][4 * j + 2 * i] * inv, o[cb][4 * j + 2 * i + 1] * inv);
-            if (cw == 0 && qd == 0) a.sched.part_lse[static_cast<int64_t>(slot) * a.rows + gr] = lse_v;
-          } else {
-            const int64_t off = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + col0;
-#pragma unroll
-            for (int cb = 0; cb < 4; ++cb)
-#pragma unroll
-              for (int j = 0; j < 8; ++j)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) store_out(off + 64 * cb + 8 * j + e, o[cb][4 * j + 2 * i + e] * inv);
-            if (cw == 0 && qd == 0) a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = lse_v;
-          }
-        }
+        // The next writes of row_l come after the next segment's Q barrier.
+        rm_write_rows(a, o, l_run, row_l, 5, o_ref, b, segment_slot(b), row0, cw, w, g, qd, out_scale);
       }
       advance(cs, lo, hi, sch, B);
       if (cs.b != b) seg_t0 = cs.t;
