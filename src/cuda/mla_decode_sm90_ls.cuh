@@ -106,38 +106,43 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
     int blk[4], in_block[4];
   };
   Boxes* const boxes = reinterpret_cast<Boxes*>(smem + S::kBox) + 2 * wg;
-  // The block of each 16-token quarter of tile t of request b, by the issuers: the table entry
-  // by cp.async (loaded into a register, its latency stalled the issuer's warp, and with it the
-  // pair, ~3,000 clocks a pair), −1 where masked before the table; checked against the cache
-  // when the boxes are issued.
-  auto lookup = [&](int b, int t, Boxes& x) {
-    const int len = sch.len_local(b);
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const int j = t * kTile + 16 * q;
-      int64_t jb = a.max_blocks;
-      x.in_block[q] = 0;
-      if (j < len) dev::split_slot(j, a.block_size, true, jb, x.in_block[q]);
-      if (jb < a.max_blocks) cp_async4(smem_u32(&x.blk[q]), a.block_table + b * a.bt_s0 + jb * a.bt_s1, 4);
+  // A tile's boxes of kv_box_rows tokens (one, two or four: 64 / kv_box_rows): box q covers
+  // tokens 16·step·q; its table entry comes by cp.async (a load into a register stalled the
+  // issuer's warp, and with it the pair), −1 where masked before the table, checked against the
+  // cache when issued. The issuer's work is single-lane and serial: it runs where its warpgroup
+  // waits for the other anyway, and kept short (stamps: ~2,000 clocks a refill with per-box
+  // divisions and lookups for every quarter).
+  const int step = a.kv_box_rows >> 4;  // quarters per box: 1, 2 or 4
+  auto lookup = [&](int b, int t, int len, Boxes& x) {
+    const int j0 = t * kTile;
+    int64_t jb0;
+    int in0;
+    dev::split_slot(j0, a.block_size, true, jb0, in0);
+    for (int q = 0; q < 4; q += step) {
+      const int j = j0 + 16 * q;
+      // Block sizes 16 and 32 hold one box each; from 64 on a tile lies in one block.
+      const int64_t jb = a.block_size >= kTile ? jb0 : jb0 + q / step;
+      x.in_block[q] = a.block_size >= kTile ? in0 + 16 * q : 0;
+      if (j < len && jb < a.max_blocks) cp_async4(smem_u32(&x.blk[q]), a.block_table + b * a.bt_s0 + jb * a.bt_s1, 4);
       else x.blk[q] = -1;
     }
     cp_async_commit();
   };
-  auto box_block = [&](const Boxes& x, int q) {  // −1: masked
-    const int blk = x.blk[q];
-    return blk < 0 || blk >= a.num_blocks ? -1 : blk;
-  };
-  // Column blocks [c0, c1) of a tile into buffer buf, by one thread: boxes of kv_box_rows tokens,
-  // masked ones as boxes past the map's end (they land as zeros, unread). An absent tile arrives
-  // without bytes, so that every block barrier completes one phase per pair. Warpgroup 0 also
-  // writes the tile's token flags (before its arrivals, which release them).
+  // Column blocks [c0, c1) of a tile into buffer buf, by one thread: masked boxes as boxes past
+  // the map's end (they land as zeros, unread). An absent tile arrives without bytes, so that
+  // every block barrier completes one phase per pair. Warpgroup 0 also writes the tile's token
+  // flags (before its arrivals, which release them).
   auto issue = [&](int buf, int c0, int c1, bool present, const Boxes& x) {
     cp_async_wait<0>();  // the table entries (this thread's copies)
+    int blk[4];
+    for (int q = 0; q < 4; q += step) {
+      const int v = x.blk[q];
+      blk[q] = v < 0 || v >= a.num_blocks ? static_cast<int>(a.num_blocks) : v;
+    }
     if (present && c0 == 0) {
       uint4* f = reinterpret_cast<uint4*>(tok_ok + 64 * buf);
-#pragma unroll
       for (int q = 0; q < 4; ++q) {
-        const uint32_t v = box_block(x, q) >= 0 ? 0x01010101u : 0u;
+        const uint32_t v = blk[q - q % step] < a.num_blocks ? 0x01010101u : 0u;
         f[q] = make_uint4(v, v, v, v);
       }
     }
@@ -148,12 +153,8 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
         continue;
       }
       mbar_arrive_expect_tx(bar, kBlock);
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        if ((16 * q) % a.kv_box_rows != 0) continue;
-        const int blk = box_block(x, q) >= 0 ? box_block(x, q) : static_cast<int>(a.num_blocks);
-        tma_load_4d(buf_u(buf) + c * kBlock + q * 2048, &a.kv_map, bar, 0, x.in_block[q], c, blk);
-      }
+      for (int q = 0; q < 4; q += step)
+        tma_load_4d(buf_u(buf) + c * kBlock + q * 2048, &a.kv_map, bar, 0, x.in_block[q], c, blk[q]);
     }
   };
   auto wait_blocks = [&](int buf, int c0, int c1, int parity) {
@@ -303,8 +304,9 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
   {
     const bool has_b = cur.t + 1 < cur.t_end;
     if (issuer) {
-      lookup(cur.b, cur.t, boxes[0]);
-      if (has_b) lookup(cur.b, cur.t + 1, boxes[1]);
+      const int len = sch.len_local(cur.b);
+      lookup(cur.b, cur.t, len, boxes[0]);
+      if (has_b) lookup(cur.b, cur.t + 1, len, boxes[1]);
       issue(0, 4 * wg, wg == 0 ? 4 : 9, true, boxes[0]);
       issue(1, 4 * wg, wg == 0 ? 4 : 9, has_b, boxes[1]);
     }
@@ -319,24 +321,28 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
     pin(s);
   }
   bool seg_first = true;
+  int len = sch.len_local(cur.b);  // the request's, reloaded at a segment's end
   for (int k = 0; cur.b < B; ++k) {
     MLAKV_TRACE(1 + wg, k, 0);
     const int b = cur.b, par = k & 1;
     const Cursor nxt = next_pair(cur);
     const bool has_b = cur.t + 1 < cur.t_end, last = nxt.b != b, more = nxt.b < B;
     const bool nxt_has_b = more && nxt.t + 1 < nxt.t_end;
-    const int len = sch.len_local(b);
+    const int len_next = last && more ? sch.len_local(nxt.b) : len;
     const int n_a = min(kTile, len - cur.t * kTile), n_b = has_b ? min(kTile, len - (cur.t + 1) * kTile) : kTile;
     const int par_next = more ? par ^ 1 : par;  // the next Q·Kᵀ's buffers (see qk_first_part)
-    if (issuer && more) {  // the next pair's blocks: their latency under this pair's softmax
-      lookup(nxt.b, nxt.t, boxes[0]);
-      if (nxt_has_b) lookup(nxt.b, nxt.t + 1, boxes[1]);
-    }
-    // A segment's last pair: every Q·Kᵀ of its request is done, so the next request's Q goes in
-    // now, its copies landing under this pair's softmax; each thread waits for its own before
-    // its signal to the other warpgroup (warpgroup 0: P0; 1: f1), which precedes the other's next
-    // Q·Kᵀ, and before its own warpgroup's barrier that precedes its own.
-    if (last && more) load_q(nxt.b);
+    auto lookups = [&]() {  // the next pair's boxes, where this warpgroup waits for the other
+      if (issuer && more) {
+        lookup(nxt.b, nxt.t, len_next, boxes[0]);
+        if (nxt_has_b) lookup(nxt.b, nxt.t + 1, len_next, boxes[1]);
+      }
+    };
+    // A segment's last pair: the next request's Q goes in once neither warpgroup reads the Q
+    // tile (warpgroup 1 after f0, which warpgroup 0 signals past its Q·Kᵀ; warpgroup 0 after f1:
+    // at the pair's start warpgroup 1 could overwrite Q under warpgroup 0's last Q·Kᵀ). Each
+    // thread waits for its copies before its signal to the other warpgroup (0: P0; 1: f1),
+    // which precedes the other's next Q·Kᵀ, and before its own warpgroup's barrier that precedes
+    // its own.
     float m_in[2], m_new[2], sum[2], ref[2];
     MLAKV_TRACE(1 + wg, k, 7);
     if (wg == 0) {
@@ -363,9 +369,11 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
         l_run[i] = l_run[i] * f0[i] + sum[i];
       }
       pv_regs(0);  // o += P0 · V0, left
+      lookups();
       // ---- f1: P0 onto warpgroup 1's maxima, for its half ----
       named_sync(kBarF1, 256);
       MLAKV_TRACE(1, k, 2);
+      if (last && more) load_q(nxt.b);
       float f1[2];
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
@@ -411,8 +419,10 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
     } else {
       // ---- softmax of B from warpgroup 0's maxima; f1, the maxima and P1 published ----
       if (has_b && n_b < kTile) zero_tail(1, n_b, par);
+      lookups();
       named_sync(kBarF0, 256);
       MLAKV_TRACE(2, k, 1);
+      if (last && more) load_q(nxt.b);
       float f0[2], f1[2];
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
@@ -482,6 +492,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
     pin(s);
     seg_first = last;
     cur = nxt;
+    len = len_next;
   }
   if (wt == 0) MLAKV_TRACE_WIDE(1 + wg, kTrEnd);
   slots.merge_in_grid<kRowsCta>(a, sch, row0, ct, smem);
