@@ -386,12 +386,18 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   const bool rm = a.cta_rows == 64 && mla::use_rows_as_m();
   const int mtiles = sm90 ? (rows + a.cta_rows - 1) / a.cta_rows : 0;
   a.block_size = cache.desc.block_size;
-  // The lock-step form reads a tile as nine boxes of one column block (a barrier each), and bf16
-  // queries with 16-byte aligned rows (copied by cp.async).
+  // The lock-step form reads a tile in two boxes, column blocks 0–3 (kv_map) and 4–8 (kv_map_hi),
+  // each refilled by its own warpgroup (block sizes 16 and 32: a box per block and 16 or 32
+  // tokens), and bf16 queries with 16-byte aligned rows (copied by cp.async).
   const bool ls = rm && format == CacheFormat::bf16 && mla::use_lockstep() && q.dtype == DType::bf16 && vec_ok(q, 8);
-  if (rm && format == CacheFormat::bf16 && mla::use_tma())
+  if (rm && format == CacheFormat::bf16 && mla::use_tma()) {
     a.kv_tma = encode_paged_rows_map(a.kv_map, cache.data, cache.desc.num_blocks, a.block_size,
-                                     cache.desc.stride_bytes(), 1152, a.kv_box_rows, a.kv_box_cblocks, !ls);
+                                     cache.desc.stride_bytes(), 1152, a.kv_box_rows, a.kv_box_cblocks, ls ? 4 : 0);
+    int rows_hi = 0, cblocks_hi = 0;
+    if (ls && a.kv_tma)
+      a.kv_tma = encode_paged_rows_map(a.kv_map_hi, cache.data, cache.desc.num_blocks, a.block_size,
+                                       cache.desc.stride_bytes(), 1152, rows_hi, cblocks_hi, 5);
+  }
   a.lockstep = ls && a.kv_tma;
   // FP8 at 64 rows is always a pair (sm90_fp8_pairs checked the device holds one).
   const int pairs = rm && !a.lockstep && mla::pairs_apply(rows) ? mla::rm_pairs_resident(format, dev) : 0;

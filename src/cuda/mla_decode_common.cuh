@@ -146,9 +146,11 @@ struct DecodeArgs {
   /// the map does not apply or MLAKV_DECODE_TMA=0. A request's partial last tile never takes it
   /// (its tokens past the end must read as zeros, which only the cp.async path gives).
   CUtensorMap kv_map;
+  CUtensorMap kv_map_hi;  ///< the lock-step form's second half (column blocks 4–8), box rows 64
   bool kv_tma;
   int kv_box_rows, kv_box_cblocks;
-  /// bf16 at 64 rows per CTA in the lock-step form (MLAKV_DECODE_FORM=ls; kv_box_cblocks 1).
+  /// bf16 at 64 rows per CTA in the lock-step form (MLAKV_DECODE_FORM=ls; kv_box_cblocks 4 where
+  /// the boxes are 64 tokens, the two maps each a half of the tile; else 1).
   bool lockstep;
   /// Rows-as-M form, publication first: after the other's P·V is issued, Q·Kᵀ goes next and the
   /// other's stage is released once that P·V is done (overlap: bf16's default since session 23);

@@ -249,6 +249,14 @@ __device__ __forceinline__ bool wg_any(int id, bool v) {
 __device__ __forceinline__ uint32_t scale_bf16x2(uint32_t v, float f) {
   return pack_bf16(__uint_as_float(v << 16) * f, __uint_as_float(v & 0xffff0000u) * f);
 }
+/// 2^x by the SFU alone (ex2.approx.ftz: a relative error near 2^-22, results under 2^-126 flushed
+/// to 0): exp2f adds a range test and two predicated multiplies per call, for subnormal results
+/// that a softmax whose P is rounded to bf16 drops anyway.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
 /// Four e4m3 values (bytes of x) → four bf16 (two bf16x2 words, value 0 in the low half of .x),
 /// exactly, in 4 integer/FMA-pipe instructions per pair instead of conversions (16 per clock and
 /// SM on Hopper): prmt puts each byte in the low half of a 16-bit lane with its sign replicated
@@ -619,7 +627,7 @@ __device__ __forceinline__ void rm_tile_softmax(const DecodeArgs& a, float (&s)[
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         float& x = s[4 * j + 2 * i + e];
-        x = exp2f(x - mu);
+        x = fast_exp2(x - mu);
         sm += x;
       }
     sum[i] = sm;  // this thread's columns; the quad's sum at the segment's end

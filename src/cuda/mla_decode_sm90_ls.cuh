@@ -79,7 +79,13 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
     asm volatile("" : "+r"(x));
     return x;
   };
-  auto kbar = [&](int buf, int c) { return opaque(base) + S::kBar + 8 * (9 * buf + c); };
+  // Block sizes from 64: a tile comes in two boxes (column blocks 0–3 and 4–8, one UTMALDG each:
+  // a box per block cost the issuer ~1,000 clocks a refill), each completing on the barrier of
+  // its first block; else a box per block and a barrier each.
+  const bool halves = a.kv_box_cblocks == 4;
+  auto kbar = [&](int buf, int c) {
+    return opaque(base) + S::kBar + 8 * (9 * buf + (halves ? (c < 4 ? 0 : 4) : c));
+  };
   auto buf_u = [&](int buf) { return opaque(base) + buf * kStageBytes; };
   // Named barriers (0: __syncthreads; 6: the in-grid merge): 2 + wg each warpgroup,
   // 4 f0 and the maxima published, 5 f1, the maxima and P1, 7 P0 (scaled by f1), 8 row sums.
@@ -145,6 +151,15 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
         const uint32_t v = blk[q - q % step] < a.num_blocks ? 0x01010101u : 0u;
         f[q] = make_uint4(v, v, v, v);
       }
+    }
+    if (halves) {
+      const uint32_t bar = kbar(buf, c0);
+      if (!present) mbar_arrive(bar);
+      else {
+        mbar_arrive_expect_tx(bar, (c1 - c0) * kBlock);
+        tma_load_4d(buf_u(buf) + c0 * kBlock, c0 == 0 ? &a.kv_map : &a.kv_map_hi, bar, 0, x.in_block[0], c0, blk[0]);
+      }
+      return;
     }
     for (int c = c0; c < c1; ++c) {
       const uint32_t bar = kbar(buf, c);
@@ -359,6 +374,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
       }
       named_arrive(kBarF0, 256);
       MLAKV_TRACE(1, k, 1);
+      lookups();
 #pragma unroll
       for (int c = 0; c < 4; ++c)
 #pragma unroll
@@ -369,7 +385,14 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
         l_run[i] = l_run[i] * f0[i] + sum[i];
       }
       pv_regs(0);  // o += P0 · V0, left
-      lookups();
+      // K0's blocks 0–3 refilled while warpgroup 1 runs its softmax (after f1 they cost the
+      // pair ~1,000 clocks of single-lane issue on the chain to the other's P0 · V0).
+      wg_wait0();
+      MLAKV_TRACE(0, k, 2);
+      settle(true);
+      named_sync(bar_wg, 128);  // every warp's P0 · V0 is done: blocks 0–3 of K0 are free
+      if (issuer && more) issue(0, 0, 4, true, boxes[0]);
+      MLAKV_TRACE(1, k, 4);
       // ---- f1: P0 onto warpgroup 1's maxima, for its half ----
       named_sync(kBarF1, 256);
       MLAKV_TRACE(1, k, 2);
@@ -381,20 +404,16 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
         if (last) ref[i] = row_m[16 * w + g + 8 * i];
       }
       // From P0's bf16 (rounded twice where f1 < 1): S's registers are free from the packing on.
+      const bool unit = !__any_sync(0xffffffffu, f1[0] != 1.0f || f1[1] != 1.0f);
 #pragma unroll
       for (int c = 0; c < 4; ++c)
 #pragma unroll
-        for (int r = 0; r < 4; ++r) *frag_word(smem + S::kP0, c, r, w, g, qd) = scale_bf16x2(pa[c][r], f1[r & 1]);
+        for (int r = 0; r < 4; ++r)
+          *frag_word(smem + S::kP0, c, r, w, g, qd) = unit ? pa[c][r] : scale_bf16x2(pa[c][r], f1[r & 1]);
       cp_async_wait<0>();
       fence_async_smem();
       named_arrive(kBarP0, 256);
       MLAKV_TRACE(1, k, 3);
-      wg_wait0();
-      MLAKV_TRACE(0, k, 2);
-      settle(true);
-      named_sync(bar_wg, 128);  // every warp's P0 · V0 is done: blocks 0–3 of K0 are free
-      if (issuer && more) issue(0, 0, 4, true, boxes[0]);
-      MLAKV_TRACE(1, k, 4);
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         rescale(i, f1[i]);

@@ -56,10 +56,10 @@ bool encode_rows(CUtensorMap& map, const void* base, int64_t num_blocks, int blo
 }  // namespace
 
 bool encode_paged_rows_map(CUtensorMap& map, const void* base, int64_t num_blocks, int block_size,
-                           int64_t block_stride, int row_bytes, int& box_rows, int& box_cblocks, bool whole_tiles) {
+                           int64_t block_stride, int row_bytes, int& box_rows, int& box_cblocks, int max_cblocks) {
   if (block_size < 16 || (block_size % 64 != 0 && 64 % block_size != 0) || row_bytes % 128 != 0) return false;
   box_rows = block_size < 64 ? block_size : 64;
-  box_cblocks = box_rows == 64 && whole_tiles ? row_bytes / 128 : 1;  // else the stage's block pitch is not the box's
+  box_cblocks = box_rows == 64 ? (max_cblocks > 0 ? max_cblocks : row_bytes / 128) : 1;  // else the stage's block pitch is not the box's
   return encode_rows(map, base, num_blocks, block_size, block_stride, row_bytes, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, 64,
                      box_rows, CU_TENSOR_MAP_SWIZZLE_128B, row_bytes / 128, box_cblocks);
 }
