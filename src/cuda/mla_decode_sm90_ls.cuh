@@ -385,15 +385,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
         l_run[i] = l_run[i] * f0[i] + sum[i];
       }
       pv_regs(0);  // o += P0 · V0, left
-      // K0's blocks 0–3 refilled while warpgroup 1 runs its softmax (after f1 they cost the
-      // pair ~1,000 clocks of single-lane issue on the chain to the other's P0 · V0).
-      wg_wait0();
-      MLAKV_TRACE(0, k, 2);
-      settle(true);
-      named_sync(bar_wg, 128);  // every warp's P0 · V0 is done: blocks 0–3 of K0 are free
-      if (issuer && more) issue(0, 0, 4, true, boxes[0]);
-      MLAKV_TRACE(1, k, 4);
-      // ---- f1: P0 onto warpgroup 1's maxima, for its half ----
+      // ---- f1 and warpgroup 1's maxima ----
       named_sync(kBarF1, 256);
       MLAKV_TRACE(1, k, 2);
       if (last && more) load_q(nxt.b);
@@ -403,6 +395,22 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
         f1[i] = f1_s[16 * w + g + 8 * i];
         if (last) ref[i] = row_m[16 * w + g + 8 * i];
       }
+      wg_wait0();  // P0 · V0 (issued before warpgroup 1's softmax: done)
+      MLAKV_TRACE(0, k, 2);
+      settle(true);
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        rescale(i, f1[i]);
+        l_run[i] *= f1[i];
+      }
+      // ---- o += P1 · V1, left, at once (its K1 blocks 0–3 refilled after it: the pair's last
+      // landing); P0 onto the new maxima for warpgroup 1 behind it; then K0's blocks 0–3 ----
+      if (has_b) {
+        if (n_b < kTile) zero_tail(1, n_b, par);
+        wait_blocks(1, 0, 4, par);
+        pv_smem(1, base + S::kP1);
+      }
+      MLAKV_TRACE(1, k, 5);
       // From P0's bf16 (rounded twice where f1 < 1): S's registers are free from the packing on.
       const bool unit = !__any_sync(0xffffffffu, f1[0] != 1.0f || f1[1] != 1.0f);
 #pragma unroll
@@ -414,20 +422,10 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
       fence_async_smem();
       named_arrive(kBarP0, 256);
       MLAKV_TRACE(1, k, 3);
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        rescale(i, f1[i]);
-        l_run[i] *= f1[i];
-      }
-      // ---- o += P1 · V1, left; K1's blocks 0–3 refilled before the next Q·Kᵀ waits for a
-      // landing (behind that wait, the refill came ~2,000 clocks late) ----
-      if (has_b) {
-        if (n_b < kTile) zero_tail(1, n_b, par);
-        wait_blocks(1, 0, 4, par);
-        pv_smem(1, base + S::kP1);
-      }
-      MLAKV_TRACE(1, k, 5);
-      wg_wait0();
+      named_sync(bar_wg, 128);  // every warp's P0 · V0 is done: blocks 0–3 of K0 are free
+      if (issuer && more) issue(0, 0, 4, true, boxes[0]);
+      MLAKV_TRACE(1, k, 4);
+      wg_wait0();  // P1 · V1
       MLAKV_TRACE(0, k, 3);
       settle(false);
       named_sync(bar_wg, 128);  // blocks 0–3 of K1 are free

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# session 24, call 5: m24d — the lock-step form's issuer work short and placed where its
+# warpgroup waits anyway (box lookups per box, not per quarter; no division per box; the
+# request's length held) — its stamps, an A/B against session 23's main (m23e), its tests.
+set -u
+tar xzf .gl/b24d.tgz; O=.gl/m23ecli; N=.gl/m24d; TR=.gl/m24dtrace; mkdir -p $OUT /tmp/z/tr
+nvidia-smi --query-gpu=name --format=csv | tee $OUT/summary.log
+d=/tmp/z/tr/b128; mkdir -p $d
+MLAKV_DECODE_FORM=ls MLAKV_TRACE_DIR=$d timeout 60 $TR/mlakv bench decode --only 'bf16 B=128 H=128 ctx=4096' --iters 20 > $d.log 2>&1
+echo "trace rc=$? t=$SECONDS" | tee -a $OUT/summary.log; tail -1 $d.log | tee -a $OUT/summary.log
+cp $d/*.bin $OUT/trace-b128.bin
+OUT=/tmp/z/ab ROUNDS=2 AB_TIMEOUT=60 scripts/ab-decode.sh $O $N@MLAKV_DECODE_FORM=ls -- \
+  'bf16 B=128 H=128 ctx=4096' 'bf16 B=32 H=128 ctx=8192' 'bf16 B=1 H=128 ctx=32768' >/dev/null 2>&1
+tail -5 /tmp/z/ab/ab.log | tee -a $OUT/summary.log; echo "t=$SECONDS" | tee -a $OUT/summary.log
+timeout 200 $N/mlakv_tests --gtest_filter='*CudaDecodeForm*ls*:CudaDecode.LockStep*' > /tmp/z/tests-ls.log 2>&1
+echo "ls tests rc=$? t=$SECONDS" | tee -a $OUT/summary.log; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure" /tmp/z/tests-ls.log | head -20 | tee -a $OUT/summary.log
+tar czf $OUT/extra.tgz -C /tmp/z .
+echo "end t=$SECONDS" | tee -a $OUT/summary.log
