@@ -118,7 +118,8 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
   // cache when issued. The issuer's work is single-lane and serial: it runs where its warpgroup
   // waits for the other anyway, and kept short (stamps: ~2,000 clocks a refill with per-box
   // divisions and lookups for every quarter).
-  const int step = a.kv_box_rows >> 4;  // quarters per box: 1, 2 or 4
+  const int step = a.kv_box_rows >> 4;  // quarters per box: 1, 2 or 4 (shifts and masks below: a
+                                        // division is ~40 single-lane instructions here)
   auto lookup = [&](int b, int t, int len, Boxes& x) {
     const int j0 = t * kTile;
     int64_t jb0;
@@ -127,7 +128,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
     for (int q = 0; q < 4; q += step) {
       const int j = j0 + 16 * q;
       // Block sizes 16 and 32 hold one box each; from 64 on a tile lies in one block.
-      const int64_t jb = a.block_size >= kTile ? jb0 : jb0 + q / step;
+      const int64_t jb = a.block_size >= kTile ? jb0 : jb0 + (step == 1 ? q : q >> 1);
       x.in_block[q] = a.block_size >= kTile ? in0 + 16 * q : 0;
       if (j < len && jb < a.max_blocks) cp_async4(smem_u32(&x.blk[q]), a.block_table + b * a.bt_s0 + jb * a.bt_s1, 4);
       else x.blk[q] = -1;
@@ -140,15 +141,17 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
   // flags (before its arrivals, which release them).
   auto issue = [&](int buf, int c0, int c1, bool present, const Boxes& x) {
     cp_async_wait<0>();  // the table entries (this thread's copies)
-    int blk[4];
-    for (int q = 0; q < 4; q += step) {
+    // Box q's block, or the map's end (masked); read from shared memory each time (an array of
+    // them went to local memory, whose loads missed the small L1 beside 226 KB of tiles).
+    auto block_of = [&](int q) {
       const int v = x.blk[q];
-      blk[q] = v < 0 || v >= a.num_blocks ? static_cast<int>(a.num_blocks) : v;
-    }
+      return v < 0 || v >= a.num_blocks ? static_cast<int>(a.num_blocks) : v;
+    };
     if (present && c0 == 0) {
       uint4* f = reinterpret_cast<uint4*>(tok_ok + 64 * buf);
+#pragma unroll
       for (int q = 0; q < 4; ++q) {
-        const uint32_t v = blk[q - q % step] < a.num_blocks ? 0x01010101u : 0u;
+        const uint32_t v = block_of(q & ~(step - 1)) < a.num_blocks ? 0x01010101u : 0u;
         f[q] = make_uint4(v, v, v, v);
       }
     }
@@ -157,7 +160,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
       if (!present) mbar_arrive(bar);
       else {
         mbar_arrive_expect_tx(bar, (c1 - c0) * kBlock);
-        tma_load_4d(buf_u(buf) + c0 * kBlock, c0 == 0 ? &a.kv_map : &a.kv_map_hi, bar, 0, x.in_block[0], c0, blk[0]);
+        tma_load_4d(buf_u(buf) + c0 * kBlock, c0 == 0 ? &a.kv_map : &a.kv_map_hi, bar, 0, x.in_block[0], c0, block_of(0));
       }
       return;
     }
@@ -169,7 +172,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
       }
       mbar_arrive_expect_tx(bar, kBlock);
       for (int q = 0; q < 4; q += step)
-        tma_load_4d(buf_u(buf) + c * kBlock + q * 2048, &a.kv_map, bar, 0, x.in_block[q], c, blk[q]);
+        tma_load_4d(buf_u(buf) + c * kBlock + q * 2048, &a.kv_map, bar, 0, x.in_block[q], c, block_of(q));
     }
   };
   auto wait_blocks = [&](int buf, int c0, int c1, int parity) {
