@@ -124,8 +124,9 @@ def report(path):
         print("   k=%-2d %s" % (k, "  ".join(cells)))
 
 
-for p in sys.argv[1:]:
-    try:
-        report(p)
-    except OSError as e:
-        print("==", p, "unreadable:", e)
+if __name__ == "__main__":
+    for p in sys.argv[1:]:
+        try:
+            report(p)
+        except OSError as e:
+            print("==", p, "unreadable:", e)

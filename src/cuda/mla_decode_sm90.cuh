@@ -634,6 +634,21 @@ __device__ __forceinline__ void rm_tile_softmax(const DecodeArgs& a, float (&s)[
   }
 }
 
+/// Rows-as-M: row i (0: g, 1: g + 8 of this warp's 16) of a warpgroup's 256 output columns
+/// (o[cb]: column block cb, an m64n64 accumulator's fragment) times alpha, skipped exactly where
+/// the warp's alpha is 1 (once a row's maximum settles, on most tiles).
+__device__ __forceinline__ void rm_rescale(float (&o)[4][32], int i, float alpha) {
+  if (__any_sync(0xffffffffu, alpha != 1.0f)) {
+#pragma unroll
+    for (int cb = 0; cb < 4; ++cb)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        o[cb][4 * j + 2 * i] *= alpha;
+        o[cb][4 * j + 2 * i + 1] *= alpha;
+      }
+  }
+}
+
 /// Rows-as-M, a segment's end: warpgroup cw's 256 output columns (o[cb]: column block cb, an
 /// m64n64 accumulator's fragment) of the CTA's rows, normalized by both warpgroups' row sums (this
 /// thread's shares l_run, exchanged through row_l[2][64] and named barrier `bar` of both
@@ -1287,18 +1302,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     float o[4][32];                 // column block cb of this warpgroup's 256 columns
     float o_ref[2], l_run[2];       // o's and l's reference row maxima; this thread's share of l
     int lim[2];
-    auto rescale = [&](int i, float alpha) {
-      // Exact skip: once a row's maximum settles alpha is 1 on most tiles.
-      if (__any_sync(0xffffffffu, alpha != 1.0f)) {
-#pragma unroll
-        for (int cb = 0; cb < 4; ++cb)
-#pragma unroll
-          for (int j = 0; j < 8; ++j) {
-            o[cb][4 * j + 2 * i] *= alpha;
-            o[cb][4 * j + 2 * i + 1] *= alpha;
-          }
-      }
-    };
+    auto rescale = [&](int i, float alpha) { rm_rescale(o, i, alpha); };
     auto release = [&](int st) {
       __syncwarp();
       if (lane == 0) {

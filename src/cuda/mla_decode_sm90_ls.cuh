@@ -13,12 +13,15 @@
 //     0 stores its P already scaled by f1, so both P's and both output halves share one reference;
 //   - warpgroup w owns output columns [256w, 256w + 256): its own P·V from registers, the
 //     other's P from shared memory (m64n256k16);
-//   - each column block of a buffer has its own TMA barrier, and its last reader refills it with
-//     the next pair's tile: warpgroup 0 blocks 0–3 (after its P·V there), warpgroup 1 blocks 4–8;
-//   - the next pair's Q·Kᵀ runs in two parts, the blocks refilled first first (warpgroup 0: 0–3
-//     then 4–8; warpgroup 1: 4–8 then 0–3), the first part overlapping the other tile's P·V.
-// Q's rope block lives in registers (A operands of four m64n64k16 RS steps), so that P1's buffer
-// takes its place beside the latent Q (shared memory: two 72 KB buffers, 64 KB of Q, two P).
+//   - each half of a buffer (column blocks 0–3, 4–8) is refilled by TMA with the next pair's
+//     tile by its last reader, after its P·V there: warpgroup 0 blocks 0–3, warpgroup 1 blocks
+//     4–8 (one box and one barrier per half; block sizes 16 and 32: a box and a barrier per
+//     column block);
+//   - the next pair's Q·Kᵀ runs in two parts, the half refilled first first (warpgroup 0: 0–3
+//     then 4–8; warpgroup 1: 4–8 then 0–3), each part waiting only for its own blocks.
+// Q's rope block lives in registers (A operands of four m64n64k16 RS steps, loaded from global
+// memory), so that P1's buffer fits beside the latent Q (shared memory: two 72 KB buffers, 64 KB
+// of Q, two P).
 // A request's last partial tile: its tokens past the end are zeroed in V's rows before the P·V
 // that reads them (TMA brings whatever the block holds there, and 0 · NaN is NaN).
 #pragma once
@@ -32,15 +35,13 @@ inline constexpr int kLsThreads = 256;
 struct LsSmem {
   static constexpr int kBlock = 8192;                    // 64 columns × 64 tokens (or rows), bf16
   static constexpr int kQ = 2 * kStageBytes;             // after K0, K1: Q's 8 latent column blocks
-  // P1 [64 rows][64 tokens], K-major like Q; while a request's Q is loaded it holds the Q tile's
-  // ninth column block (the rope), read into registers before any P1 is written.
-  static constexpr int kP1 = kQ + 8 * kBlock;
+  static constexpr int kP1 = kQ + 8 * kBlock;            // P1 [64 rows][64 tokens], K-major like Q
   static constexpr int kP0 = kP1 + kBlock;
   static constexpr int kM = kP0 + kBlock;                // [64] running row maxima (log2 units)
   static constexpr int kF0 = kM + 256, kF1 = kF0 + 256;  // [64] each: a tile's factor for the old maxima
   static constexpr int kL = kF1 + 256;                   // [2][64] row sums at a segment's end
   static constexpr int kOk = kL + 512;                   // [2][64] token-valid flags of each buffer
-  static constexpr int kBar = kOk + 128;                 // [2][9] TMA barriers, one per column block
+  static constexpr int kBar = kOk + 128;                 // [2][9] TMA barriers (a half's: its first block's)
   static constexpr int kBox = kBar + 2 * 9 * 8;          // [2 issuers][2 tiles] the next pair's boxes
   static constexpr int kSch = kBox + 2 * 2 * 8 * 4;      // fused path: the CTA's schedule
   static constexpr int kBytes = kSch + kFusedSchedInts * 4;
@@ -94,6 +95,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
   if (ct == 0) {
     for (int i = 0; i < 18; ++i) mbar_init(base + S::kBar + 8 * i, 1);
     tma_prefetch_map(&a.kv_map);
+    if (halves) tma_prefetch_map(&a.kv_map_hi);
   }
   __syncthreads();
 
@@ -106,14 +108,14 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
     if (c.t >= c.t_end) seek(c, c.b + 1, lo, hi, sch, B);
     return c;
   };
-  // The next pair's boxes, looked up by each warpgroup's issuer at a pair's start and used by the
-  // same thread mid-pair (in shared memory: registers are the scarce side of this form).
+  // The next pair's boxes, looked up by each warpgroup's issuer where it waits for the other and
+  // used by the same thread at its refills (in shared memory: registers are the scarce side).
   struct Boxes {
     int blk[4], in_block[4];
   };
   Boxes* const boxes = reinterpret_cast<Boxes*>(smem + S::kBox) + 2 * wg;
-  // A tile's boxes of kv_box_rows tokens (one, two or four: 64 / kv_box_rows): box q covers
-  // tokens 16·step·q; its table entry comes by cp.async (a load into a register stalled the
+  // A tile's boxes of kv_box_rows tokens (one, two or four: 64 / kv_box_rows): the box at quarter
+  // q (a multiple of step) covers tokens 16q .. 16(q + step) − 1; its table entry comes by cp.async (a load into a register stalled the
   // issuer's warp, and with it the pair), −1 where masked before the table, checked against the
   // cache when issued. The issuer's work is single-lane and serial: it runs where its warpgroup
   // waits for the other anyway, and kept short (stamps: ~2,000 clocks a refill with per-box
@@ -198,17 +200,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
   uint32_t qr[4][4];  // Q's rope block as A fragments
   float l_run[2];
   int lim[2];
-  auto rescale = [&](int i, float alpha) {
-    if (__any_sync(0xffffffffu, alpha != 1.0f)) {  // exact skip: once the maxima settle, alpha is 1
-#pragma unroll
-      for (int cb = 0; cb < 4; ++cb)
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          o[cb][4 * j + 2 * i] *= alpha;
-          o[cb][4 * j + 2 * i + 1] *= alpha;
-        }
-    }
-  };
+  auto rescale = [&](int i, float alpha) { rm_rescale(o, i, alpha); };
   // Q·Kᵀ over column blocks [c0, c1) of buffer buf (and the rope block from registers), each
   // block issued as soon as it landed; `first`: the chain starts here (S from zero).
   auto qk = [&](int buf, int c0, int c1, bool rope, bool first, int parity) {
@@ -361,6 +353,20 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
     // thread waits for its copies before its signal to the other warpgroup (0: P0; 1: f1),
     // which precedes the other's next Q·Kᵀ, and before its own warpgroup's barrier that precedes
     // its own.
+    // A warpgroup's last P · V of the pair: once every warp's is done (its blocks free) the
+    // issuer refills them; then the first part of the next pair's Q·Kᵀ (stamps: role 0's events
+    // ev_done and ev_qk, the warpgroup's 6).
+    auto refill_then_qk = [&](int buf, int c0, int c1, bool present, const Boxes& x, [[maybe_unused]] int ev_done,
+                              [[maybe_unused]] int ev_qk) {
+      wg_wait0();
+      MLAKV_TRACE(0, k, ev_done);
+      settle(false);
+      named_sync(bar_wg, 128);
+      if (issuer && more) issue(buf, c0, c1, present, x);
+      MLAKV_TRACE(1 + wg, k, 6);
+      qk_first_part(par_next);
+      MLAKV_TRACE(0, k, ev_qk);
+    };
     float m_in[2], m_new[2], sum[2], ref[2];
     MLAKV_TRACE(1 + wg, k, 7);
     if (wg == 0) {
@@ -428,14 +434,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
       named_sync(bar_wg, 128);  // every warp's P0 · V0 is done: blocks 0–3 of K0 are free
       if (issuer && more) issue(0, 0, 4, true, boxes[0]);
       MLAKV_TRACE(1, k, 4);
-      wg_wait0();  // P1 · V1
-      MLAKV_TRACE(0, k, 3);
-      settle(false);
-      named_sync(bar_wg, 128);  // blocks 0–3 of K1 are free
-      if (issuer && more) issue(1, 0, 4, nxt_has_b, boxes[1]);
-      MLAKV_TRACE(1, k, 6);
-      qk_first_part(par_next);
-      MLAKV_TRACE(0, k, 0);
+      refill_then_qk(1, 0, 4, nxt_has_b, boxes[1], 3, 0);  // P1 · V1 done: K1's blocks 0–3 are free
     } else {
       // ---- softmax of B from warpgroup 0's maxima; f1, the maxima and P1 published ----
       if (has_b && n_b < kTile) zero_tail(1, n_b, par);
@@ -493,14 +492,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
       wait_blocks(0, 4, 8, par);
       pv_smem(0, base + S::kP0);
       MLAKV_TRACE(2, k, 5);
-      wg_wait0();
-      MLAKV_TRACE(0, k, 7);
-      settle(false);
-      named_sync(bar_wg, 128);  // blocks 4–8 of K0 are free
-      if (issuer && more) issue(0, 4, 9, true, boxes[0]);
-      MLAKV_TRACE(2, k, 6);
-      qk_first_part(par_next);
-      MLAKV_TRACE(0, k, 4);
+      refill_then_qk(0, 4, 9, true, boxes[0], 7, 4);  // P0 · V0 done: K0's blocks 4–8 are free
     }
     if (last) {  // ---- a segment's end: both halves over the final maxima ----
       rm_write_rows(a, o, l_run, row_l, kBarL, ref, b, slots.slot(a, sch, b, part, payload), row0, wg, w, g, qd, 1.0f);
