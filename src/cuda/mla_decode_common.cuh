@@ -143,8 +143,9 @@ struct DecodeArgs {
 
   /// bf16 caches on the sm90 kernel: whole tiles arrive by TMA through this map over the cache
   /// (tensor_map.hpp: boxes of 64 columns × kv_box_rows tokens of one block); kv_tma false where
-  /// the map does not apply or MLAKV_DECODE_TMA=0. A request's partial last tile never takes it
-  /// (its tokens past the end must read as zeros, which only the cp.async path gives).
+  /// the map does not apply or MLAKV_DECODE_TMA=0. The seesaw's partial last tile of a request
+  /// never takes it (its tokens past the end must read as zeros, which its cp.async path gives);
+  /// the lock-step form takes it and zeroes those rows in shared memory.
   CUtensorMap kv_map;
   CUtensorMap kv_map_hi;  ///< the lock-step form's second half (column blocks 4–8), box rows 64
   bool kv_tma;
