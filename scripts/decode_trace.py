@@ -7,7 +7,8 @@ time goes per role, in clocks, and each traced CTA's start, schedule and end in 
 
 Layout: uint64 [cta 8][role 3: producer, consumer wg 0, wg 1][k 64][event 8]; k = 63 holds the
 CTA-wide %globaltimer stamps (start, scheduled, end, each role ready), clock64 at the start, and
-the SM id.
+the SM id; then four step-wide %globaltimer words (the attention grid's last CTA end, the combine
+grid's CTA 0 start and its return from griddepcontrol.wait, the combine's last CTA end).
 Events per k: producer 2 iteration start, 0 stage empty, 3 (FP8) first raw unit landed, 4 (FP8)
 first unit widened, 6 / 7 (FP8) the next unit's lookup done / its copies issued, 5 (FP8) the
 issue returned, 1 stage published; bf16 (stamped on branch tma4d only): 6 the tile's flags stored, 7 (rows as M, TMA tiles) its
@@ -43,6 +44,15 @@ def load(path):
     return lambda c, r, k, e: v[((c * ROLES + r) * TILES + k) * EVENTS + e]
 
 
+def step_words(path):
+    """The step-wide %globaltimer words after the per-CTA ones (attention end, combine start,
+    combine's return from its wait, combine end), or None in files from before them."""
+    raw = open(path, "rb").read()
+    v = struct.unpack("<%dQ" % (len(raw) // 8), raw)
+    n = CTAS * ROLES * TILES * EVENTS
+    return v[n:n + 4] if len(v) >= n + 4 else None
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -64,6 +74,10 @@ def report(path):
         f = lambda r, e: (t(c, r, wide, e) - t0) if t(c, r, wide, e) else -1
         print("   %3d %3d %7d %6d %6d/%6d/%6d %10d %9d %9d" % (c, t(c, 0, wide, 4), s - t0, f(0, 1), f(0, 5), f(1, 5),
                                                           f(2, 5), f(0, 2), f(1, 2), f(2, 2)))
+    sw = step_words(path)
+    if sw and any(sw):
+        names = ["attention grid's last CTA end", "combine CTA 0 start", "combine CTA 0 past its wait", "combine's last CTA end"]
+        print("   step: " + ", ".join("%s %d" % (n, x - t0) for n, x in zip(names, sw) if x) + "   [ns from the first traced CTA's start]")
     # Per-tile phases in clocks (steady state: k >= 2), over the traced CTAs.
     ph = {}
 

@@ -5,7 +5,10 @@
 // the attention kernel.
 #include <cuda_bf16.h>
 
+#include <vector>
+
 #include "mla_decode_common.cuh"
+#include "mla_decode_trace.cuh"
 #include "runtime.hpp"
 
 namespace mlakv::cuda::mla {
@@ -59,6 +62,7 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
   // read) may be scheduled now, its launch under this grid's tail. Only where the step's first
   // grid is such a dependent (MLAKV_DECODE_PDL=inner keeps main's ordering for any successor).
   if (a.pdl_first) pdl_launch_dependents();
+  if (threadIdx.x == 0) MLAKV_TRACE_STEP(kTsCombStart, false);
   Schedule s = a.sched;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (a.fused) {
@@ -83,6 +87,7 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
   };
   if (w < items) entry(static_cast<int>(w / per_entry));
   pdl_wait();  // every partial comes from the attention grid
+  if (threadIdx.x == 0) MLAKV_TRACE_STEP(kTsCombWaited, false);
   for (; w < items; w += gridDim.x) {
     const int e_w = static_cast<int>(w / per_entry), rz = static_cast<int>(w - e_w * per_entry);
     if (e_w != e) entry(e_w);
@@ -147,9 +152,22 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
     if (tid == 0 && z0 == 0) *lse_out = lse;
     __syncthreads();  // acc_s, red_m and red_s are reused by the next item
   }
+  if (threadIdx.x == 0) MLAKV_TRACE_STEP(kTsCombEnd, true);
 }
 
 }  // namespace
+
+#ifdef MLAKV_DECODE_TRACE
+/// This translation unit's step-wide stamps (its own copy of the trace words: the combine's), then
+/// cleared; read_decode_trace merges them.
+std::vector<uint64_t> read_combine_trace() {
+  std::vector<uint64_t> v(kTraceStepWords), zero(kTraceStepWords, 0);
+  const std::size_t off = sizeof(unsigned long long) * kTraceWords, n = sizeof(unsigned long long) * kTraceStepWords;
+  check_cuda(cudaMemcpyFromSymbol(v.data(), g_decode_trace, n, off), "combine trace read");
+  check_cuda(cudaMemcpyToSymbol(g_decode_trace, zero.data(), n, off), "combine trace clear");
+  return v;
+}
+#endif
 
 void launch_combine(const DecodeArgs& a, int parts, int sms, cudaStream_t stream) {
   // At most parts − 1 requests are split; more entries (empty requests) are walked grid-stride.

@@ -336,13 +336,16 @@ void launch_attention(const DecodeArgs& a, CacheFormat format, int parts, cudaSt
 
 #ifdef MLAKV_DECODE_TRACE
 namespace mla {
+std::vector<uint64_t> read_combine_trace();  // mla_combine.cu
 /// The measurement build's stamps of the last decode launch, then cleared (mla_decode_trace.cuh).
 std::vector<uint64_t> read_decode_trace() {
-  std::vector<uint64_t> v(kTraceWords);
+  std::vector<uint64_t> v(kTraceAllWords);
   check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-  check_cuda(cudaMemcpyFromSymbol(v.data(), g_decode_trace, sizeof(unsigned long long) * kTraceWords), "trace read");
-  const std::vector<uint64_t> zero(kTraceWords, 0);
-  check_cuda(cudaMemcpyToSymbol(g_decode_trace, zero.data(), sizeof(unsigned long long) * kTraceWords), "trace clear");
+  check_cuda(cudaMemcpyFromSymbol(v.data(), g_decode_trace, sizeof(unsigned long long) * kTraceAllWords), "trace read");
+  const std::vector<uint64_t> zero(kTraceAllWords, 0);
+  check_cuda(cudaMemcpyToSymbol(g_decode_trace, zero.data(), sizeof(unsigned long long) * kTraceAllWords), "trace clear");
+  const std::vector<uint64_t> comb = read_combine_trace();
+  for (int w : {kTsCombStart, kTsCombWaited, kTsCombEnd}) v[kTraceWords + w] = comb[w];
   return v;
 }
 }  // namespace mla

@@ -13,6 +13,11 @@ inline constexpr int kTraceRoles = 3;    ///< producer, consumer warpgroups 0 an
 inline constexpr int kTraceTiles = 64;   ///< loop iterations k stamped per role (slot 63: CTA-wide)
 inline constexpr int kTraceEvents = 8;
 inline constexpr int kTraceWords = kTraceCtas * kTraceRoles * kTraceTiles * kTraceEvents;
+/// Step-wide %globaltimer words after the per-CTA ones: the attention grid's last CTA end (the
+/// latest of any CTA), the combine grid's first CTA start and its return from the programmatic
+/// wait, and that grid's last CTA end. The maxima hold the last launch's (later than any before).
+enum TraceStep : int { kTsAttnEnd = 0, kTsCombStart = 1, kTsCombWaited = 2, kTsCombEnd = 3, kTraceStepWords = 4 };
+inline constexpr int kTraceAllWords = kTraceWords + kTraceStepWords;
 
 /// Slot 63's events (k = kTraceTiles − 1): globaltimer (ns) at these points, per role (ready: past
 /// the barrier set-up and the register hand-over, about to seek its first tile).
@@ -21,7 +26,7 @@ enum TraceWide : int { kTrStart = 0, kTrScheduled = 1, kTrEnd = 2, kTrClockAtSta
 #ifdef MLAKV_DECODE_TRACE
 /// The last launch's stamps, [cta][role][k][event]; 0 = not stamped. One translation unit includes
 /// this (mla_decode.cu, which reads it back: read_decode_trace).
-static __device__ unsigned long long g_decode_trace[kTraceWords];
+static __device__ unsigned long long g_decode_trace[kTraceAllWords];
 
 __device__ __forceinline__ unsigned long long trace_globaltimer() {
   unsigned long long t;
@@ -47,7 +52,13 @@ __device__ __forceinline__ void trace_stamp_either(int role, int k, int ev, int 
     w[other - ev] = 0;
   }
 }
+/// A step-wide stamp: the latest (max) or this CTA's (CTA 0 only) %globaltimer.
+__device__ __forceinline__ void trace_step(int word, bool latest) {
+  if (latest) atomicMax(g_decode_trace + kTraceWords + word, trace_globaltimer());
+  else if (blockIdx.x == 0 && blockIdx.y == 0) g_decode_trace[kTraceWords + word] = trace_globaltimer();
+}
 __device__ __forceinline__ void trace_wide(int role, int ev) {
+  if (ev == kTrEnd) trace_step(kTsAttnEnd, true);
   unsigned long long* w = trace_word(role, kTraceTiles - 1, ev);
   if (!w) return;
   unsigned long long v = trace_globaltimer();
@@ -68,11 +79,13 @@ __device__ __forceinline__ void trace_wide(int role, int ev) {
   } while (0)
 #define MLAKV_TRACE_EITHER(role, k, ev, other) ::mlakv::cuda::mla::trace_stamp_either(role, k, ev, other)
 #define MLAKV_TRACE_WIDE(role, ev) ::mlakv::cuda::mla::trace_wide(role, ev)
+#define MLAKV_TRACE_STEP(word, latest) ::mlakv::cuda::mla::trace_step(word, latest)
 #else
 #define MLAKV_TRACE(role, k, ev) ((void)0)
 #define MLAKV_TRACE_AFTER(role, k, ev, value) ((void)0)
 #define MLAKV_TRACE_EITHER(role, k, ev, other) ((void)0)
 #define MLAKV_TRACE_WIDE(role, ev) ((void)0)
+#define MLAKV_TRACE_STEP(word, latest) ((void)0)
 #endif
 
 }  // namespace mlakv::cuda::mla

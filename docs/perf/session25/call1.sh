@@ -14,6 +14,9 @@ MLAKV_DECODE_FORM=ls MLAKV_TRACE_DIR=$d timeout 60 $TR/mlakv bench decode --only
 echo "trace rc=$? t=$SECONDS" | tee -a $OUT/summary.log; tail -1 $d.log | tee -a $OUT/summary.log; cp $d/*.bin $OUT/trace-b128.bin
 MLAKV_DECODE_FORM=ls timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 $N/mlakv_tests --gtest_filter='CudaDecode.LockStepManyRequestsPerPart' > /tmp/z/memcheck.log 2>&1
 echo "memcheck rc=$? t=$SECONDS" | tee -a $OUT/summary.log; grep -E "ERROR SUMMARY|PASSED|FAILED" /tmp/z/memcheck.log | head -3 | tee -a $OUT/summary.log
+d=/tmp/z/tr/b1; mkdir -p $d
+MLAKV_TRACE_DIR=$d timeout 60 $TR/mlakv bench decode --only 'bf16 B=1 H=16 ctx=1024' --only 'bf16 B=1 H=16 ctx=65536' --iters 20 > $d.log 2>&1
+echo "b1 trace rc=$? t=$SECONDS" | tee -a $OUT/summary.log; tail -2 $d.log | tee -a $OUT/summary.log; cp $d/*.bin $OUT/
 timeout 60 $N/mlakv_launch_probe 2>&1 | tee -a $OUT/summary.log
 timeout 60 $N/mlakv bench decode --only 'bf16 B=1 H=16 ctx=1024' --only 'bf16 B=1 H=16 ctx=8192' --only 'bf16 B=1 H=16 ctx=65536' 2>&1 | tail -4 | tee -a $OUT/summary.log
 tar czf $OUT/extra.tgz -C /tmp/z .
