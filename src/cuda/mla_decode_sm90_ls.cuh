@@ -11,9 +11,9 @@
 //   - one running maximum per row in shared memory, updated in turn: warpgroup 0's softmax of A
 //     (factor f0 for the old maxima), then warpgroup 1's of B from those (factor f1); each P·V
 //     runs on the maxima its P was taken against and each output half is rescaled by every
-//     later factor, so warpgroup 1's P0·V0 (right) runs under its softmax of B and K0 is free
-//     for its refill a softmax into the pair (FlashMLA scales P0 by f1 first: that put the
-//     refill, and its ~2,500-clock landing, behind both softmaxes);
+//     later factor, so warpgroup 1 takes P0·V0 (right) before its own P·V and K0 is refilled
+//     earlier (FlashMLA scales P0 by f1 and both P·V follow: that put the refill, and its
+//     ~2,500-clock landing, behind both P·V);
 //   - warpgroup w owns output columns [256w, 256w + 256): its own P·V from registers, the
 //     other's P from shared memory (m64n256k16);
 //   - each half of a buffer (column blocks 0–3, 4–8) is refilled by TMA with the next pair's
@@ -379,11 +379,11 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
       MLAKV_TRACE(0, k, ev_qk);
     };
     // Each P · V runs on the maxima its P was taken against, and each output half is rescaled by
-    // every later factor (o0: f0 then f1 by warpgroup 0; o1: f0 before P0 · V0 right, f1 after
-    // it), so P0 is published with f0 and warpgroup 1's P0 · V0 (right) runs under its own
-    // softmax: K0's blocks 4–8 are free, and refilled, a softmax after the pair's start instead
-    // of after both (session 24's stamps: the refill then landed ~2,500 clocks later, in the
-    // path of the next Q·Kᵀ).
+    // every later factor (o0 by f0, then f1; o1 by f0 before P0 · V0 (right), f1 after it), so P0
+    // is published with f0, not scaled by f1 after softmax B: warpgroup 1 takes P0 · V0 (right)
+    // right after its softmax and refills K0's blocks 4–8 then, before its own P1 · V1 (session
+    // 24's order refilled them after both P · V, ~2,500 clocks before the next Q·Kᵀ needed them);
+    // warpgroup 0 refills K0's blocks 0–3 while it waits for f1.
     float m_in[2], m_new[2], sum[2], ref[2];
     MLAKV_TRACE(1 + wg, k, 7);
     if (wg == 0) {
@@ -415,7 +415,15 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
         l_run[i] = l_run[i] * f0[i] + sum[i];
       }
       pv_regs(0);  // o += P0 · V0, left
-      // ---- f1 and warpgroup 1's maxima and P1 (its P0 · V0 done: P0's buffer is free) ----
+      // ---- K0's blocks 0–3 refilled while warpgroup 1 runs its softmax (the issuer's ~800
+      // clocks hidden in the wait for f1) ----
+      wg_wait0();
+      MLAKV_TRACE(0, k, 2);
+      settle(true);
+      named_sync(bar_wg, 128);  // every warp's P0 · V0 is done: blocks 0–3 of K0 are free
+      if (issuer && more) issue(0, 0, 4, true, boxes[0]);
+      MLAKV_TRACE(1, k, 4);
+      // ---- f1, warpgroup 1's maxima and P1 ----
       named_sync(kBarF1, 256);
       MLAKV_TRACE(1, k, 2);
       if (last && more) load_q(nxt.b);
@@ -424,15 +432,6 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
       for (int i = 0; i < 2; ++i) {
         f1[i] = f1_s[16 * w + g + 8 * i];
         if (last) ref[i] = row_m[16 * w + g + 8 * i];
-      }
-      wg_wait0();  // P0 · V0 (left)
-      MLAKV_TRACE(0, k, 2);
-      settle(true);
-      named_sync(bar_wg, 128);  // every warp's P0 · V0 is done: blocks 0–3 of K0 are free
-      if (issuer && more) issue(0, 0, 4, true, boxes[0]);
-      MLAKV_TRACE(1, k, 4);
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
         rescale(i, f1[i]);
         l_run[i] *= f1[i];
       }
@@ -445,8 +444,8 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
       MLAKV_TRACE(1, k, 5);
       refill_then_qk(1, 0, 4, nxt_has_b, boxes[1], false, 3, 0);  // P1 · V1 done: K1's blocks 0–3 are free
     } else {
-      // ---- o onto A's maxima, o += P0 · V0 (right) under the softmax of B; f1, the maxima
-      // and P1 published once that P · V is done ----
+      // ---- softmax of B from warpgroup 0's maxima; f1, the maxima and P1 published; then
+      // o onto A's maxima, o += P0 · V0 (right) and K0's blocks 4–8 refilled, before P1 · V1 ----
       if (has_b && n_b < kTile) zero_tail(1, n_b, par);
       lookups();
       named_sync(kBarF0, 256);
@@ -457,12 +456,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
       for (int i = 0; i < 2; ++i) {
         m_in[i] = row_m[16 * w + g + 8 * i];
         f0[i] = f0_s[16 * w + g + 8 * i];
-        rescale(i, f0[i]);
       }
-      if (n_a < kTile) zero_tail(0, n_a, par);
-      wait_blocks(0, 4, 8, par);
-      pv_smem(0, base + S::kP0);
-      MLAKV_TRACE(2, k, 5);
       if (has_b) {
         rm_tile_softmax(a, s, tok_ok + 64, len, (cur.t + 1) * kTile, lim, sc, m_in, m_new, sum, qd);
 #pragma unroll
@@ -482,13 +476,19 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
         ref[i] = m_new[i];
         if (qd == 0) row_m[16 * w + g + 8 * i] = m_new[i], f1_s[16 * w + g + 8 * i] = f1[i];
       }
-      wg_wait0();  // P0 · V0 (right)
-      MLAKV_TRACE(0, k, 7);
-      settle(false);
       cp_async_wait<0>();
       fence_async_smem();
       named_arrive(kBarF1, 256);
       MLAKV_TRACE(2, k, 2);
+#pragma unroll
+      for (int i = 0; i < 2; ++i) rescale(i, f0[i]);
+      if (n_a < kTile) zero_tail(0, n_a, par);
+      wait_blocks(0, 4, 8, par);
+      pv_smem(0, base + S::kP0);  // o += P0 · V0, right
+      MLAKV_TRACE(2, k, 5);
+      wg_wait0();
+      MLAKV_TRACE(0, k, 7);
+      settle(false);
       named_sync(bar_wg, 128);  // every warp's P0 · V0 is done: blocks 4–8 of K0 are free
       if (issuer && more) issue(0, 4, 9, true, boxes[0]);
       MLAKV_TRACE(2, k, 3);
