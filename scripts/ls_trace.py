@@ -16,12 +16,12 @@ from decode_trace import CTAS, TILES, load
 
 # (role, event) and name, per warpgroup, in program order.
 EVENTS = {
-    0: [((1, 0), "top"), ((1, 7), "softmax A"), ((1, 1), "P0 and f0 out"), ((0, 2), "P0V0L waited"),
-        ((1, 4), "K0 0-3 refilled"), ((1, 2), "f1 seen"), ((1, 5), "P1V1L issued"), ((0, 3), "P1V1L waited"),
-        ((1, 6), "K1 0-3 refilled"), ((0, 0), "QK part 1 issued"), ((0, 1), "QK part 2 issued")],
-    1: [((2, 0), "top"), ((2, 7), "before lookups"), ((2, 1), "f0 seen"), ((2, 2), "f1 out"),
-        ((2, 5), "P0V0R issued"), ((0, 7), "P0V0R waited"), ((2, 3), "K0 4-8 refilled"), ((2, 4), "P1V1R issued"),
-        ((0, 6), "P1V1R waited"), ((2, 6), "K1 4-8 refilled"), ((0, 4), "QK part 1 issued"), ((0, 5), "QK part 2 issued")],
+    0: [((1, 0), "top"), ((1, 7), "lookups done"), ((1, 1), "f0 arrived"), ((1, 2), "f1 seen"),
+        ((0, 2), "P0V0L waited"), ((1, 5), "P1V1L issued"), ((1, 3), "P0 stored"), ((1, 4), "K0 0-3 refilled"),
+        ((0, 3), "P1V1L waited"), ((1, 6), "K1 0-3 refilled"), ((0, 0), "QK part 1 issued"), ((0, 1), "QK part 2 issued")],
+    1: [((2, 0), "top"), ((2, 7), "lookups done"), ((2, 1), "f0 seen"), ((2, 2), "f1 arrived"),
+        ((0, 6), "P1V1R waited"), ((2, 3), "K1 4-8 refilled"), ((2, 4), "P0 seen"), ((2, 5), "P0V0R issued"),
+        ((0, 7), "P0V0R waited"), ((2, 6), "K0 4-8 refilled"), ((0, 4), "QK part 1 issued"), ((0, 5), "QK part 2 issued")],
 }
 
 

@@ -9,11 +9,8 @@
 //   - buffer K0 holds the pair's first tile A, K1 its second B; warpgroup 0 computes S = Q·Kᵀ
 //     of A, warpgroup 1 of B (all 64 rows as wgmma's M, m64n64k16);
 //   - one running maximum per row in shared memory, updated in turn: warpgroup 0's softmax of A
-//     (factor f0 for the old maxima), then warpgroup 1's of B from those (factor f1); each P·V
-//     runs on the maxima its P was taken against and each output half is rescaled by every
-//     later factor, so warpgroup 1 takes P0·V0 (right) before its own P·V and K0 is refilled
-//     earlier (FlashMLA scales P0 by f1 and both P·V follow: that put the refill, and its
-//     ~2,500-clock landing, behind both P·V);
+//     (factor f0 for the old maxima), then warpgroup 1's of B from those (factor f1); warpgroup
+//     0 stores its P already scaled by f1, so both P's and both output halves share one reference;
 //   - warpgroup w owns output columns [256w, 256w + 256): its own P·V from registers, the
 //     other's P from shared memory (m64n256k16);
 //   - each half of a buffer (column blocks 0–3, 4–8) is refilled by TMA with the next pair's
@@ -92,9 +89,8 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
   };
   auto buf_u = [&](int buf) { return opaque(base) + buf * kStageBytes; };
   // Named barriers (0: __syncthreads; 6: the in-grid merge): 2 + wg each warpgroup,
-  // 4 f0, P0 and the maxima published, 5 f1, the maxima and P1, 7 (a segment's last pair)
-  // warpgroup 0's copies of the next Q landed, 8 row sums.
-  constexpr int kBarF0 = 4, kBarF1 = 5, kBarQ = 7, kBarL = 8;
+  // 4 f0 and the maxima published, 5 f1, the maxima and P1, 7 P0 (scaled by f1), 8 row sums.
+  constexpr int kBarF0 = 4, kBarF1 = 5, kBarP0 = 7, kBarL = 8;
   const int bar_wg = 2 + wg;
   if (ct == 0) {
     for (int i = 0; i < 18; ++i) mbar_init(base + S::kBar + 8 * i, 1);
@@ -352,42 +348,29 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
       }
     };
     // A segment's last pair: the next request's Q goes in once neither warpgroup reads the Q
-    // tile (warpgroup 1 after f0, which warpgroup 0 signals past its Q·Kᵀ; warpgroup 0 after f1,
-    // which warpgroup 1 signals past its own). Warpgroup 1 waits for its copies before f1, which
-    // precedes warpgroup 0's next Q·Kᵀ; warpgroup 0 for its own before its warpgroup barrier
-    // ahead of its next Q·Kᵀ, and signals them to warpgroup 1 (kBarQ) before that one's.
+    // tile (warpgroup 1 after f0, which warpgroup 0 signals past its Q·Kᵀ; warpgroup 0 after f1:
+    // at the pair's start warpgroup 1 could overwrite Q under warpgroup 0's last Q·Kᵀ). Each
+    // thread waits for its copies before its signal to the other warpgroup (0: P0; 1: f1),
+    // which precedes the other's next Q·Kᵀ, and before its own warpgroup's barrier that precedes
+    // its own.
     // A warpgroup's last P · V of the pair: once every warp's is done (its blocks free) the
     // issuer refills them; then the first part of the next pair's Q·Kᵀ (stamps: role 0's events
     // ev_done and ev_qk, the warpgroup's 6).
-    auto refill_then_qk = [&](int buf, int c0, int c1, bool present, const Boxes& x, bool own_p,
-                              [[maybe_unused]] int ev_done, [[maybe_unused]] int ev_qk) {
+    auto refill_then_qk = [&](int buf, int c0, int c1, bool present, const Boxes& x, [[maybe_unused]] int ev_done,
+                              [[maybe_unused]] int ev_qk) {
       wg_wait0();
       MLAKV_TRACE(0, k, ev_done);
-      settle(own_p);
-      if (wg == 0 && last && more) {
-        cp_async_wait<0>();
-        fence_async_smem();
-      }
+      settle(false);
       named_sync(bar_wg, 128);
       if (issuer && more) issue(buf, c0, c1, present, x);
       MLAKV_TRACE(1 + wg, k, 6);
-      if (last && more) {
-        if (wg == 0) named_arrive(kBarQ, 256);
-        else named_sync(kBarQ, 256);
-      }
       qk_first_part(par_next);
       MLAKV_TRACE(0, k, ev_qk);
     };
-    // Each P · V runs on the maxima its P was taken against, and each output half is rescaled by
-    // every later factor (o0 by f0, then f1; o1 by f0 before P0 · V0 (right), f1 after it), so P0
-    // is published with f0, not scaled by f1 after softmax B: warpgroup 1 takes P0 · V0 (right)
-    // right after its softmax and refills K0's blocks 4–8 then, before its own P1 · V1 (session
-    // 24's order refilled them after both P · V, ~2,500 clocks before the next Q·Kᵀ needed them);
-    // warpgroup 0 refills K0's blocks 0–3 while it waits for f1.
     float m_in[2], m_new[2], sum[2], ref[2];
     MLAKV_TRACE(1 + wg, k, 7);
     if (wg == 0) {
-      // ---- softmax of A from the running maxima; P0, f0 and the new maxima published ----
+      // ---- softmax of A from the running maxima; f0 and the new maxima published ----
       if (n_a < kTile) zero_tail(0, n_a, par);
 #pragma unroll
       for (int i = 0; i < 2; ++i) m_in[i] = seg_first ? -INFINITY : row_m[16 * w + g + 8 * i];
@@ -398,32 +381,20 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
         f0[i] = exp2f(m_in[i] - (m_new[i] == -INFINITY ? 0.0f : m_new[i]));
         if (qd == 0) row_m[16 * w + g + 8 * i] = m_new[i], f0_s[16 * w + g + 8 * i] = f0[i];
       }
-#pragma unroll
-      for (int c = 0; c < 4; ++c)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          pa[c][r] = pack_bf16(s[8 * c + 2 * r], s[8 * c + 2 * r + 1]);
-          *frag_word(smem + S::kP0, c, r, w, g, qd) = pa[c][r];
-        }
-      fence_async_smem();  // P0 for warpgroup 1's wgmma
       named_arrive(kBarF0, 256);
       MLAKV_TRACE(1, k, 1);
       lookups();
+#pragma unroll
+      for (int c = 0; c < 4; ++c)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) pa[c][r] = pack_bf16(s[8 * c + 2 * r], s[8 * c + 2 * r + 1]);
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         rescale(i, f0[i]);
         l_run[i] = l_run[i] * f0[i] + sum[i];
       }
       pv_regs(0);  // o += P0 · V0, left
-      // ---- K0's blocks 0–3 refilled while warpgroup 1 runs its softmax (the issuer's ~800
-      // clocks hidden in the wait for f1) ----
-      wg_wait0();
-      MLAKV_TRACE(0, k, 2);
-      settle(true);
-      named_sync(bar_wg, 128);  // every warp's P0 · V0 is done: blocks 0–3 of K0 are free
-      if (issuer && more) issue(0, 0, 4, true, boxes[0]);
-      MLAKV_TRACE(1, k, 4);
-      // ---- f1, warpgroup 1's maxima and P1 ----
+      // ---- f1 and warpgroup 1's maxima ----
       named_sync(kBarF1, 256);
       MLAKV_TRACE(1, k, 2);
       if (last && more) load_q(nxt.b);
@@ -432,20 +403,40 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
       for (int i = 0; i < 2; ++i) {
         f1[i] = f1_s[16 * w + g + 8 * i];
         if (last) ref[i] = row_m[16 * w + g + 8 * i];
+      }
+      wg_wait0();  // P0 · V0 (issued before warpgroup 1's softmax: done)
+      MLAKV_TRACE(0, k, 2);
+      settle(true);
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
         rescale(i, f1[i]);
         l_run[i] *= f1[i];
       }
-      // ---- o += P1 · V1, left; then K1's blocks 0–3 ----
+      // ---- o += P1 · V1, left, at once (its K1 blocks 0–3 refilled after it: the pair's last
+      // landing); P0 onto the new maxima for warpgroup 1 behind it; then K0's blocks 0–3 ----
       if (has_b) {
         if (n_b < kTile) zero_tail(1, n_b, par);
         wait_blocks(1, 0, 4, par);
         pv_smem(1, base + S::kP1);
       }
       MLAKV_TRACE(1, k, 5);
-      refill_then_qk(1, 0, 4, nxt_has_b, boxes[1], false, 3, 0);  // P1 · V1 done: K1's blocks 0–3 are free
+      // From P0's bf16 (rounded twice where f1 < 1): S's registers are free from the packing on.
+      const bool unit = !__any_sync(0xffffffffu, f1[0] != 1.0f || f1[1] != 1.0f);
+#pragma unroll
+      for (int c = 0; c < 4; ++c)
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+          *frag_word(smem + S::kP0, c, r, w, g, qd) = unit ? pa[c][r] : scale_bf16x2(pa[c][r], f1[r & 1]);
+      cp_async_wait<0>();
+      fence_async_smem();
+      named_arrive(kBarP0, 256);
+      MLAKV_TRACE(1, k, 3);
+      named_sync(bar_wg, 128);  // every warp's P0 · V0 is done: blocks 0–3 of K0 are free
+      if (issuer && more) issue(0, 0, 4, true, boxes[0]);
+      MLAKV_TRACE(1, k, 4);
+      refill_then_qk(1, 0, 4, nxt_has_b, boxes[1], 3, 0);  // P1 · V1 done: K1's blocks 0–3 are free
     } else {
-      // ---- softmax of B from warpgroup 0's maxima; f1, the maxima and P1 published; then
-      // o onto A's maxima, o += P0 · V0 (right) and K0's blocks 4–8 refilled, before P1 · V1 ----
+      // ---- softmax of B from warpgroup 0's maxima; f1, the maxima and P1 published ----
       if (has_b && n_b < kTile) zero_tail(1, n_b, par);
       lookups();
       named_sync(kBarF0, 256);
@@ -481,25 +472,27 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
       named_arrive(kBarF1, 256);
       MLAKV_TRACE(2, k, 2);
 #pragma unroll
-      for (int i = 0; i < 2; ++i) rescale(i, f0[i]);
-      if (n_a < kTile) zero_tail(0, n_a, par);
-      wait_blocks(0, 4, 8, par);
-      pv_smem(0, base + S::kP0);  // o += P0 · V0, right
-      MLAKV_TRACE(2, k, 5);
-      wg_wait0();
-      MLAKV_TRACE(0, k, 7);
-      settle(false);
-      named_sync(bar_wg, 128);  // every warp's P0 · V0 is done: blocks 4–8 of K0 are free
-      if (issuer && more) issue(0, 4, 9, true, boxes[0]);
-      MLAKV_TRACE(2, k, 3);
-#pragma unroll
       for (int i = 0; i < 2; ++i) {
-        rescale(i, f1[i]);
+        rescale(i, f0[i] * f1[i]);
         l_run[i] = l_run[i] * f0[i] * f1[i] + sum[i];
       }
-      if (has_b) pv_regs(1);  // o += P1 · V1, right
+      if (has_b) {
+        pv_regs(1);  // o += P1 · V1, right
+        wg_wait0();
+        MLAKV_TRACE(0, k, 6);
+        settle(true);
+      }
+      named_sync(bar_wg, 128);  // blocks 4–8 of K1 are free
+      if (issuer && more) issue(1, 4, 9, nxt_has_b, boxes[1]);
+      MLAKV_TRACE(2, k, 3);
+      // ---- o += P0 · V0, right; K0's blocks 4–8 refilled before the next Q·Kᵀ ----
+      named_sync(kBarP0, 256);
       MLAKV_TRACE(2, k, 4);
-      refill_then_qk(1, 4, 9, nxt_has_b, boxes[1], has_b, 6, 4);  // P1 · V1 done: K1's blocks 4–8 are free
+      if (n_a < kTile) zero_tail(0, n_a, par);
+      wait_blocks(0, 4, 8, par);
+      pv_smem(0, base + S::kP0);
+      MLAKV_TRACE(2, k, 5);
+      refill_then_qk(0, 4, 9, true, boxes[0], 7, 4);  // P0 · V0 done: K0's blocks 4–8 are free
     }
     if (last) {  // ---- a segment's end: both halves over the final maxima ----
       rm_write_rows(a, o, l_run, row_l, kBarL, ref, b, slots.slot(a, sch, b, part, payload), row0, wg, w, g, qd, 1.0f);
