@@ -8,7 +8,9 @@ time goes per role, in clocks, and each traced CTA's start, schedule and end in 
 Layout: uint64 [cta 8][role 3: producer, consumer wg 0, wg 1][k 64][event 8]; k = 63 holds the
 CTA-wide %globaltimer stamps (start, scheduled, end, each role ready), clock64 at the start, and
 the SM id; then four step-wide %globaltimer words (the attention grid's last CTA end, the combine
-grid's CTA 0 start and its return from griddepcontrol.wait, the combine's last CTA end).
+grid's CTA 0 start and its return from griddepcontrol.wait, the combine's last CTA end), and
+combine CTAs 0-7's eight words each (start, schedule, past the wait, the first item's LSE, its
+stores, end).
 Events per k: producer 2 iteration start, 0 stage empty, 3 (FP8) first raw unit landed, 4 (FP8)
 first unit widened, 6 / 7 (FP8) the next unit's lookup done / its copies issued, 5 (FP8) the
 issue returned, 1 stage published; bf16 (stamped on branch tma4d only): 6 the tile's flags stored, 7 (rows as M, TMA tiles) its
@@ -53,6 +55,15 @@ def step_words(path):
     return v[n:n + 4] if len(v) >= n + 4 else None
 
 
+def combine_ctas(path):
+    """Combine CTAs 0-7's %globaltimer stamps (start, schedule, past the wait, first item's LSE,
+    its stores, end), or None in files from before them."""
+    raw = open(path, "rb").read()
+    v = struct.unpack("<%dQ" % (len(raw) // 8), raw)
+    n = CTAS * ROLES * TILES * EVENTS + 4
+    return [v[n + 8 * c:n + 8 * c + 6] for c in range(8)] if len(v) >= n + 64 else None
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -78,6 +89,12 @@ def report(path):
     if sw and any(sw):
         names = ["attention grid's last CTA end", "combine CTA 0 start", "combine CTA 0 past its wait", "combine's last CTA end"]
         print("   step: " + ", ".join("%s %d" % (n, x - t0) for n, x in zip(names, sw) if x) + "   [ns from the first traced CTA's start]")
+    cc = combine_ctas(path)
+    if cc and any(any(x) for x in cc):
+        print("   combine CTA: start, scheduled, past wait, LSE, stored, end   [ns from the first traced CTA's start]")
+        for c, w in enumerate(cc):
+            if w[0]:
+                print("   %3d " % c + " ".join("%7d" % (x - t0 if x else -1) for x in w))
     # Per-tile phases in clocks (steady state: k >= 2), over the traced CTAs.
     ph = {}
 

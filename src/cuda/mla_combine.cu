@@ -5,6 +5,7 @@
 // the attention kernel.
 #include <cuda_bf16.h>
 
+#include <cstdlib>
 #include <vector>
 
 #include "mla_decode_common.cuh"
@@ -31,6 +32,17 @@ __device__ __forceinline__ void store2(const DecodeArgs& a, int64_t off, float x
     else d[0] = v.x, d[1] = v.y;
   }
 }
+
+// The measurement build's stamps of combine CTAs 0–7 (%globaltimer: start, schedule, past the
+// wait, the first item's LSE, its stores, end), in this translation unit's own trace words.
+#ifdef MLAKV_DECODE_TRACE
+#define MLAKV_COMBINE_STAMP(ev)                                                                             \
+  do {                                                                                                      \
+    if (threadIdx.x == 0 && blockIdx.x < 8) g_decode_trace[blockIdx.x * 8 + (ev)] = trace_globaltimer(); \
+  } while (0)
+#else
+#define MLAKV_COMBINE_STAMP(ev) ((void)0)
+#endif
 
 /// (max, Σ exp(x − max)) pairs, merged; −inf maxima (nothing seen) add nothing.
 __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
@@ -63,6 +75,7 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
   // grid is such a dependent (MLAKV_DECODE_PDL=inner keeps main's ordering for any successor).
   if (a.pdl_first) pdl_launch_dependents();
   if (threadIdx.x == 0) MLAKV_TRACE_STEP(kTsCombStart, false);
+  MLAKV_COMBINE_STAMP(0);
   Schedule s = a.sched;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (a.fused) {
@@ -74,6 +87,7 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
     if (warp == 0) schedule_warp(a, s, a.parts);
     __syncthreads();
   }
+  MLAKV_COMBINE_STAMP(1);
   const int C = 512 / z, tpg = C / 4, G = kCombineThreads / tpg, g = tid / tpg, c4 = tid - g * tpg;
   const int64_t split_stride = static_cast<int64_t>(a.rows) * 512;
   const int64_t per_entry = static_cast<int64_t>(a.rows) * z, items = s.header[2] * per_entry;
@@ -88,6 +102,7 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
   if (w < items) entry(static_cast<int>(w / per_entry));
   pdl_wait();  // every partial comes from the attention grid
   if (threadIdx.x == 0) MLAKV_TRACE_STEP(kTsCombWaited, false);
+  MLAKV_COMBINE_STAMP(2);
   for (; w < items; w += gridDim.x) {
     const int e_w = static_cast<int>(w / per_entry), rz = static_cast<int>(w - e_w * per_entry);
     if (e_w != e) entry(e_w);
@@ -120,6 +135,7 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
 #pragma unroll
     for (int w = 1; w < kCombineWarps; ++w) lse_merge(mx, sm, red_m[w], red_s[w]);
     const float lse = mx > -INFINITY ? mx + __logf(sm) : -INFINITY;
+    if (w == blockIdx.x) MLAKV_COMBINE_STAMP(3);
 
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     auto add = [&](float l, const float4& x) {
@@ -151,8 +167,10 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
     }
     if (tid == 0 && z0 == 0) *lse_out = lse;
     __syncthreads();  // acc_s, red_m and red_s are reused by the next item
+    if (w == blockIdx.x) MLAKV_COMBINE_STAMP(4);
   }
   if (threadIdx.x == 0) MLAKV_TRACE_STEP(kTsCombEnd, true);
+  MLAKV_COMBINE_STAMP(5);
 }
 
 }  // namespace
@@ -160,11 +178,15 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
 #ifdef MLAKV_DECODE_TRACE
 /// This translation unit's step-wide stamps (its own copy of the trace words: the combine's), then
 /// cleared; read_decode_trace merges them.
+/// This translation unit's stamps (its own copy of the trace words: the combine's), then cleared;
+/// read_decode_trace merges them: the step words, then CTAs 0–7's eight words each.
 std::vector<uint64_t> read_combine_trace() {
-  std::vector<uint64_t> v(kTraceStepWords), zero(kTraceStepWords, 0);
+  std::vector<uint64_t> v(kTraceStepWords + 64), zero(kTraceStepWords, 0), zero_cta(64, 0);
   const std::size_t off = sizeof(unsigned long long) * kTraceWords, n = sizeof(unsigned long long) * kTraceStepWords;
   check_cuda(cudaMemcpyFromSymbol(v.data(), g_decode_trace, n, off), "combine trace read");
   check_cuda(cudaMemcpyToSymbol(g_decode_trace, zero.data(), n, off), "combine trace clear");
+  check_cuda(cudaMemcpyFromSymbol(v.data() + kTraceStepWords, g_decode_trace, 64 * 8), "combine trace read");
+  check_cuda(cudaMemcpyToSymbol(g_decode_trace, zero_cta.data(), 64 * 8), "combine trace clear");
   return v;
 }
 #endif
@@ -182,6 +204,11 @@ void launch_combine(const DecodeArgs& a, int parts, int sms, cudaStream_t stream
   const int64_t segs = parts / x + 2, rows = static_cast<int64_t>(x) * a.rows, wave = 4 * static_cast<int64_t>(sms);
   int z = 1;
   while (z < 16 && rows * 2 * z <= wave && (kFirst * 2 * z < segs || rows * z < 2 * static_cast<int64_t>(sms))) z *= 2;
+  // MLAKV_DECODE_COMBINE_Z=1|2|…|64 sets it (a measurement switch).
+  if (const char* e = std::getenv("MLAKV_DECODE_COMBINE_Z")) {
+    const int v = std::atoi(e);
+    if (v >= 1 && v <= 64 && (v & (v - 1)) == 0) z = v;
+  }
   const int64_t ctas = rows * z < wave ? rows * z : wave;
   check_cuda(launch_maybe_pdl(a.pdl, combine_kernel, dim3(static_cast<unsigned>(ctas)), dim3(kCombineThreads), 0, stream, a, z),
              "mla_decode combine_kernel");

@@ -346,6 +346,7 @@ std::vector<uint64_t> read_decode_trace() {
   check_cuda(cudaMemcpyToSymbol(g_decode_trace, zero.data(), sizeof(unsigned long long) * kTraceAllWords), "trace clear");
   const std::vector<uint64_t> comb = read_combine_trace();
   for (int w : {kTsCombStart, kTsCombWaited, kTsCombEnd}) v[kTraceWords + w] = comb[w];
+  v.insert(v.end(), comb.begin() + kTraceStepWords, comb.end());  // combine CTAs 0–7, eight words each
   return v;
 }
 }  // namespace mla
