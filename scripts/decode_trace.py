@@ -57,11 +57,11 @@ def step_words(path):
 
 def combine_ctas(path):
     """Combine CTAs 0-7's %globaltimer stamps (start, schedule, past the wait, first item's LSE,
-    its stores, end), or None in files from before them."""
+    its stores, end, the second item's LSE and stores), or None in files from before them."""
     raw = open(path, "rb").read()
     v = struct.unpack("<%dQ" % (len(raw) // 8), raw)
     n = CTAS * ROLES * TILES * EVENTS + 4
-    return [v[n + 8 * c:n + 8 * c + 6] for c in range(8)] if len(v) >= n + 64 else None
+    return [v[n + 8 * c:n + 8 * c + 8] for c in range(8)] if len(v) >= n + 64 else None
 
 
 def med(xs):
@@ -91,7 +91,7 @@ def report(path):
         print("   step: " + ", ".join("%s %d" % (n, x - t0) for n, x in zip(names, sw) if x) + "   [ns from the first traced CTA's start]")
     cc = combine_ctas(path)
     if cc and any(any(x) for x in cc):
-        print("   combine CTA: start, scheduled, past wait, LSE, stored, end   [ns from the first traced CTA's start]")
+        print("   combine CTA: start, scheduled, past wait, LSE, stored, end, 2nd item LSE, stored   [ns from the first traced CTA's start]")
         for c, w in enumerate(cc):
             if w[0]:
                 print("   %3d " % c + " ".join("%7d" % (x - t0 if x else -1) for x in w))

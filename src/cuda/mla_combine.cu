@@ -34,7 +34,8 @@ __device__ __forceinline__ void store2(const DecodeArgs& a, int64_t off, float x
 }
 
 // The measurement build's stamps of combine CTAs 0–7 (%globaltimer: start, schedule, past the
-// wait, the first item's LSE, its stores, end), in this translation unit's own trace words.
+// wait, the first item's LSE, its stores, end, the second item's LSE and stores), in this
+// translation unit's own trace words.
 #ifdef MLAKV_DECODE_TRACE
 #define MLAKV_COMBINE_STAMP(ev)                                                                             \
   do {                                                                                                      \
@@ -136,6 +137,7 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
     for (int w = 1; w < kCombineWarps; ++w) lse_merge(mx, sm, red_m[w], red_s[w]);
     const float lse = mx > -INFINITY ? mx + __logf(sm) : -INFINITY;
     if (w == blockIdx.x) MLAKV_COMBINE_STAMP(3);
+    if (w == blockIdx.x + gridDim.x) MLAKV_COMBINE_STAMP(6);
 
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     auto add = [&](float l, const float4& x) {
@@ -168,6 +170,7 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
     if (tid == 0 && z0 == 0) *lse_out = lse;
     __syncthreads();  // acc_s, red_m and red_s are reused by the next item
     if (w == blockIdx.x) MLAKV_COMBINE_STAMP(4);
+    if (w == blockIdx.x + gridDim.x) MLAKV_COMBINE_STAMP(7);
   }
   if (threadIdx.x == 0) MLAKV_TRACE_STEP(kTsCombEnd, true);
   MLAKV_COMBINE_STAMP(5);
