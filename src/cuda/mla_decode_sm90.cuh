@@ -975,13 +975,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     if (q == 0) tok_ok[st * kTile + row] = raw_ok[slot * kU + tok];
   };
 
-  // The warpgroup index through a shuffle: ptxas then treats it (and the stage index and
-  // descriptors derived beside it) as warp-uniform and builds each wgmma's shared-memory
-  // descriptors in uniform registers, where from threadIdx it built them in regular registers and
-  // moved each half over by R2UR (bf16 rows-as-M: 367 → 64 R2UR, the 16-row forms ~200 → 1).
-  // Not for the bf16 64-row split-rows form (opt-in), where it costs ptxas 68 bytes of spills.
-  constexpr bool kUniformWg = ALT || RM || NW != 32;
-  const int wg = kUniformWg ? __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x >> 7), 0) : static_cast<int>(threadIdx.x >> 7);
+  const int wg = threadIdx.x >> 7;
   if (wg == 0) {
     // ---------------------------------------------------------------- producer
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
