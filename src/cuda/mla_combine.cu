@@ -101,91 +101,76 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
     sb = ns > 0 ? s.split_base[b] : 0;
   };
   if (w < items) entry(static_cast<int>(w / per_entry));
-  // Two passes over the item loop: the first, before the wait, takes one item with nothing
-  // loaded or stored, so that the code the step waits on after the attention grid runs from the
-  // SM's instruction caches (session 25: a CTA's first item took ~1.3 µs longer than its second
-  // in the same code). The pass count comes through an empty asm so that the compiler keeps one
-  // copy of the loop.
-  int pass = 0;
-  asm volatile("" : "+r"(pass));
-#pragma unroll 1
-  for (; pass < 2; ++pass) {
-    const bool dry = pass == 0;
-    if (!dry) {
-      pdl_wait();  // every partial comes from the attention grid
-      if (threadIdx.x == 0) MLAKV_TRACE_STEP(kTsCombWaited, false);
-      MLAKV_COMBINE_STAMP(2);
+  pdl_wait();  // every partial comes from the attention grid
+  if (threadIdx.x == 0) MLAKV_TRACE_STEP(kTsCombWaited, false);
+  MLAKV_COMBINE_STAMP(2);
+  for (; w < items; w += gridDim.x) {
+    const int e_w = static_cast<int>(w / per_entry), rz = static_cast<int>(w - e_w * per_entry);
+    if (e_w != e) entry(e_w);
+    const int r = rz / z, z0 = (rz - r * z) * C, qi = r / a.heads, h = r - qi * a.heads;
+    const int64_t obase = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2;
+    float* lse_out = a.lse + b * a.l_s0 + qi * a.l_s1 + h * a.l_s2;
+    const float* pl = s.part_lse + static_cast<int64_t>(sb) * a.rows + r;
+    const float* po = s.part_o + (static_cast<int64_t>(sb) * a.rows + r) * 512 + z0 + c4 * 4;
+
+    float4 v[kFirst];
+    float lv[kFirst];
+#pragma unroll
+    for (int k = 0; k < kFirst; ++k) {
+      const int i = g + k * G;
+      v[k] = i < ns ? *reinterpret_cast<const float4*>(po + i * split_stride) : make_float4(0.f, 0.f, 0.f, 0.f);
+      lv[k] = i < ns ? pl[static_cast<int64_t>(i) * a.rows] : -INFINITY;
     }
-    for (w = blockIdx.x; w < items; w += gridDim.x) {
-      const int e_w = static_cast<int>(w / per_entry), rz = static_cast<int>(w - e_w * per_entry);
-      if (e_w != e) entry(e_w);
-      const int r = rz / z, z0 = (rz - r * z) * C, qi = r / a.heads, h = r - qi * a.heads;
-      const int64_t obase = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2;
-      float* lse_out = a.lse + b * a.l_s0 + qi * a.l_s1 + h * a.l_s2;
-      const float* pl = s.part_lse + static_cast<int64_t>(sb) * a.rows + r;
-      const float* po = s.part_o + (static_cast<int64_t>(sb) * a.rows + r) * 512 + z0 + c4 * 4;
 
-      const int nl = dry ? 0 : ns;  // the partials this pass loads
-      float4 v[kFirst];
-      float lv[kFirst];
+    // LSE over the partials in one pass: per-thread (max, sum), then warps, then the CTA.
+    float mx = -INFINITY, sm = 0.0f;
+    for (int i = tid; i < ns; i += kCombineThreads) lse_merge(mx, sm, pl[static_cast<int64_t>(i) * a.rows], 1.0f);
 #pragma unroll
-      for (int k = 0; k < kFirst; ++k) {
-        const int i = g + k * G;
-        v[k] = i < nl ? *reinterpret_cast<const float4*>(po + i * split_stride) : make_float4(0.f, 0.f, 0.f, 0.f);
-        lv[k] = i < nl ? pl[static_cast<int64_t>(i) * a.rows] : -INFINITY;
+    for (int o = 16; o > 0; o >>= 1) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, mx, o), s2 = __shfl_xor_sync(0xffffffffu, sm, o);
+      lse_merge(mx, sm, m2, s2);
+    }
+    if (lane == 0) red_m[warp] = mx, red_s[warp] = sm;
+    __syncthreads();
+    mx = red_m[0], sm = red_s[0];
+#pragma unroll
+    for (int w = 1; w < kCombineWarps; ++w) lse_merge(mx, sm, red_m[w], red_s[w]);
+    const float lse = mx > -INFINITY ? mx + __logf(sm) : -INFINITY;
+    if (w == blockIdx.x) MLAKV_COMBINE_STAMP(3);
+    if (w == blockIdx.x + gridDim.x) MLAKV_COMBINE_STAMP(6);
+
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    auto add = [&](float l, const float4& x) {
+      const float wt = __expf(l - lse);
+      if (wt != 0.0f) {  // an empty partial (lse −inf) adds nothing, whatever its o holds
+        acc.x += wt * x.x;
+        acc.y += wt * x.y;
+        acc.z += wt * x.z;
+        acc.w += wt * x.w;
       }
-
-      // LSE over the partials in one pass: per-thread (max, sum), then warps, then the CTA.
-      float mx = -INFINITY, sm = 0.0f;
-      for (int i = tid; i < nl; i += kCombineThreads) lse_merge(mx, sm, pl[static_cast<int64_t>(i) * a.rows], 1.0f);
+    };
+    if (lse > -INFINITY) {
 #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
-        const float m2 = __shfl_xor_sync(0xffffffffu, mx, o), s2 = __shfl_xor_sync(0xffffffffu, sm, o);
-        lse_merge(mx, sm, m2, s2);
-      }
-      if (lane == 0) red_m[warp] = mx, red_s[warp] = sm;
-      __syncthreads();
-      mx = red_m[0], sm = red_s[0];
-#pragma unroll
-      for (int w = 1; w < kCombineWarps; ++w) lse_merge(mx, sm, red_m[w], red_s[w]);
-      const float lse = mx > -INFINITY ? mx + __logf(sm) : -INFINITY;
-      if (!dry && w == blockIdx.x) MLAKV_COMBINE_STAMP(3);
-      if (!dry && w == blockIdx.x + gridDim.x) MLAKV_COMBINE_STAMP(6);
-
-      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-      auto add = [&](float l, const float4& x) {
-        const float wt = __expf(l - lse);
-        if (wt != 0.0f) {  // an empty partial (lse −inf) adds nothing, whatever its o holds
-          acc.x += wt * x.x;
-          acc.y += wt * x.y;
-          acc.z += wt * x.z;
-          acc.w += wt * x.w;
-        }
-      };
-      if (lse > -INFINITY || dry) {
-#pragma unroll
-        for (int k = 0; k < kFirst; ++k) add(lv[k], v[k]);
+      for (int k = 0; k < kFirst; ++k) add(lv[k], v[k]);
 #pragma unroll 4
-        for (int i = g + kFirst * G; i < nl; i += G)
-          add(pl[static_cast<int64_t>(i) * a.rows], *reinterpret_cast<const float4*>(po + i * split_stride));
-      }
-      acc_s[tid] = acc;  // [stream g][column group c4]
-      __syncthreads();
-      if (2 * tid < C) {
-        const float* col = reinterpret_cast<const float*>(acc_s) + 2 * tid;  // stream g at + g·C
-        float x = 0.0f, y = 0.0f;
-        for (int k = 0; k < G; ++k) {
-          x += col[k * C];
-          y += col[k * C + 1];
-        }
-        if (!dry) store2(a, obase + z0 + 2 * tid, x, y);
-      }
-      if (!dry && tid == 0 && z0 == 0) *lse_out = lse;
-      __syncthreads();  // acc_s, red_m and red_s are reused by the next item
-      if (!dry && w == blockIdx.x) MLAKV_COMBINE_STAMP(4);
-      if (!dry && w == blockIdx.x + gridDim.x) MLAKV_COMBINE_STAMP(7);
-      if (dry) break;
+      for (int i = g + kFirst * G; i < ns; i += G)
+        add(pl[static_cast<int64_t>(i) * a.rows], *reinterpret_cast<const float4*>(po + i * split_stride));
     }
+    acc_s[tid] = acc;  // [stream g][column group c4]
+    __syncthreads();
+    if (2 * tid < C) {
+      const float* col = reinterpret_cast<const float*>(acc_s) + 2 * tid;  // stream g at + g·C
+      float x = 0.0f, y = 0.0f;
+      for (int k = 0; k < G; ++k) {
+        x += col[k * C];
+        y += col[k * C + 1];
+      }
+      store2(a, obase + z0 + 2 * tid, x, y);
+    }
+    if (tid == 0 && z0 == 0) *lse_out = lse;
+    __syncthreads();  // acc_s, red_m and red_s are reused by the next item
+    if (w == blockIdx.x) MLAKV_COMBINE_STAMP(4);
+    if (w == blockIdx.x + gridDim.x) MLAKV_COMBINE_STAMP(7);
   }
   if (threadIdx.x == 0) MLAKV_TRACE_STEP(kTsCombEnd, true);
   MLAKV_COMBINE_STAMP(5);
