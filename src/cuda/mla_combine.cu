@@ -179,8 +179,6 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
 }  // namespace
 
 #ifdef MLAKV_DECODE_TRACE
-/// This translation unit's step-wide stamps (its own copy of the trace words: the combine's), then
-/// cleared; read_decode_trace merges them.
 /// This translation unit's stamps (its own copy of the trace words: the combine's), then cleared;
 /// read_decode_trace merges them: the step words, then CTAs 0–7's eight words each.
 std::vector<uint64_t> read_combine_trace() {

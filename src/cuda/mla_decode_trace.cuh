@@ -24,8 +24,9 @@ inline constexpr int kTraceAllWords = kTraceWords + kTraceStepWords;
 enum TraceWide : int { kTrStart = 0, kTrScheduled = 1, kTrEnd = 2, kTrClockAtStart = 3, kTrSm = 4, kTrRoleReady = 5 };
 
 #ifdef MLAKV_DECODE_TRACE
-/// The last launch's stamps, [cta][role][k][event]; 0 = not stamped. One translation unit includes
-/// this (mla_decode.cu, which reads it back: read_decode_trace).
+/// The last launch's stamps, [cta][role][k][event]; 0 = not stamped; then the step words. Each
+/// translation unit that includes this has its own copy: mla_decode.cu's (the attention kernels',
+/// read back by read_decode_trace) and mla_combine.cu's (the combine's, read_combine_trace).
 static __device__ unsigned long long g_decode_trace[kTraceAllWords];
 
 __device__ __forceinline__ unsigned long long trace_globaltimer() {
