@@ -1,15 +1,18 @@
-// The floor under a small decode step, measured the way `mlakv bench` measures an op (CUDA events
-// around it, the GPU kept busy ahead so that the host's launch work is hidden, median of many):
+// The floor under a small decode step, measured by `mlakv bench`'s own timing (bench_util's
+// time_us: CUDA events around each step, the GPU kept busy ahead so that the host's launch work
+// is hidden, a warm-up, the median of many):
 // what one or two grids cost when they do nothing, with the decode kernel's launch shape (one CTA
 // per SM, 384 threads, ~200 KB of shared memory) and its programmatic dependent launch, and with
 // the dependent global loads every decode CTA starts with. Not part of the library: CMake builds
 // it as `mlakv_launch_probe` where the CUDA architectures include 90a.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <vector>
+
+#include "bench_util.hpp"
 
 namespace {
 
@@ -56,30 +59,6 @@ void ck(cudaError_t e, const char* what) {
   }
 }
 
-double time_us(const std::function<void()>& step, cudaStream_t s, void* hold, size_t hold_bytes, int n = 200) {
-  for (int i = 0; i < 50; ++i) step();
-  ck(cudaStreamSynchronize(s), "sync");
-  for (int i = 0; i < n / 4 + 1; ++i) ck(cudaMemsetAsync(hold, i & 0xff, hold_bytes, s), "memset");
-  std::vector<cudaEvent_t> ev(2 * n);
-  for (auto& e : ev) ck(cudaEventCreate(&e), "event");
-  for (int i = 0; i < n; ++i) {
-    ck(cudaEventRecord(ev[2 * i], s), "record");
-    step();
-    ck(cudaEventRecord(ev[2 * i + 1], s), "record");
-  }
-  ck(cudaStreamSynchronize(s), "sync");
-  ck(cudaGetLastError(), "launch");
-  std::vector<double> us(n);
-  for (int i = 0; i < n; ++i) {
-    float ms = 0;
-    ck(cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]), "elapsed");
-    us[i] = 1000.0 * ms;
-  }
-  for (auto& e : ev) cudaEventDestroy(e);
-  std::nth_element(us.begin(), us.begin() + n / 2, us.end());
-  return us[n / 2];
-}
-
 }  // namespace
 
 int main() {
@@ -90,9 +69,6 @@ int main() {
   ck(cudaFuncSetAttribute(first_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem), "smem opt-in");
   cudaStream_t s;
   ck(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
-  const size_t hold_bytes = size_t{256} << 20;
-  void* hold = nullptr;
-  ck(cudaMalloc(&hold, hold_bytes), "malloc");
   // A pointer chase over 64 MB (beyond L2 for the first hop of each CTA: HBM latency) or 1 MB (L2).
   const int big = 16 << 20, small = 1 << 18;
   std::vector<int> h(big);
@@ -138,6 +114,8 @@ int main() {
          ck(launch_second(true, 4 * sms, out1, out2, s), "second");
        }},
   };
-  for (const Case& c : cases) std::printf("%8.2f  %s\n", time_us(c.step, s, hold, hold_bytes), c.name);
+  const mlakv::bench::TimeOptions t{50, 200};
+  for (const Case& c : cases)
+    std::printf("%8.2f  %s\n", mlakv::bench::time_us([&](int) { c.step(); }, s, t), c.name);
   return 0;
 }

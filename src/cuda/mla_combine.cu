@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
     __syncthreads();
     mx = red_m[0], sm = red_s[0];
 #pragma unroll
-    for (int w = 1; w < kCombineWarps; ++w) lse_merge(mx, sm, red_m[w], red_s[w]);
+    for (int wp = 1; wp < kCombineWarps; ++wp) lse_merge(mx, sm, red_m[wp], red_s[wp]);
     const float lse = mx > -INFINITY ? mx + __logf(sm) : -INFINITY;
     if (w == blockIdx.x) MLAKV_COMBINE_STAMP(3);
     if (w == blockIdx.x + gridDim.x) MLAKV_COMBINE_STAMP(6);
