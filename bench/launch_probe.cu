@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(384, 1) first_kernel(const int* chain, int n, 
 
 __global__ void __launch_bounds__(256) second_kernel(const int* in, int* out) {
   pdl_wait();
-  if (threadIdx.x == 0 && in) out[blockIdx.x] = in[blockIdx.x % 132] + 1;
+  if (threadIdx.x == 0 && in) out[blockIdx.x] = in[0] + 1;  // a value the first grid wrote
 }
 
 cudaError_t launch_second(bool pdl, int ctas, const int* in, int* out, cudaStream_t s) {

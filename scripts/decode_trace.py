@@ -10,7 +10,7 @@ CTA-wide %globaltimer stamps (start, scheduled, end, each role ready), clock64 a
 the SM id; then four step-wide %globaltimer words (the attention grid's last CTA end, the combine
 grid's CTA 0 start and its return from griddepcontrol.wait, the combine's last CTA end), and
 combine CTAs 0-7's eight words each (start, schedule, past the wait, the first item's LSE, its
-stores, end).
+stores, end, the second item's LSE and stores).
 Events per k: producer 2 iteration start, 0 stage empty, 3 (FP8) first raw unit landed, 4 (FP8)
 first unit widened, 6 / 7 (FP8) the next unit's lookup done / its copies issued, 5 (FP8) the
 issue returned, 1 stage published; bf16 (stamped on branch tma4d only): 6 the tile's flags stored, 7 (rows as M, TMA tiles) its
@@ -40,27 +40,27 @@ PRODUCER_SPANS = [
 ]
 
 
-def load(path):
+def words(path):
     raw = open(path, "rb").read()
-    v = struct.unpack("<%dQ" % (len(raw) // 8), raw)
+    return struct.unpack("<%dQ" % (len(raw) // 8), raw)
+
+
+def load(path):
+    v = words(path)
     return lambda c, r, k, e: v[((c * ROLES + r) * TILES + k) * EVENTS + e]
 
 
 def step_words(path):
     """The step-wide %globaltimer words after the per-CTA ones (attention end, combine start,
     combine's return from its wait, combine end), or None in files from before them."""
-    raw = open(path, "rb").read()
-    v = struct.unpack("<%dQ" % (len(raw) // 8), raw)
-    n = CTAS * ROLES * TILES * EVENTS
+    v, n = words(path), CTAS * ROLES * TILES * EVENTS
     return v[n:n + 4] if len(v) >= n + 4 else None
 
 
 def combine_ctas(path):
     """Combine CTAs 0-7's %globaltimer stamps (start, schedule, past the wait, first item's LSE,
     its stores, end, the second item's LSE and stores), or None in files from before them."""
-    raw = open(path, "rb").read()
-    v = struct.unpack("<%dQ" % (len(raw) // 8), raw)
-    n = CTAS * ROLES * TILES * EVENTS + 4
+    v, n = words(path), CTAS * ROLES * TILES * EVENTS + 4
     return [v[n + 8 * c:n + 8 * c + 8] for c in range(8)] if len(v) >= n + 64 else None
 
 
