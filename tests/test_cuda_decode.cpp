@@ -644,6 +644,47 @@ TEST(CudaDecode, MaskedTokensNeverSeeAnEarlierRequestsNan) {
   }
 }
 
+// fp8 at 16 rows with K and V as register operands (MLAKV_DECODE_FP8_FORM=rs): Q·Kᵀ in a permuted
+// k order, P·V with permuted output columns and P's tokens, a five-tile raw ring whose chunks are
+// swizzled by token. Rows filling 16-row CTAs partly and wholly, s_q 2, blocks of 1, 16 and 64
+// tokens, an e4m3 query with f32 strided outputs, outlier query channels, one 128K request over
+// every SM, many short requests, and NaN-poisoned requests beside clean ones.
+TEST(CudaDecode, Fp8RegisterOperandFormMatchesReference) {
+  MLAKV_REQUIRE_GPU();
+  const ScopedEnv rs("MLAKV_DECODE_FP8_FORM", "rs");
+  for (int h : {1, 5, 16})
+    for (int s : {1, 2}) {
+      if (h * s > 16) continue;
+      Case c;
+      c.format = CacheFormat::fp8, c.heads = h, c.s_q = s, c.lens = kMixed;
+      check_case(c);
+    }
+  for (int bs : {1, 16, 64}) {
+    Case c;
+    c.format = CacheFormat::fp8, c.heads = 16, c.block_size = bs, c.lens = {3, 0, 97, 513, 20000};
+    check_case(c);
+  }
+  Case c;
+  c.format = CacheFormat::fp8, c.heads = 16, c.q_e4m3 = true, c.out_f32 = true, c.q_pad = 8, c.out_pad = 24;
+  c.causal = false, c.lens = kMixed;
+  check_case(c);
+  Case o;
+  o.format = CacheFormat::fp8, o.heads = 16, o.lens = {1100, 4000, 65}, o.q_outlier = 1000.0f;
+  check_case(o);
+  Case l;
+  l.format = CacheFormat::fp8, l.heads = 16, l.lens = {131072};
+  check_case(l);
+  Case m;
+  m.format = CacheFormat::fp8;
+  std::uniform_int_distribution<int> len(0, 400);
+  for (int b = 0; b < 200; ++b) m.lens.push_back(b % 17 == 0 ? 0 : len(rng()));
+  check_case(m);
+  Case n;
+  n.format = CacheFormat::fp8;
+  for (int i = 0; i < 96; ++i) n.lens.push_back(i % 2 == 0 ? 640 : 5);
+  expect_poisoned_requests_stay_out(n);
+}
+
 // The lock-step form (MLAKV_DECODE_FORM=ls) where a part walks many requests: pairs of tiles
 // across request ends (an odd tile count pairs the last tile with an absent one), several whole
 // requests to a part and split ones, NaN-poisoned requests beside clean ones, and every cache

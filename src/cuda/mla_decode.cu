@@ -47,11 +47,11 @@ template <CacheFormat F> void launch_format(const DecodeArgs& a, int parts, cuda
 }
 
 /// The sm90 kernel instance, its shared-memory opt-in set (once per device).
-template <CacheFormat F, int NW, bool ALT, bool RM> auto sm90_instance(int dev) {
-  auto kernel = mla_decode_sm90_kernel<F, NW, ALT, RM>;
+template <CacheFormat F, int NW, bool ALT, bool RM, bool RS = false> auto sm90_instance(int dev) {
+  auto kernel = mla_decode_sm90_kernel<F, NW, ALT, RM, RS>;
   static int configured[64] = {};
   if (dev < 0 || dev >= 64 || !configured[dev]) {
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Sm90Smem<F, NW, ALT>::kBytes),
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Sm90Smem<F, NW, ALT, RS>::kBytes),
                "cudaFuncSetAttribute(mla_decode_sm90_kernel)");
     if (dev >= 0 && dev < 64) configured[dev] = 1;
   }
@@ -75,16 +75,16 @@ void launch_sm90_ls(const DecodeArgs& a, int parts, cudaStream_t stream) {
              "mla_decode_sm90_ls_kernel");
 }
 
-template <CacheFormat F, int NW, bool ALT = false, bool RM = false>
+template <CacheFormat F, int NW, bool ALT = false, bool RM = false, bool RS = false>
 void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
   int dev = 0;
   check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-  auto kernel = sm90_instance<F, NW, ALT, RM>(dev);
+  auto kernel = sm90_instance<F, NW, ALT, RM, RS>(dev);
   const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>((a.rows + a.cta_rows - 1) / a.cta_rows));
   // A programmatic dependent of the schedule grid, of the counter-zeroing grid (in-grid merge),
   // or (fused path: pdl_first) of whatever ran before the step, waited for before any read.
   const bool pdl = a.fused && !a.in_grid_merge ? a.pdl_first : a.pdl;
-  check_cuda(launch_clustered(pdl, RM ? a.cluster : 1, kernel, grid, dim3(kSm90Threads), Sm90Smem<F, NW, ALT>::kBytes,
+  check_cuda(launch_clustered(pdl, RM ? a.cluster : 1, kernel, grid, dim3(kSm90Threads), Sm90Smem<F, NW, ALT, RS>::kBytes,
                               stream, a),
              "mla_decode_sm90_kernel");
 }
@@ -255,9 +255,22 @@ bool use_pdl(int dev) {
   return ok;
 }
 
+/// fp8 at 16 rows with K and V as register operands converted by the consumers (no widened
+/// stage; Sm90Smem's RS): MLAKV_DECODE_FP8_FORM=rs, measured against the widened form before it
+/// may become the default.
+bool use_fp8_rs() {
+  const char* e = std::getenv("MLAKV_DECODE_FP8_FORM");
+  return e && std::strcmp(e, "rs") == 0;
+}
+
 template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts, cudaStream_t stream) {
   switch (a.cta_rows) {
     case 16:
+      if constexpr (F == CacheFormat::fp8)
+        if (use_alt() && use_fp8_rs()) {
+          launch_sm90<F, 8, true, false, true>(a, parts, stream);
+          break;
+        }
       if (use_alt()) launch_sm90<F, 8, true>(a, parts, stream);
       else launch_sm90<F, 8>(a, parts, stream);
       break;

@@ -89,8 +89,14 @@ inline int sm90_mtiles(int rows, CacheFormat f, int dev) {
   return (rows + r - 1) / r;
 }
 
-template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
+template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90Smem {
   static constexpr bool kWiden = F != CacheFormat::bf16;
+  // RS (fp8, 16 rows, alternating tiles): no widened stage. The stages hold the raw e4m3 tiles
+  // (64 tokens × 576 bytes, each token's 16-byte chunk c at c ^ (token & 3)), and the consumers
+  // convert what they read straight into wgmma A registers.
+  static_assert(!RS || (F == CacheFormat::fp8 && NW == 8 && ALT), "register operands: fp8, 16 rows, alternating tiles");
+  static constexpr int kStages = RS ? 5 : kSm90Stages;
+  static constexpr int kStBytes = RS ? kTile * 576 : kStageBytes;
   // fp8_ds_mla at 64 rows (rows as M, CTA pairs) holds scale · value in an fp16 stage (kF16Stage),
   // so its tile scales never reach the consumers; at fewer rows the stage holds the exact e4m3
   // values in bf16 and the consumers apply the tile scales (kTileScales).
@@ -110,11 +116,11 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr bool kXInQ = ALT && (kWiden || NW > 8);
   static constexpr int kXRounds = kXInQ ? 2 : 1;
   static constexpr int kXBytes = ALT ? 8 * (NR / 2) * 128 * 4 / kXRounds + 2 * NR * 4 : 0;
-  static constexpr int kQ = kSm90Stages * kStageBytes;
+  static constexpr int kQ = kStages * kStBytes;
   static constexpr int kP = kQ + kQBytes;
   static constexpr int kRed = kP + 2 * kPTiles * kPBytes;
   static constexpr int kOk = kRed + kRedBytes;         // [stage][64] token-valid flags
-  static constexpr int kScl = kOk + kSm90Stages * kTile;  // [stage][64][4] fp8_ds_mla tile scales
+  static constexpr int kScl = kOk + kStages * kTile;  // [stage][64][4] fp8_ds_mla tile scales
   static constexpr int kSclEnd = kScl + (kTileScales ? kSm90Stages * kTile * 16 : 0);
   static constexpr int kX = kXInQ ? kQ : kSclEnd;
   // fp8_ds_mla at 16 rows (ALT): the warpgroup that owns a tile widens its second half itself,
@@ -127,7 +133,7 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   // and the tile time did not move (docs/perf/decode-notes.md, session 8).
   static constexpr bool kOwnerWidens = kTileScales && ALT && NW == 8;
   static constexpr int kBar = kSclEnd + (kXInQ ? 0 : kXBytes);
-  static constexpr int kSch = kBar + (kOwnerWidens ? 128 : 64);  // fused path: the CTA's own schedule
+  static constexpr int kSch = kBar + (kOwnerWidens || RS ? 128 : 64);  // fused path: the CTA's own schedule
   static constexpr int kRaw = kSch + 256;              // raw FP8 units (parts of a tile) in flight
   // A unit is half a tile, or for fp8_ds_mla at 32 rows (704-byte raw tokens beside the larger
   // Q tile) a quarter tile, which fits two slots where two half tiles do not.
@@ -139,7 +145,7 @@ template <CacheFormat F, int NW, bool ALT = false> struct Sm90Smem {
   static constexpr int kRawSlotBytes = kUnitTokens * kRawPitch;
   // fp8 at 64 rows (rows as M, CTA pairs): no room for a raw ring beside the 72 KB Q tile; the
   // producer widens from registers.
-  static constexpr bool kRawRing = kWiden && NW < 32;
+  static constexpr bool kRawRing = kWiden && NW < 32 && !RS;
   static constexpr int bytes_for(int slots) { return kRaw + (kRawRing ? slots * (kRawSlotBytes + kUnitTokens) : 0); }
   static constexpr int raw_slots() {
     if (!kRawRing) return 0;
@@ -257,6 +263,15 @@ __device__ __forceinline__ float fast_exp2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
+/// Two e4m3 bytes (already in the low byte of each 16-bit lane, the sign replicated above it, as
+/// prmt leaves them) → the bf16 pair of their values: the bit work of e4m3x4_to_bf16x4.
+__device__ __forceinline__ uint32_t e4m3_lanes_to_bf16x2(uint32_t v) {
+  v = (v << 4) & 0x87f087f0u;
+  // times bf16x2 2^120, plus -0 (x + -0 = x)
+  asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(v) : "r"(0x7b807b80u), "r"(0x80008000u));
+  return v;
+}
+
 /// Four e4m3 values (bytes of x) → four bf16 (two bf16x2 words, value 0 in the low half of .x),
 /// exactly, in 4 integer/FMA-pipe instructions per pair instead of conversions (16 per clock and
 /// SM on Hopper): prmt puts each byte in the low half of a 16-bit lane with its sign replicated
@@ -267,12 +282,7 @@ __device__ __forceinline__ uint2 e4m3x4_to_bf16x4(uint32_t x) {
   uint32_t lo, hi;
   asm("prmt.b32 %0, %1, %1, 0x9180;\n" : "=r"(lo) : "r"(x));
   asm("prmt.b32 %0, %1, %1, 0xB3A2;\n" : "=r"(hi) : "r"(x));
-  lo = (lo << 4) & 0x87f087f0u;
-  hi = (hi << 4) & 0x87f087f0u;
-  const uint32_t two120 = 0x7b807b80u, neg0 = 0x80008000u;  // bf16x2 2^120, -0 (x + -0 = x)
-  asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(lo) : "r"(two120), "r"(neg0));
-  asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(hi) : "r"(two120), "r"(neg0));
-  return make_uint2(lo, hi);
+  return make_uint2(e4m3_lanes_to_bf16x2(lo), e4m3_lanes_to_bf16x2(hi));
 }
 
 /// Four e4m3 values (bytes of x) → four fp16 values times the fp16 pair s2, each rounded once:
@@ -355,6 +365,19 @@ template <int TA> struct Mma<32, TA> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
           "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
         : "l"(a), "l"(b), "r"(acc), "n"(TA));
+  }
+};
+
+/// D[64 × 16] (+)= A · B with A (bf16 pairs in the m64k16 fragment order) from registers and B
+/// K-major from shared memory: the register-operand fp8 form's Q·Kᵀ (A = K) and P·V (A = Vᵀ).
+struct MmaRS16 {
+  static __device__ __forceinline__ void run(float (&d)[8], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint64_t b, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(acc));
   }
 };
 
@@ -546,7 +569,11 @@ template <int kRowsCta> __device__ __forceinline__ uint4* q_chunk_at(uint8_t* q,
 /// kF16: the latent columns as fp16 (fp8_ds_mla's fp16 stage), the rope bf16 times 2^-kF16Shift
 /// (exact), so that the softmax scale's 2^kF16Shift restores both parts alike. Ends with the
 /// tile visible to wgmma, behind the same barrier.
-template <int kRowsCta, bool kF16>
+/// kPerm (the register-operand fp8 form): within each 64-column block, column L = 16j + 8h + 2q + e
+/// holds Q's column 16q + 4j + 2h + e, the order in which a consumer thread (q) finds K's bytes in
+/// its 16-byte reads (word j of k-step 4·block + j: bytes 0–1 for columns 2q, 2q + 1, bytes 2–3
+/// for 2q + 8, 2q + 9): each 4-byte word of a chunk goes to its own place.
+template <int kRowsCta, bool kF16, bool kPerm = false>
 __device__ __forceinline__ void load_q_rows(const DecodeArgs& a, int b, int row0, uint8_t* q, int ct, int bar) {
   constexpr int kChunks = kRowsCta * 72, kPer = (kChunks + 255) / 256;
   uint4 v[kPer];
@@ -566,7 +593,20 @@ __device__ __forceinline__ void load_q_rows(const DecodeArgs& a, int b, int row0
       v[i] = make_uint4(scale_bf16x2(v[i].x, kDown), scale_bf16x2(v[i].y, kDown), scale_bf16x2(v[i].z, kDown),
                         scale_bf16x2(v[i].w, kDown));
     }
-    if (kChunks % 256 == 0 || idx < kChunks) *q_chunk_at<kRowsCta>(q, r, ch) = v[i];
+    if (kChunks % 256 != 0 && idx >= kChunks) continue;
+    if constexpr (kPerm) {
+      // Chunk ch holds columns 8·c8 .. 8·c8 + 7 of block ch / 8: word x is (q, j, h) =
+      // (c8 / 2, 2·(c8 % 2) + x / 2, x % 2), logical chunk 2j + h, word q there.
+      const int c8 = ch & 7, blk = ch & ~7;
+      const uint32_t wv[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        const int lc = blk + 2 * (2 * (c8 & 1) + (x >> 1)) + (x & 1);
+        reinterpret_cast<uint32_t*>(q_chunk_at<kRowsCta>(q, r, lc))[c8 >> 1] = wv[x];
+      }
+    } else {
+      *q_chunk_at<kRowsCta>(q, r, ch) = v[i];
+    }
   }
   fence_async_smem();
   named_sync(bar, 256);
@@ -869,11 +909,11 @@ struct PartSlots {
 }  // namespace sm90
 #endif  // MLAKV_SM90A_DEVICE
 
-template <CacheFormat F, int NW, bool ALT = false, bool RM = false>
+template <CacheFormat F, int NW, bool ALT = false, bool RM = false, bool RS = false>
 __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const __grid_constant__ DecodeArgs a) {
 #if MLAKV_SM90A_DEVICE
   using namespace sm90;
-  using S = Sm90Smem<F, NW, ALT>;
+  using S = Sm90Smem<F, NW, ALT, RS>;
   constexpr bool kWiden = S::kWiden, kTileScales = S::kTileScales;
   constexpr int NR = S::NR;  // this warpgroup's rows: its own NW, or (ALT) all 2·NW of the CTA
   constexpr int kRowsCta = 2 * NW, NJ = NR / 8, NS = NR / 2, TB = S::kTokenBytes, kRawSlots = S::kRawSlots;
@@ -882,8 +922,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   // several loads in flight; the bf16 one only issues copies; 32-row consumers hold a 128-float o.
   // fp8_ds_mla's pairs (kF16Stage) hold 11 loads a thread across the stage wait: 56 registers
   // spilled 200 bytes there, 72 spill 112 and ran 12 % faster (docs/PERF.md, session 18).
-  constexpr int kProducerRegs = S::kF16Stage ? 72 : kWiden ? (NR >= 32 ? 56 : 96) : 40;
-  constexpr int kConsumerRegs = S::kF16Stage ? 216 : kWiden ? (NR >= 32 ? 224 : 200) : 232;
+  // RS: the producer only copies, the consumers hold two k-steps of converted A registers.
+  constexpr int kProducerRegs = S::kF16Stage ? 72 : kWiden && !RS ? (NR >= 32 ? 56 : 96) : 40;
+  constexpr int kConsumerRegs = S::kF16Stage ? 216 : kWiden && !RS ? (NR >= 32 ? 224 : 200) : 232;
   static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kSm90Threads * 168, "register split");
   extern __shared__ __align__(1024) uint8_t smem[];
   const uint32_t base = smem_u32(smem);
@@ -893,7 +934,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   uint8_t* tok_ok = smem + S::kOk;
   float* scl = reinterpret_cast<float*>(smem + S::kScl);
   auto full_bar = [&](int st) { return bar_u + 8 * st; };
-  auto empty_bar = [&](int st) { return bar_u + 16 + 8 * st; };
+  auto empty_bar = [&](int st) { return bar_u + (RS ? 64 : 16) + 8 * st; };
   auto raw_full_bar = [&](int slot) { return bar_u + 64 + 8 * slot; };
   auto raw_free_bar = [&](int slot) { return bar_u + 96 + 8 * slot; };
 
@@ -913,10 +954,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   const uint32_t crank = ncl > 1 ? cluster_ctarank() : 0;
   if (ncl > 1 && cluster_nctarank() != 2) __trap();  // the pair's masks and peer are for two CTAs
   if (threadIdx.x == 0) {
-    for (int st = 0; st < kSm90Stages; ++st) {
-      // bf16: 128 producer threads × (cp.async arrival + flag arrival); FP8: one arrival each
-      // after widening.
-      mbar_init(full_bar(st), kWiden ? 128 : 256);
+    for (int st = 0; st < S::kStages; ++st) {
+      // bf16 and RS: 128 producer threads × (cp.async arrival + flag arrival); FP8: one arrival
+      // each after widening.
+      mbar_init(full_bar(st), kWiden && !RS ? 128 : 256);
       // One arrival per consumer warp that reads the stage, in every CTA of the cluster.
       mbar_init(empty_bar(st), (ALT ? 4 : 8) * ncl);
     }
@@ -991,7 +1032,43 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       const int blk = token_block(c, tok, in_block);
       return blk < 0 ? nullptr : a.cache + blk * a.block_stride + static_cast<int64_t>(in_block) * TB;
     };
-    if constexpr (!kWiden) {
+    if constexpr (RS) {
+      // Raw e4m3 tiles into a ring of S::kStages, nothing widened: thread pt copies the 16-byte
+      // chunks sub + 8j of tokens (pt >> 3) + 16p, chunk c of token t at c ^ (t & 3) (the
+      // consumers' reads: a quarter warp's eight 16-byte loads then cover all 32 banks, at the
+      // same column of eight tokens and at eight columns of two).
+      const int sub = pt & 7;
+      Cursor ld;
+      seek(ld, first_b, lo, hi, sch, B);
+      for (int k = 0; ld.b < B; ++k) {
+        const int st = k % S::kStages;
+        MLAKV_TRACE(0, k, 2);
+        int blk[4], in_block[4] = {};
+#pragma unroll
+        for (int p = 0; p < 4; ++p) blk[p] = token_block(ld, (pt >> 3) + 16 * p, in_block[p]);
+        mbar_wait(empty_bar(st), ((k / S::kStages) & 1) ^ 1);
+        MLAKV_TRACE(0, k, 0);
+        const uint32_t stage_u = base + st * S::kStBytes;
+#pragma unroll
+        for (int p = 0; p < 4; ++p) {
+          const int tok = (pt >> 3) + 16 * p;
+          const bool ok = blk[p] >= 0;
+          const uint8_t* src = ok ? a.cache + blk[p] * a.block_stride + static_cast<int64_t>(in_block[p]) * TB : a.cache;
+          const uint32_t row_u = stage_u + tok * 576;
+#pragma unroll
+          for (int j = 0; j < 5; ++j) {
+            const int c = sub + 8 * j;
+            if (c < 36) cp_async16(row_u + ((c ^ (tok & 3)) << 4), ok ? src + 16 * c : a.cache, ok ? 16 : 0);
+          }
+          if (sub == 0) tok_ok[st * kTile + tok] = ok;
+        }
+        mbar_arrive(full_bar(st));
+        MLAKV_TRACE(0, k, 1);
+        mbar_arrive_cp_async(full_bar(st));
+        advance(ld, lo, hi, sch, B);
+      }
+      cp_async_wait<0>();
+    } else if constexpr (!kWiden) {
       // Rows as M only: at 16 rows TMA measured 2–5 % slower than cp.async where the form is
       // memory-bound (docs/PERF.md, session 13), and at 32 rows its branch costs the consumers
       // three spilled registers.
@@ -1261,7 +1338,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       fence_async_smem();
       named_sync(1, 256);
     } else {
-      load_q_rows<kRowsCta, kF16>(a, b, row0, smem + S::kQ, ct, 1);
+      load_q_rows<kRowsCta, kF16, RS>(a, b, row0, smem + S::kQ, ct, 1);
     }
   };
 
@@ -1547,7 +1624,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   seek(cs, first_b, lo, hi, sch, B);
   int seg_t0 = cs.t;
   for (int k = 0; cs.b < B; ++k) {
-    const int st = k & 1, par = k & 1;
+    const int st = RS ? k % S::kStages : k & 1, par = k & 1;
     const int b = cs.b;
     if (cs.t == seg_t0) {
       // New request: Q rows to shared memory (both warpgroups read the tile), fresh state.
@@ -1587,11 +1664,38 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         named_sync(bar_wg, 128);
         MLAKV_TRACE(1 + cw, k, 6);
       }
-      mbar_wait(full_bar(st), (k >> 1) & 1);
+      mbar_wait(full_bar(st), (k / S::kStages) & 1);
       MLAKV_TRACE(1 + cw, k, 0);
-      fence_async_smem();  // the cp.async (generic proxy) bytes are read by wgmma (async proxy)
-      const uint32_t stage_u = base + st * kStageBytes;
+      // The cp.async (generic proxy) bytes are read by wgmma (async proxy); RS reads them itself.
+      if constexpr (!RS) fence_async_smem();
+      const uint32_t stage_u = base + st * S::kStBytes;
       const int tk0 = 16 * w + g;  // this thread's tokens: tk0 (i = 0), tk0 + 8 (i = 1)
+      // RS: Vᵀ's A registers for P·V's first k-step, converted while Q·Kᵀ completes.
+      [[maybe_unused]] uint32_t va[2][8][4];
+      const uint8_t* const raw_tile = smem + st * S::kStBytes;
+      // RS, P·V k-step ks: this thread's Vᵀ rows are output dims 16·(8w + g) + 2·mt + i (m-tile mt,
+      // fragment row g + 8i), its k columns 2qd + e + 8h tokens 16ks + qd + 4·(2h + e): each
+      // token's 16 dims one 16-byte read, each register one prmt pairing two tokens' bytes.
+      [[maybe_unused]] auto v_kstep = [&](int ks, uint32_t(&d)[8][4]) {
+        uint4 x[4];
+#pragma unroll
+        for (int c = 0; c < 4; ++c)
+          x[c] = *reinterpret_cast<const uint4*>(raw_tile + (16 * ks + qd + 4 * c) * 576 + (((8 * w + g) ^ qd) << 4));
+#pragma unroll
+        for (int mt = 0; mt < 8; ++mt) {
+          const int u = mt >> 1;
+          const uint32_t x0 = (&x[0].x)[u], x1 = (&x[1].x)[u], x2 = (&x[2].x)[u], x3 = (&x[3].x)[u];
+          // Bytes 2·(mt & 1) (dim 2mt) and + 1 (dim 2mt + 1) of both tokens, sign replicated.
+          uint32_t y[4];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const uint32_t sel = mt & 1 ? (r & 1 ? 0xF7B3u : 0xE6A2u) : (r & 1 ? 0xD591u : 0xC480u);
+            if (r < 2) asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y[r]) : "r"(x0), "r"(x1), "r"(sel));
+            else asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y[r]) : "r"(x2), "r"(x3), "r"(sel));
+            d[mt][r] = e4m3_lanes_to_bf16x2(y[r]);
+          }
+        }
+      };
 
       // ---- Sᵀ = K · Qᵀ over 576 dims: 36 k-steps of 16 ----
       const uint64_t k_desc = desc_sw128(stage_u, 16, 1024), q_desc = desc_sw128(q_u + rbase * 128, 16, 1024);
@@ -1603,7 +1707,53 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       float s[NS];
 #pragma unroll
       for (int r = 0; r < NS; ++r) s[r] = 0.0f;
-      if constexpr (!kTileScales) {
+      if constexpr (RS) {
+        // K as A from registers: 64-column block c of tokens tk0 and tk0 + 8 is one 16-byte read
+        // each (columns 64c + 16qd ..), word j of it k-step 4c + j (Q's columns permuted to match,
+        // load_q_rows). Two register sets: block c + 1 is converted while block c's wgmma run.
+        const uint8_t* const k0 = raw_tile + tk0 * 576;
+        auto k_block = [&](int c, uint32_t(&d)[16]) {
+          const int off = ((4 * c + qd) ^ (g & 3)) << 4;  // tk0 & 3 == (tk0 + 8) & 3 == g & 3
+          const uint4 x0 = *reinterpret_cast<const uint4*>(k0 + off);
+          const uint4 x1 = *reinterpret_cast<const uint4*>(k0 + 8 * 576 + off);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const uint2 c0 = e4m3x4_to_bf16x4((&x0.x)[j]), c1 = e4m3x4_to_bf16x4((&x1.x)[j]);
+            d[4 * j] = c0.x, d[4 * j + 1] = c1.x, d[4 * j + 2] = c0.y, d[4 * j + 3] = c1.y;
+          }
+        };
+        uint32_t ka[2][16];
+        float sa[2][NS];
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+#pragma unroll
+          for (int r = 0; r < NS; ++r) sa[c][r] = 0.0f;
+          pin(sa[c]);
+        }
+        k_block(0, ka[0]);
+#pragma unroll
+        for (int c = 0; c < 9; ++c) {
+          wg_fence();
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const uint32_t* ar = &ka[c & 1][4 * j];
+            MmaRS16::run(sa[c & 1], ar[0], ar[1], ar[2], ar[3],
+                         desc_plus(q_desc, c * (kRowsCta * 128) + j * 32), c >= 2 || j > 0);
+          }
+          wg_commit();
+          if (c + 1 < 9) {
+            wg_wait1();  // block c − 1's wgmma have read ka[(c + 1) & 1]
+            k_block(c + 1, ka[(c + 1) & 1]);
+          } else {
+            v_kstep(0, va[0]);
+          }
+        }
+        wg_wait0();
+#pragma unroll
+        for (int c = 0; c < 2; ++c) pin(sa[c]);
+#pragma unroll
+        for (int r = 0; r < NS; ++r) s[r] = sa[0][r] + sa[1][r];
+      } else if constexpr (!kTileScales) {
         // kA independent accumulators, k-steps dealt round-robin, so that no wgmma waits for the
         // previous one's accumulator. Tried because a 16-row tile costs the ALT consumers
         // ~3.7 µs per warpgroup even with no loads and no widening (run 7); measured neutral
@@ -1743,8 +1893,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       }
       float pv[NJ][2][2];  // this thread's P values (row 8j + 2qd + e, token i)
       // Element (row n, token tk0 + 8i) of a P tile [NR rows][64 tokens], K-major, 128-byte swizzle.
+      // RS: token 16w + r (r = g + 8i) sits at P column 16w + 2·(r & 3) + (r >> 2 & 1) + 8·(r >> 3),
+      // the k order of P·V's Vᵀ registers (v_kstep).
+      const int pg = RS ? 2 * (g & 3) + (g >> 2) : g;
       auto p_at = [&](int n, int i) -> uint32_t {
-        const uint32_t row_b = (n >> 3) * 1024 + (n & 7) * 128 + g * 2;
+        const uint32_t row_b = (n >> 3) * 1024 + (n & 7) * 128 + pg * 2;
         return (row_b + (((2 * w + i) ^ (n & 7)) << 4)) >> 1;
       };
       // fp8_ds_mla: P times the tile scales of groups g0 .. g0 + kPTiles − 1, one P tile each.
@@ -1800,6 +1953,24 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       for (int mt = 0; mt < 8; ++mt) pin(o[mt]);
       wg_fence();
       const uint64_t p_desc = desc_sw128(pw_u, 16, 1024), v_desc = desc_sw128(stage_u, 8192, 1024);
+      if constexpr (RS) {
+        // Vᵀ as A from registers, a k-step (16 tokens, all 512 dims) at a time, the next one
+        // converted while this one's wgmma run.
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) {
+          if (ks > 0) wg_fence();
+#pragma unroll
+          for (int mt = 0; mt < 8; ++mt) {
+            const uint32_t* ar = va[ks & 1][mt];
+            MmaRS16::run(o[mt], ar[0], ar[1], ar[2], ar[3], desc_plus(p_desc, ks * 32), 1);
+          }
+          wg_commit();
+          if (ks + 1 < 4) {
+            wg_wait1();
+            v_kstep(ks + 1, va[(ks + 1) & 1]);
+          }
+        }
+      } else {
       // fp8_ds_mla: columns [64mt, 64mt+64) lie in tile-scale group mt/2; with two P tiles, the
       // second pass rewrites them for groups 2 and 3 once the first pass has read them.
       constexpr int kPasses = kTileScales ? 4 / S::kPTiles : 1, kMtPass = 8 / kPasses;
@@ -1829,6 +2000,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         }
         wg_commit();
       }
+      }  // !RS
       wg_wait0();
 #pragma unroll
       for (int mt = 0; mt < 8; ++mt) pin(o[mt]);
@@ -1913,6 +2085,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         }
       }
       const int slot = segment_slot(b);
+      // Output column of o[mt][4j + 2i + e]: 64·mt + 16w + g + 8i, or (RS) 16·(8w + g) + 2·mt + i.
+      const int od0 = RS ? 16 * (8 * w + g) : 16 * w + g;
+      auto od = [](int mt, int i) { return RS ? 2 * mt + i : mt * 64 + 8 * i; };
 #pragma unroll
       for (int j = 0; j < NJ; ++j)
 #pragma unroll
@@ -1924,18 +2099,36 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           const float lse_v = l > 0.0f ? (m_st[j][e] + __log2f(l)) * 0.69314718055994531f : -INFINITY;
           const int qi = gr / a.heads, h = gr - qi * a.heads;
           if (slot >= 0) {
-            float* dst = a.sched.part_o + (static_cast<int64_t>(slot) * a.rows + gr) * 512 + 16 * w + g;
+            float* dst = a.sched.part_o + (static_cast<int64_t>(slot) * a.rows + gr) * 512 + od0;
+            if constexpr (RS) {
+              // 16 contiguous columns: four 16-byte stores (scalar stores of permuted columns
+              // touched 8× the sectors and cost 6–12 µs a segment end in session 5).
 #pragma unroll
-            for (int mt = 0; mt < 8; ++mt)
+              for (int mt = 0; mt < 8; mt += 2)
+                *reinterpret_cast<float4*>(dst + 2 * mt) = make_float4(o[mt][4 * j + e] * inv, o[mt][4 * j + 2 + e] * inv,
+                                                                     o[mt + 1][4 * j + e] * inv, o[mt + 1][4 * j + 2 + e] * inv);
+            } else {
 #pragma unroll
-              for (int i = 0; i < 2; ++i) dst[mt * 64 + 8 * i] = o[mt][4 * j + 2 * i + e] * inv;
+              for (int mt = 0; mt < 8; ++mt)
+#pragma unroll
+                for (int i = 0; i < 2; ++i) dst[od(mt, i)] = o[mt][4 * j + 2 * i + e] * inv;
+            }
             if (w == 0 && g == 0) a.sched.part_lse[static_cast<int64_t>(slot) * a.rows + gr] = lse_v;
           } else {
-            const int64_t off = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + 16 * w + g;
+            const int64_t off = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + od0;
+            if (RS && a.out_vec && !a.out_f32) {
+              uint32_t pk[8];
 #pragma unroll
-            for (int mt = 0; mt < 8; ++mt)
+              for (int mt = 0; mt < 8; ++mt) pk[mt] = pack_bf16(o[mt][4 * j + e] * inv, o[mt][4 * j + 2 + e] * inv);
+              uint4* d16 = reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(a.out) + off);
+              d16[0] = make_uint4(pk[0], pk[1], pk[2], pk[3]);
+              d16[1] = make_uint4(pk[4], pk[5], pk[6], pk[7]);
+            } else {
 #pragma unroll
-              for (int i = 0; i < 2; ++i) store_out(off + mt * 64 + 8 * i, o[mt][4 * j + 2 * i + e] * inv);
+              for (int mt = 0; mt < 8; ++mt)
+#pragma unroll
+                for (int i = 0; i < 2; ++i) store_out(off + od(mt, i), o[mt][4 * j + 2 * i + e] * inv);
+            }
             if (w == 0 && g == 0) a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = lse_v;
           }
         }
