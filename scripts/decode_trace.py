@@ -17,6 +17,8 @@ issue returned, 1 stage published; bf16 (stamped on branch tma4d only): 6 the ti
 copies issued; consumers 0 stage full (RM: own tile begins), 1 (RM) stage
 first / 5 publication first, 1 Q·Kᵀ done,
 2 row maxima exchanged (RM: before the softmax), 3 P written (RM: published), 4 stage released,
+5 (fp8 register operands, MLAKV_DECODE_FP8_FORM=rs) Q·Kᵀ's last block issued, 7 (the same) P·V's
+last k-step issued,
 6 (fp8_ds_mla, 16 rows) the owner's half of the tile widened, 7 (RM) the tile's bytes seen
 landed (before its Q·Kᵀ).
 """
@@ -116,7 +118,8 @@ def report(path):
                     add("%s: start -> publication first" % ROLE[r], e(r, 5) - e(r, 0))
                 if e(r, 7) and e(0, 1):
                     add("%s: producer published -> bytes landed (RM)" % ROLE[r], e(r, 7) - e(0, 1))
-                for a, b in ((1, 2), (2, 3), (3, 4), (0, 4), (7, 2)):
+                # (RS, fp8 at 16 rows: 5 Q·Kᵀ's last block issued, 7 P·V's last k-step issued)
+                for a, b in ((1, 2), (2, 3), (3, 4), (0, 4), (7, 2), (5, 1), (3, 7), (7, 4)):
                     if e(r, a) and e(r, b) and e(r, b) >= e(r, a):
                         add("%s: %d -> %d" % (ROLE[r], a, b), e(r, b) - e(r, a))
                 # own previous release to this tile's start (waiting for the stage or the other)

@@ -1745,6 +1745,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             wg_wait1();  // block c − 1's wgmma have read ka[(c + 1) & 1]
             k_block(c + 1, ka[(c + 1) & 1]);
           } else {
+            MLAKV_TRACE(1 + cw, k, 5);
             v_kstep(0, va[0]);
           }
         }
@@ -1970,6 +1971,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             v_kstep(ks + 1, va[(ks + 1) & 1]);
           }
         }
+        MLAKV_TRACE(1 + cw, k, 7);
       } else {
       // fp8_ds_mla: columns [64mt, 64mt+64) lie in tile-scale group mt/2; with two P tiles, the
       // second pass rewrites them for groups 2 and 3 once the first pass has read them.
