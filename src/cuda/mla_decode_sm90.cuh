@@ -241,6 +241,7 @@ __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.alig
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait2() { asm volatile("wgmma.wait_group.sync.aligned 2;\n" ::: "memory"); }
 
 /// Whether v holds for any thread of the warpgroup (bar.red.or on named barrier id, 128 threads).
 __device__ __forceinline__ bool wg_any(int id, bool v) {
@@ -1670,29 +1671,33 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       if constexpr (!RS) fence_async_smem();
       const uint32_t stage_u = base + st * S::kStBytes;
       const int tk0 = 16 * w + g;  // this thread's tokens: tk0 (i = 0), tk0 + 8 (i = 1)
-      // RS: Vᵀ's A registers for P·V's first k-step, converted while Q·Kᵀ completes.
-      [[maybe_unused]] uint32_t va[2][8][4];
+      // RS, P·V in half k-steps h (k-step h / 2, m-tiles 4·(h & 1) .. + 3), converted one ahead
+      // into three register sets, so that a set is rewritten only once the wgmma that read it two
+      // groups back are done (wait_group 2) and no wait lands on the last group issued.
+      // This thread's Vᵀ rows are output dims 16·(8w + g) + 2·mt + i (m-tile mt, fragment row
+      // g + 8i), its k columns 2qd + e + 8h' tokens 16ks + qd + 4·(2h' + e): each token's 16 dims
+      // are one 16-byte read (at even h, kept in vx for the odd one), each register one prmt
+      // pairing two tokens' bytes.
+      [[maybe_unused]] uint32_t vb[3][4][4];
+      [[maybe_unused]] uint4 vx[4];
       const uint8_t* const raw_tile = smem + st * S::kStBytes;
-      // RS, P·V k-step ks: this thread's Vᵀ rows are output dims 16·(8w + g) + 2·mt + i (m-tile mt,
-      // fragment row g + 8i), its k columns 2qd + e + 8h tokens 16ks + qd + 4·(2h + e): each
-      // token's 16 dims one 16-byte read, each register one prmt pairing two tokens' bytes.
-      [[maybe_unused]] auto v_kstep = [&](int ks, uint32_t(&d)[8][4]) {
-        uint4 x[4];
+      [[maybe_unused]] auto v_half = [&](int h, uint32_t(&d)[4][4]) {
+        if ((h & 1) == 0)
 #pragma unroll
-        for (int c = 0; c < 4; ++c)
-          x[c] = *reinterpret_cast<const uint4*>(raw_tile + (16 * ks + qd + 4 * c) * 576 + (((8 * w + g) ^ qd) << 4));
+          for (int c = 0; c < 4; ++c)
+            vx[c] = *reinterpret_cast<const uint4*>(raw_tile + (8 * h + qd + 4 * c) * 576 + (((8 * w + g) ^ qd) << 4));
 #pragma unroll
-        for (int mt = 0; mt < 8; ++mt) {
-          const int u = mt >> 1;
-          const uint32_t x0 = (&x[0].x)[u], x1 = (&x[1].x)[u], x2 = (&x[2].x)[u], x3 = (&x[3].x)[u];
-          // Bytes 2·(mt & 1) (dim 2mt) and + 1 (dim 2mt + 1) of both tokens, sign replicated.
-          uint32_t y[4];
+        for (int m = 0; m < 4; ++m) {
+          const int mt = 4 * (h & 1) + m, u = mt >> 1;
+          const uint32_t x0 = (&vx[0].x)[u], x1 = (&vx[1].x)[u], x2 = (&vx[2].x)[u], x3 = (&vx[3].x)[u];
 #pragma unroll
           for (int r = 0; r < 4; ++r) {
+            // Byte 2·(mt & 1) (dim 2mt) or + 1 (dim 2mt + 1) of two tokens, sign replicated.
             const uint32_t sel = mt & 1 ? (r & 1 ? 0xF7B3u : 0xE6A2u) : (r & 1 ? 0xD591u : 0xC480u);
-            if (r < 2) asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y[r]) : "r"(x0), "r"(x1), "r"(sel));
-            else asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y[r]) : "r"(x2), "r"(x3), "r"(sel));
-            d[mt][r] = e4m3_lanes_to_bf16x2(y[r]);
+            uint32_t y;
+            if (r < 2) asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y) : "r"(x0), "r"(x1), "r"(sel));
+            else asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y) : "r"(x2), "r"(x3), "r"(sel));
+            d[m][r] = e4m3_lanes_to_bf16x2(y);
           }
         }
       };
@@ -1710,7 +1715,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       if constexpr (RS) {
         // K as A from registers: 64-column block c of tokens tk0 and tk0 + 8 is one 16-byte read
         // each (columns 64c + 16qd ..), word j of it k-step 4c + j (Q's columns permuted to match,
-        // load_q_rows). Two register sets: block c + 1 is converted while block c's wgmma run.
+        // load_q_rows). Three register sets, block c + 1 converted while blocks c and c − 1 run.
         const uint8_t* const k0 = raw_tile + tk0 * 576;
         auto k_block = [&](int c, uint32_t(&d)[16]) {
           const int off = ((4 * c + qd) ^ (g & 3)) << 4;  // tk0 & 3 == (tk0 + 8) & 3 == g & 3
@@ -1722,7 +1727,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             d[4 * j] = c0.x, d[4 * j + 1] = c1.x, d[4 * j + 2] = c0.y, d[4 * j + 3] = c1.y;
           }
         };
-        uint32_t ka[2][16];
+        uint32_t ka[3][16];
         float sa[2][NS];
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
@@ -1736,17 +1741,17 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           wg_fence();
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            const uint32_t* ar = &ka[c & 1][4 * j];
+            const uint32_t* ar = &ka[c % 3][4 * j];
             MmaRS16::run(sa[c & 1], ar[0], ar[1], ar[2], ar[3],
                          desc_plus(q_desc, c * (kRowsCta * 128) + j * 32), c >= 2 || j > 0);
           }
           wg_commit();
           if (c + 1 < 9) {
-            wg_wait1();  // block c − 1's wgmma have read ka[(c + 1) & 1]
-            k_block(c + 1, ka[(c + 1) & 1]);
+            wg_wait2();  // block c − 2's wgmma have read ka[(c + 1) % 3]
+            k_block(c + 1, ka[(c + 1) % 3]);
           } else {
             MLAKV_TRACE(1 + cw, k, 5);
-            v_kstep(0, va[0]);
+            v_half(0, vb[0]);
           }
         }
         wg_wait0();
@@ -1925,8 +1930,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           m_st[j][e] = mn;
           // ex2.approx where a warpgroup holds 32 rows (session 24: fp8 H=32 −2.4 %); the 16-row
           // forms are bound by the FP8 producer's widening, and there it measured +1.4 to +2.3 %.
-          const float p0 = NR >= 32 ? fast_exp2(s[4 * j + e] - mu) : exp2f(s[4 * j + e] - mu);
-          const float p1 = NR >= 32 ? fast_exp2(s[4 * j + 2 + e] - mu) : exp2f(s[4 * j + 2 + e] - mu);
+          // The register-operand form is bound by its consumers: there too.
+          const float p0 = NR >= 32 || RS ? fast_exp2(s[4 * j + e] - mu) : exp2f(s[4 * j + e] - mu);
+          const float p1 = NR >= 32 || RS ? fast_exp2(s[4 * j + 2 + e] - mu) : exp2f(s[4 * j + 2 + e] - mu);
           l_st[j][e] = l_st[j][e] * alpha + (p0 + p1);
           // Once a row's maximum settles, alpha is exactly 1 on most tiles: skip the 16 multiplies
           // (exact) unless some lane of the warp needs them (they were ~13 % of the instructions).
@@ -1955,20 +1961,19 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       wg_fence();
       const uint64_t p_desc = desc_sw128(pw_u, 16, 1024), v_desc = desc_sw128(stage_u, 8192, 1024);
       if constexpr (RS) {
-        // Vᵀ as A from registers, a k-step (16 tokens, all 512 dims) at a time, the next one
-        // converted while this one's wgmma run.
+        // Vᵀ as A from registers, half a k-step at a time (v_half).
 #pragma unroll
-        for (int ks = 0; ks < 4; ++ks) {
-          if (ks > 0) wg_fence();
+        for (int h = 0; h < 8; ++h) {
+          if (h > 0) wg_fence();
 #pragma unroll
-          for (int mt = 0; mt < 8; ++mt) {
-            const uint32_t* ar = va[ks & 1][mt];
-            MmaRS16::run(o[mt], ar[0], ar[1], ar[2], ar[3], desc_plus(p_desc, ks * 32), 1);
+          for (int m = 0; m < 4; ++m) {
+            const uint32_t* ar = vb[h % 3][m];
+            MmaRS16::run(o[4 * (h & 1) + m], ar[0], ar[1], ar[2], ar[3], desc_plus(p_desc, (h >> 1) * 32), 1);
           }
           wg_commit();
-          if (ks + 1 < 4) {
-            wg_wait1();
-            v_kstep(ks + 1, va[(ks + 1) & 1]);
+          if (h + 1 < 8) {
+            wg_wait2();
+            v_half(h + 1, vb[(h + 1) % 3]);
           }
         }
         MLAKV_TRACE(1 + cw, k, 7);
