@@ -40,6 +40,7 @@
 
 #include <cuda_bf16.h>
 
+#include <cfloat>
 #include <climits>
 #include <cstdint>
 
@@ -64,6 +65,9 @@ inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims 
 /// groups whose largest value is under 1.7e-3, round to fp16's subnormal steps) and overflow to
 /// ±inf from 65504 · 2^4 ≈ 1.05e6.
 inline constexpr int kF16Shift = 4;
+/// The register-operand fp8 form stores P (≤ 1) in fp16 times this: values down to 2^-39 stay
+/// nonzero (2^-24 unscaled), and 2^15 stays below fp16's 65504.
+inline constexpr float kPScaleRs = 32768.0f;
 
 /// Query rows per CTA of the sm90 kernel (2 warpgroups × NW). FP8 caches need room for a raw
 /// staging ring, so they use fewer rows per CTA (fp8_ds_mla at 32 rows: split rows, each
@@ -93,7 +97,8 @@ template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90S
   static constexpr bool kWiden = F != CacheFormat::bf16;
   // RS (fp8, 16 rows, alternating tiles): no widened stage. The stages hold the raw e4m3 tiles
   // (64 tokens × 576 bytes, each token's 16-byte chunk c at c ^ (token & 3)), and the consumers
-  // convert what they read straight into wgmma A registers.
+  // convert what they read straight into wgmma A registers, in fp16 (cvt e4m3x2 → f16x2: exact),
+  // with Q's rows scaled by powers of two into fp16's range and P times 2^15.
   static_assert(!RS || (F == CacheFormat::fp8 && NW == 8 && ALT), "register operands: fp8, 16 rows, alternating tiles");
   static constexpr int kStages = RS ? 5 : kSm90Stages;
   static constexpr int kStBytes = RS ? kTile * 576 : kStageBytes;
@@ -120,7 +125,8 @@ template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90S
   static constexpr int kP = kQ + kQBytes;
   static constexpr int kRed = kP + 2 * kPTiles * kPBytes;
   static constexpr int kOk = kRed + kRedBytes;         // [stage][64] token-valid flags
-  static constexpr int kScl = kOk + kStages * kTile;  // [stage][64][4] fp8_ds_mla tile scales
+  static constexpr int kQf = kOk + kStages * kTile;   // RS: [16] each Q row's factor 2^-σ (load_q_rows_f16)
+  static constexpr int kScl = kQf + (RS ? 64 : 0);     // [stage][64][4] fp8_ds_mla tile scales
   static constexpr int kSclEnd = kScl + (kTileScales ? kSm90Stages * kTile * 16 : 0);
   static constexpr int kX = kXInQ ? kQ : kSclEnd;
   // fp8_ds_mla at 16 rows (ALT): the warpgroup that owns a tile widens its second half itself,
@@ -369,18 +375,24 @@ template <int TA> struct Mma<32, TA> {
   }
 };
 
-/// D[64 × 16] (+)= A · B with A (bf16 pairs in the m64k16 fragment order) from registers and B
-/// K-major from shared memory: the register-operand fp8 form's Q·Kᵀ (A = K) and P·V (A = Vᵀ).
+/// D[64 × 16] (+)= A · B with A (fp16 pairs in the m64k16 fragment order) from registers and B
+/// K-major from shared memory, fp16: the register-operand fp8 form's Q·Kᵀ (A = K) and P·V (A = Vᵀ).
 struct MmaRS16 {
   static __device__ __forceinline__ void run(float (&d)[8], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                              uint64_t b, int acc) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(acc));
   }
 };
+/// The two e4m3 pairs of a word (bytes 0–1, bytes 2–3) as fp16 pairs, exactly (NaN codes stay NaN).
+__device__ __forceinline__ void e4m3x4_to_f16x2x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.rn.f16x2.e4m3x2 %0, l;\ncvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
+      : "=r"(lo), "=r"(hi)
+      : "r"(w));
+}
 
 /// Rows-as-M form: D[64 × 64] (+)= A · B with A and B from shared memory, both K-major; bf16
 /// operands, or fp16 (kF16: fp8_ds_mla's latent columns in the CTA pairs).
@@ -570,11 +582,7 @@ template <int kRowsCta> __device__ __forceinline__ uint4* q_chunk_at(uint8_t* q,
 /// kF16: the latent columns as fp16 (fp8_ds_mla's fp16 stage), the rope bf16 times 2^-kF16Shift
 /// (exact), so that the softmax scale's 2^kF16Shift restores both parts alike. Ends with the
 /// tile visible to wgmma, behind the same barrier.
-/// kPerm (the register-operand fp8 form): within each 64-column block, column L = 16j + 8h + 2q + e
-/// holds Q's column 16q + 4j + 2h + e, the order in which a consumer thread (q) finds K's bytes in
-/// its 16-byte reads (word j of k-step 4·block + j: bytes 0–1 for columns 2q, 2q + 1, bytes 2–3
-/// for 2q + 8, 2q + 9): each 4-byte word of a chunk goes to its own place.
-template <int kRowsCta, bool kF16, bool kPerm = false>
+template <int kRowsCta, bool kF16>
 __device__ __forceinline__ void load_q_rows(const DecodeArgs& a, int b, int row0, uint8_t* q, int ct, int bar) {
   constexpr int kChunks = kRowsCta * 72, kPer = (kChunks + 255) / 256;
   uint4 v[kPer];
@@ -594,21 +602,63 @@ __device__ __forceinline__ void load_q_rows(const DecodeArgs& a, int b, int row0
       v[i] = make_uint4(scale_bf16x2(v[i].x, kDown), scale_bf16x2(v[i].y, kDown), scale_bf16x2(v[i].z, kDown),
                         scale_bf16x2(v[i].w, kDown));
     }
-    if (kChunks % 256 != 0 && idx >= kChunks) continue;
-    if constexpr (kPerm) {
+    if (kChunks % 256 == 0 || idx < kChunks) *q_chunk_at<kRowsCta>(q, r, ch) = v[i];
+  }
+  fence_async_smem();
+  named_sync(bar, 256);
+}
+
+/// The register-operand fp8 form's Q tile (16 rows): each row in fp16 times 2^σ, the power of two
+/// that puts its largest finite |value| in [2^14, 2^15) (fp16 then keeps bf16's 8 significant bits
+/// of every value down to 2^-28 of that one; σ within ±126), 2^-σ in qf[row] for the softmax
+/// scale; within each 64-column block, column L = 16j + 8h + 2q + e holds Q's column
+/// 16q + 4j + 2h + e, the order in which consumer thread q finds K's bytes in its 16-byte reads
+/// (word j of k-step 4·block + j: bytes 0–1 for columns 2q, 2q + 1, bytes 2–3 for 2q + 8, 2q + 9).
+/// By 256 threads: warp v loads rows 2v and 2v + 1 (one shuffle reduction per row); named
+/// barrier `bar` as load_q_rows.
+__device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int row0, uint8_t* q, float* qf, int ct,
+                                                int bar) {
+  const int v = ct >> 5, lane = ct & 31;
+  uint4 c[2][3];
+  float f[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    float mx = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 3; ++i) {
+      const int ch = lane + 32 * i;
+      c[rr][i] = ch < 72 ? load_q_chunk(a, b, row0 + 2 * v + rr, ch) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        const uint32_t wd = (&c[rr][i].x)[x];
+        const float lo = fabsf(__uint_as_float(wd << 16)), hi = fabsf(__uint_as_float(wd & 0xffff0000u));
+        mx = fmaxf(mx, fmaxf(lo <= FLT_MAX ? lo : 0.0f, hi <= FLT_MAX ? hi : 0.0f));  // inf and NaN: not finite
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    const int sg = mx > 0.0f ? min(max(14 - ilogbf(mx), -126), 126) : 0;
+    f[rr] = __int_as_float((127 + sg) << 23);
+    if (lane == 0) qf[2 * v + rr] = __int_as_float((127 - sg) << 23);
+  }
+  named_sync(bar, 256);
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr)
+#pragma unroll
+    for (int i = 0; i < 3; ++i) {
+      const int ch = lane + 32 * i;
+      if (ch >= 72) continue;
       // Chunk ch holds columns 8·c8 .. 8·c8 + 7 of block ch / 8: word x is (q, j, h) =
       // (c8 / 2, 2·(c8 % 2) + x / 2, x % 2), logical chunk 2j + h, word q there.
       const int c8 = ch & 7, blk = ch & ~7;
-      const uint32_t wv[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
 #pragma unroll
       for (int x = 0; x < 4; ++x) {
+        const uint32_t wd = (&c[rr][i].x)[x];
+        const uint32_t h2 = pack_f16(__uint_as_float(wd << 16) * f[rr], __uint_as_float(wd & 0xffff0000u) * f[rr]);
         const int lc = blk + 2 * (2 * (c8 & 1) + (x >> 1)) + (x & 1);
-        reinterpret_cast<uint32_t*>(q_chunk_at<kRowsCta>(q, r, lc))[c8 >> 1] = wv[x];
+        reinterpret_cast<uint32_t*>(q_chunk_at<16>(q, 2 * v + rr, lc))[c8 >> 1] = h2;
       }
-    } else {
-      *q_chunk_at<kRowsCta>(q, r, ch) = v[i];
     }
-  }
   fence_async_smem();
   named_sync(bar, 256);
 }
@@ -1314,7 +1364,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   if constexpr (F == CacheFormat::fp8) {
     const float ks = __ldg(a.k_scale);
     sc *= ks;
-    out_scale = ks;
+    out_scale = RS ? ks * (1.0f / kPScaleRs) : ks;  // RS: P is stored times kPScaleRs
   }
   constexpr bool kF16 = S::kF16Stage;  // fp16 stage, Q's latent columns and P (fp8_ds_mla pairs)
   if constexpr (kF16) {
@@ -1338,8 +1388,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       }
       fence_async_smem();
       named_sync(1, 256);
+    } else if constexpr (RS) {
+      load_q_rows_f16(a, b, row0, smem + S::kQ, reinterpret_cast<float*>(smem + S::kQf), ct, 1);
     } else {
-      load_q_rows<kRowsCta, kF16, RS>(a, b, row0, smem + S::kQ, ct, 1);
+      load_q_rows<kRowsCta, kF16>(a, b, row0, smem + S::kQ, ct, 1);
     }
   };
 
@@ -1620,6 +1672,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   float o[8][NS];
   float m_st[NJ][2], l_st[NJ][2];
   int lim[NJ][2];
+  float scr[NJ][2];  // each row's softmax scale (RS: times its Q row's 2^-σ)
 
   Cursor cs;
   seek(cs, first_b, lo, hi, sch, B);
@@ -1638,6 +1691,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           const int gr = row0 + rbase + 8 * j + 2 * qd + e;
           const int qi = gr / a.heads;
           lim[j][e] = gr >= a.rows ? INT_MIN : a.causal ? L - a.s_q + qi + 1 : INT_MAX;
+          scr[j][e] = RS ? sc * reinterpret_cast<const float*>(smem + S::kQf)[rbase + 8 * j + 2 * qd + e] : sc;
           m_st[j][e] = -INFINITY;
           l_st[j][e] = 0.0f;
         }
@@ -1690,15 +1744,13 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         for (int m = 0; m < 4; ++m) {
           const int mt = 4 * (h & 1) + m, u = mt >> 1;
           const uint32_t x0 = (&vx[0].x)[u], x1 = (&vx[1].x)[u], x2 = (&vx[2].x)[u], x3 = (&vx[3].x)[u];
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            // Byte 2·(mt & 1) (dim 2mt) or + 1 (dim 2mt + 1) of two tokens, sign replicated.
-            const uint32_t sel = mt & 1 ? (r & 1 ? 0xF7B3u : 0xE6A2u) : (r & 1 ? 0xD591u : 0xC480u);
-            uint32_t y;
-            if (r < 2) asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y) : "r"(x0), "r"(x1), "r"(sel));
-            else asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y) : "r"(x2), "r"(x3), "r"(sel));
-            d[m][r] = e4m3_lanes_to_bf16x2(y);
-          }
+          // Bytes 2·(mt & 1) (dim 2mt) and + 1 (dim 2mt + 1) of two tokens, paired per dim.
+          const uint32_t sel = mt & 1 ? 0x7362u : 0x5140u;
+          uint32_t y01, y23;
+          asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y01) : "r"(x0), "r"(x1), "r"(sel));
+          asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y23) : "r"(x2), "r"(x3), "r"(sel));
+          e4m3x4_to_f16x2x2(y01, d[m][0], d[m][1]);
+          e4m3x4_to_f16x2x2(y23, d[m][2], d[m][3]);
         }
       };
 
@@ -1723,8 +1775,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           const uint4 x1 = *reinterpret_cast<const uint4*>(k0 + 8 * 576 + off);
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            const uint2 c0 = e4m3x4_to_bf16x4((&x0.x)[j]), c1 = e4m3x4_to_bf16x4((&x1.x)[j]);
-            d[4 * j] = c0.x, d[4 * j + 1] = c1.x, d[4 * j + 2] = c0.y, d[4 * j + 3] = c1.y;
+            e4m3x4_to_f16x2x2((&x0.x)[j], d[4 * j], d[4 * j + 2]);
+            e4m3x4_to_f16x2x2((&x1.x)[j], d[4 * j + 1], d[4 * j + 3]);
           }
         };
         uint32_t ka[3][16];
@@ -1879,7 +1931,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
           for (int i = 0; i < 2; ++i) {
             float& x = s[4 * j + 2 * i + e];
-            x = okt[i] && pos[i] < lim[j][e] ? x * sc : -INFINITY;
+            x = okt[i] && pos[i] < lim[j][e] ? x * scr[j][e] : -INFINITY;
           }
           float mx = fmaxf(s[4 * j + e], s[4 * j + 2 + e]);
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
@@ -1944,7 +1996,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             }
           }
           pv[j][e][0] = p0, pv[j][e][1] = p1;
-          if constexpr (!kTileScales) {
+          if constexpr (RS) {
+            __half* const ph = reinterpret_cast<__half*>(pw);
+            ph[p_at(n, 0)] = __float2half_rn(p0 * kPScaleRs);
+            ph[p_at(n, 1)] = __float2half_rn(p1 * kPScaleRs);
+          } else if constexpr (!kTileScales) {
             pw[p_at(n, 0)] = __float2bfloat16_rn(p0);
             pw[p_at(n, 1)] = __float2bfloat16_rn(p1);
           } else {
