@@ -644,14 +644,17 @@ TEST(CudaDecode, MaskedTokensNeverSeeAnEarlierRequestsNan) {
   }
 }
 
-// fp8 at 16 rows with K and V as register operands (MLAKV_DECODE_FP8_FORM=rs): Q·Kᵀ in a permuted
-// k order, P·V with permuted output columns and P's tokens, a five-tile raw ring whose chunks are
-// swizzled by token. Rows filling 16-row CTAs partly and wholly, s_q 2, blocks of 1, 16 and 64
-// tokens, an e4m3 query with f32 strided outputs, outlier query channels, one 128K request over
-// every SM, many short requests, and NaN-poisoned requests beside clean ones.
-TEST(CudaDecode, Fp8RegisterOperandFormMatchesReference) {
+// Both forms of fp8 at 16 rows: K and V as register operands (the default: Q·Kᵀ in fp16 with a
+// permuted k order and Q's rows scaled by powers of two, P·V with permuted output columns and P's
+// tokens, a five-tile raw ring whose chunks are swizzled by token) and the widened bf16 stage
+// (MLAKV_DECODE_FP8_FORM=widen). Rows filling 16-row CTAs partly and wholly, s_q 2, blocks of 1,
+// 16 and 64 tokens, an e4m3 query with f32 strided outputs, outlier query channels, one 128K
+// request over every SM, many short requests, and NaN-poisoned requests beside clean ones.
+class CudaDecodeFp8Form : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CudaDecodeFp8Form, SixteenRowCtasMatchReference) {
   MLAKV_REQUIRE_GPU();
-  const ScopedEnv rs("MLAKV_DECODE_FP8_FORM", "rs");
+  const ScopedEnv form("MLAKV_DECODE_FP8_FORM", GetParam());
   for (int h : {1, 5, 16})
     for (int s : {1, 2}) {
       if (h * s > 16) continue;
@@ -684,6 +687,9 @@ TEST(CudaDecode, Fp8RegisterOperandFormMatchesReference) {
   for (int i = 0; i < 96; ++i) n.lens.push_back(i % 2 == 0 ? 640 : 5);
   expect_poisoned_requests_stay_out(n);
 }
+
+INSTANTIATE_TEST_SUITE_P(Forms, CudaDecodeFp8Form, ::testing::Values("rs", "widen"),
+                         [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
 
 // The lock-step form (MLAKV_DECODE_FORM=ls) where a part walks many requests: pairs of tiles
 // across request ends (an odd tile count pairs the last tile with an absent one), several whole

@@ -256,11 +256,11 @@ bool use_pdl(int dev) {
 }
 
 /// fp8 at 16 rows with K and V as register operands converted by the consumers (no widened
-/// stage; Sm90Smem's RS): MLAKV_DECODE_FP8_FORM=rs, measured against the widened form before it
-/// may become the default.
+/// stage; Sm90Smem's RS): 14–18 % faster than the widened form on the H100 (docs/PERF.md, session
+/// 26); MLAKV_DECODE_FP8_FORM=widen selects the latter.
 bool use_fp8_rs() {
   const char* e = std::getenv("MLAKV_DECODE_FP8_FORM");
-  return e && std::strcmp(e, "rs") == 0;
+  return !(e && std::strcmp(e, "widen") == 0);
 }
 
 template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts, cudaStream_t stream) {

@@ -36,6 +36,12 @@
 //        the swizzled bf16 stage the consumers read.
 //        fp8_ds_mla at 16 rows: the producer widens each tile's first half and the warpgroup
 //        that owns the tile its second half, with "landed" / "free" barriers on the ring.
+//   RS (fp8 at 16 rows, the default there; MLAKV_DECODE_FP8_FORM=widen for the above): no
+//        widened stage. The producer copies raw tiles into a five-stage ring; each consumer
+//        converts what it reads into wgmma A registers in fp16: K (Q·Kᵀ) by cvt e4m3x2 → f16x2 in
+//        a permuted k order (load_q_rows_f16 stores Q to match, each row scaled into fp16's
+//        range), Vᵀ (P·V) by prmt / shift / mask (fp16 · 2^-8) with permuted output columns and P's
+//        tokens; ~140 KB of shared-memory traffic a tile instead of ~334 KB, and no producer pace.
 #pragma once
 
 #include <cuda_bf16.h>
