@@ -40,8 +40,9 @@
 //        widened stage. The producer copies raw tiles into a five-stage ring; each consumer
 //        converts what it reads into wgmma A registers in fp16: K (Q·Kᵀ) by cvt e4m3x2 → f16x2 in
 //        a permuted k order (load_q_rows_f16 stores Q to match, each row scaled into fp16's
-//        range), Vᵀ (P·V) by prmt / shift / mask (fp16 · 2^-8) with permuted output columns and P's
-//        tokens; ~140 KB of shared-memory traffic a tile instead of ~334 KB, and no producer pace.
+//        range), Vᵀ (P·V) by a prmt pairing two tokens' bytes and the same cvt, with permuted
+//        output columns and P's tokens; ~140 KB of shared-memory traffic a tile instead of
+//        ~334 KB, and no producer pace.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -1370,8 +1371,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   if constexpr (F == CacheFormat::fp8) {
     const float ks = __ldg(a.k_scale);
     sc *= ks;
-    // RS: P is stored times kPScaleRs, V as fp16 of its values times 2^-8.
-    out_scale = RS ? ks * (256.0f / kPScaleRs) : ks;
+    out_scale = RS ? ks * (1.0f / kPScaleRs) : ks;  // RS: P is stored times kPScaleRs
   }
   constexpr bool kF16 = S::kF16Stage;  // fp16 stage, Q's latent columns and P (fp8_ds_mla pairs)
   if constexpr (kF16) {
@@ -1751,17 +1751,13 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         for (int m = 0; m < 4; ++m) {
           const int mt = 4 * (h & 1) + m, u = mt >> 1;
           const uint32_t x0 = (&vx[0].x)[u], x1 = (&vx[1].x)[u], x2 = (&vx[2].x)[u], x3 = (&vx[3].x)[u];
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            // Byte 2·(mt & 1) (dim 2mt) or + 1 (dim 2mt + 1) of two tokens, sign replicated, then
-            // the integer widening (fp16 of the value times 2^-8): on the ALU and FMA pipes, beside
-            // Q·Kᵀ's conversions on the conversion pipe, which holds a quarter of their rate.
-            const uint32_t sel = mt & 1 ? (r & 1 ? 0xF7B3u : 0xE6A2u) : (r & 1 ? 0xD591u : 0xC480u);
-            uint32_t y;
-            if (r < 2) asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y) : "r"(x0), "r"(x1), "r"(sel));
-            else asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y) : "r"(x2), "r"(x3), "r"(sel));
-            d[m][r] = (y << 7) & 0xbf80bf80u;
-          }
+          // Bytes 2·(mt & 1) (dim 2mt) and + 1 (dim 2mt + 1) of two tokens, paired per dim.
+          const uint32_t sel = mt & 1 ? 0x7362u : 0x5140u;
+          uint32_t y01, y23;
+          asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y01) : "r"(x0), "r"(x1), "r"(sel));
+          asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y23) : "r"(x2), "r"(x3), "r"(sel));
+          e4m3x4_to_f16x2x2(y01, d[m][0], d[m][1]);
+          e4m3x4_to_f16x2x2(y23, d[m][2], d[m][3]);
         }
       };
 
