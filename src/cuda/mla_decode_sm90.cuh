@@ -277,15 +277,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
-/// Two e4m3 bytes (already in the low byte of each 16-bit lane, the sign replicated above it, as
-/// prmt leaves them) → the bf16 pair of their values: the bit work of e4m3x4_to_bf16x4.
-__device__ __forceinline__ uint32_t e4m3_lanes_to_bf16x2(uint32_t v) {
-  v = (v << 4) & 0x87f087f0u;
-  // times bf16x2 2^120, plus -0 (x + -0 = x)
-  asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(v) : "r"(0x7b807b80u), "r"(0x80008000u));
-  return v;
-}
-
 /// Four e4m3 values (bytes of x) → four bf16 (two bf16x2 words, value 0 in the low half of .x),
 /// exactly, in 4 integer/FMA-pipe instructions per pair instead of conversions (16 per clock and
 /// SM on Hopper): prmt puts each byte in the low half of a 16-bit lane with its sign replicated
@@ -296,7 +287,12 @@ __device__ __forceinline__ uint2 e4m3x4_to_bf16x4(uint32_t x) {
   uint32_t lo, hi;
   asm("prmt.b32 %0, %1, %1, 0x9180;\n" : "=r"(lo) : "r"(x));
   asm("prmt.b32 %0, %1, %1, 0xB3A2;\n" : "=r"(hi) : "r"(x));
-  return make_uint2(e4m3_lanes_to_bf16x2(lo), e4m3_lanes_to_bf16x2(hi));
+  lo = (lo << 4) & 0x87f087f0u;
+  hi = (hi << 4) & 0x87f087f0u;
+  const uint32_t two120 = 0x7b807b80u, neg0 = 0x80008000u;  // bf16x2 2^120, -0 (x + -0 = x)
+  asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(lo) : "r"(two120), "r"(neg0));
+  asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(hi) : "r"(two120), "r"(neg0));
+  return make_uint2(lo, hi);
 }
 
 /// Four e4m3 values (bytes of x) → four fp16 values times the fp16 pair s2, each rounded once:
@@ -1774,7 +1770,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       if constexpr (RS) {
         // K as A from registers: 64-column block c of tokens tk0 and tk0 + 8 is one 16-byte read
         // each (columns 64c + 16qd ..), word j of it k-step 4c + j (Q's columns permuted to match,
-        // load_q_rows). Three register sets, block c + 1 converted while blocks c and c − 1 run.
+        // load_q_rows_f16). Three register sets, block c + 1 converted while blocks c and c − 1 run.
         const uint8_t* const k0 = raw_tile + tk0 * 576;
         auto k_block = [&](int c, uint32_t(&d)[16]) {
           const int off = ((4 * c + qd) ^ (g & 3)) << 4;  // tk0 & 3 == (tk0 + 8) & 3 == g & 3
