@@ -17,7 +17,7 @@ issue returned, 1 stage published; bf16 (stamped on branch tma4d only): 6 the ti
 copies issued; consumers 0 stage full (RM: own tile begins), 1 (RM) stage
 first / 5 publication first, 1 Q·Kᵀ done,
 2 row maxima exchanged (RM: before the softmax), 3 P written (RM: published), 4 stage released,
-5 (fp8 register operands, MLAKV_DECODE_FP8_FORM=rs) Q·Kᵀ's last block issued, 7 (the same) P·V's
+5 (fp8 at 16 rows, the register-operand form) Q·Kᵀ's last block issued, 7 (the same) P·V's
 last k-step issued,
 6 (fp8_ds_mla, 16 rows) the owner's half of the tile widened, 7 (RM) the tile's bytes seen
 landed (before its Q·Kᵀ).
