@@ -605,9 +605,11 @@ TEST(CudaDecode, TmaTilesAndStageOrderMatchBitForBit) {
 // kernels stage raw token rows in a ring that later units reuse (at 64 rows: registers and the
 // stage), so a masked token's row there must read as zeros, not as what an earlier request's unit
 // left (P is 0 there, 0 · NaN is not). Every block of c's even requests is filled with 0xFF (NaN
-// in bf16 and the f32 scales; e4m3's 0xFF widens to a finite value, so fp8 checks only the clean
-// requests); the odd requests must match the reference.
-void expect_poisoned_requests_stay_out(const Case& c) {
+// in bf16, the f32 scales and e4m3); the odd requests must match the reference. Where the kernel
+// reads the poison as NaN (`poison_reads_nan`: all but the bit-level e4m3 widening, which reads
+// 0xFF as −480), the even requests' rows must be NaN in out and lse as the reference's are, never
+// an empty row's 0 and −inf, including requests split over several parts.
+void expect_poisoned_requests_stay_out(const Case& c, bool poison_reads_nan) {
   SCOPED_TRACE(describe(c));
   Problem p(c);
   std::vector<float> ref_out, ref_lse;
@@ -632,6 +634,17 @@ void expect_poisoned_requests_stay_out(const Case& c) {
     }
   for (float x : got) ASSERT_TRUE(std::isfinite(x));
   EXPECT_LE(rel_err(got, want), 4e-3);
+  if (!poison_reads_nan) return;
+  for (int64_t b = 0; b < p.B; b += 2) {
+    if (p.req.lens[static_cast<std::size_t>(b)] == 0) continue;
+    int64_t finite_out = 0;
+    for (int64_t r = b * per_req; r < (b + 1) * per_req; ++r) {
+      ASSERT_TRUE(std::isnan(ref_lse[r])) << "the reference reads request " << b << " as NaN";
+      EXPECT_TRUE(std::isnan(g.lse[r])) << "request " << b << " row " << r - b * per_req << ": lse " << g.lse[r];
+      for (int k = 0; k < kLatentDim; ++k) finite_out += !std::isnan(g.out[r * kLatentDim + k]);
+    }
+    EXPECT_EQ(finite_out, 0) << "request " << b << ": outputs that are not NaN";
+  }
 }
 
 TEST(CudaDecode, MaskedTokensNeverSeeAnEarlierRequestsNan) {
@@ -640,8 +653,51 @@ TEST(CudaDecode, MaskedTokensNeverSeeAnEarlierRequestsNan) {
     Case c;
     c.format = f;
     for (int i = 0; i < 96; ++i) c.lens.push_back(i % 2 == 0 ? 640 : 5);  // ~2 tiles per CTA and part
-    expect_poisoned_requests_stay_out(c);
+    expect_poisoned_requests_stay_out(c, true);  // H=16: fp8 in the register-operand form
   }
+}
+
+// One NaN in one cached token (a latent channel of request 0's token 12345, a rope channel of
+// request 2's last token) makes every row of that request NaN, as in the reference, in a request
+// split over many parts as in a short one, on the small-batch path (three requests: the combine
+// grid computes its own schedule) and in 16- and 64-row CTAs; request 1 stays exact.
+TEST(CudaDecode, OneNanInACachedTokenMakesItsRequestsRowsNan) {
+  MLAKV_REQUIRE_GPU();
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8})
+    for (int h : {16, 128}) {
+      if (f == CacheFormat::fp8 && h > 16) continue;  // above 16 rows e4m3 widens bit-level: NaN reads as ±480
+      Case c;
+      c.format = f, c.heads = h, c.lens = {20000, 700, 513};
+      SCOPED_TRACE(describe(c));
+      Problem p(c);
+      const int64_t stride = p.host->cache.desc.stride_bytes(), tb = p.host->cache.desc.token_bytes();
+      const int64_t esz = f == CacheFormat::bf16 ? 2 : 1;
+      auto poison = [&](int64_t b, int64_t t, int ch) {
+        const int32_t id = p.bt.ids[b * p.bt.max_blocks + t / c.block_size];
+        uint8_t* at = p.host->bytes.data() + id * stride + (t % c.block_size) * tb + ch * esz;
+        if (esz == 2) at[0] = 0xC0, at[1] = 0x7F;  // bf16 quiet NaN
+        else at[0] = 0x7F;                         // e4m3 NaN
+      };
+      poison(0, 12345, 7);
+      poison(2, 512, 530);
+      std::vector<float> ref_out, ref_lse;
+      p.reference(ref_out, ref_lse);
+      const GpuRun g = run_gpu(p);
+      const int64_t per_req = p.S * p.H;
+      for (int64_t b : {0, 2})
+        for (int64_t r = b * per_req; r < (b + 1) * per_req; ++r) {
+          ASSERT_TRUE(std::isnan(ref_lse[r]));
+          EXPECT_TRUE(std::isnan(g.lse[r])) << "request " << b << " row " << r - b * per_req << ": lse " << g.lse[r];
+          EXPECT_TRUE(std::isnan(g.out[r * kLatentDim + 100])) << "request " << b << " row " << r - b * per_req;
+        }
+      std::vector<float> got(g.out.begin() + per_req * kLatentDim, g.out.begin() + 2 * per_req * kLatentDim);
+      std::vector<float> want(ref_out.begin() + per_req * kLatentDim, ref_out.begin() + 2 * per_req * kLatentDim);
+      for (float x : got) ASSERT_TRUE(std::isfinite(x));
+      EXPECT_LE(rel_err(got, want), 4e-3);
+      EXPECT_LE(attn::max_lse_diff(std::vector<float>(g.lse.begin() + per_req, g.lse.begin() + 2 * per_req),
+                                   std::vector<float>(ref_lse.begin() + per_req, ref_lse.begin() + 2 * per_req)),
+                1e-3);
+    }
 }
 
 // Both forms of fp8 at 16 rows: K and V as register operands (the default: Q·Kᵀ in fp16 with a
@@ -685,7 +741,7 @@ TEST_P(CudaDecodeFp8Form, SixteenRowCtasMatchReference) {
   Case n;
   n.format = CacheFormat::fp8;
   for (int i = 0; i < 96; ++i) n.lens.push_back(i % 2 == 0 ? 640 : 5);
-  expect_poisoned_requests_stay_out(n);
+  expect_poisoned_requests_stay_out(n, std::string(GetParam()) == "rs");
 }
 
 INSTANTIATE_TEST_SUITE_P(Forms, CudaDecodeFp8Form, ::testing::Values("rs", "widen"),
@@ -708,7 +764,7 @@ TEST(CudaDecode, LockStepManyRequestsPerPart) {
     Case p;
     p.heads = h;
     for (int i = 0; i < 96; ++i) p.lens.push_back(i % 2 == 0 ? 640 : 5 + 64 * (i % 5));
-    expect_poisoned_requests_stay_out(p);
+    expect_poisoned_requests_stay_out(p, true);
   }
 }
 
@@ -833,7 +889,7 @@ TEST(CudaDecode, Fp8RowTilePairsMatchReference) {
     c.format = f, c.heads = 128;
     for (int i = 0; i < 24; ++i) c.lens.push_back(i % 2 == 0 ? 640 : 5);
     const ScopedEnv pairs("MLAKV_DECODE_CLUSTER", "require");
-    expect_poisoned_requests_stay_out(c);
+    expect_poisoned_requests_stay_out(c, f == CacheFormat::fp8_ds_mla);  // ds: its f32 scales and bf16 rope
   }
 }
 

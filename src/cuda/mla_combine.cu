@@ -45,7 +45,8 @@ __device__ __forceinline__ void store2(const DecodeArgs& a, int64_t off, float x
 #define MLAKV_COMBINE_STAMP(ev) ((void)0)
 #endif
 
-/// (max, Σ exp(x − max)) pairs, merged; −inf maxima (nothing seen) add nothing.
+/// (max, Σ exp(x − max)) pairs, merged; −inf maxima (nothing seen) add nothing; a NaN one (a
+/// partial that saw a NaN score) leaves the sum NaN, so the row reads NaN as in the reference.
 __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
   if (m2 == -INFINITY) return;
   if (m == -INFINITY) {
@@ -135,7 +136,7 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
     mx = red_m[0], sm = red_s[0];
 #pragma unroll
     for (int wp = 1; wp < kCombineWarps; ++wp) lse_merge(mx, sm, red_m[wp], red_s[wp]);
-    const float lse = mx > -INFINITY ? mx + __logf(sm) : -INFINITY;
+    const float lse = mx != -INFINITY ? mx + __logf(sm) : -INFINITY;  // NaN stays NaN
     if (w == blockIdx.x) MLAKV_COMBINE_STAMP(3);
     if (w == blockIdx.x + gridDim.x) MLAKV_COMBINE_STAMP(6);
 
@@ -149,7 +150,7 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
         acc.w += wt * x.w;
       }
     };
-    if (lse > -INFINITY) {
+    if (lse != -INFINITY) {
 #pragma unroll
       for (int k = 0; k < kFirst; ++k) add(lv[k], v[k]);
 #pragma unroll 4

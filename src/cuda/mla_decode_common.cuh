@@ -29,6 +29,14 @@ inline int num_parts(int rows, int sms) {
   return p < 1 ? 1 : p;
 }
 
+/// A row's finished softmax state (running max m in log2 units, sum l): l = 0 (nothing visible)
+/// gives out 0 and lse −inf; a NaN l (some visible score was NaN: a NaN in the cache or the
+/// query) gives NaN out and lse, as the reference does, instead of reading as an empty row.
+__device__ __forceinline__ float row_out_factor(float l, float out_scale) { return l != 0.0f ? out_scale / l : 0.0f; }
+__device__ __forceinline__ float row_lse(float m_log2, float l) {
+  return l != 0.0f ? (m_log2 + __log2f(l)) * 0.69314718055994531f : -INFINITY;
+}
+
 /// Device-side schedule, all in the caller's workspace.
 struct Schedule {
   int* header;      ///< [0] payload (cost units per part), [1] total cost, [2] combine list length

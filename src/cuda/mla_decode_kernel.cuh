@@ -546,8 +546,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(const __grid_co
           const int gr = row0 + mf * 16 + g + 8 * hr;
           if (gr >= a.rows) continue;
           const float l = l_st[mf][hr];
-          const float inv = l > 0.0f ? out_scale / l : 0.0f;
-          const float lse_v = l > 0.0f ? (m_st[mf][hr] + __log2f(l)) * 0.69314718055994531f : -INFINITY;
+          const float inv = row_out_factor(l, out_scale);
+          const float lse_v = row_lse(m_st[mf][hr], l);
           const int col0 = warp * 64 + 2 * qd;
           if (slot >= 0) {
             float* dst = sch.part_o + (static_cast<int64_t>(slot) * a.rows + gr) * 512 + col0;

@@ -766,8 +766,8 @@ __device__ __forceinline__ void rm_write_rows(const DecodeArgs& a, const float (
     const float l = lq[i] + row_l[(cw ^ 1) * 64 + 16 * w + g + 8 * i];
     const int gr = row0 + 16 * w + g + 8 * i;
     if (gr >= a.rows) continue;
-    const float inv = l > 0.0f ? out_scale / l : 0.0f;
-    const float lse_v = l > 0.0f ? (ref[i] + __log2f(l)) * 0.69314718055994531f : -INFINITY;
+    const float inv = row_out_factor(l, out_scale);
+    const float lse_v = row_lse(ref[i], l);
     const int qi = gr / a.heads, h = gr - qi * a.heads;
     const int col0 = 256 * cw + 2 * qd;
     if (slot >= 0) {
@@ -813,12 +813,14 @@ __device__ void fused_merge(const DecodeArgs& a, int b, int first, int count, in
 #pragma unroll 4
     for (int j = 0; j < count; ++j) wr[j] = __ldcg(pl + static_cast<int64_t>(first + j * stride) * R + gr);
     float m = -INFINITY;
-    for (int j = 0; j < count; ++j) m = fmaxf(m, wr[j]);
+    bool nan_part = false;  // a partial that saw a NaN score makes the row NaN, as in the reference
+    for (int j = 0; j < count; ++j) m = fmaxf(m, wr[j]), nan_part |= isnan(wr[j]);
     float sum = 0.0f;
     if (m > -INFINITY)
       for (int j = 0; j < count; ++j) sum += __expf(wr[j] - m);
-    const float L = m > -INFINITY ? m + __logf(sum) : -INFINITY;
-    for (int j = 0; j < count; ++j) wr[j] = L > -INFINITY && wr[j] > -INFINITY ? __expf(wr[j] - L) : 0.0f;
+    const float L = nan_part ? NAN : m > -INFINITY ? m + __logf(sum) : -INFINITY;
+    for (int j = 0; j < count; ++j)
+      wr[j] = nan_part ? NAN : L > -INFINITY && wr[j] > -INFINITY ? __expf(wr[j] - L) : 0.0f;
     lse_s[ct] = L;
   }
   named_sync(6, 256);
@@ -2161,8 +2163,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           const int gr = row0 + rbase + 8 * j + 2 * qd + e;
           if (gr >= a.rows || (ALT && cw == 1)) continue;
           const float l = lsum[j][e];
-          const float inv = l > 0.0f ? out_scale / l : 0.0f;
-          const float lse_v = l > 0.0f ? (m_st[j][e] + __log2f(l)) * 0.69314718055994531f : -INFINITY;
+          const float inv = row_out_factor(l, out_scale);
+          const float lse_v = row_lse(m_st[j][e], l);
           const int qi = gr / a.heads, h = gr - qi * a.heads;
           if (slot >= 0) {
             float* dst = a.sched.part_o + (static_cast<int64_t>(slot) * a.rows + gr) * 512 + od0;
