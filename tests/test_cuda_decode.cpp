@@ -607,7 +607,7 @@ TEST(CudaDecode, TmaTilesAndStageOrderMatchBitForBit) {
 // left (P is 0 there, 0 · NaN is not). Every block of c's even requests is filled with 0xFF (NaN
 // in bf16, the f32 scales and e4m3); the odd requests must match the reference. Where the kernel
 // reads the poison as NaN (`poison_reads_nan`: all but the bit-level e4m3 widening, which reads
-// 0xFF as −480), the even requests' rows must be NaN in out and lse as the reference's are, never
+// 0xFF as −480), the even requests' rows must be NaN in out and lse (what the reference reads from a NaN cache), never
 // an empty row's 0 and −inf, including requests split over several parts.
 void expect_poisoned_requests_stay_out(const Case& c, bool poison_reads_nan) {
   SCOPED_TRACE(describe(c));
@@ -639,7 +639,6 @@ void expect_poisoned_requests_stay_out(const Case& c, bool poison_reads_nan) {
     if (p.req.lens[static_cast<std::size_t>(b)] == 0) continue;
     int64_t finite_out = 0;
     for (int64_t r = b * per_req; r < (b + 1) * per_req; ++r) {
-      ASSERT_TRUE(std::isnan(ref_lse[r])) << "the reference reads request " << b << " as NaN";
       EXPECT_TRUE(std::isnan(g.lse[r])) << "request " << b << " row " << r - b * per_req << ": lse " << g.lse[r];
       for (int k = 0; k < kLatentDim; ++k) finite_out += !std::isnan(g.out[r * kLatentDim + k]);
     }
