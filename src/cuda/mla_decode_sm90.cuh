@@ -42,8 +42,7 @@
 //        a permuted k order (load_q_rows_f16 stores Q to match, each row scaled into fp16's
 //        range), Vᵀ (P·V) by a prmt pairing two tokens' bytes and the same cvt, with permuted
 //        output columns and P's tokens; ~140 KB of shared-memory traffic a tile instead of
-//        ~334 KB, and no producer pace. Three consumer warpgroups (512 threads) on tiles k mod 3:
-//        a warpgroup's tile is a serial chain with the SM's pipes under half busy.
+//        ~334 KB, and no producer pace.
 #pragma once
 
 #include <cuda_bf16.h>
