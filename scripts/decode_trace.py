@@ -26,8 +26,8 @@ import statistics
 import struct
 import sys
 
-CTAS, ROLES, TILES, EVENTS = 8, 4, 64, 8
-ROLE = ["producer", "consumer 0", "consumer 1", "consumer 2"]  # consumer 2: fp8 at 16 rows
+CTAS, ROLES, TILES, EVENTS = 8, 3, 64, 8
+ROLE = ["producer", "consumer 0", "consumer 1"]
 # The producer's spans per tile: (from event, to event, name).
 PRODUCER_SPANS = [
     (2, 0, "iteration start -> stage empty"),
@@ -79,14 +79,14 @@ def report(path):
         print("   no stamps")
         return
     t0 = min(starts)
-    print("   CTA  SM   start  sched  ready(prod/wg0/wg1/wg2)  end(prod)  end(wg0)  end(wg1)  end(wg2)   [ns from the first CTA's start]")
+    print("   CTA  SM   start  sched  ready(prod/wg0/wg1)  end(prod)  end(wg0)  end(wg1)   [ns from the first CTA's start]")
     for c in range(CTAS):
         s = t(c, 0, wide, 0)
         if not s:
             continue
         f = lambda r, e: (t(c, r, wide, e) - t0) if t(c, r, wide, e) else -1
-        print("   %3d %3d %7d %6d %6d/%6d/%6d/%6d %10d %9d %9d %9d" % (c, t(c, 0, wide, 4), s - t0, f(0, 1), f(0, 5), f(1, 5),
-                                                                   f(2, 5), f(3, 5), f(0, 2), f(1, 2), f(2, 2), f(3, 2)))
+        print("   %3d %3d %7d %6d %6d/%6d/%6d %10d %9d %9d" % (c, t(c, 0, wide, 4), s - t0, f(0, 1), f(0, 5), f(1, 5),
+                                                          f(2, 5), f(0, 2), f(1, 2), f(2, 2)))
     sw = step_words(path)
     if sw and any(sw):
         names = ["attention grid's last CTA end", "combine CTA 0 start", "combine CTA 0 past its wait", "combine's last CTA end"]
@@ -109,7 +109,7 @@ def report(path):
             for a, z, name in PRODUCER_SPANS:
                 if e(0, a) and e(0, z):
                     add("producer: " + name, e(0, z) - e(0, a))
-            for r in (1, 2, 3):
+            for r in (1, 2):
                 if not e(r, 0):
                     continue
                 if e(r, 1) and e(r, 1) > e(r, 0):
@@ -130,14 +130,12 @@ def report(path):
                 # the producer's publication of this tile's stage to the consumer seeing it
                 if e(0, 1):
                     add("%s: producer published -> start" % ROLE[r], e(r, 0) - e(0, 1))
-    # A warpgroup's previous own tile (k - 2, or k - 3 with three consumers) to tile k: the CTA's
-    # time per two (three) tiles.
+    # A warpgroup's own tiles k - 2 and k: the CTA's time per two tiles.
     for c in range(CTAS):
         for k in range(4, wide):
-            for r in (1, 2, 3):
-                kp = next((x for x in range(k - 1, max(k - 4, 0), -1) if t(c, r, x, 0)), None)
-                if t(c, r, k, 0) and kp is not None and t(c, r, k, 0) > t(c, r, kp, 0):
-                    add("%s: own tile k - %d start -> own tile k start" % (ROLE[r], k - kp), t(c, r, k, 0) - t(c, r, kp, 0))
+            for r in (1, 2):
+                if t(c, r, k, 0) and t(c, r, k - 2, 0) and t(c, r, k, 0) > t(c, r, k - 2, 0):
+                    add("%s: own tile k - 2 start -> own tile k start" % ROLE[r], t(c, r, k, 0) - t(c, r, k - 2, 0))
     # The SM clock while the CTA ran: its last clock64 stamp against its roles' end (%globaltimer).
     for c in range(CTAS):
         c_start, g_start = t(c, 0, wide, 3), t(c, 0, wide, 0)

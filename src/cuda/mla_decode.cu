@@ -84,8 +84,7 @@ void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
   // A programmatic dependent of the schedule grid, of the counter-zeroing grid (in-grid merge),
   // or (fused path: pdl_first) of whatever ran before the step, waited for before any read.
   const bool pdl = a.fused && !a.in_grid_merge ? a.pdl_first : a.pdl;
-  using S = Sm90Smem<F, NW, ALT, RS>;
-  check_cuda(launch_clustered(pdl, RM ? a.cluster : 1, kernel, grid, dim3(S::kThreads), S::kBytes,
+  check_cuda(launch_clustered(pdl, RM ? a.cluster : 1, kernel, grid, dim3(kSm90Threads), Sm90Smem<F, NW, ALT, RS>::kBytes,
                               stream, a),
              "mla_decode_sm90_kernel");
 }

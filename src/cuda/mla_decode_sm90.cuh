@@ -109,11 +109,6 @@ template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90S
   static_assert(!RS || (F == CacheFormat::fp8 && NW == 8 && ALT), "register operands: fp8, 16 rows, alternating tiles");
   static constexpr int kStages = RS ? 5 : kSm90Stages;
   static constexpr int kStBytes = RS ? kTile * 576 : kStageBytes;
-  // RS: three consumer warpgroups on tiles k mod 3 (each tile is a serial chain of its owner's
-  // wgmma, conversions and softmax with the SM's pipes under half busy: a third chain in flight);
-  // 512 threads. Elsewhere two.
-  static constexpr int kConsumers = RS ? 3 : 2;
-  static constexpr int kThreads = 128 * (kConsumers + 1);
   // fp8_ds_mla at 64 rows (rows as M, CTA pairs) holds scale · value in an fp16 stage (kF16Stage),
   // so its tile scales never reach the consumers; at fewer rows the stage holds the exact e4m3
   // values in bf16 and the consumers apply the tile scales (kTileScales).
@@ -126,7 +121,7 @@ template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90S
   static constexpr int kPTiles = kTileScales ? 2 : 1;
   static constexpr int kQBytes = 9 * 2 * NW * 128;     // [9 column blocks][2·NW rows][128 B]
   static constexpr int kPBytes = NR * 128;             // one P: [NR rows][64 tokens] bf16
-  static constexpr int kRedBytes = kConsumers * 2 * 4 * NR * 4;  // [wg][parity][warp][row] floats
+  static constexpr int kRedBytes = 2 * 2 * 4 * NR * 4;  // [wg][parity][warp][row] floats
   // ALT: warpgroup 1's o ([8][NR/2][128 threads] floats), m and l ([NR] each) for the merge.
   // FP8 (beside its raw ring) and 32 rows have no room for it: there it lies in the Q tile (free
   // once both warpgroups are past the request's last Q·Kᵀ) and o crosses in kXRounds halves.
@@ -135,7 +130,7 @@ template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90S
   static constexpr int kXBytes = ALT ? 8 * (NR / 2) * 128 * 4 / kXRounds + 2 * NR * 4 : 0;
   static constexpr int kQ = kStages * kStBytes;
   static constexpr int kP = kQ + kQBytes;
-  static constexpr int kRed = kP + kConsumers * kPTiles * kPBytes;
+  static constexpr int kRed = kP + 2 * kPTiles * kPBytes;
   static constexpr int kOk = kRed + kRedBytes;         // [stage][64] token-valid flags
   static constexpr int kQf = kOk + kStages * kTile;   // RS: [16] each Q row's factor 2^-σ (load_q_rows_f16)
   static constexpr int kScl = kQf + (RS ? 64 : 0);     // [stage][64][4] fp8_ds_mla tile scales
@@ -622,16 +617,11 @@ __device__ __forceinline__ void load_q_rows(const DecodeArgs& a, int b, int row0
 /// scale; within each 64-column block, column L = 16j + 8h + 2q + e holds Q's column
 /// 16q + 4j + 2h + e, the order in which consumer thread q finds K's bytes in its 16-byte reads
 /// (word j of k-step 4·block + j: bytes 0–1 for columns 2q, 2q + 1, bytes 2–3 for 2q + 8, 2q + 9).
-/// By `nt` threads (256 or more): warp v < 8 loads rows 2v and 2v + 1 (one shuffle reduction per
-/// row); all meet at named barrier `bar` as in load_q_rows.
+/// By 256 threads: warp v loads rows 2v and 2v + 1 (one shuffle reduction per row); named
+/// barrier `bar` as load_q_rows.
 __device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int row0, uint8_t* q, float* qf, int ct,
-                                                int bar, int nt) {
+                                                int bar) {
   const int v = ct >> 5, lane = ct & 31;
-  if (v >= 8) {  // warps past the 16 rows: only the barriers
-    named_sync(bar, nt);
-    named_sync(bar, nt);
-    return;
-  }
   uint4 c[2][3];
   float f[2];
 #pragma unroll
@@ -654,7 +644,7 @@ __device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int 
     f[rr] = __int_as_float((127 + sg) << 23);
     if (lane == 0) qf[2 * v + rr] = __int_as_float((127 - sg) << 23);
   }
-  named_sync(bar, nt);
+  named_sync(bar, 256);
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr)
 #pragma unroll
@@ -673,7 +663,7 @@ __device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int 
       }
     }
   fence_async_smem();
-  named_sync(bar, nt);
+  named_sync(bar, 256);
 }
 
 /// Rows-as-M tile softmax in place on an m64n64 accumulator s (row 16·warp + g + 8i, token
@@ -976,24 +966,22 @@ struct PartSlots {
 #endif  // MLAKV_SM90A_DEVICE
 
 template <CacheFormat F, int NW, bool ALT = false, bool RM = false, bool RS = false>
-__global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1)
-    mla_decode_sm90_kernel(const __grid_constant__ DecodeArgs a) {
+__global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const __grid_constant__ DecodeArgs a) {
 #if MLAKV_SM90A_DEVICE
   using namespace sm90;
   using S = Sm90Smem<F, NW, ALT, RS>;
   constexpr bool kWiden = S::kWiden, kTileScales = S::kTileScales;
   constexpr int NR = S::NR;  // this warpgroup's rows: its own NW, or (ALT) all 2·NW of the CTA
   constexpr int kRowsCta = 2 * NW, NJ = NR / 8, NS = NR / 2, TB = S::kTokenBytes, kRawSlots = S::kRawSlots;
-  constexpr int NC = S::kConsumers, kCt = 128 * NC;  // consumer warpgroups, their threads
   // Register split: setmaxnreg moves registers within the 384 × 168 the CTA was launched with
   // (more, and the consumers' increase waits forever). The FP8 producer widens tiles and keeps
   // several loads in flight; the bf16 one only issues copies; 32-row consumers hold a 128-float o.
   // fp8_ds_mla's pairs (kF16Stage) hold 11 loads a thread across the stage wait: 56 registers
   // spilled 200 bytes there, 72 spill 112 and ran 12 % faster (docs/PERF.md, session 18).
-  // RS: the producer only copies; three consumers share what 512 threads launch with (128 each).
+  // RS: the producer only copies, the consumers hold two k-steps of converted A registers.
   constexpr int kProducerRegs = S::kF16Stage ? 72 : kWiden && !RS ? (NR >= 32 ? 56 : 96) : 40;
-  constexpr int kConsumerRegs = RS ? 152 : S::kF16Stage ? 216 : kWiden ? (NR >= 32 ? 224 : 200) : 232;
-  static_assert(128 * kProducerRegs + kCt * kConsumerRegs <= S::kThreads * (65536 / S::kThreads / 8 * 8), "register split");
+  constexpr int kConsumerRegs = S::kF16Stage ? 216 : kWiden && !RS ? (NR >= 32 ? 224 : 200) : 232;
+  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kSm90Threads * 168, "register split");
   extern __shared__ __align__(1024) uint8_t smem[];
   const uint32_t base = smem_u32(smem);
   if (base & 1023) __trap();  // the swizzle is on address bits: tiles must sit on 1024-byte lines
@@ -1012,7 +1000,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1)
   const int B = a.batch;
   const int part = blockIdx.x, row0 = blockIdx.y * kRowsCta;
   int lo, hi, first_b;
-  if (!part_range<S::kThreads, kRowsCta>(a, si, lo, hi, first_b)) return;
+  if (!part_range<kSm90Threads, kRowsCta>(a, si, lo, hi, first_b)) return;
 
   // Rows as M in a cluster (a.cluster CTAs along y, the row tiles of one part: the same tiles):
   // each CTA multicasts part of every tile into all of them, so a stage is refilled only once
@@ -1367,7 +1355,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1)
   if ((threadIdx.x & 127) == 0) MLAKV_TRACE_WIDE(threadIdx.x >> 7, kTrRoleReady);
   const int cw = wg - 1;                   // consumer warpgroup: rows [cw·NW, cw·NW + NW) of the CTA (ALT: all)
   const int rbase = ALT ? 0 : cw * NW;     // this warpgroup's first row in the CTA
-  const int ct = threadIdx.x - 128;        // 0..kCt − 1 over the consumer warpgroups
+  const int ct = threadIdx.x - 128;        // 0..255 over both consumer warpgroups
   const int wt = threadIdx.x & 127, w = wt >> 5, lane = wt & 31, g = lane >> 2, qd = lane & 3;
   const int bar_wg = 2 + cw;               // named barrier of this warpgroup
   const uint32_t pw_u = p_u + cw * S::kPTiles * S::kPBytes;
@@ -1406,7 +1394,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1)
       fence_async_smem();
       named_sync(1, 256);
     } else if constexpr (RS) {
-      load_q_rows_f16(a, b, row0, smem + S::kQ, reinterpret_cast<float*>(smem + S::kQf), ct, 1, kCt);
+      load_q_rows_f16(a, b, row0, smem + S::kQ, reinterpret_cast<float*>(smem + S::kQf), ct, 1);
     } else {
       load_q_rows<kRowsCta, kF16>(a, b, row0, smem + S::kQ, ct, 1);
     }
@@ -1719,7 +1707,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1)
     }
 
     float* red_p = red_wg + par * (4 * NR);
-    if (!ALT || k % NC == cw) {  // ALT: only this warpgroup's tiles
+    if (!ALT || (k & 1) == cw) {  // ALT: only this warpgroup's tiles
       if constexpr (S::kOwnerWidens) {
         // The tile's second half, from the raw ring into this warpgroup's own stage (free: its
         // last tile's P · V is complete), while the producer widens the first.
@@ -2113,23 +2101,19 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1)
           lsum[j][e] = red_p[n] + red_p[NR + n] + red_p[2 * NR + n] + red_p[3 * NR + n];
         }
       if constexpr (ALT) {
-        // Warpgroups 1 .. NC − 1 in turn hand (m, l, o) over; warpgroup 0 merges each into its own
-        // and writes. The buffer is next written at the following request's end, after the
-        // request-start barrier that warpgroup 0 reaches only once it has read it here. Where it
-        // lies in the Q tile (FP8), a first barrier waits for every warpgroup's last Q·Kᵀ of this
-        // request, and o crosses in kXRounds parts, each written, then merged, between two
-        // barriers; a later source waits for the merge of the one before.
+        // Warpgroup 1 hands (m, l, o) over; warpgroup 0 merges them into its own and writes. The
+        // buffer is next written at the following request's end, after the request-start barrier
+        // that warpgroup 0 reaches only once it has read it here. Where it lies in the Q tile
+        // (FP8), a first barrier waits for both warpgroups' last Q·Kᵀ of this request, and o
+        // crosses in kXRounds parts, each written, then merged, between two barriers.
         constexpr int R = S::kXRounds, MR = 8 / R;  // column blocks per round
         float* xo = reinterpret_cast<float*>(smem + S::kX);
         float* xm = xo + MR * NS * 128;
         float* xl = xm + NR;
 #pragma unroll
-        for (int src = 1; src < NC; ++src)
-#pragma unroll
         for (int rd = 0; rd < R; ++rd) {
-          // rd 0: Q is free, or the last source merged; rd > 0: the last part was merged
-          if (S::kXInQ || src > 1) named_sync(5, kCt);
-          if (cw == src) {
+          if (S::kXInQ) named_sync(5, 256);  // rd 0: Q is free; rd > 0: the last part was merged
+          if (cw == 1) {
 #pragma unroll
             for (int mt = 0; mt < MR; ++mt)
 #pragma unroll
@@ -2143,7 +2127,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1)
                   xl[8 * j + 2 * qd + e] = lsum[j][e];
                 }
           }
-          named_sync(5, kCt);
+          named_sync(5, 256);
           if (cw == 0) {
 #pragma unroll
             for (int j = 0; j < NJ; ++j)
@@ -2177,7 +2161,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int gr = row0 + rbase + 8 * j + 2 * qd + e;
-          if (gr >= a.rows || (ALT && cw != 0)) continue;
+          if (gr >= a.rows || (ALT && cw == 1)) continue;
           const float l = lsum[j][e];
           const float inv = row_out_factor(l, out_scale);
           const float lse_v = row_lse(m_st[j][e], l);
@@ -2222,9 +2206,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1)
     if (cs.b != b) seg_t0 = cs.t;
   }
   if (wt == 0) MLAKV_TRACE_WIDE(1 + cw, kTrEnd);
-  // Only warpgroup 0 writes partials (ALT): the in-grid merge's 256-thread barriers are the first
-  // two warpgroups'.
-  if (cw < 2) merge_in_grid();
+  merge_in_grid();
 #else
   __trap();  // launched only where the launcher found an sm_90a binary
 #endif

@@ -13,3 +13,10 @@ mkdir -p /tmp/z/tc && MLAKV_TRACE_DIR=/tmp/z/tc timeout 40 .gl/m27ctrace/mlakv b
 python3 scripts/decode_trace.py /tmp/z/tc/*.bin > $OUT/trace.txt 2>&1; echo "trace t=$SECONDS" | tee -a $OUT/summary.log
 timeout 60 compute-sanitizer --tool racecheck $A/mlakv bench decode --iters 1 --only 'fp8 B=8 H=16 ctx=1024' > $OUT/racecheck-m27a.log 2>&1
 echo "racecheck m27a rc=$? t=$SECONDS" | tee -a $OUT/summary.log; grep -E "RACECHECK SUMMARY" $OUT/racecheck-m27a.log | tee -a $OUT/summary.log
+# Which pipe binds: ncu pipe utilisation of the attention kernel, two warpgroups v3 (m27a) and three v4 (m27c).
+for v in m27a m27c; do
+  timeout 90 ncu -k regex:mla_decode_sm90_kernel --launch-skip 5 --launch-count 1 --section ComputeWorkloadAnalysis --section SchedulerStats \
+    --section InstructionStats --metrics 'regex:sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active' \
+    .gl/$v/mlakv bench decode --only 'fp8 B=128 H=16 ctx=4096' --iters 3 > $OUT/ncu-$v.txt 2>&1
+  echo "ncu $v rc=$? t=$SECONDS" | tee -a $OUT/summary.log
+done
