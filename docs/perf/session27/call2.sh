@@ -10,7 +10,7 @@ echo "m27c tests rc=$? t=$SECONDS" | tee -a $OUT/summary.log; grep -E "^\[  (PAS
 OUT=/tmp/z/ab ROUNDS=2 AB_TIMEOUT=40 scripts/ab-decode.sh $A $B $C -- 'fp8 B=128 H=16 ctx=4096' 'fp8 B=64 H=16 ctx=16384' 'fp8 B=1 H=16 ctx=65536' >/dev/null 2>&1
 cp /tmp/z/ab/ab.log $OUT/ 2>/dev/null; tail -5 /tmp/z/ab/ab.log | tee -a $OUT/summary.log; echo "ab t=$SECONDS" | tee -a $OUT/summary.log
 mkdir -p /tmp/z/tc && MLAKV_TRACE_DIR=/tmp/z/tc timeout 40 .gl/m27ctrace/mlakv bench decode --only 'fp8 B=128 H=16 ctx=4096' > /tmp/z/tc.log 2>&1
-python3 scripts/decode_trace.py /tmp/z/tc/*.bin > $OUT/trace.txt 2>&1; echo "trace t=$SECONDS" | tee -a $OUT/summary.log
+python3 .gl/m27ctrace/decode_trace.py /tmp/z/tc/*.bin > $OUT/trace.txt 2>&1; echo "trace t=$SECONDS" | tee -a $OUT/summary.log
 timeout 60 compute-sanitizer --tool racecheck $A/mlakv bench decode --iters 1 --only 'fp8 B=8 H=16 ctx=1024' > $OUT/racecheck-m27a.log 2>&1
 echo "racecheck m27a rc=$? t=$SECONDS" | tee -a $OUT/summary.log; grep -E "RACECHECK SUMMARY" $OUT/racecheck-m27a.log | tee -a $OUT/summary.log
 # Which pipe binds: ncu pipe utilisation of the attention kernel, two warpgroups v3 (m27a) and three v4 (m27c).
@@ -20,3 +20,12 @@ for v in m27a m27c; do
     .gl/$v/mlakv bench decode --only 'fp8 B=128 H=16 ctx=4096' --iters 3 > $OUT/ncu-$v.txt 2>&1
   echo "ncu $v rc=$? t=$SECONDS" | tee -a $OUT/summary.log
 done
+# m27f = main with the three warpgroups reverted (two, v3, the NaN rows): every decode test, memcheck
+# on the fp8 16-row form, a full bench decode.
+F=.gl/m27f
+timeout 200 $F/mlakv_tests --gtest_filter='*CudaDecode*:DecodeSplit.*' > $OUT/tests-m27f.log 2>&1
+echo "m27f decode tests rc=$? t=$SECONDS" | tee -a $OUT/summary.log; grep -E "^\[  (PASSED|FAILED) |FAILED  \]" $OUT/tests-m27f.log | cut -c1-100 | tail -12 | tee -a $OUT/summary.log
+timeout 60 compute-sanitizer --tool memcheck --error-exitcode 1 $F/mlakv_tests --gtest_filter='Forms/CudaDecodeFp8Form.SixteenRowCtasMatchReference/rs:*OneNan*' > /tmp/z/memcheck-f.log 2>&1
+echo "m27f memcheck rc=$? t=$SECONDS" | tee -a $OUT/summary.log; grep -E "ERROR SUMMARY|PASSED|FAILED" /tmp/z/memcheck-f.log | head -5 | tee -a $OUT/summary.log
+timeout 100 $F/mlakv bench decode --json $OUT/decode.json > $OUT/bench.log 2>&1
+echo "m27f bench rc=$? t=$SECONDS" | tee -a $OUT/summary.log
