@@ -607,8 +607,8 @@ TEST(CudaDecode, TmaTilesAndStageOrderMatchBitForBit) {
 // left (P is 0 there, 0 · NaN is not). Every block of c's even requests is filled with 0xFF (NaN
 // in bf16, the f32 scales and e4m3); the odd requests must match the reference. Where the kernel
 // reads the poison as NaN (`poison_reads_nan`: all but the bit-level e4m3 widening, which reads
-// 0xFF as −480), the even requests' rows must be NaN in out and lse (what the reference reads from a NaN cache), never
-// an empty row's 0 and −inf, including requests split over several parts.
+// 0xFF as −480), the even requests' rows must be NaN in out and lse (what the reference reads
+// from a NaN cache), never an empty row's 0 and −inf, including requests split over parts.
 void expect_poisoned_requests_stay_out(const Case& c, bool poison_reads_nan) {
   SCOPED_TRACE(describe(c));
   Problem p(c);
