@@ -329,6 +329,15 @@ template <int N> __device__ __forceinline__ void pin(float (&d)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
+/// K accumulators set to zero and pinned before the wgmma chain that fills them.
+template <int K, int N> __device__ __forceinline__ void zero_pinned(float (&d)[K][N]) {
+#pragma unroll
+  for (int c = 0; c < K; ++c) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) d[c][i] = 0.0f;
+    pin(d[c]);
+  }
+}
 
 /// Shared-memory matrix descriptor, 128-byte swizzle. K-major: rows 128 B apart, 8-row groups
 /// `sbo` apart (lbo unused). MN-major: `lbo` between 64-element blocks along M/N, `sbo` between
@@ -1786,12 +1795,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         };
         uint32_t ka[3][16];
         float sa[2][NS];
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-#pragma unroll
-          for (int r = 0; r < NS; ++r) sa[c][r] = 0.0f;
-          pin(sa[c]);
-        }
+        zero_pinned(sa);
         k_block(0, ka[0]);
 #pragma unroll
         for (int c = 0; c < 9; ++c) {
@@ -1824,12 +1828,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         // docs/perf/decode-notes.md. This is the form the committed numbers were measured with.
         constexpr int kA = NR >= 32 ? (ALT ? 1 : 2) : 4;  // more spill at 32 rows (ALT: beside its merge)
         float sa[kA][NS];
-#pragma unroll
-        for (int c = 0; c < kA; ++c) {
-#pragma unroll
-          for (int r = 0; r < NS; ++r) sa[c][r] = 0.0f;
-          pin(sa[c]);
-        }
+        zero_pinned(sa);
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < 36; ++kk) qk(sa[kk % kA], kk, kk < kA);
@@ -1849,12 +1848,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         // beside o: the groups (the rope last, unscaled) run two at a time, each scaled into s
         // as soon as it completes.
         float acc[2][NS];
-#pragma unroll
-        for (int t = 0; t < 2; ++t) {
-#pragma unroll
-          for (int r = 0; r < NS; ++r) acc[t][r] = 0.0f;
-          pin(acc[t]);
-        }
+        zero_pinned(acc);
         float4 c[2];
 #pragma unroll
         for (int i = 0; i < 2; ++i) c[i] = *reinterpret_cast<const float4*>(scl + (st * kTile + tk0 + 8 * i) * 4);
@@ -1889,12 +1883,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       } else {
         // Each 128-dim tile has its own per-token scale: separate partial products, scaled after.
         float sg[5][NS];
-#pragma unroll
-        for (int t = 0; t < 5; ++t) {
-#pragma unroll
-          for (int r = 0; r < NS; ++r) sg[t][r] = 0.0f;
-          pin(sg[t]);
-        }
+        zero_pinned(sg);
         wg_fence();
         // The five groups' k-steps interleaved, as the kA accumulators above.
 #pragma unroll
