@@ -3,8 +3,9 @@
 # per-row lse / out of both fp8 forms at 32 rows (r28a = rs32 + a debug test). p28 = r28a + the
 # raw stage at a 640-byte token pitch (rs_chunk): its fp8 tests at the default forms (16 rows:
 # register operands; 32: widened), an A/B against main (m27f) at 16 rows. ncu stall reasons and
-# per-SASS samples of main's 16-row tile. On an H200 also main's full bench decode.
+# bank conflicts of main's 16-row tile. On an H200 also main's full bench decode.
 set -u
+LIMIT=${LIMIT:-400}
 tar xzf .gl/b28b.tgz; F=.gl/m27f-cli; R=.gl/r28a; P=.gl/p28; mkdir -p $OUT /tmp/z
 nvidia-smi --query-gpu=name --format=csv | tee $OUT/summary.log
 timeout 60 $R/mlakv_tests --gtest_filter='CudaDecodeDebug.*' > $OUT/debug.log 2>&1
@@ -17,10 +18,7 @@ timeout 40 ncu -k regex:mla_decode_sm90_kernel --launch-skip 5 --launch-count 1 
   --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum' \
   $F/mlakv bench decode --only 'fp8 B=128 H=16 ctx=4096' --iters 3 > $OUT/ncu-stall-reasons.txt 2>&1
 echo "ncu reasons rc=$? t=$SECONDS" | tee -a $OUT/summary.log
-timeout 60 ncu -k regex:mla_decode_sm90_kernel --launch-skip 5 --launch-count 1 --section SourceCounters --page source \
-  --print-source sass --csv $F/mlakv bench decode --only 'fp8 B=128 H=16 ctx=4096' --iters 3 > /tmp/z/src.csv 2>&1
-echo "ncu source rc=$? t=$SECONDS" | tee -a $OUT/summary.log; gzip -c /tmp/z/src.csv > $OUT/ncu-source.csv.gz
 if nvidia-smi --query-gpu=name --format=csv | grep -q H200; then
-  timeout 150 $F/mlakv bench decode --json $OUT/decode-h200.json > $OUT/bench-h200.log 2>&1
+  left=$((LIMIT - SECONDS)); [ $left -gt 60 ] && timeout $left $F/mlakv bench decode --json $OUT/decode-h200.json > $OUT/bench-h200.log 2>&1
   echo "bench rc=$? t=$SECONDS" | tee -a $OUT/summary.log
 fi
