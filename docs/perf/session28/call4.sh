@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# session 28, call 4: rs32 with its Q-tile fix (r28c = rs32 b0379f1): the form test at 16 and 32
-# rows with the register-operand form, then one A/B round against main (m27f) at H=32.
+# session 28, call 4 (not run: too little device time; the next session's first call): the
+# register-operand form at 32 rows with its Q-tile fix, on main's code (r28c = branch rs32-next
+# 98aafcb): the form test at 16 and 32 rows with that form, one A/B round against main (m27f) at H=32.
 set -u
 LIMIT=${LIMIT:-140}
 tar xzf .gl/b28c.tgz; F=.gl/m27f-cli; C=.gl/r28c; mkdir -p $OUT /tmp/z
