@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# session 28, call 2: why the rs32 form fails at 32 rows (call 1: every 32-row case non-finite):
+# session 28, call 2 (never ran: every start was refused; call 3 is its cut): why the rs32 form fails at 32 rows (call 1: every 32-row case non-finite):
 # per-row lse / out of both fp8 forms at 32 rows (r28a = rs32 + a debug test). p28 = r28a + the
 # raw stage at a 640-byte token pitch (rs_chunk): its fp8 tests at the default forms (16 rows:
 # register operands; 32: widened), an A/B against main (m27f) at 16 rows. ncu stall reasons and
