@@ -36,7 +36,8 @@
 //        the swizzled bf16 stage the consumers read.
 //        fp8_ds_mla at 16 rows: the producer widens each tile's first half and the warpgroup
 //        that owns the tile its second half, with "landed" / "free" barriers on the ring.
-//   RS (fp8 at 16 rows, the default there; MLAKV_DECODE_FP8_FORM=widen for the above): no
+//   RS (fp8 at 16 rows, the default there; MLAKV_DECODE_FP8_FORM=widen for the above; at 32
+//        rows with MLAKV_DECODE_FP8_FORM=rs, n = 32 and four stages): no
 //        widened stage. The producer copies raw tiles into a five-stage ring; each consumer
 //        converts what it reads into wgmma A registers in fp16: K (Q·Kᵀ) by cvt e4m3x2 → f16x2 in
 //        a permuted k order (load_q_rows_f16 stores Q to match, each row scaled into fp16's
@@ -106,8 +107,9 @@ template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90S
   // (64 tokens × 576 bytes, each token's 16-byte chunk c at c ^ (token & 3)), and the consumers
   // convert what they read straight into wgmma A registers, in fp16 (cvt e4m3x2 → f16x2: exact),
   // with Q's rows scaled by powers of two into fp16's range and P times 2^15.
-  static_assert(!RS || (F == CacheFormat::fp8 && NW == 8 && ALT), "register operands: fp8, 16 rows, alternating tiles");
-  static constexpr int kStages = RS ? 5 : kSm90Stages;
+  // At 32 rows (NW = 16, n = 32) the Q tile is twice as large: four stages.
+  static_assert(!RS || (F == CacheFormat::fp8 && NW <= 16 && ALT), "register operands: fp8, 16 or 32 rows, alternating tiles");
+  static constexpr int kStages = RS ? (NW == 8 ? 5 : 4) : kSm90Stages;
   static constexpr int kStBytes = RS ? kTile * 576 : kStageBytes;
   // fp8_ds_mla at 64 rows (rows as M, CTA pairs) holds scale · value in an fp16 stage (kF16Stage),
   // so its tile scales never reach the consumers; at fewer rows the stage holds the exact e4m3
@@ -132,8 +134,8 @@ template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90S
   static constexpr int kP = kQ + kQBytes;
   static constexpr int kRed = kP + 2 * kPTiles * kPBytes;
   static constexpr int kOk = kRed + kRedBytes;         // [stage][64] token-valid flags
-  static constexpr int kQf = kOk + kStages * kTile;   // RS: [16] each Q row's factor 2^-σ (load_q_rows_f16)
-  static constexpr int kScl = kQf + (RS ? 64 : 0);     // [stage][64][4] fp8_ds_mla tile scales
+  static constexpr int kQf = kOk + kStages * kTile;   // RS: [2·NW] each Q row's factor 2^-σ (load_q_rows_f16)
+  static constexpr int kScl = kQf + (RS ? 8 * NW : 0);  // [stage][64][4] fp8_ds_mla tile scales
   static constexpr int kSclEnd = kScl + (kTileScales ? kSm90Stages * kTile * 16 : 0);
   static constexpr int kX = kXInQ ? kQ : kSclEnd;
   // fp8_ds_mla at 16 rows (ALT): the warpgroup that owns a tile widens its second half itself,
@@ -387,15 +389,29 @@ template <int TA> struct Mma<32, TA> {
   }
 };
 
-/// D[64 × 16] (+)= A · B with A (fp16 pairs in the m64k16 fragment order) from registers and B
-/// K-major from shared memory, fp16: the register-operand fp8 form's Q·Kᵀ (A = K) and P·V (A = Vᵀ).
-struct MmaRS16 {
+/// D[64 × N] (+)= A · B with A (fp16 pairs in the m64k16 fragment order) from registers and B
+/// K-major from shared memory, fp16: the register-operand fp8 form's Q·Kᵀ (A = K) and P·V (A = Vᵀ),
+/// N = 16 or 32 query rows.
+template <int N> struct MmaRS;
+template <> struct MmaRS<16> {
   static __device__ __forceinline__ void run(float (&d)[8], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                              uint64_t b, int acc) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(acc));
+  }
+};
+template <> struct MmaRS<32> {
+  static __device__ __forceinline__ void run(float (&d)[16], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint64_t b, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(acc));
   }
 };
@@ -620,26 +636,28 @@ __device__ __forceinline__ void load_q_rows(const DecodeArgs& a, int b, int row0
   named_sync(bar, 256);
 }
 
-/// The register-operand fp8 form's Q tile (16 rows): each row in fp16 times 2^σ, the power of two
-/// that puts its largest finite |value| in [2^14, 2^15) (fp16 then keeps bf16's 8 significant bits
-/// of every value down to 2^-28 of that one; σ within ±126), 2^-σ in qf[row] for the softmax
-/// scale; within each 64-column block, column L = 16j + 8h + 2q + e holds Q's column
+/// The register-operand fp8 form's Q tile (kRowsCta = 16 or 32 rows): each row in fp16 times 2^σ,
+/// the power of two that puts its largest finite |value| in [2^14, 2^15) (fp16 then keeps bf16's 8
+/// significant bits of every value down to 2^-28 of that one; σ within ±126), 2^-σ in qf[row] for
+/// the softmax scale; within each 64-column block, column L = 16j + 8h + 2q + e holds Q's column
 /// 16q + 4j + 2h + e, the order in which consumer thread q finds K's bytes in its 16-byte reads
 /// (word j of k-step 4·block + j: bytes 0–1 for columns 2q, 2q + 1, bytes 2–3 for 2q + 8, 2q + 9).
-/// By 256 threads: warp v loads rows 2v and 2v + 1 (one shuffle reduction per row); named
-/// barrier `bar` as load_q_rows.
+/// By 256 threads: warp v loads rows RPW·v .. RPW·v + RPW − 1 (one shuffle reduction per row);
+/// named barrier `bar` as load_q_rows.
+template <int kRowsCta>
 __device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int row0, uint8_t* q, float* qf, int ct,
                                                 int bar) {
+  constexpr int RPW = kRowsCta / 8;
   const int v = ct >> 5, lane = ct & 31;
-  uint4 c[2][3];
-  float f[2];
+  uint4 c[RPW][3];
+  float f[RPW];
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
+  for (int rr = 0; rr < RPW; ++rr) {
     float mx = 0.0f;
 #pragma unroll
     for (int i = 0; i < 3; ++i) {
       const int ch = lane + 32 * i;
-      c[rr][i] = ch < 72 ? load_q_chunk(a, b, row0 + 2 * v + rr, ch) : make_uint4(0, 0, 0, 0);
+      c[rr][i] = ch < 72 ? load_q_chunk(a, b, row0 + RPW * v + rr, ch) : make_uint4(0, 0, 0, 0);
 #pragma unroll
       for (int x = 0; x < 4; ++x) {
         const uint32_t wd = (&c[rr][i].x)[x];
@@ -651,11 +669,11 @@ __device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int 
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     const int sg = mx > 0.0f ? min(max(14 - ilogbf(mx), -126), 126) : 0;
     f[rr] = __int_as_float((127 + sg) << 23);
-    if (lane == 0) qf[2 * v + rr] = __int_as_float((127 - sg) << 23);
+    if (lane == 0) qf[RPW * v + rr] = __int_as_float((127 - sg) << 23);
   }
   named_sync(bar, 256);
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr)
+  for (int rr = 0; rr < RPW; ++rr)
 #pragma unroll
     for (int i = 0; i < 3; ++i) {
       const int ch = lane + 32 * i;
@@ -668,7 +686,7 @@ __device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int 
         const uint32_t wd = (&c[rr][i].x)[x];
         const uint32_t h2 = pack_f16(__uint_as_float(wd << 16) * f[rr], __uint_as_float(wd & 0xffff0000u) * f[rr]);
         const int lc = blk + 2 * (2 * (c8 & 1) + (x >> 1)) + (x & 1);
-        reinterpret_cast<uint32_t*>(q_chunk_at<16>(q, 2 * v + rr, lc))[c8 >> 1] = h2;
+        reinterpret_cast<uint32_t*>(q_chunk_at<kRowsCta>(q, RPW * v + rr, lc))[c8 >> 1] = h2;
       }
     }
   fence_async_smem();
@@ -1394,7 +1412,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   // that form a spill and 1.6 % (fp8 B=128 H=128 4K).
   auto q_chunk_at = [&](int r, int ch) { return sm90::q_chunk_at<kRowsCta>(smem + S::kQ, r, ch); };
   auto load_q_tile = [&](int b) {
-    if constexpr (kWiden && !RM && NR >= 32 && !kTileScales) {
+    // RS first: fp8 is kWiden in both of its forms, and the widened form's 32-row copy loop
+    // below would take the register-operand form's Q (raw bf16, no row factors: NaN rows).
+    if constexpr (RS) {
+      load_q_rows_f16<kRowsCta>(a, b, row0, smem + S::kQ, reinterpret_cast<float*>(smem + S::kQf), ct, 1);
+    } else if constexpr (kWiden && !RM && NR >= 32 && !kTileScales) {
       named_sync(1, 256);
       for (int idx = ct; idx < kRowsCta * 72; idx += 256) {
         const int r = idx / 72, ch = idx - r * 72;
@@ -1402,8 +1424,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       }
       fence_async_smem();
       named_sync(1, 256);
-    } else if constexpr (RS) {
-      load_q_rows_f16(a, b, row0, smem + S::kQ, reinterpret_cast<float*>(smem + S::kQf), ct, 1);
     } else {
       load_q_rows<kRowsCta, kF16>(a, b, row0, smem + S::kQ, ct, 1);
     }
@@ -1746,7 +1766,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // g + 8i), its k columns 2qd + e + 8h' tokens 16ks + qd + 4·(2h' + e): each token's 16 dims
       // are one 16-byte read (at even h, kept in vx for the odd one), each register one prmt
       // pairing two tokens' bytes.
-      [[maybe_unused]] uint32_t vb[3][4][4];
+      // 32 rows (a 128-float o): two Vᵀ register sets, two K sets and one Q·Kᵀ accumulator, so
+      // that ptxas keeps the wgmma asynchronous (three sets serialized them: C7512).
+      constexpr int VS = NR == 16 ? 3 : 2, KS = NR == 16 ? 3 : 2, NA = NR == 16 ? 2 : 1;
+      [[maybe_unused]] uint32_t vb[VS][4][4];
       [[maybe_unused]] uint4 vx[4];
       const uint8_t* const raw_tile = smem + st * S::kStBytes;
       [[maybe_unused]] auto v_half = [&](int h, uint32_t(&d)[4][4]) {
@@ -1793,8 +1816,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             e4m3x4_to_f16x2x2((&x1.x)[j], d[4 * j + 1], d[4 * j + 3]);
           }
         };
-        uint32_t ka[3][16];
-        float sa[2][NS];
+        uint32_t ka[KS][16];
+        float sa[NA][NS];
         zero_pinned(sa);
         k_block(0, ka[0]);
 #pragma unroll
@@ -1802,14 +1825,15 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           wg_fence();
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            const uint32_t* ar = &ka[c % 3][4 * j];
-            MmaRS16::run(sa[c & 1], ar[0], ar[1], ar[2], ar[3],
-                         desc_plus(q_desc, c * (kRowsCta * 128) + j * 32), c >= 2 || j > 0);
+            const uint32_t* ar = &ka[c % KS][4 * j];
+            MmaRS<NR>::run(sa[c % NA], ar[0], ar[1], ar[2], ar[3],
+                         desc_plus(q_desc, c * (kRowsCta * 128) + j * 32), c >= NA || j > 0);
           }
           wg_commit();
           if (c + 1 < 9) {
-            wg_wait2();  // block c − 2's wgmma have read ka[(c + 1) % 3]
-            k_block(c + 1, ka[(c + 1) % 3]);
+            if constexpr (KS == 3) wg_wait2();  // block c − 2's wgmma have read ka[(c + 1) % 3]
+            else wg_wait1();
+            k_block(c + 1, ka[(c + 1) % KS]);
           } else {
             MLAKV_TRACE(1 + cw, k, 5);
             v_half(0, vb[0]);
@@ -1817,9 +1841,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         }
         wg_wait0();
 #pragma unroll
-        for (int c = 0; c < 2; ++c) pin(sa[c]);
+        for (int c = 0; c < NA; ++c) pin(sa[c]);
 #pragma unroll
-        for (int r = 0; r < NS; ++r) s[r] = sa[0][r] + sa[1][r];
+        for (int r = 0; r < NS; ++r) s[r] = NA == 1 ? sa[0][r] : sa[0][r] + sa[NA - 1][r];
       } else if constexpr (!kTileScales) {
         // kA independent accumulators, k-steps dealt round-robin, so that no wgmma waits for the
         // previous one's accumulator. Tried because a 16-row tile costs the ALT consumers
@@ -2017,13 +2041,14 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           if (h > 0) wg_fence();
 #pragma unroll
           for (int m = 0; m < 4; ++m) {
-            const uint32_t* ar = vb[h % 3][m];
-            MmaRS16::run(o[4 * (h & 1) + m], ar[0], ar[1], ar[2], ar[3], desc_plus(p_desc, (h >> 1) * 32), 1);
+            const uint32_t* ar = vb[h % VS][m];
+            MmaRS<NR>::run(o[4 * (h & 1) + m], ar[0], ar[1], ar[2], ar[3], desc_plus(p_desc, (h >> 1) * 32), 1);
           }
           wg_commit();
           if (h + 1 < 8) {
-            wg_wait2();
-            v_half(h + 1, vb[(h + 1) % 3]);
+            if constexpr (VS == 3) wg_wait2();
+            else wg_wait1();
+            v_half(h + 1, vb[(h + 1) % VS]);
           }
         }
         MLAKV_TRACE(1 + cw, k, 7);
