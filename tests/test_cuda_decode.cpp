@@ -699,48 +699,105 @@ TEST(CudaDecode, OneNanInACachedTokenMakesItsRequestsRowsNan) {
     }
 }
 
-// Both forms of fp8 at 16 rows: K and V as register operands (the default: Q·Kᵀ in fp16 with a
-// permuted k order and Q's rows scaled by powers of two, P·V with permuted output columns and P's
-// tokens, a five-tile raw ring whose chunks are swizzled by token) and the widened bf16 stage
-// (MLAKV_DECODE_FP8_FORM=widen). Rows filling 16-row CTAs partly and wholly, s_q 2, blocks of 1,
-// 16 and 64 tokens, an e4m3 query with f32 strided outputs, outlier query channels, one 128K
-// request over every SM, many short requests, and NaN-poisoned requests beside clean ones.
+// Both forms of fp8 at 16 and 32 rows: K and V as register operands (MLAKV_DECODE_FP8_FORM=rs,
+// the default at 16 rows: Q·Kᵀ in fp16 with a permuted k order and Q's rows scaled by powers of
+// two, P·V with permuted output columns and P's tokens, a raw ring whose chunks are swizzled by
+// token) and the widened bf16 stage (=widen, the default at 32 rows). Rows filling 16- and 32-row
+// CTAs partly and wholly, s_q 2, blocks of 1, 16 and 64 tokens, an e4m3 query with f32 strided
+// outputs, outlier query channels, one 128K request over every SM, many short requests, and
+// NaN-poisoned requests beside clean ones.
 class CudaDecodeFp8Form : public ::testing::TestWithParam<const char*> {};
 
-TEST_P(CudaDecodeFp8Form, SixteenRowCtasMatchReference) {
+TEST_P(CudaDecodeFp8Form, SixteenAndThirtyTwoRowCtasMatchReference) {
   MLAKV_REQUIRE_GPU();
   const ScopedEnv form("MLAKV_DECODE_FP8_FORM", GetParam());
-  for (int h : {1, 5, 16})
+  for (int h : {1, 5, 16, 24, 32})
     for (int s : {1, 2}) {
-      if (h * s > 16) continue;
+      if (h * s > 32) continue;
       Case c;
       c.format = CacheFormat::fp8, c.heads = h, c.s_q = s, c.lens = kMixed;
       check_case(c);
     }
-  for (int bs : {1, 16, 64}) {
+  for (int h : {16, 32}) {
+    for (int bs : {1, 16, 64}) {
+      Case c;
+      c.format = CacheFormat::fp8, c.heads = h, c.block_size = bs, c.lens = {3, 0, 97, 513, 20000};
+      check_case(c);
+    }
     Case c;
-    c.format = CacheFormat::fp8, c.heads = 16, c.block_size = bs, c.lens = {3, 0, 97, 513, 20000};
+    c.format = CacheFormat::fp8, c.heads = h, c.q_e4m3 = true, c.out_f32 = true, c.q_pad = 8, c.out_pad = 24;
+    c.causal = false, c.lens = kMixed;
+    check_case(c);
+    Case o;
+    o.format = CacheFormat::fp8, o.heads = h, o.lens = {1100, 4000, 65}, o.q_outlier = 1000.0f;
+    check_case(o);
+    Case l;
+    l.format = CacheFormat::fp8, l.heads = h, l.lens = {131072};
+    check_case(l);
+    Case m;
+    m.format = CacheFormat::fp8, m.heads = h;
+    std::uniform_int_distribution<int> len(0, 400);
+    for (int b = 0; b < 200; ++b) m.lens.push_back(b % 17 == 0 ? 0 : len(rng()));
+    check_case(m);
+    Case n;
+    n.format = CacheFormat::fp8, n.heads = h;
+    for (int i = 0; i < 96; ++i) n.lens.push_back(i % 2 == 0 ? 640 : 5);
+    expect_poisoned_requests_stay_out(n, std::string(GetParam()) == "rs");
+  }
+}
+
+// fp8_ds_mla at 16 rows in both forms: K and V as register operands (=rs: four tile-scale
+// groups of Q·Kᵀ scaled as they complete, the bf16 rope as a bf16 wgmma, Vᵀ times each token's
+// scale over its warp's per-tile reference) and the widened bf16 stage (=widen, the default).
+// Partial and whole 16-row CTAs, s_q 2, blocks of 1, 16 and 64, an e4m3 query with f32 strided
+// outputs, outlier query channels, a zero latent group (scale FLT_MIN), latents from 1e-3 to 1e3,
+// one 128K request, many short requests, and NaN-poisoned requests beside clean ones.
+TEST_P(CudaDecodeFp8Form, DsMlaSixteenRowCtasMatchReference) {
+  MLAKV_REQUIRE_GPU();
+  const ScopedEnv form("MLAKV_DECODE_FP8_FORM", GetParam());
+  auto ds = [](int h) {
+    Case c;
+    c.format = CacheFormat::fp8_ds_mla, c.heads = h;
+    return c;
+  };
+  for (int h : {1, 5, 16})
+    for (int s : {1, 2}) {
+      if (h * s > 16) continue;
+      Case c = ds(h);
+      c.s_q = s, c.lens = kMixed;
+      check_case(c);
+    }
+  for (int bs : {1, 16, 64}) {
+    Case c = ds(16);
+    c.block_size = bs, c.lens = {3, 0, 97, 513, 20000};
     check_case(c);
   }
-  Case c;
-  c.format = CacheFormat::fp8, c.heads = 16, c.q_e4m3 = true, c.out_f32 = true, c.q_pad = 8, c.out_pad = 24;
-  c.causal = false, c.lens = kMixed;
-  check_case(c);
-  Case o;
-  o.format = CacheFormat::fp8, o.heads = 16, o.lens = {1100, 4000, 65}, o.q_outlier = 1000.0f;
+  Case q = ds(16);
+  q.q_e4m3 = true, q.out_f32 = true, q.q_pad = 8, q.out_pad = 24, q.causal = false, q.lens = kMixed;
+  check_case(q);
+  Case o = ds(16);
+  o.lens = {1100, 4000, 65}, o.q_outlier = 1000.0f;
   check_case(o);
-  Case l;
-  l.format = CacheFormat::fp8, l.heads = 16, l.lens = {131072};
+  for (int g : {0, 3}) {
+    Case z = ds(16);
+    z.lens = {1, 100, 0, 2000}, z.zero_group = g;
+    check_case(z);
+  }
+  for (float mag : {1e-3f, 1e3f}) {
+    Case k = ds(16);
+    k.lens = {700, 65, 1500, 3}, k.kv_mag = mag;
+    check_case(k);
+  }
+  Case l = ds(16);
+  l.lens = {131072};
   check_case(l);
-  Case m;
-  m.format = CacheFormat::fp8;
+  Case m = ds(16);
   std::uniform_int_distribution<int> len(0, 400);
   for (int b = 0; b < 200; ++b) m.lens.push_back(b % 17 == 0 ? 0 : len(rng()));
   check_case(m);
-  Case n;
-  n.format = CacheFormat::fp8;
+  Case n = ds(16);
   for (int i = 0; i < 96; ++i) n.lens.push_back(i % 2 == 0 ? 640 : 5);
-  expect_poisoned_requests_stay_out(n, std::string(GetParam()) == "rs");
+  expect_poisoned_requests_stay_out(n, true);
 }
 
 INSTANTIATE_TEST_SUITE_P(Forms, CudaDecodeFp8Form, ::testing::Values("rs", "widen"),

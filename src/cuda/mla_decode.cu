@@ -257,17 +257,20 @@ bool use_pdl(int dev) {
 
 /// fp8 at 16 rows with K and V as register operands converted by the consumers (no widened
 /// stage; Sm90Smem's RS): 14–18 % faster than the widened form on the H100 (docs/PERF.md, session
-/// 26); MLAKV_DECODE_FP8_FORM=widen selects the latter.
-bool use_fp8_rs() {
+/// 26); MLAKV_DECODE_FP8_FORM=widen selects the latter. At 32 rows the same form (n = 32) runs
+/// where MLAKV_DECODE_FP8_FORM=rs asks for it (session 27: not yet measured faster), and so does
+/// fp8_ds_mla at 16 rows (session 29: not yet measured).
+bool use_fp8_rs(int cta_rows, CacheFormat f) {
   const char* e = std::getenv("MLAKV_DECODE_FP8_FORM");
-  return !(e && std::strcmp(e, "widen") == 0);
+  if (e && std::strcmp(e, "widen") == 0) return false;
+  return (cta_rows == 16 && f == CacheFormat::fp8) || (e && std::strcmp(e, "rs") == 0);
 }
 
 template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts, cudaStream_t stream) {
   switch (a.cta_rows) {
     case 16:
-      if constexpr (F == CacheFormat::fp8)
-        if (use_alt() && use_fp8_rs()) {
+      if constexpr (F != CacheFormat::bf16)
+        if (use_alt() && use_fp8_rs(16, F)) {
           launch_sm90<F, 8, true, false, true>(a, parts, stream);
           break;
         }
@@ -275,6 +278,11 @@ template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts,
       else launch_sm90<F, 8>(a, parts, stream);
       break;
     case 32:
+      if constexpr (F == CacheFormat::fp8)
+        if (use_alt() && use_fp8_rs(32, F)) {
+          launch_sm90<F, 16, true, false, true>(a, parts, stream);
+          break;
+        }
       if (use_alt()) launch_sm90<F, 16, true>(a, parts, stream);
       else launch_sm90<F, 16>(a, parts, stream);
       break;

@@ -36,7 +36,8 @@
 //        the swizzled bf16 stage the consumers read.
 //        fp8_ds_mla at 16 rows: the producer widens each tile's first half and the warpgroup
 //        that owns the tile its second half, with "landed" / "free" barriers on the ring.
-//   RS (fp8 at 16 rows, the default there; MLAKV_DECODE_FP8_FORM=widen for the above): no
+//   RS (fp8 at 16 rows, the default there; MLAKV_DECODE_FP8_FORM=widen for the above; at 32
+//        rows with MLAKV_DECODE_FP8_FORM=rs, n = 32 and four stages): no
 //        widened stage. The producer copies raw tiles into a five-stage ring; each consumer
 //        converts what it reads into wgmma A registers in fp16: K (Q·Kᵀ) by cvt e4m3x2 → f16x2 in
 //        a permuted k order (load_q_rows_f16 stores Q to match, each row scaled into fp16's
@@ -106,14 +107,22 @@ template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90S
   // (64 tokens × 576 bytes, each token's 16-byte chunk c at c ^ (token & 3)), and the consumers
   // convert what they read straight into wgmma A registers, in fp16 (cvt e4m3x2 → f16x2: exact),
   // with Q's rows scaled by powers of two into fp16's range and P times 2^15.
-  static_assert(!RS || (F == CacheFormat::fp8 && NW == 8 && ALT), "register operands: fp8, 16 rows, alternating tiles");
-  static constexpr int kStages = RS ? 5 : kSm90Stages;
-  static constexpr int kStBytes = RS ? kTile * 576 : kStageBytes;
+  // At 32 rows (NW = 16, n = 32) the Q tile is twice as large: four stages.
+  // fp8_ds_mla (16 rows, kDsRs): tokens 704 bytes apart (the 656-byte token: 512 e4m3, four fp32
+  // tile scales, 64 bf16 rope; 44 chunks keep the 576-byte pitch's 4 mod 8 bank pattern), chunk c
+  // at c ^ (token & 3); four stages.
+  static constexpr bool kDsRs = RS && F == CacheFormat::fp8_ds_mla;
+  static_assert(!RS || ((F == CacheFormat::fp8 && NW <= 16) || (kDsRs && NW == 8)) && ALT,
+                "register operands: fp8 at 16 or 32 rows, fp8_ds_mla at 16, alternating tiles");
+  static constexpr int kStages = RS ? (NW == 8 && !kDsRs ? 5 : 4) : kSm90Stages;
+  static constexpr int kRsPitch = kDsRs ? 704 : 576;
+  static constexpr int kStBytes = RS ? kTile * kRsPitch : kStageBytes;
   // fp8_ds_mla at 64 rows (rows as M, CTA pairs) holds scale · value in an fp16 stage (kF16Stage),
-  // so its tile scales never reach the consumers; at fewer rows the stage holds the exact e4m3
-  // values in bf16 and the consumers apply the tile scales (kTileScales).
+  // so its tile scales never reach the consumers; at 16 and 32 rows the widened stage holds the
+  // exact e4m3 values in bf16 and the consumers apply the tile scales (kTileScales); the
+  // register-operand form (kDsRs) reads them from its raw stage.
   static constexpr bool kF16Stage = F == CacheFormat::fp8_ds_mla && NW == 32;
-  static constexpr bool kTileScales = F == CacheFormat::fp8_ds_mla && !kF16Stage;
+  static constexpr bool kTileScales = F == CacheFormat::fp8_ds_mla && !kF16Stage && !RS;
   static constexpr int NR = ALT ? 2 * NW : NW;         // rows of one consumer warpgroup's wgmma (n)
   static constexpr int kTokenBytes = Fmt<F>::kTokenBytes;
   // fp8_ds_mla: P scaled by each 128-column tile scale, two at a time (P · V in two passes),
@@ -132,9 +141,12 @@ template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90S
   static constexpr int kP = kQ + kQBytes;
   static constexpr int kRed = kP + 2 * kPTiles * kPBytes;
   static constexpr int kOk = kRed + kRedBytes;         // [stage][64] token-valid flags
-  static constexpr int kQf = kOk + kStages * kTile;   // RS: [16] each Q row's factor 2^-σ (load_q_rows_f16)
-  static constexpr int kScl = kQf + (RS ? 64 : 0);     // [stage][64][4] fp8_ds_mla tile scales
-  static constexpr int kSclEnd = kScl + (kTileScales ? kSm90Stages * kTile * 16 : 0);
+  static constexpr int kQf = kOk + kStages * kTile;   // RS: [2·NW] each Q row's factor 2^-σ (load_q_rows_f16)
+  static constexpr int kScl = kQf + (RS ? 8 * NW : 0);  // [stage][64][4] fp8_ds_mla tile scales
+  // kDsRs: [warpgroup][warp][32] fp16 pairs, each token's tile scale over its warp's P·V reference
+  // (the Vᵀ registers' factors, one tile at a time).
+  static constexpr int kVr = kScl + (kTileScales ? kSm90Stages * kTile * 16 : 0);
+  static constexpr int kSclEnd = kVr + (kDsRs ? 2 * 4 * 32 * 4 : 0);
   static constexpr int kX = kXInQ ? kQ : kSclEnd;
   // fp8_ds_mla at 16 rows (ALT): the warpgroup that owns a tile widens its second half itself,
   // from the raw ring, while the producer widens the first (the session-8 trace: the producer
@@ -387,15 +399,33 @@ template <int TA> struct Mma<32, TA> {
   }
 };
 
-/// D[64 × 16] (+)= A · B with A (fp16 pairs in the m64k16 fragment order) from registers and B
-/// K-major from shared memory, fp16: the register-operand fp8 form's Q·Kᵀ (A = K) and P·V (A = Vᵀ).
-struct MmaRS16 {
+/// D[64 × N] (+)= A · B with A (fp16 pairs in the m64k16 fragment order) from registers and B
+/// K-major from shared memory, fp16: the register-operand form's Q·Kᵀ (A = K) and P·V (A = Vᵀ),
+/// N = 16 or 32 query rows; kBf16: bf16 operands (fp8_ds_mla's rope).
+#define MLAKV_MMA_RS16(T) \
+    asm volatile( \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n" \
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32." T "." T " {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n" \
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]) \
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(acc))
+template <int N, bool kBf16 = false> struct MmaRS;
+template <bool kBf16> struct MmaRS<16, kBf16> {
   static __device__ __forceinline__ void run(float (&d)[8], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                              uint64_t b, int acc) {
+    if constexpr (kBf16) MLAKV_MMA_RS16("bf16");
+    else MLAKV_MMA_RS16("f16");
+  }
+};
+#undef MLAKV_MMA_RS16
+template <> struct MmaRS<32> {
+  static __device__ __forceinline__ void run(float (&d)[16], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint64_t b, int acc) {
     asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(acc));
   }
 };
@@ -620,26 +650,29 @@ __device__ __forceinline__ void load_q_rows(const DecodeArgs& a, int b, int row0
   named_sync(bar, 256);
 }
 
-/// The register-operand fp8 form's Q tile (16 rows): each row in fp16 times 2^σ, the power of two
-/// that puts its largest finite |value| in [2^14, 2^15) (fp16 then keeps bf16's 8 significant bits
-/// of every value down to 2^-28 of that one; σ within ±126), 2^-σ in qf[row] for the softmax
-/// scale; within each 64-column block, column L = 16j + 8h + 2q + e holds Q's column
+/// The register-operand fp8 form's Q tile (kRowsCta = 16 or 32 rows): each row in fp16 times 2^σ,
+/// the power of two that puts its largest finite |value| in [2^14, 2^15) (fp16 then keeps bf16's 8
+/// significant bits of every value down to 2^-28 of that one; σ within ±126), 2^-σ in qf[row] for
+/// the softmax scale; within each 64-column block, column L = 16j + 8h + 2q + e holds Q's column
 /// 16q + 4j + 2h + e, the order in which consumer thread q finds K's bytes in its 16-byte reads
 /// (word j of k-step 4·block + j: bytes 0–1 for columns 2q, 2q + 1, bytes 2–3 for 2q + 8, 2q + 9).
-/// By 256 threads: warp v loads rows 2v and 2v + 1 (one shuffle reduction per row); named
-/// barrier `bar` as load_q_rows.
+/// kBf16Rope (fp8_ds_mla, whose rope is bf16): the rope block stays bf16, times the same 2^σ.
+/// By 256 threads: warp v loads rows RPW·v .. RPW·v + RPW − 1 (one shuffle reduction per row);
+/// named barrier `bar` as load_q_rows.
+template <int kRowsCta, bool kBf16Rope = false>
 __device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int row0, uint8_t* q, float* qf, int ct,
                                                 int bar) {
+  constexpr int RPW = kRowsCta / 8;
   const int v = ct >> 5, lane = ct & 31;
-  uint4 c[2][3];
-  float f[2];
+  uint4 c[RPW][3];
+  float f[RPW];
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
+  for (int rr = 0; rr < RPW; ++rr) {
     float mx = 0.0f;
 #pragma unroll
     for (int i = 0; i < 3; ++i) {
       const int ch = lane + 32 * i;
-      c[rr][i] = ch < 72 ? load_q_chunk(a, b, row0 + 2 * v + rr, ch) : make_uint4(0, 0, 0, 0);
+      c[rr][i] = ch < 72 ? load_q_chunk(a, b, row0 + RPW * v + rr, ch) : make_uint4(0, 0, 0, 0);
 #pragma unroll
       for (int x = 0; x < 4; ++x) {
         const uint32_t wd = (&c[rr][i].x)[x];
@@ -651,11 +684,11 @@ __device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int 
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     const int sg = mx > 0.0f ? min(max(14 - ilogbf(mx), -126), 126) : 0;
     f[rr] = __int_as_float((127 + sg) << 23);
-    if (lane == 0) qf[2 * v + rr] = __int_as_float((127 - sg) << 23);
+    if (lane == 0) qf[RPW * v + rr] = __int_as_float((127 - sg) << 23);
   }
   named_sync(bar, 256);
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr)
+  for (int rr = 0; rr < RPW; ++rr)
 #pragma unroll
     for (int i = 0; i < 3; ++i) {
       const int ch = lane + 32 * i;
@@ -666,9 +699,10 @@ __device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int 
 #pragma unroll
       for (int x = 0; x < 4; ++x) {
         const uint32_t wd = (&c[rr][i].x)[x];
-        const uint32_t h2 = pack_f16(__uint_as_float(wd << 16) * f[rr], __uint_as_float(wd & 0xffff0000u) * f[rr]);
+        const uint32_t h2 = kBf16Rope && blk == 64 ? scale_bf16x2(wd, f[rr])
+                                                   : pack_f16(__uint_as_float(wd << 16) * f[rr], __uint_as_float(wd & 0xffff0000u) * f[rr]);
         const int lc = blk + 2 * (2 * (c8 & 1) + (x >> 1)) + (x & 1);
-        reinterpret_cast<uint32_t*>(q_chunk_at<16>(q, 2 * v + rr, lc))[c8 >> 1] = h2;
+        reinterpret_cast<uint32_t*>(q_chunk_at<kRowsCta>(q, RPW * v + rr, lc))[c8 >> 1] = h2;
       }
     }
   fence_async_smem();
@@ -1119,11 +1153,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           const int tok = (pt >> 3) + 16 * p;
           const bool ok = blk[p] >= 0;
           const uint8_t* src = ok ? a.cache + blk[p] * a.block_stride + static_cast<int64_t>(in_block[p]) * TB : a.cache;
-          const uint32_t row_u = stage_u + tok * 576;
+          const uint32_t row_u = stage_u + tok * S::kRsPitch;
+          constexpr int kChunks = TB / 16;  // 36 (fp8), 41 (fp8_ds_mla)
 #pragma unroll
-          for (int j = 0; j < 5; ++j) {
+          for (int j = 0; j < (kChunks + 7) / 8; ++j) {
             const int c = sub + 8 * j;
-            if (c < 36) cp_async16(row_u + ((c ^ (tok & 3)) << 4), ok ? src + 16 * c : a.cache, ok ? 16 : 0);
+            if (c < kChunks) cp_async16(row_u + ((c ^ (tok & 3)) << 4), ok ? src + 16 * c : a.cache, ok ? 16 : 0);
           }
           if (sub == 0) tok_ok[st * kTile + tok] = ok;
         }
@@ -1379,6 +1414,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     const float ks = __ldg(a.k_scale);
     sc *= ks;
     out_scale = RS ? ks * (1.0f / kPScaleRs) : ks;  // RS: P is stored times kPScaleRs
+  } else if constexpr (RS) {
+    out_scale = 1.0f / kPScaleRs;
   }
   constexpr bool kF16 = S::kF16Stage;  // fp16 stage, Q's latent columns and P (fp8_ds_mla pairs)
   if constexpr (kF16) {
@@ -1394,7 +1431,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   // that form a spill and 1.6 % (fp8 B=128 H=128 4K).
   auto q_chunk_at = [&](int r, int ch) { return sm90::q_chunk_at<kRowsCta>(smem + S::kQ, r, ch); };
   auto load_q_tile = [&](int b) {
-    if constexpr (kWiden && !RM && NR >= 32 && !kTileScales) {
+    // RS first: fp8 is kWiden in both of its forms, and the widened form's 32-row copy loop
+    // below would take the register-operand form's Q (raw bf16, no row factors: NaN rows).
+    if constexpr (RS) {
+      load_q_rows_f16<kRowsCta, S::kDsRs>(a, b, row0, smem + S::kQ, reinterpret_cast<float*>(smem + S::kQf), ct, 1);
+    } else if constexpr (kWiden && !RM && NR >= 32 && !kTileScales) {
       named_sync(1, 256);
       for (int idx = ct; idx < kRowsCta * 72; idx += 256) {
         const int r = idx / 72, ch = idx - r * 72;
@@ -1402,8 +1443,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       }
       fence_async_smem();
       named_sync(1, 256);
-    } else if constexpr (RS) {
-      load_q_rows_f16(a, b, row0, smem + S::kQ, reinterpret_cast<float*>(smem + S::kQf), ct, 1);
     } else {
       load_q_rows<kRowsCta, kF16>(a, b, row0, smem + S::kQ, ct, 1);
     }
@@ -1687,6 +1726,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   float m_st[NJ][2], l_st[NJ][2];
   int lim[NJ][2];
   float scr[NJ][2];  // each row's softmax scale (RS: times its Q row's 2^-σ)
+  // kDsRs: this warp's P·V reference (o holds Σ P · v · scale / r_ref over its output dims, which
+  // all lie in tile-scale group w), 0 before the request's first tile.
+  [[maybe_unused]] float r_ref = 0.0f;
 
   Cursor cs;
   seek(cs, first_b, lo, hi, sch, B);
@@ -1713,6 +1755,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       for (int mt = 0; mt < 8; ++mt)
 #pragma unroll
         for (int r = 0; r < NS; ++r) o[mt][r] = 0.0f;
+      r_ref = 0.0f;
     }
 
     float* red_p = red_wg + par * (4 * NR);
@@ -1739,6 +1782,39 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       if constexpr (!RS) fence_async_smem();
       const uint32_t stage_u = base + st * S::kStBytes;
       const int tk0 = 16 * w + g;  // this thread's tokens: tk0 (i = 0), tk0 + 8 (i = 1)
+      const uint8_t* const raw_tile = smem + st * S::kStBytes;
+      constexpr int kPitch = S::kRsPitch;
+      // kDsRs: the tile scales of this thread's Q·Kᵀ tokens (chunk 32 of a token: four fp32), and
+      // its Vᵀ registers' factors: token t's scale for group w over the tile's reference R (the
+      // power of two at or above the warp's largest scale of the tile, and at or above r_ref ·
+      // 2^-64 so that o's rescale by r_ref / R stays finite), as fp16 pairs (t, t + 4) for
+      // t = 16ks + qd + 8e (pair (ks, e): word 2·(ks & 1) + e of vr[ks >> 1]). Lane l computes
+      // pair (ks, e, qd) = (l >> 3, (l >> 2) & 1, l & 3) into the warp's 32 words, read back by
+      // quad. fp16 keeps a ratio's 11 bits down to 2^-14 (a token whose scale is 2^14 below the
+      // tile's largest in its group is coarser).
+      [[maybe_unused]] float4 ksc[2];
+      [[maybe_unused]] uint4 vr[2];
+      [[maybe_unused]] float r_f = 1.0f;  // o's rescale to this tile's reference: r_ref / R
+      if constexpr (S::kDsRs) {
+        auto scales = [&](int t) { return reinterpret_cast<const float*>(raw_tile + t * kPitch + ((32 ^ (t & 3)) << 4)); };
+#pragma unroll
+        for (int i = 0; i < 2; ++i) ksc[i] = *reinterpret_cast<const float4*>(scales(tk0 + 8 * i));
+        const int t = 16 * (lane >> 3) + 8 * ((lane >> 2) & 1) + (lane & 3);
+        const float s0 = scales(t)[w], s1 = scales(t + 4)[w];
+        float mx = fmaxf(s0, s1);
+#pragma unroll
+        for (int sh = 16; sh > 0; sh >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, sh));
+        // The power of two at or above mx (inf stays inf), at least FLT_MIN.
+        const float rt = __uint_as_float((__float_as_uint(fmaxf(mx, FLT_MIN)) + 0x7fffffu) & 0xff800000u);
+        const float rr = fmaxf(rt, r_ref * 0x1p-64f), inv = 1.0f / rr;
+        r_f = r_ref * inv;
+        r_ref = rr;
+        uint32_t* const vr_w = reinterpret_cast<uint32_t*>(smem + S::kVr) + (4 * cw + w) * 32;
+        vr_w[8 * (lane & 3) + 2 * (lane >> 3) + ((lane >> 2) & 1)] = pack_f16(s0 * inv, s1 * inv);
+        __syncwarp();
+#pragma unroll
+        for (int x = 0; x < 2; ++x) vr[x] = reinterpret_cast<const uint4*>(vr_w + 8 * qd)[x];
+      }
       // RS, P·V in half k-steps h (k-step h / 2, m-tiles 4·(h & 1) .. + 3), converted one ahead
       // into three register sets, so that a set is rewritten only once the wgmma that read it two
       // groups back are done (wait_group 2) and no wait lands on the last group issued.
@@ -1746,14 +1822,16 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // g + 8i), its k columns 2qd + e + 8h' tokens 16ks + qd + 4·(2h' + e): each token's 16 dims
       // are one 16-byte read (at even h, kept in vx for the odd one), each register one prmt
       // pairing two tokens' bytes.
-      [[maybe_unused]] uint32_t vb[3][4][4];
+      // 32 rows (a 128-float o): two Vᵀ register sets, two K sets and one Q·Kᵀ accumulator, so
+      // that ptxas keeps the wgmma asynchronous (three sets serialized them: C7512).
+      constexpr int VS = NR == 16 ? 3 : 2, KS = NR == 16 ? 3 : 2, NA = NR == 16 ? 2 : 1;
+      [[maybe_unused]] uint32_t vb[VS][4][4];
       [[maybe_unused]] uint4 vx[4];
-      const uint8_t* const raw_tile = smem + st * S::kStBytes;
       [[maybe_unused]] auto v_half = [&](int h, uint32_t(&d)[4][4]) {
         if ((h & 1) == 0)
 #pragma unroll
           for (int c = 0; c < 4; ++c)
-            vx[c] = *reinterpret_cast<const uint4*>(raw_tile + (8 * h + qd + 4 * c) * 576 + (((8 * w + g) ^ qd) << 4));
+            vx[c] = *reinterpret_cast<const uint4*>(raw_tile + (8 * h + qd + 4 * c) * kPitch + (((8 * w + g) ^ qd) << 4));
 #pragma unroll
         for (int m = 0; m < 4; ++m) {
           const int mt = 4 * (h & 1) + m, u = mt >> 1;
@@ -1765,6 +1843,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y23) : "r"(x2), "r"(x3), "r"(sel));
           e4m3x4_to_f16x2x2(y01, d[m][0], d[m][1]);
           e4m3x4_to_f16x2x2(y23, d[m][2], d[m][3]);
+          if constexpr (S::kDsRs) {
+            // Registers 0–1 pair tokens (t, t + 4) of pair (h / 2, 0), registers 2–3 of (h / 2, 1).
+            const uint32_t* pr = &(&vr[h >> 2].x)[2 * ((h >> 1) & 1)];
+#pragma unroll
+            for (int x = 0; x < 4; ++x) asm("mul.rn.f16x2 %0, %0, %1;\n" : "+r"(d[m][x]) : "r"(pr[x >> 1]));
+          }
         }
       };
 
@@ -1782,44 +1866,81 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         // K as A from registers: 64-column block c of tokens tk0 and tk0 + 8 is one 16-byte read
         // each (columns 64c + 16qd ..), word j of it k-step 4c + j (Q's columns permuted to match,
         // load_q_rows_f16). Three register sets, block c + 1 converted while blocks c and c − 1 run.
-        const uint8_t* const k0 = raw_tile + tk0 * 576;
+        const uint8_t* const k0 = raw_tile + tk0 * kPitch;
         auto k_block = [&](int c, uint32_t(&d)[16]) {
+          if (S::kDsRs && c == 8) {
+            // fp8_ds_mla's bf16 rope (chunks 33–40): dims 16qd .. 16qd + 15 of each token in two
+            // reads, words 2j and 2j + 1 of them k-step j's (the same k order as the e4m3 blocks).
+            const int o0 = ((33 + 2 * qd) ^ (g & 3)) << 4, o1 = ((34 + 2 * qd) ^ (g & 3)) << 4;
+            const uint4 x[2][2] = {{*reinterpret_cast<const uint4*>(k0 + o0), *reinterpret_cast<const uint4*>(k0 + o1)},
+                                   {*reinterpret_cast<const uint4*>(k0 + 8 * kPitch + o0),
+                                    *reinterpret_cast<const uint4*>(k0 + 8 * kPitch + o1)}};
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+#pragma unroll
+              for (int i = 0; i < 2; ++i) {
+                d[4 * j + i] = (&x[i][j >> 1].x)[2 * (j & 1)];
+                d[4 * j + 2 + i] = (&x[i][j >> 1].x)[2 * (j & 1) + 1];
+              }
+            return;
+          }
           const int off = ((4 * c + qd) ^ (g & 3)) << 4;  // tk0 & 3 == (tk0 + 8) & 3 == g & 3
           const uint4 x0 = *reinterpret_cast<const uint4*>(k0 + off);
-          const uint4 x1 = *reinterpret_cast<const uint4*>(k0 + 8 * 576 + off);
+          const uint4 x1 = *reinterpret_cast<const uint4*>(k0 + 8 * kPitch + off);
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             e4m3x4_to_f16x2x2((&x0.x)[j], d[4 * j], d[4 * j + 2]);
             e4m3x4_to_f16x2x2((&x1.x)[j], d[4 * j + 1], d[4 * j + 3]);
           }
         };
-        uint32_t ka[3][16];
-        float sa[2][NS];
+        uint32_t ka[KS][16];
+        float sa[NA][NS];
         zero_pinned(sa);
+        // kDsRs: tile-scale group t (blocks 2t, 2t + 1; t = 4 the rope, unscaled) into sa[t & 1],
+        // taken into s times the token's scale once complete (t = 0..2 two blocks later, under
+        // the wait for the K registers; 3 and 4 at the end).
+        [[maybe_unused]] auto take_group = [&](int t) {
+          pin(sa[t & 1]);
+#pragma unroll
+          for (int r = 0; r < NS; ++r) s[r] += (t < 4 ? (&ksc[(r >> 1) & 1].x)[t] : 1.0f) * sa[t & 1][r];
+        };
         k_block(0, ka[0]);
 #pragma unroll
         for (int c = 0; c < 9; ++c) {
           wg_fence();
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            const uint32_t* ar = &ka[c % 3][4 * j];
-            MmaRS16::run(sa[c & 1], ar[0], ar[1], ar[2], ar[3],
-                         desc_plus(q_desc, c * (kRowsCta * 128) + j * 32), c >= 2 || j > 0);
+            const uint32_t* ar = &ka[c % KS][4 * j];
+            const uint64_t db = desc_plus(q_desc, c * (kRowsCta * 128) + j * 32);
+            if constexpr (S::kDsRs) {
+              if (c == 8) MmaRS<NR, true>::run(sa[0], ar[0], ar[1], ar[2], ar[3], db, j > 0);
+              else MmaRS<NR>::run(sa[(c >> 1) & 1], ar[0], ar[1], ar[2], ar[3], db, (c & 1) || j > 0);
+            } else {
+              MmaRS<NR>::run(sa[c % NA], ar[0], ar[1], ar[2], ar[3], db, c >= NA || j > 0);
+            }
           }
           wg_commit();
           if (c + 1 < 9) {
-            wg_wait2();  // block c − 2's wgmma have read ka[(c + 1) % 3]
-            k_block(c + 1, ka[(c + 1) % 3]);
+            if constexpr (KS == 3) wg_wait2();  // block c − 2's wgmma have read ka[(c + 1) % 3]
+            else wg_wait1();
+            if constexpr (S::kDsRs)
+              if (c & 1 && c >= 3) take_group((c - 3) >> 1);  // blocks ≤ c − 2 are complete
+            k_block(c + 1, ka[(c + 1) % KS]);
           } else {
             MLAKV_TRACE(1 + cw, k, 5);
             v_half(0, vb[0]);
           }
         }
         wg_wait0();
+        if constexpr (S::kDsRs) {
+          take_group(3);
+          take_group(4);
+        } else {
 #pragma unroll
-        for (int c = 0; c < 2; ++c) pin(sa[c]);
+          for (int c = 0; c < NA; ++c) pin(sa[c]);
 #pragma unroll
-        for (int r = 0; r < NS; ++r) s[r] = sa[0][r] + sa[1][r];
+          for (int r = 0; r < NS; ++r) s[r] = NA == 1 ? sa[0][r] : sa[0][r] + sa[NA - 1][r];
+        }
       } else if constexpr (!kTileScales) {
         // kA independent accumulators, k-steps dealt round-robin, so that no wgmma waits for the
         // previous one's accumulator. Tried because a 16-row tile costs the ALT consumers
@@ -1982,11 +2103,13 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           l_st[j][e] = l_st[j][e] * alpha + (p0 + p1);
           // Once a row's maximum settles, alpha is exactly 1 on most tiles: skip the 16 multiplies
           // (exact) unless some lane of the warp needs them (they were ~13 % of the instructions).
-          if (__any_sync(0xffffffffu, alpha != 1.0f)) {
+          // kDsRs: with o's move to this tile's reference (r_f, a power of two).
+          const float fo = S::kDsRs ? alpha * r_f : alpha;
+          if (__any_sync(0xffffffffu, fo != 1.0f)) {
 #pragma unroll
             for (int mt = 0; mt < 8; ++mt) {
-              o[mt][4 * j + e] *= alpha;
-              o[mt][4 * j + 2 + e] *= alpha;
+              o[mt][4 * j + e] *= fo;
+              o[mt][4 * j + 2 + e] *= fo;
             }
           }
           pv[j][e][0] = p0, pv[j][e][1] = p1;
@@ -2017,13 +2140,14 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           if (h > 0) wg_fence();
 #pragma unroll
           for (int m = 0; m < 4; ++m) {
-            const uint32_t* ar = vb[h % 3][m];
-            MmaRS16::run(o[4 * (h & 1) + m], ar[0], ar[1], ar[2], ar[3], desc_plus(p_desc, (h >> 1) * 32), 1);
+            const uint32_t* ar = vb[h % VS][m];
+            MmaRS<NR>::run(o[4 * (h & 1) + m], ar[0], ar[1], ar[2], ar[3], desc_plus(p_desc, (h >> 1) * 32), 1);
           }
           wg_commit();
           if (h + 1 < 8) {
-            wg_wait2();
-            v_half(h + 1, vb[(h + 1) % 3]);
+            if constexpr (VS == 3) wg_wait2();
+            else wg_wait1();
+            v_half(h + 1, vb[(h + 1) % VS]);
           }
         }
         MLAKV_TRACE(1 + cw, k, 7);
@@ -2068,6 +2192,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 
     // ---- end of segment: normalized output, or a partial for the combine kernel ----
     if (cs.t + 1 == cs.t_end) {
+      if constexpr (S::kDsRs)  // o from this warp's reference back to the values (two warpgroups, two references)
+#pragma unroll
+        for (int mt = 0; mt < 8; ++mt)
+#pragma unroll
+          for (int r = 0; r < NS; ++r) o[mt][r] *= r_ref;
       // Row sums: per-thread partials over g, then over the 4 warps (red_p is free again: every
       // warp of this warpgroup read its maxima before the P barrier).
       float lsum[NJ][2];
