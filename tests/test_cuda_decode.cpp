@@ -250,9 +250,10 @@ TEST(CudaDecode, MmaKernelPath) {
   unsetenv("MLAKV_DECODE_KERNEL");
 }
 
-// fp8_ds_mla on the sm90 kernel, 16- and 32-row CTAs, on alternating tiles (the default: at 32
-// rows Q·Kᵀ in scale groups two at a time) and split rows (MLAKV_DECODE_ALT=0: at 32 rows P · V
-// in two passes over two scaled P tiles); a raw ring (of quarter tiles at 32 rows) that a
+// fp8_ds_mla on the sm90 kernel, 16- and 32-row CTAs, on alternating tiles (the default: at 16
+// rows the register-operand form, at 32 rows Q·Kᵀ in scale groups two at a time) and split rows
+// (MLAKV_DECODE_ALT=0: at 32 rows P · V in two passes over two scaled P tiles); a raw ring (of
+// quarter tiles at 32 rows) that a
 // request's tokens cross many times, blocks of 1, 16 and 64 tokens, partly filled CTAs.
 TEST(CudaDecode, DsMlaSm90Forms) {
   MLAKV_REQUIRE_GPU();
@@ -336,7 +337,8 @@ TEST(CudaDecode, Fp8QueriesWithOutlierChannels) {
       }
 }
 
-// FP8 caches at 16 and 32 rows per CTA (the widened stage): head counts that fill 16- and
+// FP8 caches at 16 and 32 rows per CTA (the default forms: register operands for fp8 at both and
+// fp8_ds_mla at 16, the widened stage for fp8_ds_mla at 32): head counts that fill 16- and
 // 32-row CTAs partly and wholly, s_q 1..4, blocks of 1, 16 and 64 tokens, a request over every SM.
 TEST(CudaDecode, Fp8SixteenAndThirtyTwoRowCtasMatchReference) {
   MLAKV_REQUIRE_GPU();
@@ -700,9 +702,9 @@ TEST(CudaDecode, OneNanInACachedTokenMakesItsRequestsRowsNan) {
 }
 
 // Both forms of fp8 at 16 and 32 rows: K and V as register operands (MLAKV_DECODE_FP8_FORM=rs,
-// the default at 16 rows: Q·Kᵀ in fp16 with a permuted k order and Q's rows scaled by powers of
-// two, P·V with permuted output columns and P's tokens, a raw ring whose chunks are swizzled by
-// token) and the widened bf16 stage (=widen, the default at 32 rows). Rows filling 16- and 32-row
+// the default: Q·Kᵀ in fp16 with a permuted k order and Q's rows scaled by powers of two, P·V
+// with permuted output columns and P's tokens, a raw ring whose chunks are swizzled by token)
+// and the widened bf16 stage (=widen). Rows filling 16- and 32-row
 // CTAs partly and wholly, s_q 2, blocks of 1, 16 and 64 tokens, an e4m3 query with f32 strided
 // outputs, outlier query channels, one 128K request over every SM, many short requests, and
 // NaN-poisoned requests beside clean ones.
@@ -748,7 +750,7 @@ TEST_P(CudaDecodeFp8Form, SixteenAndThirtyTwoRowCtasMatchReference) {
 
 // fp8_ds_mla at 16 rows in both forms: K and V as register operands (=rs: four tile-scale
 // groups of Q·Kᵀ scaled as they complete, the bf16 rope as a bf16 wgmma, Vᵀ times each token's
-// scale over its warp's per-tile reference) and the widened bf16 stage (=widen, the default).
+// scale over its warp's per-tile reference; the default) and the widened bf16 stage (=widen).
 // Partial and whole 16-row CTAs, s_q 2, blocks of 1, 16 and 64, an e4m3 query with f32 strided
 // outputs, outlier query channels, a zero latent group (scale FLT_MIN), latents from 1e-3 to 1e3,
 // one 128K request, many short requests, and NaN-poisoned requests beside clean ones.

@@ -255,22 +255,20 @@ bool use_pdl(int dev) {
   return ok;
 }
 
-/// fp8 at 16 rows with K and V as register operands converted by the consumers (no widened
-/// stage; Sm90Smem's RS): 14–18 % faster than the widened form on the H100 (docs/PERF.md, session
-/// 26); MLAKV_DECODE_FP8_FORM=widen selects the latter. At 32 rows the same form (n = 32) runs
-/// where MLAKV_DECODE_FP8_FORM=rs asks for it (session 27: not yet measured faster), and so does
-/// fp8_ds_mla at 16 rows (session 29: not yet measured).
-bool use_fp8_rs(int cta_rows, CacheFormat f) {
+/// The register-operand form (K and V converted by the consumers into wgmma A registers, no
+/// widened stage; Sm90Smem's RS) wherever it exists: fp8 at 16 rows (session 26: 14–18 % faster
+/// than the widened form), fp8 at 32 rows (session 29: 6–10 %) and fp8_ds_mla at 16 rows (session
+/// 29: 20–21 %), on the H100 (docs/PERF.md). MLAKV_DECODE_FP8_FORM=widen selects the widened stage.
+bool use_fp8_rs() {
   const char* e = std::getenv("MLAKV_DECODE_FP8_FORM");
-  if (e && std::strcmp(e, "widen") == 0) return false;
-  return (cta_rows == 16 && f == CacheFormat::fp8) || (e && std::strcmp(e, "rs") == 0);
+  return !(e && std::strcmp(e, "widen") == 0);
 }
 
 template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts, cudaStream_t stream) {
   switch (a.cta_rows) {
     case 16:
       if constexpr (F != CacheFormat::bf16)
-        if (use_alt() && use_fp8_rs(16, F)) {
+        if (use_alt() && use_fp8_rs()) {
           launch_sm90<F, 8, true, false, true>(a, parts, stream);
           break;
         }
@@ -279,7 +277,7 @@ template <CacheFormat F> void launch_sm90_format(const DecodeArgs& a, int parts,
       break;
     case 32:
       if constexpr (F == CacheFormat::fp8)
-        if (use_alt() && use_fp8_rs(32, F)) {
+        if (use_alt() && use_fp8_rs()) {
           launch_sm90<F, 16, true, false, true>(a, parts, stream);
           break;
         }

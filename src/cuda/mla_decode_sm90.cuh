@@ -34,16 +34,19 @@
 //   FP8: raw half tiles land in a cp.async ring; each producer thread widens exactly the bytes it
 //        copied (prmt / shift / mask to bf16 · 2^-120, one exact bf16x2 multiply by 2^120) into
 //        the swizzled bf16 stage the consumers read.
-//        fp8_ds_mla at 16 rows: the producer widens each tile's first half and the warpgroup
-//        that owns the tile its second half, with "landed" / "free" barriers on the ring.
-//   RS (fp8 at 16 rows, the default there; MLAKV_DECODE_FP8_FORM=widen for the above; at 32
-//        rows with MLAKV_DECODE_FP8_FORM=rs, n = 32 and four stages): no
-//        widened stage. The producer copies raw tiles into a five-stage ring; each consumer
-//        converts what it reads into wgmma A registers in fp16: K (Q·Kᵀ) by cvt e4m3x2 → f16x2 in
-//        a permuted k order (load_q_rows_f16 stores Q to match, each row scaled into fp16's
-//        range), Vᵀ (P·V) by a prmt pairing two tokens' bytes and the same cvt, with permuted
-//        output columns and P's tokens; ~140 KB of shared-memory traffic a tile instead of
-//        ~334 KB, and no producer pace.
+//        fp8_ds_mla at 16 rows (MLAKV_DECODE_FP8_FORM=widen): the producer widens each tile's
+//        first half and the warpgroup that owns the tile its second half, with "landed" / "free"
+//        barriers on the ring.
+//   RS (the default for fp8 at 16 and 32 rows and fp8_ds_mla at 16; MLAKV_DECODE_FP8_FORM=widen
+//        for the above): no widened stage. The producer copies raw tiles into a ring of five
+//        stages (four at 32 rows and for fp8_ds_mla); each consumer converts what it reads into
+//        wgmma A registers in fp16: K (Q·Kᵀ) by cvt e4m3x2 → f16x2 in a permuted k order
+//        (load_q_rows_f16 stores Q to match, each row scaled into fp16's range), Vᵀ (P·V) by a
+//        prmt pairing two tokens' bytes and the same cvt, with permuted output columns and P's
+//        tokens; ~140 KB of shared-memory traffic a tile instead of ~334 KB, and no producer pace.
+//        fp8_ds_mla: Q·Kᵀ per tile-scale group into two accumulators in turn, each scaled into
+//        the scores once complete; the bf16 rope as bf16 operands; each warp's Vᵀ (its output
+//        columns lie in one scale group) times the tokens' scales over a per-tile reference.
 #pragma once
 
 #include <cuda_bf16.h>
