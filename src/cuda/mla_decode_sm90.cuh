@@ -106,8 +106,9 @@ inline int sm90_mtiles(int rows, CacheFormat f, int dev) {
 
 template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90Smem {
   static constexpr bool kWiden = F != CacheFormat::bf16;
-  // RS (fp8, 16 rows, alternating tiles): no widened stage. The stages hold the raw e4m3 tiles
-  // (64 tokens × 576 bytes, each token's 16-byte chunk c at c ^ (token & 3)), and the consumers
+  // RS (alternating tiles; fp8 at 16 and 32 rows, fp8_ds_mla at 16): no widened stage. The
+  // stages hold the raw tiles (fp8: 64 tokens × 576 bytes, each token's 16-byte chunk c at
+  // c ^ (token & 3)), and the consumers
   // convert what they read straight into wgmma A registers, in fp16 (cvt e4m3x2 → f16x2: exact),
   // with Q's rows scaled by powers of two into fp16's range and P times 2^15.
   // At 32 rows (NW = 16, n = 32) the Q tile is twice as large: four stages.
