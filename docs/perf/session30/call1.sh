@@ -6,7 +6,8 @@
 #   pds   = branch pipe16-ds 61f8153: s30 + the same pipelining for fp8_ds_mla at 16 rows;
 #   ds32b = branch ds-rs32-2acc 995f749 (fp8_ds_mla at 32 rows with two accumulators; no pipe16).
 # pds's form tests (s30's if pds fails), one A/B over the shapes each change moves, main's full
-# bench (on an H200 it is decode-h200.json), the candidate's whole decode suite, SASS samples.
+# bench (on an H200 it is decode-h200.json), the candidate's whole decode suite, SASS samples
+# (read them with scripts/sass_stalls.py).
 set -u
 LIMIT=${LIMIT:-560}
 tar xzf .gl/b30b.tgz; M=.gl/m29; N=.gl/s30; P=.gl/pds; B=.gl/ds32b; mkdir -p $OUT /tmp/z
