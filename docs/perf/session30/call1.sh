@@ -9,7 +9,7 @@
 # column is session 24's), each in the time left.
 set -u
 LIMIT=${LIMIT:-580}
-tar xzf .gl/b30.tgz; M=.gl/m30; D=.gl/d32; mkdir -p $OUT /tmp/z
+tar xzf .gl/b30.tgz -C .gl; M=.gl/m30; D=.gl/d32; mkdir -p $OUT /tmp/z
 left() { echo $((LIMIT - SECONDS)); }
 nvidia-smi --query-gpu=name --format=csv | tee $OUT/summary.log
 timeout 200 $D/mlakv_tests --gtest_filter='Forms/CudaDecodeFp8Form.*/rs' > $OUT/tests-d32.log 2>&1
