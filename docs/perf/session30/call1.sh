@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # session 30, call 1: bundle .gl/b30.tgz —
 #   m30 = main 6fa1fd8 (CLI: the defaults of session 29);
-#   d32 = branch ds-rs32 (CLI and tests): pipe16 (at 16 rows, fp8 and fp8_ds_mla, each
-#         warpgroup's next Q·Kᵀ issued under its P·V) plus fp8_ds_mla at 32 rows in the
-#         register-operand form (one Q·Kᵀ accumulator).
+#   d32 = main with docs/perf/session30/pipe16-ds-rs32.patch applied (CLI and tests): pipe16 (at
+#         16 rows, fp8 and fp8_ds_mla, each warpgroup's next Q·Kᵀ issued under its P·V) plus
+#         fp8_ds_mla at 32 rows in the register-operand form (one Q·Kᵀ accumulator).
+# The tarball holds m30/ and d32/ (packed from inside .gl).
 # d32's form tests, one A/B over the shapes each change moves, racecheck and memcheck of d32's
 # new forms, then d32's whole decode suite and its full bench (the bench first on an H200, whose
 # column is session 24's), each in the time left.
