@@ -3,6 +3,7 @@
 #include <cfloat>
 #include <cmath>
 
+#include "cuda/e4m3_alu.hpp"
 #include "test_util.hpp"
 
 namespace mlakv::test {
@@ -19,6 +20,43 @@ TEST(Numeric, E4m3DecodeMatchesGpuForAll256Codes) {
   for (int c = 0; c < 256; ++c)
     EXPECT_TRUE(same_value(num::e4m3_to_f32(static_cast<uint8_t>(c)), ref[c]))
         << "code 0x" << std::hex << c << ": " << num::e4m3_to_f32(static_cast<uint8_t>(c)) << " vs " << ref[c];
+}
+
+// fp16 bits -> value, exactly (the halves the decode kernel's ALU conversion feeds wgmma).
+double f16_value(uint32_t h) {
+  const int e = (h >> 10) & 31, m = h & 1023;
+  const double v = e == 0 ? std::ldexp(m, -24) : std::ldexp(1024 + m, e - 25);
+  return h & 0x8000u ? -v : v;
+}
+
+TEST(Numeric, E4m3AluConversionIsExactTimesTwoToTheMinus8FromEveryBytePosition) {
+  namespace alu = cuda::e4m3_alu;
+  // Neighbouring bytes hold codes whose bits would leak into a wrong field (all ones, signs).
+  const uint32_t fill[8] = {0xff, 0x80, 0x7f, 0xee, 0x01, 0xfe, 0x7e, 0x81};
+  for (int c = 0; c < 256; ++c) {
+    const bool is_nan = (c & 0x7f) == 0x7f;
+    const double want = num::e4m3_to_f32(static_cast<uint8_t>(c));
+    for (uint32_t p = 0; p < 8; ++p) {
+      const uint32_t q = (p + 3) & 7;
+      uint64_t x = 0;
+      for (int o = 0; o < 8; ++o) x |= static_cast<uint64_t>(o == static_cast<int>(p) ? c : fill[o]) << (8 * o);
+      const uint32_t a = static_cast<uint32_t>(x), b = static_cast<uint32_t>(x >> 32);
+      EXPECT_EQ((alu::nan_bytes(p < 4 ? a : b) >> (8 * (p & 3)) & 0x80u) != 0, is_nan) << "code 0x" << std::hex << c;
+      const uint32_t h = alu::e4m3x2_to_f16x2_scaled(a, b, p, q);
+      const double other = num::e4m3_to_f32(static_cast<uint8_t>(fill[q]));
+      if (!std::isnan(other)) EXPECT_EQ(f16_value(h >> 16) * alu::kUnscale, other) << "neighbour of 0x" << std::hex << c;
+      if (is_nan) continue;
+      EXPECT_EQ(f16_value(h & 0xffffu) * alu::kUnscale, want) << "code 0x" << std::hex << c << " byte " << p;
+      EXPECT_EQ((h & 0x8000u) != 0, std::signbit(want)) << "code 0x" << std::hex << c;  // -0 keeps its sign
+    }
+    // The four-byte form: byte k of w in half k % 2 of lo (k < 2) or hi.
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t w = (0x01fe7f80u & ~(0xffu << (8 * k))) | static_cast<uint32_t>(c) << (8 * k);
+      uint32_t lo = 0, hi = 0;
+      alu::e4m3x4_to_f16x2x2_scaled(w, lo, hi);
+      if (!is_nan) EXPECT_EQ(f16_value(((k < 2 ? lo : hi) >> (16 * (k & 1))) & 0xffffu) * alu::kUnscale, want);
+    }
+  }
 }
 
 TEST(Numeric, E4m3EncodeMatchesGpuOnEveryVectorInput) {

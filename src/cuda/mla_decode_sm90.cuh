@@ -55,6 +55,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "e4m3_alu.hpp"
 #include "mla_decode_common.cuh"
 #include "mla_decode_kernel.cuh"
 #include "mla_decode_trace.cuh"
@@ -312,15 +313,11 @@ __device__ __forceinline__ uint2 e4m3x4_to_bf16x4(uint32_t x) {
 }
 
 /// Four e4m3 values (bytes of x) → four fp16 values times the fp16 pair s2, each rounded once:
-/// the prmt / shift / mask of e4m3x4_to_bf16x4, shifted by 7 instead of 4, leaves the fp16 of the
-/// value times 2^-8 (exact, subnormals included: the 4-bit exponent lands in the low bits of
-/// fp16's 5-bit one), and one f16x2 multiply applies s2, which carries the 2^8 back.
+/// e4m3_alu's bit path (the fp16 of the value times 2^-8, exact) and one f16x2 multiply by s2,
+/// which carries the 2^8 back.
 __device__ __forceinline__ uint2 e4m3x4_to_f16x4_scaled(uint32_t x, uint32_t s2) {
   uint32_t lo, hi;
-  asm("prmt.b32 %0, %1, %1, 0x9180;\n" : "=r"(lo) : "r"(x));
-  asm("prmt.b32 %0, %1, %1, 0xB3A2;\n" : "=r"(hi) : "r"(x));
-  lo = (lo << 7) & 0xbf80bf80u;
-  hi = (hi << 7) & 0xbf80bf80u;
+  e4m3_alu::e4m3x4_to_f16x2x2_scaled(x, lo, hi);
   asm("mul.rn.f16x2 %0, %0, %1;\n" : "+r"(lo) : "r"(s2));
   asm("mul.rn.f16x2 %0, %0, %1;\n" : "+r"(hi) : "r"(s2));
   return make_uint2(lo, hi);
@@ -433,6 +430,16 @@ template <> struct MmaRS<32> {
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(acc));
   }
 };
+// The register-operand form's K and Vᵀ conversions split between the conversion pipe (cvt) and
+// the ALU (e4m3_alu.hpp) at 16 rows; 0: cvt alone (for A/B builds).
+#ifndef MLAKV_DECODE_ALU_K
+#define MLAKV_DECODE_ALU_K 0
+#endif
+inline constexpr bool kAluK = MLAKV_DECODE_ALU_K != 0;
+#ifndef MLAKV_DECODE_ALU_V
+#define MLAKV_DECODE_ALU_V 0
+#endif
+inline constexpr bool kAluV = MLAKV_DECODE_ALU_V != 0;
 /// The two e4m3 pairs of a word (bytes 0–1, bytes 2–3) as fp16 pairs, exactly (NaN codes stay NaN).
 __device__ __forceinline__ void e4m3x4_to_f16x2x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
   asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.rn.f16x2.e4m3x2 %0, l;\ncvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
@@ -1019,6 +1026,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   using S = Sm90Smem<F, NW, ALT, RS>;
   constexpr bool kWiden = S::kWiden, kTileScales = S::kTileScales;
   constexpr int NR = S::NR;  // this warpgroup's rows: its own NW, or (ALT) all 2·NW of the CTA
+  // fp8 at 16 rows, register operands: Vᵀ's odd m-tiles on the ALU (kAluV; fp8_ds_mla's token
+  // factors would push values · 2^-8 below fp16's subnormals).
+  constexpr bool kAluVOdd = kAluV && RS && NR == 16 && !S::kDsRs;
   constexpr int kRowsCta = 2 * NW, NJ = NR / 8, NS = NR / 2, TB = S::kTokenBytes, kRawSlots = S::kRawSlots;
   // Register split: setmaxnreg moves registers within the 384 × 168 the CTA was launched with
   // (more, and the consumers' increase waits forever). The FP8 producer widens tiles and keeps
@@ -1836,15 +1846,26 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
           for (int c = 0; c < 4; ++c)
             vx[c] = *reinterpret_cast<const uint4*>(raw_tile + (8 * h + qd + 4 * c) * kPitch + (((8 * w + g) ^ qd) << 4));
+        // kAluVOdd: the odd m-tiles (o's dims 16·(8w + g) + 2mt + i for odd mt) on the ALU, their o
+        // times 2^-8 until the segment's end, the even ones by cvt, which the scheduler interleaves.
+        // No NaN test: a NaN code here is also in this token's K (V is K's latent part), whose
+        // Q·Kᵀ makes the token's P, and with it every output of its rows, NaN; where P is 0
+        // (masked), ±480 · 2^-8 · 0 is the 0 that was meant.
 #pragma unroll
         for (int m = 0; m < 4; ++m) {
           const int mt = 4 * (h & 1) + m, u = mt >> 1;
           const uint32_t x0 = (&vx[0].x)[u], x1 = (&vx[1].x)[u], x2 = (&vx[2].x)[u], x3 = (&vx[3].x)[u];
           // Bytes 2·(mt & 1) (dim 2mt) and + 1 (dim 2mt + 1) of two tokens, paired per dim.
-          const uint32_t sel = mt & 1 ? 0x7362u : 0x5140u;
-          uint32_t y01, y23;
-          asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y01) : "r"(x0), "r"(x1), "r"(sel));
-          asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y23) : "r"(x2), "r"(x3), "r"(sel));
+          const uint32_t b0 = 2 * (mt & 1);
+          if (kAluVOdd && (mt & 1)) {
+            d[m][0] = e4m3_alu::e4m3x2_to_f16x2_scaled(x0, x1, b0, b0 + 4);
+            d[m][1] = e4m3_alu::e4m3x2_to_f16x2_scaled(x0, x1, b0 + 1, b0 + 5);
+            d[m][2] = e4m3_alu::e4m3x2_to_f16x2_scaled(x2, x3, b0, b0 + 4);
+            d[m][3] = e4m3_alu::e4m3x2_to_f16x2_scaled(x2, x3, b0 + 1, b0 + 5);
+            continue;
+          }
+          const uint32_t sel = b0 | (b0 + 4) << 4 | (b0 + 1) << 8 | (b0 + 5) << 12;  // 0x5140, 0x7362
+          const uint32_t y01 = e4m3_alu::prmt(x0, x1, sel), y23 = e4m3_alu::prmt(x2, x3, sel);
           e4m3x4_to_f16x2x2(y01, d[m][0], d[m][1]);
           e4m3x4_to_f16x2x2(y23, d[m][2], d[m][3]);
           if constexpr (S::kDsRs) {
@@ -1871,6 +1892,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         // each (columns 64c + 16qd ..), word j of it k-step 4c + j (Q's columns permuted to match,
         // load_q_rows_f16). Three register sets, block c + 1 converted while blocks c and c − 1 run.
         const uint8_t* const k0 = raw_tile + tk0 * kPitch;
+        // K's k-steps converted on the ALU (kAluK, 16 rows): fp8's odd k-steps of every block, summed
+        // into sa[1] (the even ones into sa[0]), so that each block's conversion runs on both pipes;
+        // fp8_ds_mla's odd scale groups (blocks 2, 3, 6, 7), whose accumulator sa[1] takes the
+        // group's scale anyway.
+        constexpr bool kAluSplit = kAluK && NR == 16;
+        auto alu_kstep = [](int c, int j) { return kAluSplit && (S::kDsRs ? c < 8 && (c >> 1) & 1 : j & 1); };
         auto k_block = [&](int c, uint32_t(&d)[16]) {
           if (S::kDsRs && c == 8) {
             // fp8_ds_mla's bf16 rope (chunks 33–40): dims 16qd .. 16qd + 15 of each token in two
@@ -1891,10 +1918,29 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           const int off = ((4 * c + qd) ^ (g & 3)) << 4;  // tk0 & 3 == (tk0 + 8) & 3 == g & 3
           const uint4 x0 = *reinterpret_cast<const uint4*>(k0 + off);
           const uint4 x1 = *reinterpret_cast<const uint4*>(k0 + 8 * kPitch + off);
+          // kAluK: the k-steps alu_kstep picks by integer ops (value · 2^-8, taken back where their
+          // accumulator is summed), the rest by cvt, in one branch-free stretch that the scheduler
+          // interleaves. The integer path reads a NaN code as ±480 · 2^-8: a token whose words
+          // hold one gets a NaN operand instead, which makes each of its scores NaN as cvt would.
+          namespace alu = e4m3_alu;
+          uint32_t nan0 = 0, nan1 = 0;
+          int jn = -1;  // an integer-path k-step, where a NaN operand goes
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            e4m3x4_to_f16x2x2((&x0.x)[j], d[4 * j], d[4 * j + 2]);
-            e4m3x4_to_f16x2x2((&x1.x)[j], d[4 * j + 1], d[4 * j + 3]);
+            if (alu_kstep(c, j)) {
+              alu::e4m3x4_to_f16x2x2_scaled((&x0.x)[j], d[4 * j], d[4 * j + 2]);
+              alu::e4m3x4_to_f16x2x2_scaled((&x1.x)[j], d[4 * j + 1], d[4 * j + 3]);
+              nan0 |= alu::nan_bytes((&x0.x)[j]);
+              nan1 |= alu::nan_bytes((&x1.x)[j]);
+              jn = j;
+            } else {
+              e4m3x4_to_f16x2x2((&x0.x)[j], d[4 * j], d[4 * j + 2]);
+              e4m3x4_to_f16x2x2((&x1.x)[j], d[4 * j + 1], d[4 * j + 3]);
+            }
+          }
+          if (jn >= 0) {
+            d[4 * jn] = nan0 & alu::kNanMask ? alu::kF16x2NaN : d[4 * jn];
+            d[4 * jn + 1] = nan1 & alu::kNanMask ? alu::kF16x2NaN : d[4 * jn + 1];
           }
         };
         uint32_t ka[KS][16];
@@ -1906,7 +1952,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         [[maybe_unused]] auto take_group = [&](int t) {
           pin(sa[t & 1]);
 #pragma unroll
-          for (int r = 0; r < NS; ++r) s[r] += (t < 4 ? (&ksc[(r >> 1) & 1].x)[t] : 1.0f) * sa[t & 1][r];
+          for (int r = 0; r < NS; ++r)
+            s[r] += (t < 4 ? (&ksc[(r >> 1) & 1].x)[t] * (alu_kstep(2 * t, 0) ? e4m3_alu::kUnscale : 1.0f) : 1.0f) *
+                    sa[t & 1][r];
         };
         k_block(0, ka[0]);
 #pragma unroll
@@ -1920,7 +1968,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
               if (c == 8) MmaRS<NR, true>::run(sa[0], ar[0], ar[1], ar[2], ar[3], db, j > 0);
               else MmaRS<NR>::run(sa[(c >> 1) & 1], ar[0], ar[1], ar[2], ar[3], db, (c & 1) || j > 0);
             } else {
-              MmaRS<NR>::run(sa[c % NA], ar[0], ar[1], ar[2], ar[3], db, c >= NA || j > 0);
+              if constexpr (kAluSplit) MmaRS<NR>::run(sa[j & 1], ar[0], ar[1], ar[2], ar[3], db, c > 0 || j > 1);
+              else MmaRS<NR>::run(sa[c % NA], ar[0], ar[1], ar[2], ar[3], db, c >= NA || j > 0);
             }
           }
           wg_commit();
@@ -1943,7 +1992,8 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
           for (int c = 0; c < NA; ++c) pin(sa[c]);
 #pragma unroll
-          for (int r = 0; r < NS; ++r) s[r] = NA == 1 ? sa[0][r] : sa[0][r] + sa[NA - 1][r];
+          for (int r = 0; r < NS; ++r)
+            s[r] = NA == 1 ? sa[0][r] : fmaf(kAluSplit ? e4m3_alu::kUnscale : 1.0f, sa[NA - 1][r], sa[0][r]);
         }
       } else if constexpr (!kTileScales) {
         // kA independent accumulators, k-steps dealt round-robin, so that no wgmma waits for the
@@ -2201,6 +2251,12 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         for (int mt = 0; mt < 8; ++mt)
 #pragma unroll
           for (int r = 0; r < NS; ++r) o[mt][r] *= r_ref;
+      if constexpr (RS)
+        if (kAluVOdd)  // the odd m-tiles: values · 2^-8 (v_half)
+#pragma unroll
+          for (int mt = 1; mt < 8; mt += 2)
+#pragma unroll
+            for (int r = 0; r < NS; ++r) o[mt][r] *= e4m3_alu::kUnscale;
       // Row sums: per-thread partials over g, then over the 4 warps (red_p is free again: every
       // warp of this warpgroup read its maxima before the P barrier).
       float lsum[NJ][2];
