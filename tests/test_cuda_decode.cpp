@@ -659,11 +659,11 @@ TEST(CudaDecode, MaskedTokensNeverSeeAnEarlierRequestsNan) {
 }
 
 // One NaN in one cached token (a latent channel of request 0's token 12345, a rope channel of
-// request 2's last token, and one in a block that the register-operand form converts on the ALU,
-// where the NaN code reads as a number: request 3's token 2999) makes every row of that request
-// NaN, as in the reference, in a request split over many parts as in a short one, on the
-// small-batch path (four requests: the combine grid computes its own schedule) and in 16- and
-// 64-row CTAs; request 1 stays exact.
+// request 2's last token, one in the second 64-column block of request 3's token 2999: where an
+// integer-path conversion would read the NaN code as a number, docs/perf/session31) makes every
+// row of that request NaN, as in the reference, in a request split over many parts as in a short
+// one, on the small-batch path (four requests: the combine grid computes its own schedule) and
+// in 16- and 64-row CTAs, for every format; request 1 stays exact.
 TEST(CudaDecode, OneNanInACachedTokenMakesItsRequestsRowsNan) {
   MLAKV_REQUIRE_GPU();
   for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
@@ -684,7 +684,7 @@ TEST(CudaDecode, OneNanInACachedTokenMakesItsRequestsRowsNan) {
       const bool ds = f == CacheFormat::fp8_ds_mla;
       poison(0, 12345, 7);
       poison(2, 512, ds ? 300 : 530);  // fp8_ds_mla's rope is bf16: a latent channel instead
-      poison(3, 2999, ds ? 200 : 77);  // fp8: block 1; fp8_ds_mla: scale group 1 (blocks 2–3)
+      poison(3, 2999, ds ? 200 : 77);
       std::vector<float> ref_out, ref_lse;
       p.reference(ref_out, ref_lse);
       const GpuRun g = run_gpu(p);

@@ -1,6 +1,7 @@
-// e4m3 -> fp16 by integer operations alone (prmt, shift, mask: the ALU, not the conversion
-// pipe's cvt.f16x2.e4m3x2, of which a 16-row K block alone holds a warp's share for 128 clocks:
-// decode-notes, session 30). Plain C++ on the host too, so that a CPU test checks every code.
+// e4m3 -> fp16 by integer operations alone (prmt, shift, mask): the fp8_ds_mla widening's
+// conversion (e4m3x4_to_f16x4_scaled). Not faster than cvt.f16x2.e4m3x2 elsewhere: that runs at
+// ~54 pairs per clock per SM on an H100, this at ~31 (session 31, docs/perf/session31/). Plain
+// C++ on the host too, so that a CPU test checks it over every code.
 #pragma once
 
 #include <cstdint>
@@ -39,7 +40,7 @@ MLAKV_E4M3_ALU_FN uint32_t prmt(uint32_t a, uint32_t b, uint32_t s) {
 /// Bytes p and q (0–7) of {b, a} as an fp16 pair times 2^-8, p in the low half: prmt puts each
 /// code in the low byte of its half with its sign replicated above, << 7 and the mask keep the
 /// sign at bit 15 and exponent|mantissa at bits 13..7. NaN codes (0x7f, 0xff) come out as
-/// ±480 · 2^-8: callers test the words with nan_bytes.
+/// ±480 · 2^-8.
 MLAKV_E4M3_ALU_FN uint32_t e4m3x2_to_f16x2_scaled(uint32_t a, uint32_t b, uint32_t p, uint32_t q) {
   return (prmt(a, b, p | (p | 8) << 4 | q << 8 | (q | 8) << 12) << 7) & 0xbf80bf80u;
 }
@@ -49,13 +50,6 @@ MLAKV_E4M3_ALU_FN void e4m3x4_to_f16x2x2_scaled(uint32_t w, uint32_t& lo, uint32
   lo = e4m3x2_to_f16x2_scaled(w, w, 0, 1);
   hi = e4m3x2_to_f16x2_scaled(w, w, 2, 3);
 }
-
-/// Bit 7 of a byte set where that byte of w is a NaN code (exponent and mantissa all ones):
-/// callers OR several words' results and test once against kNanMask.
-MLAKV_E4M3_ALU_FN uint32_t nan_bytes(uint32_t w) { return (w & 0x7f7f7f7fu) + 0x01010101u; }
-inline constexpr uint32_t kNanMask = 0x80808080u;
-/// A pair of fp16 NaNs.
-inline constexpr uint32_t kF16x2NaN = 0x7e007e00u;
 
 }  // namespace mlakv::cuda::e4m3_alu
 

@@ -313,7 +313,7 @@ __device__ __forceinline__ uint2 e4m3x4_to_bf16x4(uint32_t x) {
 }
 
 /// Four e4m3 values (bytes of x) → four fp16 values times the fp16 pair s2, each rounded once:
-/// e4m3_alu's bit path (the fp16 of the value times 2^-8, exact) and one f16x2 multiply by s2,
+/// e4m3_alu's integer path (the fp16 of the value times 2^-8, exact) and one f16x2 multiply by s2,
 /// which carries the 2^8 back.
 __device__ __forceinline__ uint2 e4m3x4_to_f16x4_scaled(uint32_t x, uint32_t s2) {
   uint32_t lo, hi;
@@ -430,16 +430,17 @@ template <> struct MmaRS<32> {
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(acc));
   }
 };
-// The register-operand form's K and Vᵀ conversions split between the conversion pipe (cvt) and
-// the ALU (e4m3_alu.hpp) at 16 rows; 0: cvt alone (for A/B builds).
-#ifndef MLAKV_DECODE_ALU_K
-#define MLAKV_DECODE_ALU_K 0
+// The register-operand form's K reads a block ahead of their conversion (0: each block's reads
+// where it converts; for A/B builds).
+#ifndef MLAKV_DECODE_K_PREFETCH
+#define MLAKV_DECODE_K_PREFETCH 1
 #endif
-inline constexpr bool kAluK = MLAKV_DECODE_ALU_K != 0;
-#ifndef MLAKV_DECODE_ALU_V
-#define MLAKV_DECODE_ALU_V 0
+inline constexpr bool kKPrefetch = MLAKV_DECODE_K_PREFETCH != 0;
+// And Vᵀ's reads half a k-step ahead (0: where each even half converts).
+#ifndef MLAKV_DECODE_V_PREFETCH
+#define MLAKV_DECODE_V_PREFETCH 1
 #endif
-inline constexpr bool kAluV = MLAKV_DECODE_ALU_V != 0;
+inline constexpr bool kVPrefetch = MLAKV_DECODE_V_PREFETCH != 0;
 /// The two e4m3 pairs of a word (bytes 0–1, bytes 2–3) as fp16 pairs, exactly (NaN codes stay NaN).
 __device__ __forceinline__ void e4m3x4_to_f16x2x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
   asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %2;\ncvt.rn.f16x2.e4m3x2 %0, l;\ncvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
@@ -1026,9 +1027,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   using S = Sm90Smem<F, NW, ALT, RS>;
   constexpr bool kWiden = S::kWiden, kTileScales = S::kTileScales;
   constexpr int NR = S::NR;  // this warpgroup's rows: its own NW, or (ALT) all 2·NW of the CTA
-  // fp8 at 16 rows, register operands: Vᵀ's odd m-tiles on the ALU (kAluV; fp8_ds_mla's token
-  // factors would push values · 2^-8 below fp16's subnormals).
-  constexpr bool kAluVOdd = kAluV && RS && NR == 16 && !S::kDsRs;
   constexpr int kRowsCta = 2 * NW, NJ = NR / 8, NS = NR / 2, TB = S::kTokenBytes, kRawSlots = S::kRawSlots;
   // Register split: setmaxnreg moves registers within the 384 × 168 the CTA was launched with
   // (more, and the consumers' increase waits forever). The FP8 producer widens tiles and keeps
@@ -1841,31 +1839,25 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       constexpr int VS = NR == 16 ? 3 : 2, KS = NR == 16 ? 3 : 2, NA = NR == 16 ? 2 : 1;
       [[maybe_unused]] uint32_t vb[VS][4][4];
       [[maybe_unused]] uint4 vx[4];
-      [[maybe_unused]] auto v_half = [&](int h, uint32_t(&d)[4][4]) {
-        if ((h & 1) == 0)
+      // The four reads of half-k-step pair (h, h + 1), h even. kVPrefetch: issued at the end of
+      // half h − 1's conversion (vx is free then), so that they land under half h − 1's wgmma
+      // issue and wait instead of on the chain.
+      auto v_load = [&](int h) {
 #pragma unroll
-          for (int c = 0; c < 4; ++c)
-            vx[c] = *reinterpret_cast<const uint4*>(raw_tile + (8 * h + qd + 4 * c) * kPitch + (((8 * w + g) ^ qd) << 4));
-        // kAluVOdd: the odd m-tiles (o's dims 16·(8w + g) + 2mt + i for odd mt) on the ALU, their o
-        // times 2^-8 until the segment's end, the even ones by cvt, which the scheduler interleaves.
-        // No NaN test: a NaN code here is also in this token's K (V is K's latent part), whose
-        // Q·Kᵀ makes the token's P, and with it every output of its rows, NaN; where P is 0
-        // (masked), ±480 · 2^-8 · 0 is the 0 that was meant.
+        for (int c = 0; c < 4; ++c)
+          vx[c] = *reinterpret_cast<const uint4*>(raw_tile + (8 * h + qd + 4 * c) * kPitch + (((8 * w + g) ^ qd) << 4));
+      };
+      [[maybe_unused]] auto v_half = [&](int h, uint32_t(&d)[4][4]) {
+        if ((h & 1) == 0 && (!kVPrefetch || h == 0)) v_load(h);
 #pragma unroll
         for (int m = 0; m < 4; ++m) {
           const int mt = 4 * (h & 1) + m, u = mt >> 1;
           const uint32_t x0 = (&vx[0].x)[u], x1 = (&vx[1].x)[u], x2 = (&vx[2].x)[u], x3 = (&vx[3].x)[u];
           // Bytes 2·(mt & 1) (dim 2mt) and + 1 (dim 2mt + 1) of two tokens, paired per dim.
-          const uint32_t b0 = 2 * (mt & 1);
-          if (kAluVOdd && (mt & 1)) {
-            d[m][0] = e4m3_alu::e4m3x2_to_f16x2_scaled(x0, x1, b0, b0 + 4);
-            d[m][1] = e4m3_alu::e4m3x2_to_f16x2_scaled(x0, x1, b0 + 1, b0 + 5);
-            d[m][2] = e4m3_alu::e4m3x2_to_f16x2_scaled(x2, x3, b0, b0 + 4);
-            d[m][3] = e4m3_alu::e4m3x2_to_f16x2_scaled(x2, x3, b0 + 1, b0 + 5);
-            continue;
-          }
-          const uint32_t sel = b0 | (b0 + 4) << 4 | (b0 + 1) << 8 | (b0 + 5) << 12;  // 0x5140, 0x7362
-          const uint32_t y01 = e4m3_alu::prmt(x0, x1, sel), y23 = e4m3_alu::prmt(x2, x3, sel);
+          const uint32_t sel = mt & 1 ? 0x7362u : 0x5140u;
+          uint32_t y01, y23;
+          asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y01) : "r"(x0), "r"(x1), "r"(sel));
+          asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(y23) : "r"(x2), "r"(x3), "r"(sel));
           e4m3x4_to_f16x2x2(y01, d[m][0], d[m][1]);
           e4m3x4_to_f16x2x2(y23, d[m][2], d[m][3]);
           if constexpr (S::kDsRs) {
@@ -1875,6 +1867,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             for (int x = 0; x < 4; ++x) asm("mul.rn.f16x2 %0, %0, %1;\n" : "+r"(d[m][x]) : "r"(pr[x >> 1]));
           }
         }
+        if (kVPrefetch && (h & 1) && h + 1 < 8) v_load(h + 1);
       };
 
       // ---- Sᵀ = K · Qᵀ over 576 dims: 36 k-steps of 16 ----
@@ -1892,12 +1885,18 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         // each (columns 64c + 16qd ..), word j of it k-step 4c + j (Q's columns permuted to match,
         // load_q_rows_f16). Three register sets, block c + 1 converted while blocks c and c − 1 run.
         const uint8_t* const k0 = raw_tile + tk0 * kPitch;
-        // K's k-steps converted on the ALU (kAluK, 16 rows): fp8's odd k-steps of every block, summed
-        // into sa[1] (the even ones into sa[0]), so that each block's conversion runs on both pipes;
-        // fp8_ds_mla's odd scale groups (blocks 2, 3, 6, 7), whose accumulator sa[1] takes the
-        // group's scale anyway.
-        constexpr bool kAluSplit = kAluK && NR == 16;
-        auto alu_kstep = [](int c, int j) { return kAluSplit && (S::kDsRs ? c < 8 && (c >> 1) & 1 : j & 1); };
+        // Block c's two 16-byte reads. kKPrefetch: the e4m3 blocks' reads go out a block ahead (into
+        // kr, converted by the next k_block), so that the conversion finds them landed instead of
+        // waiting out the shared-memory latency on the chain (short-scoreboard stalls, session 31).
+        auto k_load = [&](int c, uint4(&x)[2]) {
+          const int off = ((4 * c + qd) ^ (g & 3)) << 4;  // tk0 & 3 == (tk0 + 8) & 3 == g & 3
+          x[0] = *reinterpret_cast<const uint4*>(k0 + off);
+          x[1] = *reinterpret_cast<const uint4*>(k0 + 8 * kPitch + off);
+        };
+        [[maybe_unused]] uint4 kr[2];
+        auto k_prefetch = [&](int c) {
+          if (kKPrefetch && c < 9 && !(S::kDsRs && c == 8)) k_load(c, kr);
+        };
         auto k_block = [&](int c, uint32_t(&d)[16]) {
           if (S::kDsRs && c == 8) {
             // fp8_ds_mla's bf16 rope (chunks 33–40): dims 16qd .. 16qd + 15 of each token in two
@@ -1915,32 +1914,18 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
               }
             return;
           }
-          const int off = ((4 * c + qd) ^ (g & 3)) << 4;  // tk0 & 3 == (tk0 + 8) & 3 == g & 3
-          const uint4 x0 = *reinterpret_cast<const uint4*>(k0 + off);
-          const uint4 x1 = *reinterpret_cast<const uint4*>(k0 + 8 * kPitch + off);
-          // kAluK: the k-steps alu_kstep picks by integer ops (value · 2^-8, taken back where their
-          // accumulator is summed), the rest by cvt, in one branch-free stretch that the scheduler
-          // interleaves. The integer path reads a NaN code as ±480 · 2^-8: a token whose words
-          // hold one gets a NaN operand instead, which makes each of its scores NaN as cvt would.
-          namespace alu = e4m3_alu;
-          uint32_t nan0 = 0, nan1 = 0;
-          int jn = -1;  // an integer-path k-step, where a NaN operand goes
+          uint4 x0, x1;
+          if constexpr (kKPrefetch) {
+            x0 = kr[0], x1 = kr[1];
+          } else {
+            uint4 x[2];
+            k_load(c, x);
+            x0 = x[0], x1 = x[1];
+          }
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            if (alu_kstep(c, j)) {
-              alu::e4m3x4_to_f16x2x2_scaled((&x0.x)[j], d[4 * j], d[4 * j + 2]);
-              alu::e4m3x4_to_f16x2x2_scaled((&x1.x)[j], d[4 * j + 1], d[4 * j + 3]);
-              nan0 |= alu::nan_bytes((&x0.x)[j]);
-              nan1 |= alu::nan_bytes((&x1.x)[j]);
-              jn = j;
-            } else {
-              e4m3x4_to_f16x2x2((&x0.x)[j], d[4 * j], d[4 * j + 2]);
-              e4m3x4_to_f16x2x2((&x1.x)[j], d[4 * j + 1], d[4 * j + 3]);
-            }
-          }
-          if (jn >= 0) {
-            d[4 * jn] = nan0 & alu::kNanMask ? alu::kF16x2NaN : d[4 * jn];
-            d[4 * jn + 1] = nan1 & alu::kNanMask ? alu::kF16x2NaN : d[4 * jn + 1];
+            e4m3x4_to_f16x2x2((&x0.x)[j], d[4 * j], d[4 * j + 2]);
+            e4m3x4_to_f16x2x2((&x1.x)[j], d[4 * j + 1], d[4 * j + 3]);
           }
         };
         uint32_t ka[KS][16];
@@ -1952,11 +1937,11 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         [[maybe_unused]] auto take_group = [&](int t) {
           pin(sa[t & 1]);
 #pragma unroll
-          for (int r = 0; r < NS; ++r)
-            s[r] += (t < 4 ? (&ksc[(r >> 1) & 1].x)[t] * (alu_kstep(2 * t, 0) ? e4m3_alu::kUnscale : 1.0f) : 1.0f) *
-                    sa[t & 1][r];
+          for (int r = 0; r < NS; ++r) s[r] += (t < 4 ? (&ksc[(r >> 1) & 1].x)[t] : 1.0f) * sa[t & 1][r];
         };
+        k_prefetch(0);
         k_block(0, ka[0]);
+        k_prefetch(1);
 #pragma unroll
         for (int c = 0; c < 9; ++c) {
           wg_fence();
@@ -1968,8 +1953,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
               if (c == 8) MmaRS<NR, true>::run(sa[0], ar[0], ar[1], ar[2], ar[3], db, j > 0);
               else MmaRS<NR>::run(sa[(c >> 1) & 1], ar[0], ar[1], ar[2], ar[3], db, (c & 1) || j > 0);
             } else {
-              if constexpr (kAluSplit) MmaRS<NR>::run(sa[j & 1], ar[0], ar[1], ar[2], ar[3], db, c > 0 || j > 1);
-              else MmaRS<NR>::run(sa[c % NA], ar[0], ar[1], ar[2], ar[3], db, c >= NA || j > 0);
+              MmaRS<NR>::run(sa[c % NA], ar[0], ar[1], ar[2], ar[3], db, c >= NA || j > 0);
             }
           }
           wg_commit();
@@ -1979,6 +1963,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
             if constexpr (S::kDsRs)
               if (c & 1 && c >= 3) take_group((c - 3) >> 1);  // blocks ≤ c − 2 are complete
             k_block(c + 1, ka[(c + 1) % KS]);
+            k_prefetch(c + 2);
           } else {
             MLAKV_TRACE(1 + cw, k, 5);
             v_half(0, vb[0]);
@@ -1992,8 +1977,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 #pragma unroll
           for (int c = 0; c < NA; ++c) pin(sa[c]);
 #pragma unroll
-          for (int r = 0; r < NS; ++r)
-            s[r] = NA == 1 ? sa[0][r] : fmaf(kAluSplit ? e4m3_alu::kUnscale : 1.0f, sa[NA - 1][r], sa[0][r]);
+          for (int r = 0; r < NS; ++r) s[r] = NA == 1 ? sa[0][r] : sa[0][r] + sa[NA - 1][r];
         }
       } else if constexpr (!kTileScales) {
         // kA independent accumulators, k-steps dealt round-robin, so that no wgmma waits for the
@@ -2251,12 +2235,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         for (int mt = 0; mt < 8; ++mt)
 #pragma unroll
           for (int r = 0; r < NS; ++r) o[mt][r] *= r_ref;
-      if constexpr (RS)
-        if (kAluVOdd)  // the odd m-tiles: values · 2^-8 (v_half)
-#pragma unroll
-          for (int mt = 1; mt < 8; mt += 2)
-#pragma unroll
-            for (int r = 0; r < NS; ++r) o[mt][r] *= e4m3_alu::kUnscale;
       // Row sums: per-thread partials over g, then over the 4 warps (red_p is free again: every
       // warp of this warpgroup read its maxima before the P barrier).
       float lsum[NJ][2];
