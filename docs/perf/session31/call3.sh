@@ -3,8 +3,8 @@
 #   m31 = main 595e9a9; p = K's and Vᵀ's shared-memory reads ahead of their conversion
 #   (-DMLAKV_DECODE_K_PREFETCH=1 -DMLAKV_DECODE_V_PREFETCH=1); pk = K only; pv = Vᵀ only.
 # p's form and NaN tests, the A/B over the register-operand shapes, p under racecheck and memcheck;
-# on an H200 main's full bench (the README's H200 column is session 24's), else p's decode suite,
-# each in the time left.
+# on an H200 main's full bench (the README's H200 column is session 24's), else p's; then p's
+# decode suite, each in the time left.
 set -u
 LIMIT=${LIMIT:-580}
 tar xzf .gl/b31p.tgz -C .gl; mkdir -p $OUT /tmp/z
@@ -27,7 +27,11 @@ echo "memcheck rc=$? t=$SECONDS" | tee -a $S; tail -3 $OUT/memcheck.log | tee -a
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200 && [ $(left) -gt 150 ]; then
   timeout 145 .gl/m31/mlakv bench decode --json $OUT/decode-h200-m31.json > $OUT/bench-h200-m31.log 2>&1
   echo "h200 bench rc=$? t=$SECONDS" | tee -a $S; sed -n 1,6p $OUT/bench-h200-m31.log | tee -a $S
-elif [ $(left) -gt 60 ]; then
+else
+  [ $(left) -gt 160 ] && timeout 145 .gl/p/mlakv bench decode --json $OUT/decode-p.json > $OUT/bench-p.log 2>&1
+  echo "bench p rc=$? t=$SECONDS" | tee -a $S; sed -n 1,4p $OUT/bench-p.log | tee -a $S
+fi
+if [ $(left) -gt 60 ]; then
   timeout $(( $(left) - 15 )) .gl/p/mlakv_tests --gtest_filter='CudaDecode.*:DecodeSplit.*:Forms/*:CudaMergeStates.*:-Forms/CudaDecodeFp8Form.*/rs:CudaDecode.OneNan*:CudaDecode.MaskedTokens*' > $OUT/suite-p.log 2>&1
   echo "suite rc=$? t=$SECONDS" | tee -a $S
   grep -cE "^\[       OK \]" $OUT/suite-p.log | tee -a $S; grep -E "FAILED|Failure" $OUT/suite-p.log | head -5 | tee -a $S
