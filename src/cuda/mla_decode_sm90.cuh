@@ -433,12 +433,12 @@ template <> struct MmaRS<32> {
 // The register-operand form's K reads a block ahead of their conversion (0: each block's reads
 // where it converts; for A/B builds).
 #ifndef MLAKV_DECODE_K_PREFETCH
-#define MLAKV_DECODE_K_PREFETCH 0
+#define MLAKV_DECODE_K_PREFETCH 1
 #endif
 inline constexpr bool kKPrefetch = MLAKV_DECODE_K_PREFETCH != 0;
 // And Vᵀ's reads half a k-step ahead (0: where each even half converts).
 #ifndef MLAKV_DECODE_V_PREFETCH
-#define MLAKV_DECODE_V_PREFETCH 0
+#define MLAKV_DECODE_V_PREFETCH 1
 #endif
 inline constexpr bool kVPrefetch = MLAKV_DECODE_V_PREFETCH != 0;
 /// The two e4m3 pairs of a word (bytes 0–1, bytes 2–3) as fp16 pairs, exactly (NaN codes stay NaN).
