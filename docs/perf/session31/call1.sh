@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# NOTE (found later): the single-change builds here were, by a script error, copies of the
+# combined one (docs/PERF.md, session 31, the correction under call 1's table).
 # session 31, call 1: bundle .gl/b31.tgz (packed with -C .gl: m31/ k/ v/ kv/) —
 #   m31 = main 595e9a9; kv = K's and Vᵀ's conversion split between cvt and the integer path
 #   (src/cuda/e4m3_alu.hpp, the candidate default); k = K only (-DMLAKV_DECODE_ALU_V=0);

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# NOTE (found later): the single-change builds here were, by a script error, copies of the
+# combined one (docs/PERF.md, session 31, the correction under call 1's table).
 # session 31, call 3: bundle .gl/b31p.tgz (packed with -C .gl: m31/ pk/ pv/ p/) —
 #   m31 = main 595e9a9; p = K's and Vᵀ's shared-memory reads ahead of their conversion
 #   (-DMLAKV_DECODE_K_PREFETCH=1 -DMLAKV_DECODE_V_PREFETCH=1); pk = K only; pv = Vᵀ only.
