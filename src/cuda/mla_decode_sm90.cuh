@@ -224,34 +224,14 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t byt
 __device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
-// A/B builds: try_wait's suspend-time hint in ns for every wait (MLAKV_DECODE_WAIT_HINT_NS), or
-// for the register-operand producer's waits on a free stage only (..._PRODUCER_WAIT_HINT_NS).
-#ifndef MLAKV_DECODE_WAIT_HINT_NS
-#define MLAKV_DECODE_WAIT_HINT_NS 0
-#endif
-#ifndef MLAKV_DECODE_PRODUCER_WAIT_HINT_NS
-#define MLAKV_DECODE_PRODUCER_WAIT_HINT_NS 0
-#endif
-inline constexpr uint32_t kWaitHintNs = MLAKV_DECODE_WAIT_HINT_NS;
-inline constexpr uint32_t kProducerWaitHintNs =
-    MLAKV_DECODE_PRODUCER_WAIT_HINT_NS ? MLAKV_DECODE_PRODUCER_WAIT_HINT_NS : MLAKV_DECODE_WAIT_HINT_NS;
 /// Waits for the phase of `bar` with this parity. kCluster: acquires what other CTAs of the
 /// cluster released by arriving at `bar` (or completing bytes on it), by a relaxed wait and then
 /// a fence restricted to shared memory (an acquire wait at cluster scope invalidates the whole L1
 /// each time).
-/// hint_ns: try_wait's suspend-time hint (0: none, the hardware's own limit), how long a thread
-/// may sleep on an incomplete phase before it polls again.
-template <bool kCluster = false>
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity, uint32_t hint_ns = kWaitHintNs) {
+template <bool kCluster = false> __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   uint32_t done = 0;
   do {
-    if (hint_ns != 0 && !kCluster)
-      asm volatile(
-          "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2, %3;\nselp.u32 %0, 1, 0, p;\n}\n"
-          : "=r"(done)
-          : "r"(bar), "r"(parity), "r"(hint_ns)
-          : "memory");
-    else if constexpr (kCluster)
+    if constexpr (kCluster)
       asm volatile(
           "{\n.reg .pred p;\nmbarrier.try_wait.parity.relaxed.cluster.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
           : "=r"(done)
@@ -1177,7 +1157,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         int blk[4], in_block[4] = {};
 #pragma unroll
         for (int p = 0; p < 4; ++p) blk[p] = token_block(ld, (pt >> 3) + 16 * p, in_block[p]);
-        mbar_wait(empty_bar(st), ((k / S::kStages) & 1) ^ 1, kProducerWaitHintNs);
+        mbar_wait(empty_bar(st), ((k / S::kStages) & 1) ^ 1);
         MLAKV_TRACE(0, k, 0);
         const uint32_t stage_u = base + st * S::kStBytes;
 #pragma unroll
