@@ -2,6 +2,7 @@
 // UE8M0 edge cases of SPEC §2.
 #include <cfloat>
 #include <cmath>
+#include <cstring>
 
 #include "cuda/e4m3_alu.hpp"
 #include "test_util.hpp"
@@ -29,7 +30,13 @@ double f16_value(uint32_t h) {
   return h & 0x8000u ? -v : v;
 }
 
-TEST(Numeric, E4m3AluConversionIsExactTimesTwoToTheMinus8FromEveryBytePosition) {
+float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+TEST(Numeric, E4m3IntegerConversionsGiveExactScaledValuesFromEveryBytePosition) {
   namespace alu = cuda::e4m3_alu;
   // Neighbouring bytes hold codes whose bits would leak into a wrong field (all ones, signs).
   const uint32_t fill[8] = {0xff, 0x80, 0x7f, 0xee, 0x01, 0xfe, 0x7e, 0x81};
@@ -48,12 +55,17 @@ TEST(Numeric, E4m3AluConversionIsExactTimesTwoToTheMinus8FromEveryBytePosition) 
       EXPECT_EQ(f16_value(h & 0xffffu) * alu::kUnscale, want) << "code 0x" << std::hex << c << " byte " << p;
       EXPECT_EQ((h & 0x8000u) != 0, std::signbit(want)) << "code 0x" << std::hex << c;  // -0 keeps its sign
     }
-    // The four-byte form: byte k of w in half k % 2 of lo (k < 2) or hi.
+    // The four-byte forms: byte k of w in half k % 2 of lo (k < 2) or hi; fp16 and bf16.
     for (int k = 0; k < 4; ++k) {
       const uint32_t w = (0x01fe7f80u & ~(0xffu << (8 * k))) | static_cast<uint32_t>(c) << (8 * k);
-      uint32_t lo = 0, hi = 0;
+      uint32_t lo = 0, hi = 0, blo = 0, bhi = 0;
       alu::e4m3x4_to_f16x2x2_scaled(w, lo, hi);
-      if (!is_nan) EXPECT_EQ(f16_value(((k < 2 ? lo : hi) >> (16 * (k & 1))) & 0xffffu) * alu::kUnscale, want);
+      alu::e4m3x4_to_bf16x2x2_scaled(w, blo, bhi);
+      if (is_nan) continue;
+      EXPECT_EQ(f16_value(((k < 2 ? lo : hi) >> (16 * (k & 1))) & 0xffffu) * alu::kUnscale, want);
+      const uint32_t b16 = ((k < 2 ? blo : bhi) >> (16 * (k & 1))) & 0xffffu;
+      EXPECT_EQ(static_cast<double>(bits_to_float(b16 << 16)) * alu::kUnscaleBf16, want) << "bf16, code 0x" << std::hex << c;
+      EXPECT_EQ((b16 & 0x8000u) != 0, std::signbit(want)) << "bf16, code 0x" << std::hex << c;
     }
   }
 }

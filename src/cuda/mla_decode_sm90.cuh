@@ -295,17 +295,11 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 /// Four e4m3 values (bytes of x) → four bf16 (two bf16x2 words, value 0 in the low half of .x),
-/// exactly, in 4 integer/FMA-pipe instructions per pair instead of conversions (16 per clock and
-/// SM on Hopper): prmt puts each byte in the low half of a 16-bit lane with its sign replicated
-/// above it; << 4 and a mask leave sign at bit 15 and exponent|mantissa at bits 10..4, which is
-/// the bf16 of the value times 2^-120 (subnormals included: e4m3 exponent 0 lands on bf16
-/// exponent 0, the same mantissa); one exact bf16x2 multiply by 2^120 restores the value.
+/// exactly: e4m3_alu's integer path (the bf16 of the value times 2^-120) and one exact bf16x2
+/// multiply by 2^120, 4 integer/FMA-pipe instructions per pair.
 __device__ __forceinline__ uint2 e4m3x4_to_bf16x4(uint32_t x) {
   uint32_t lo, hi;
-  asm("prmt.b32 %0, %1, %1, 0x9180;\n" : "=r"(lo) : "r"(x));
-  asm("prmt.b32 %0, %1, %1, 0xB3A2;\n" : "=r"(hi) : "r"(x));
-  lo = (lo << 4) & 0x87f087f0u;
-  hi = (hi << 4) & 0x87f087f0u;
+  e4m3_alu::e4m3x4_to_bf16x2x2_scaled(x, lo, hi);
   const uint32_t two120 = 0x7b807b80u, neg0 = 0x80008000u;  // bf16x2 2^120, -0 (x + -0 = x)
   asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(lo) : "r"(two120), "r"(neg0));
   asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(hi) : "r"(two120), "r"(neg0));
