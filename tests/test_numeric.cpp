@@ -2,7 +2,6 @@
 // UE8M0 edge cases of SPEC §2.
 #include <cfloat>
 #include <cmath>
-#include <cstring>
 
 #include "cuda/e4m3_alu.hpp"
 #include "test_util.hpp"
@@ -23,17 +22,11 @@ TEST(Numeric, E4m3DecodeMatchesGpuForAll256Codes) {
         << "code 0x" << std::hex << c << ": " << num::e4m3_to_f32(static_cast<uint8_t>(c)) << " vs " << ref[c];
 }
 
-// fp16 bits -> value, exactly (the halves the decode kernel's ALU conversion feeds wgmma).
+// fp16 bits -> value, exactly (the halves e4m3_alu's fp16 placement gives).
 double f16_value(uint32_t h) {
   const int e = (h >> 10) & 31, m = h & 1023;
   const double v = e == 0 ? std::ldexp(m, -24) : std::ldexp(1024 + m, e - 25);
   return h & 0x8000u ? -v : v;
-}
-
-float bits_to_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
 }
 
 TEST(Numeric, E4m3IntegerConversionsGiveExactScaledValuesFromEveryBytePosition) {
@@ -48,7 +41,7 @@ TEST(Numeric, E4m3IntegerConversionsGiveExactScaledValuesFromEveryBytePosition) 
       uint64_t x = 0;
       for (int o = 0; o < 8; ++o) x |= static_cast<uint64_t>(o == static_cast<int>(p) ? c : fill[o]) << (8 * o);
       const uint32_t a = static_cast<uint32_t>(x), b = static_cast<uint32_t>(x >> 32);
-      const uint32_t h = alu::e4m3x2_to_f16x2_scaled(a, b, p, q);
+      const uint32_t h = alu::e4m3x2_placed<7>(a, b, p, q);
       const double other = num::e4m3_to_f32(static_cast<uint8_t>(fill[q]));
       if (!std::isnan(other)) EXPECT_EQ(f16_value(h >> 16) * alu::kUnscale, other) << "neighbour of 0x" << std::hex << c;
       if (is_nan) continue;
@@ -64,7 +57,7 @@ TEST(Numeric, E4m3IntegerConversionsGiveExactScaledValuesFromEveryBytePosition) 
       if (is_nan) continue;
       EXPECT_EQ(f16_value(((k < 2 ? lo : hi) >> (16 * (k & 1))) & 0xffffu) * alu::kUnscale, want);
       const uint32_t b16 = ((k < 2 ? blo : bhi) >> (16 * (k & 1))) & 0xffffu;
-      EXPECT_EQ(static_cast<double>(bits_to_float(b16 << 16)) * alu::kUnscaleBf16, want) << "bf16, code 0x" << std::hex << c;
+      EXPECT_EQ(static_cast<double>(num::bf16_to_f32(static_cast<uint16_t>(b16))) * alu::kUnscaleBf16, want) << "bf16, code 0x" << std::hex << c;
       EXPECT_EQ((b16 & 0x8000u) != 0, std::signbit(want)) << "bf16, code 0x" << std::hex << c;
     }
   }

@@ -1,7 +1,7 @@
 // e4m3 -> fp16 / bf16 by integer operations alone (prmt, shift, mask): the FP8 widenings'
-// conversions (e4m3x4_to_f16x4_scaled, e4m3x4_to_bf16x4). Not faster than cvt.f16x2.e4m3x2 elsewhere: that runs at
-// ~54 pairs per clock per SM on an H100, this at ~31 (session 31, docs/perf/session31/). Plain
-// C++ on the host too, so that a CPU test checks it over every code.
+// conversions (e4m3x4_to_f16x4_scaled, e4m3x4_to_bf16x4). Not faster than cvt.f16x2.e4m3x2
+// elsewhere: that runs at ~54 pairs per clock per SM on an H100, this at ~31 (session 31,
+// docs/perf/session31/). Plain C++ on the host too, so that a CPU test checks it over every code.
 #pragma once
 
 #include <cstdint>
@@ -47,11 +47,6 @@ template <int kShift>
 MLAKV_E4M3_ALU_FN uint32_t e4m3x2_placed(uint32_t a, uint32_t b, uint32_t p, uint32_t q) {
   constexpr uint32_t m = 0x8000u | 0x7fu << kShift;
   return (prmt(a, b, p | (p | 8) << 4 | q << 8 | (q | 8) << 12) << kShift) & (m | m << 16);
-}
-
-/// Bytes p and q of {b, a} as an fp16 pair times 2^-8.
-MLAKV_E4M3_ALU_FN uint32_t e4m3x2_to_f16x2_scaled(uint32_t a, uint32_t b, uint32_t p, uint32_t q) {
-  return e4m3x2_placed<7>(a, b, p, q);
 }
 
 /// Bytes 0–1 and 2–3 of w as fp16 pairs times 2^-8.

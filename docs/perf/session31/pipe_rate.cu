@@ -14,7 +14,7 @@ __device__ __forceinline__ uint32_t cvt(uint32_t x) {
   asm volatile("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %1;\ncvt.rn.f16x2.e4m3x2 %0, l;\n}\n" : "=r"(r) : "r"(x));
   return r;
 }
-__device__ __forceinline__ uint32_t alu(uint32_t x) { return mlakv::cuda::e4m3_alu::e4m3x2_to_f16x2_scaled(x, x, 0, 1); }
+__device__ __forceinline__ uint32_t alu(uint32_t x) { return mlakv::cuda::e4m3_alu::e4m3x2_placed<7>(x, x, 0, 1); }
 
 template <int kMode>  // 0 cvt, 1 integer path, 2 both (half the chains each)
 __global__ void rate(uint32_t* out, long long* clocks) {
