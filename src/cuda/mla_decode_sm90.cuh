@@ -1928,9 +1928,10 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
               }
             return;
           }
-          uint4 here[2];
-          if constexpr (!kKPrefetch) k_load(c, here);
-          const uint4 x0 = kKPrefetch ? kr[0] : here[0], x1 = kKPrefetch ? kr[1] : here[1];
+          uint4 x[2];
+          if constexpr (kKPrefetch) x[0] = kr[0], x[1] = kr[1];
+          else k_load(c, x);
+          const uint4 x0 = x[0], x1 = x[1];
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             e4m3x4_to_f16x2x2((&x0.x)[j], d[4 * j], d[4 * j + 2]);
