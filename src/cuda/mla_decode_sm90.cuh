@@ -88,9 +88,18 @@ inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims 
 /// groups whose largest value is under 1.7e-3, round to fp16's subnormal steps) and overflow to
 /// ±inf from 65504 · 2^4 ≈ 1.05e6.
 inline constexpr int kF16Shift = 4;
-/// The register-operand fp8 form stores P (≤ 1) in fp16 times this: values down to 2^-39 stay
-/// nonzero (2^-24 unscaled), and 2^15 stays below fp16's 65504.
-inline constexpr float kPScaleRs = 32768.0f;
+// Lazy rescaling in the register-operand form (0: every tile's row maxima exchanged; for A/B
+// builds): a tile whose scores all lie within 2^kLazyTau of the running maxima takes P on those
+// maxima as they are, with no exchange, no barrier for it and no rescale of o or l.
+#ifndef MLAKV_DECODE_LAZY
+#define MLAKV_DECODE_LAZY 0
+#endif
+inline constexpr bool kLazyRescale = MLAKV_DECODE_LAZY != 0;
+inline constexpr float kLazyTau = 8.0f;
+/// The register-operand fp8 form stores P (≤ 1; lazy: ≤ 2^kLazyTau) in fp16 times this, the
+/// largest that keeps P below fp16's 65504 (2^15): values down to 2^-39 (lazy: 2^-31) of the
+/// reference stay nonzero (2^-24 unscaled).
+inline constexpr float kPScaleRs = kLazyRescale ? 128.0f : 32768.0f;
 
 /// Query rows per CTA of the sm90 kernel (2 warpgroups × NW). FP8 caches need room for a raw
 /// staging ring, so they use fewer rows per CTA (fp8_ds_mla at 32 rows: split rows, each
@@ -2087,6 +2096,15 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
         okt[i] = tok_ok[st * kTile + tk0 + 8 * i] != 0 && jt < len;
         pos[i] = global_pos(jt, a);
       }
+      // Row n = 8j + 2qd + e's maximum over this warp's tokens, published for the warpgroup.
+      auto publish_max = [&](int j, int e) {
+        float mx = fmaxf(s[4 * j + e], s[4 * j + 2 + e]);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+        if (g == 0) red_p[w * NR + 8 * j + 2 * qd + e] = mx;
+      };
+      constexpr bool kLazy = RS && kLazyRescale;
 #pragma unroll
       for (int j = 0; j < NJ; ++j)
 #pragma unroll
@@ -2096,15 +2114,13 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
             float& x = s[4 * j + 2 * i + e];
             x = okt[i] && pos[i] < lim[j][e] ? x * scr[j][e] : -INFINITY;
           }
-          float mx = fmaxf(s[4 * j + e], s[4 * j + 2 + e]);
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
-          if (g == 0) red_p[w * NR + 8 * j + 2 * qd + e] = mx;
+          if constexpr (!kLazy) publish_max(j, e);
         }
-      MLAKV_TRACE(1 + cw, k, 1);
-      named_sync(bar_wg, 128);
-      MLAKV_TRACE(1 + cw, k, 2);
+      if constexpr (!kLazy) {
+        MLAKV_TRACE(1 + cw, k, 1);
+        named_sync(bar_wg, 128);
+        MLAKV_TRACE(1 + cw, k, 2);
+      }
 
       // ---- online softmax; P (bf16) to shared memory as the K-major B operand [row][token] ----
       float4 vs[2];  // fp8_ds_mla: the tile scales of this thread's two tokens, applied to P
@@ -2132,48 +2148,96 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
             pw[t * (S::kPBytes / 2) + p_at(n, i)] = __float2bfloat16_rn(pv[j][e][i] * sc_t);
           }
       };
-#pragma unroll
-      for (int j = 0; j < NJ; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int n = 8 * j + 2 * qd + e;
-          float mn = m_st[j][e];
-#pragma unroll
-          for (int ww = 0; ww < 4; ++ww) mn = fmaxf(mn, red_p[ww * NR + n]);
-          const float mu = mn == -INFINITY ? 0.0f : mn;  // nothing visible yet: keep exp2 finite
-          const float alpha = exp2f(m_st[j][e] - mu);
-          m_st[j][e] = mn;
-          // ex2.approx where a warpgroup holds 32 rows (session 24: fp8 H=32 −2.4 %); the 16-row
-          // forms are bound by the FP8 producer's widening, and there it measured +1.4 to +2.3 %.
-          // The register-operand form is bound by its consumers: there too.
-          const float p0 = NR >= 32 || RS ? fast_exp2(s[4 * j + e] - mu) : exp2f(s[4 * j + e] - mu);
-          const float p1 = NR >= 32 || RS ? fast_exp2(s[4 * j + 2 + e] - mu) : exp2f(s[4 * j + 2 + e] - mu);
-          l_st[j][e] = l_st[j][e] * alpha + (p0 + p1);
-          // Once a row's maximum settles, alpha is exactly 1 on most tiles: skip the 16 multiplies
-          // (exact) unless some lane of the warp needs them (they were ~13 % of the instructions).
-          // kDsRs: with o's move to this tile's reference (r_f, a power of two).
-          const float fo = S::kDsRs ? alpha * r_f : alpha;
-          if (__any_sync(0xffffffffu, fo != 1.0f)) {
-#pragma unroll
-            for (int mt = 0; mt < 8; ++mt) {
-              o[mt][4 * j + e] *= fo;
-              o[mt][4 * j + 2 + e] *= fo;
-            }
-          }
-          pv[j][e][0] = p0, pv[j][e][1] = p1;
-          if constexpr (RS) {
-            __half* const ph = reinterpret_cast<__half*>(pw);
-            ph[p_at(n, 0)] = __float2half_rn(p0 * kPScaleRs);
-            ph[p_at(n, 1)] = __float2half_rn(p1 * kPScaleRs);
-          } else if constexpr (!kTileScales) {
-            pw[p_at(n, 0)] = __float2bfloat16_rn(p0);
-            pw[p_at(n, 1)] = __float2bfloat16_rn(p1);
-          } else {
-            write_scaled_p(j, e, 0);
-          }
+      auto store_p = [&](int j, int e, float p0, float p1) {
+        const int n = 8 * j + 2 * qd + e;
+        pv[j][e][0] = p0, pv[j][e][1] = p1;
+        if constexpr (RS) {
+          __half* const ph = reinterpret_cast<__half*>(pw);
+          ph[p_at(n, 0)] = __float2half_rn(p0 * kPScaleRs);
+          ph[p_at(n, 1)] = __float2half_rn(p1 * kPScaleRs);
+        } else if constexpr (!kTileScales) {
+          pw[p_at(n, 0)] = __float2bfloat16_rn(p0);
+          pw[p_at(n, 1)] = __float2bfloat16_rn(p1);
+        } else {
+          write_scaled_p(j, e, 0);
         }
-      fence_async_smem();
-      named_sync(bar_wg, 128);
+      };
+      // From the tile's row maxima in red_p (behind the barrier): new maxima, o and l rescaled, P.
+      auto softmax_p = [&]() {
+#pragma unroll
+        for (int j = 0; j < NJ; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int n = 8 * j + 2 * qd + e;
+            float mn = m_st[j][e];
+#pragma unroll
+            for (int ww = 0; ww < 4; ++ww) mn = fmaxf(mn, red_p[ww * NR + n]);
+            const float mu = mn == -INFINITY ? 0.0f : mn;  // nothing visible yet: keep exp2 finite
+            const float alpha = exp2f(m_st[j][e] - mu);
+            m_st[j][e] = mn;
+            // ex2.approx where a warpgroup holds 32 rows (session 24: fp8 H=32 −2.4 %); the 16-row
+            // forms are bound by the FP8 producer's widening, and there it measured +1.4 to +2.3 %.
+            // The register-operand form is bound by its consumers: there too.
+            const float p0 = NR >= 32 || RS ? fast_exp2(s[4 * j + e] - mu) : exp2f(s[4 * j + e] - mu);
+            const float p1 = NR >= 32 || RS ? fast_exp2(s[4 * j + 2 + e] - mu) : exp2f(s[4 * j + 2 + e] - mu);
+            l_st[j][e] = l_st[j][e] * alpha + (p0 + p1);
+            // Once a row's maximum settles, alpha is exactly 1 on most tiles: skip the 16 multiplies
+            // (exact) unless some lane of the warp needs them (they were ~13 % of the instructions).
+            // kDsRs: with o's move to this tile's reference (r_f, a power of two).
+            const float fo = S::kDsRs ? alpha * r_f : alpha;
+            if (__any_sync(0xffffffffu, fo != 1.0f)) {
+#pragma unroll
+              for (int mt = 0; mt < 8; ++mt) {
+                o[mt][4 * j + e] *= fo;
+                o[mt][4 * j + 2 + e] *= fo;
+              }
+            }
+            store_p(j, e, p0, p1);
+          }
+        fence_async_smem();
+        named_sync(bar_wg, 128);
+      };
+      if constexpr (kLazy) {
+        // First on the running maxima as they are (P ≤ 2^kLazyTau); the warpgroup's vote at the
+        // P barrier says whether any score of the tile lay above that (or a row saw its first
+        // visible token), and only then are the maxima exchanged and P written again.
+        bool over = false;
+        float psum[NJ][2];
+#pragma unroll
+        for (int j = 0; j < NJ; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float ref = m_st[j][e], mu = ref == -INFINITY ? 0.0f : ref;
+            over |= fmaxf(s[4 * j + e], s[4 * j + 2 + e]) > ref + kLazyTau;
+            const float p0 = fast_exp2(s[4 * j + e] - mu), p1 = fast_exp2(s[4 * j + 2 + e] - mu);
+            psum[j][e] = p0 + p1;
+            store_p(j, e, p0, p1);
+          }
+        fence_async_smem();
+        MLAKV_TRACE(1 + cw, k, 1);
+        if (wg_any(bar_wg, over)) {
+#pragma unroll
+          for (int j = 0; j < NJ; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) publish_max(j, e);
+          named_sync(bar_wg, 128);  // the maxima published
+          softmax_p();
+        } else {
+#pragma unroll
+          for (int j = 0; j < NJ; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) l_st[j][e] += psum[j][e];
+          if constexpr (S::kDsRs)
+            if (r_f != 1.0f)  // warp-uniform: o onto this tile's scale reference
+#pragma unroll
+              for (int mt = 0; mt < 8; ++mt)
+#pragma unroll
+                for (int r = 0; r < NS; ++r) o[mt][r] *= r_f;
+        }
+        MLAKV_TRACE(1 + cw, k, 2);
+      } else {
+        softmax_p();
+      }
       MLAKV_TRACE(1 + cw, k, 3);
 
       // ---- Oᵀ += Vᵀ · Pᵀ: 8 column blocks of 64 dims × 4 k-steps of 16 tokens ----
