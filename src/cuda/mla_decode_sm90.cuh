@@ -1827,13 +1827,20 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
       // pair (ks, e, qd) = (l >> 3, (l >> 2) & 1, l & 3) into the warp's 32 words, read back by
       // quad. fp16 keeps a ratio's 11 bits down to 2^-14 (a token whose scale is 2^14 below the
       // tile's largest in its group is coarser).
+      // Three consumer warpgroups (kDsLean): both read from shared memory where they are used
+      // instead, 16 registers fewer across the tile (160 a thread: ptxas spilled 136 bytes).
+      constexpr bool kDsLean = S::kDsRs && NC == 3;
       [[maybe_unused]] float4 ksc[2];
       [[maybe_unused]] uint4 vr[2];
       [[maybe_unused]] float r_f = 1.0f;  // o's rescale to this tile's reference: r_ref / R
+      [[maybe_unused]] auto scales = [&](int t) {
+        return reinterpret_cast<const float*>(raw_tile + t * kPitch + ((32 ^ (t & 3)) << 4));
+      };
+      [[maybe_unused]] uint32_t* const vr_w = reinterpret_cast<uint32_t*>(smem + S::kVr) + (4 * cw + w) * 32;
       if constexpr (S::kDsRs) {
-        auto scales = [&](int t) { return reinterpret_cast<const float*>(raw_tile + t * kPitch + ((32 ^ (t & 3)) << 4)); };
+        if constexpr (!kDsLean)
 #pragma unroll
-        for (int i = 0; i < 2; ++i) ksc[i] = *reinterpret_cast<const float4*>(scales(tk0 + 8 * i));
+          for (int i = 0; i < 2; ++i) ksc[i] = *reinterpret_cast<const float4*>(scales(tk0 + 8 * i));
         const int t = 16 * (lane >> 3) + 8 * ((lane >> 2) & 1) + (lane & 3);
         const float s0 = scales(t)[w], s1 = scales(t + 4)[w];
         float mx = fmaxf(s0, s1);
@@ -1844,11 +1851,11 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
         const float rr = fmaxf(rt, r_ref * 0x1p-64f), inv = 1.0f / rr;
         r_f = r_ref * inv;
         r_ref = rr;
-        uint32_t* const vr_w = reinterpret_cast<uint32_t*>(smem + S::kVr) + (4 * cw + w) * 32;
         vr_w[8 * (lane & 3) + 2 * (lane >> 3) + ((lane >> 2) & 1)] = pack_f16(s0 * inv, s1 * inv);
         __syncwarp();
+        if constexpr (!kDsLean)
 #pragma unroll
-        for (int x = 0; x < 2; ++x) vr[x] = reinterpret_cast<const uint4*>(vr_w + 8 * qd)[x];
+          for (int x = 0; x < 2; ++x) vr[x] = reinterpret_cast<const uint4*>(vr_w + 8 * qd)[x];
       }
       // RS, P·V in half k-steps h (k-step h / 2, m-tiles 4·(h & 1) .. + 3), converted one ahead
       // into three register sets, so that a set is rewritten only once the wgmma that read it two
@@ -1872,6 +1879,14 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
       };
       [[maybe_unused]] auto v_half = [&](int h, uint32_t(&d)[4][4]) {
         if ((h & 1) == 0 && (!kVPrefetch || h == 0)) v_load(h);
+        // kDsRs: registers 0–1 pair tokens (t, t + 4) of pair (h / 2, 0), registers 2–3 of (h / 2, 1).
+        [[maybe_unused]] uint32_t pr[2];
+        if constexpr (kDsLean) {
+          const uint2 x = *reinterpret_cast<const uint2*>(vr_w + 8 * qd + 4 * (h >> 2) + 2 * ((h >> 1) & 1));
+          pr[0] = x.x, pr[1] = x.y;
+        } else if constexpr (S::kDsRs) {
+          pr[0] = (&vr[h >> 2].x)[2 * ((h >> 1) & 1)], pr[1] = (&vr[h >> 2].x)[2 * ((h >> 1) & 1) + 1];
+        }
 #pragma unroll
         for (int m = 0; m < 4; ++m) {
           const int mt = 4 * (h & 1) + m, u = mt >> 1;
@@ -1884,8 +1899,6 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
           e4m3x4_to_f16x2x2(y01, d[m][0], d[m][1]);
           e4m3x4_to_f16x2x2(y23, d[m][2], d[m][3]);
           if constexpr (S::kDsRs) {
-            // Registers 0–1 pair tokens (t, t + 4) of pair (h / 2, 0), registers 2–3 of (h / 2, 1).
-            const uint32_t* pr = &(&vr[h >> 2].x)[2 * ((h >> 1) & 1)];
 #pragma unroll
             for (int x = 0; x < 4; ++x) asm("mul.rn.f16x2 %0, %0, %1;\n" : "+r"(d[m][x]) : "r"(pr[x >> 1]));
           }
@@ -1955,8 +1968,12 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
         // the wait for the K registers; 3 and 4 at the end).
         [[maybe_unused]] auto take_group = [&](int t) {
           pin(sa[t & 1]);
+          float f[2] = {1.0f, 1.0f};  // tokens tk0 and tk0 + 8
+          if (t < 4)
 #pragma unroll
-          for (int r = 0; r < NS; ++r) s[r] += (t < 4 ? (&ksc[(r >> 1) & 1].x)[t] : 1.0f) * sa[t & 1][r];
+            for (int i = 0; i < 2; ++i) f[i] = kDsLean ? scales(tk0 + 8 * i)[t] : (&ksc[i].x)[t];
+#pragma unroll
+          for (int r = 0; r < NS; ++r) s[r] += f[(r >> 1) & 1] * sa[t & 1][r];
         };
         k_prefetch(0);
         k_block(0, ka[0]);
