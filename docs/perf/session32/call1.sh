@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # session 32, call 1: bundle .gl/b32.tgz (packed with -C .gl: m32/ w3/ lz/ w3lz/) —
 #   m32 = main (two consumer warpgroups, every tile's maxima exchanged); w3 = three consumer
-#   warpgroups at 16 rows, fp8 and fp8_ds_mla (-DMLAKV_DECODE_WG3=2, setmaxnreg 24 / 160);
+#   warpgroups at 16 rows, fp8 and fp8_ds_mla (-DMLAKV_DECODE_WG3=2, setmaxnreg 24 / 160;
+#   fp8_ds_mla with its scales read where used, commit "fp8_ds_mla's tile scales ...");
 #   lz = lazy rescaling (-DMLAKV_DECODE_LAZY=1); w3lz = both.
 # The form and NaN tests on w3lz and lz first, the A/B over the 16-row shapes, w3lz under
 # memcheck and racecheck, then the rest of the decode suite on w3lz, each in the time left.
