@@ -5,7 +5,7 @@ time goes per role, in clocks, and each traced CTA's start, schedule and end in 
 
   scripts/decode_trace.py FILE.bin [...]
 
-Layout: uint64 [cta 8][role 4: producer, consumer wg 0, 1, 2 (three-warpgroup form)][k 64][event 8]; k = 63 holds the
+Layout: uint64 [cta 8][role 3: producer, consumer wg 0, wg 1][k 64][event 8]; k = 63 holds the
 CTA-wide %globaltimer stamps (start, scheduled, end, each role ready), clock64 at the start, and
 the SM id; then four step-wide %globaltimer words (the attention grid's last CTA end, the combine
 grid's CTA 0 start and its return from griddepcontrol.wait, the combine's last CTA end), and
@@ -26,8 +26,8 @@ import statistics
 import struct
 import sys
 
-CTAS, ROLES, TILES, EVENTS = 8, 4, 64, 8
-ROLE = ["producer", "consumer 0", "consumer 1", "consumer 2"]
+CTAS, ROLES, TILES, EVENTS = 8, 3, 64, 8
+ROLE = ["producer", "consumer 0", "consumer 1"]
 # The producer's spans per tile: (from event, to event, name).
 PRODUCER_SPANS = [
     (2, 0, "iteration start -> stage empty"),
@@ -109,7 +109,7 @@ def report(path):
             for a, z, name in PRODUCER_SPANS:
                 if e(0, a) and e(0, z):
                     add("producer: " + name, e(0, z) - e(0, a))
-            for r in (1, 2, 3):
+            for r in (1, 2):
                 if not e(r, 0):
                     continue
                 if e(r, 1) and e(r, 1) > e(r, 0):

@@ -84,8 +84,7 @@ void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
   // A programmatic dependent of the schedule grid, of the counter-zeroing grid (in-grid merge),
   // or (fused path: pdl_first) of whatever ran before the step, waited for before any read.
   const bool pdl = a.fused && !a.in_grid_merge ? a.pdl_first : a.pdl;
-  check_cuda(launch_clustered(pdl, RM ? a.cluster : 1, kernel, grid, dim3(Sm90Smem<F, NW, ALT, RS>::kThreads),
-                              Sm90Smem<F, NW, ALT, RS>::kBytes,
+  check_cuda(launch_clustered(pdl, RM ? a.cluster : 1, kernel, grid, dim3(kSm90Threads), Sm90Smem<F, NW, ALT, RS>::kBytes,
                               stream, a),
              "mla_decode_sm90_kernel");
 }
@@ -98,7 +97,7 @@ template <CacheFormat F> int rm_pairs_resident(int dev) {
     if (const int v = cache[dev].load(std::memory_order_relaxed)) return v - 1;
   auto kernel = sm90_instance<F, 32, false, true>(dev);
   cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(1, 2, 1), cfg.blockDim = dim3(Sm90Smem<F, 32, false>::kThreads);
+  cfg.gridDim = dim3(1, 2, 1), cfg.blockDim = dim3(kSm90Threads);
   cfg.dynamicSmemBytes = Sm90Smem<F, 32, false>::kBytes;
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeClusterDimension;

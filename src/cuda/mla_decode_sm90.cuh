@@ -68,18 +68,7 @@
 
 namespace mlakv::cuda::mla {
 
-// The register-operand form at 16 rows with three consumer warpgroups (1: fp8, 2: fp8 and
-// fp8_ds_mla; 0: two, the measured default) while it is measured.
-#ifndef MLAKV_DECODE_WG3
-#define MLAKV_DECODE_WG3 0
-#endif
-// Its register split (per thread after setmaxnreg; 128 · producer + 384 · consumer ≤ 65536).
-#ifndef MLAKV_DECODE_WG3_PRODUCER
-#define MLAKV_DECODE_WG3_PRODUCER 40
-#endif
-#ifndef MLAKV_DECODE_WG3_CONSUMER
-#define MLAKV_DECODE_WG3_CONSUMER 152
-#endif
+inline constexpr int kSm90Threads = 384;
 inline constexpr int kSm90Stages = 2;
 inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims × 64 tokens × 128 B
 /// fp8_ds_mla's fp16 stage (CTA pairs) holds scale · value · 2^-kF16Shift (Q's bf16 rope takes
@@ -149,19 +138,13 @@ template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90S
   static constexpr bool kF16Stage = F == CacheFormat::fp8_ds_mla && NW == 32;
   static constexpr bool kTileScales = F == CacheFormat::fp8_ds_mla && !kF16Stage && !RS;
   static constexpr int NR = ALT ? 2 * NW : NW;         // rows of one consumer warpgroup's wgmma (n)
-  // Consumer warpgroups. The 16-row register-operand consumers are latency-bound with two
-  // (ncu, session 31: 0.8 eligible warps per scheduler, issue ~48 % busy): a third takes every
-  // third tile, within 152 registers a thread (3 × 152 + the producer's 40 ≤ 512 per lane).
-  static constexpr int kConsumers =
-      RS && NW == 8 && (F == CacheFormat::fp8 ? MLAKV_DECODE_WG3 >= 1 : MLAKV_DECODE_WG3 >= 2) ? 3 : 2;
-  static constexpr int kThreads = 128 * (1 + kConsumers);
   static constexpr int kTokenBytes = Fmt<F>::kTokenBytes;
   // fp8_ds_mla: P scaled by each 128-column tile scale, two at a time (P · V in two passes),
   // which leaves room for more raw slots.
   static constexpr int kPTiles = kTileScales ? 2 : 1;
   static constexpr int kQBytes = 9 * 2 * NW * 128;     // [9 column blocks][2·NW rows][128 B]
   static constexpr int kPBytes = NR * 128;             // one P: [NR rows][64 tokens] bf16
-  static constexpr int kRedBytes = kConsumers * 2 * 4 * NR * 4;  // [wg][parity][warp][row] floats
+  static constexpr int kRedBytes = 2 * 2 * 4 * NR * 4;  // [wg][parity][warp][row] floats
   // ALT: warpgroup 1's o ([8][NR/2][128 threads] floats), m and l ([NR] each) for the merge.
   // FP8 (beside its raw ring) and 32 rows have no room for it: there it lies in the Q tile (free
   // once both warpgroups are past the request's last Q·Kᵀ) and o crosses in kXRounds halves.
@@ -170,14 +153,14 @@ template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90S
   static constexpr int kXBytes = ALT ? 8 * (NR / 2) * 128 * 4 / kXRounds + 2 * NR * 4 : 0;
   static constexpr int kQ = kStages * kStBytes;
   static constexpr int kP = kQ + kQBytes;
-  static constexpr int kRed = kP + kConsumers * kPTiles * kPBytes;
+  static constexpr int kRed = kP + 2 * kPTiles * kPBytes;
   static constexpr int kOk = kRed + kRedBytes;         // [stage][64] token-valid flags
   static constexpr int kQf = kOk + kStages * kTile;   // RS: [2·NW] each Q row's factor 2^-σ (load_q_rows_f16)
   static constexpr int kScl = kQf + (RS ? 8 * NW : 0);  // [stage][64][4] fp8_ds_mla tile scales
   // kDsRs: [warpgroup][warp][32] fp16 pairs, each token's tile scale over its warp's P·V reference
   // (the Vᵀ registers' factors, one tile at a time).
   static constexpr int kVr = kScl + (kTileScales ? kSm90Stages * kTile * 16 : 0);
-  static constexpr int kSclEnd = kVr + (kDsRs ? kConsumers * 4 * 32 * 4 : 0);
+  static constexpr int kSclEnd = kVr + (kDsRs ? 2 * 4 * 32 * 4 : 0);
   static constexpr int kX = kXInQ ? kQ : kSclEnd;
   // fp8_ds_mla at 16 rows (ALT): the warpgroup that owns a tile widens its second half itself,
   // from the raw ring, while the producer widens the first (the session-8 trace: the producer
@@ -689,18 +672,17 @@ __device__ __forceinline__ void load_q_rows(const DecodeArgs& a, int b, int row0
 /// 16q + 4j + 2h + e, the order in which consumer thread q finds K's bytes in its 16-byte reads
 /// (word j of k-step 4·block + j: bytes 0–1 for columns 2q, 2q + 1, bytes 2–3 for 2q + 8, 2q + 9).
 /// kBf16Rope (fp8_ds_mla, whose rope is bf16): the rope block stays bf16, times the same 2^σ.
-/// By the first 256 of kThreads consumer threads: warp v loads rows RPW·v .. RPW·v + RPW − 1 (one
-/// shuffle reduction per row); named barrier `bar` (all kThreads) as load_q_rows.
-template <int kRowsCta, bool kBf16Rope = false, int kThreads = 256>
+/// By 256 threads: warp v loads rows RPW·v .. RPW·v + RPW − 1 (one shuffle reduction per row);
+/// named barrier `bar` as load_q_rows.
+template <int kRowsCta, bool kBf16Rope = false>
 __device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int row0, uint8_t* q, float* qf, int ct,
                                                 int bar) {
   constexpr int RPW = kRowsCta / 8;
   const int v = ct >> 5, lane = ct & 31;
-  const bool loads = kThreads == 256 || ct < 256;
   uint4 c[RPW][3];
   float f[RPW];
 #pragma unroll
-  for (int rr = 0; rr < RPW && loads; ++rr) {
+  for (int rr = 0; rr < RPW; ++rr) {
     float mx = 0.0f;
 #pragma unroll
     for (int i = 0; i < 3; ++i) {
@@ -719,9 +701,9 @@ __device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int 
     f[rr] = __int_as_float((127 + sg) << 23);
     if (lane == 0) qf[RPW * v + rr] = __int_as_float((127 - sg) << 23);
   }
-  named_sync(bar, kThreads);
+  named_sync(bar, 256);
 #pragma unroll
-  for (int rr = 0; rr < RPW && loads; ++rr)
+  for (int rr = 0; rr < RPW; ++rr)
 #pragma unroll
     for (int i = 0; i < 3; ++i) {
       const int ch = lane + 32 * i;
@@ -739,7 +721,7 @@ __device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int 
       }
     }
   fence_async_smem();
-  named_sync(bar, kThreads);
+  named_sync(bar, 256);
 }
 
 /// Rows-as-M tile softmax in place on an m64n64 accumulator s (row 16·warp + g + 8i, token
@@ -870,10 +852,10 @@ __device__ __forceinline__ void rm_write_rows(const DecodeArgs& a, const float (
 
 /// Fused path: merges `count` partials (slots first + j·stride) of request b over this CTA's rows
 /// into the output (to_out) or in place into slot `first` (partial o and natural-log LSE). Run by
-/// the kThreads consumer threads (named barrier 6) once every partial is written; scratch at the start
+/// the 256 consumer threads (named barrier 6) once every partial is written; scratch at the start
 /// of shared memory (the KV stages, free once the consumers are done). Partials are read through
 /// L2 (ld.global.cg): other CTAs of this grid wrote them.
-template <int kRowsCta, int kThreads>
+template <int kRowsCta>
 __device__ void fused_merge(const DecodeArgs& a, int b, int first, int count, int stride, bool to_out, int row0,
                             int ct, uint8_t* smem) {
   float* lse_s = reinterpret_cast<float*>(smem + 16);  // [kRowsCta]
@@ -899,9 +881,9 @@ __device__ void fused_merge(const DecodeArgs& a, int b, int first, int count, in
       wr[j] = nan_part ? NAN : L > -INFINITY && wr[j] > -INFINITY ? __expf(wr[j] - L) : 0.0f;
     lse_s[ct] = L;
   }
-  named_sync(6, kThreads);
+  named_sync(6, 256);
   const int units = nr * 128;  // float4 column groups
-  for (int u0 = ct; u0 < units; u0 += 4 * kThreads) {
+  for (int u0 = ct; u0 < units; u0 += 4 * 256) {
     float4 acc[4];
 #pragma unroll
     for (int q = 0; q < 4; ++q) acc[q] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -911,7 +893,7 @@ __device__ void fused_merge(const DecodeArgs& a, int b, int first, int count, in
       for (int q = 0; q < 4; ++q)
 #pragma unroll
         for (int jj = 0; jj < 4; ++jj) {
-          const int u = u0 + kThreads * q, j = j0 + jj;
+          const int u = u0 + 256 * q, j = j0 + jj;
           v[q][jj] = u < units && j < count
                          ? __ldcg(reinterpret_cast<const float4*>(
                                po + (static_cast<int64_t>(first + j * stride) * R + row0 + (u >> 7)) * 512 + (u & 127) * 4))
@@ -921,7 +903,7 @@ __device__ void fused_merge(const DecodeArgs& a, int b, int first, int count, in
       for (int q = 0; q < 4; ++q)
 #pragma unroll
         for (int jj = 0; jj < 4; ++jj) {
-          const int u = u0 + kThreads * q, j = j0 + jj;
+          const int u = u0 + 256 * q, j = j0 + jj;
           if (u < units && j < count) {
             const float wt = wts[(u >> 7) * 33 + j];
             if (wt != 0.0f) {  // an empty partial adds nothing, whatever its o holds
@@ -935,7 +917,7 @@ __device__ void fused_merge(const DecodeArgs& a, int b, int first, int count, in
     }
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
-      const int u = u0 + kThreads * q;
+      const int u = u0 + 256 * q;
       if (u >= units) continue;
       const int gr = row0 + (u >> 7), c = (u & 127) * 4;
       if (!to_out) {
@@ -971,7 +953,7 @@ __device__ void fused_merge(const DecodeArgs& a, int b, int first, int count, in
       pl[static_cast<int64_t>(first) * R + gr] = lse_s[ct];
     }
   }
-  named_sync(6, kThreads);  // the scratch is reused
+  named_sync(6, 256);  // the scratch is reused
 }
 
 /// Fused path: this CTA wrote partial `slot` of request b (its rows). Arrive at the partial's
@@ -979,7 +961,7 @@ __device__ void fused_merge(const DecodeArgs& a, int b, int first, int count, in
 /// has one group), then arrives at the request counter, whose last CTA merges the groups. The
 /// last arrival resets each counter to 0 (the zeroing kernel before the grid makes any
 /// workspace start clean; the reset keeps the counters clean between steps as well).
-template <int kRowsCta, int kThreads>
+template <int kRowsCta>
 __device__ void fused_arrive(const DecodeArgs& a, const Sm90Tab& sch, int b, int slot, int row0, int ct,
                              uint8_t* smem) {
   int* flag = reinterpret_cast<int*>(smem);
@@ -988,7 +970,7 @@ __device__ void fused_arrive(const DecodeArgs& a, const Sm90Tab& sch, int b, int
   const int gn = min(G, ns - g0), ty = gridDim.y, y = blockIdx.y;
   auto arrive = [&](int* c, int n) {
     __threadfence();  // this thread's partial stores, before the arrival
-    named_sync(6, kThreads);
+    named_sync(6, 256);
     if (ct == 0) {
       const bool last = atomicAdd(c, 1) == n - 1;
       if (last) {
@@ -997,17 +979,17 @@ __device__ void fused_arrive(const DecodeArgs& a, const Sm90Tab& sch, int b, int
       }
       *flag = last;
     }
-    named_sync(6, kThreads);
+    named_sync(6, 256);
     return *flag != 0;
   };
   if (!arrive(a.counters + (sb + gi) * ty + y, gn)) return;
   if (ng == 1) {
-    fused_merge<kRowsCta, kThreads>(a, b, sb, ns, 1, true, row0, ct, smem);
+    fused_merge<kRowsCta>(a, b, sb, ns, 1, true, row0, ct, smem);
     return;
   }
-  fused_merge<kRowsCta, kThreads>(a, b, sb + g0, gn, 1, false, row0, ct, smem);
+  fused_merge<kRowsCta>(a, b, sb + g0, gn, 1, false, row0, ct, smem);
   if (!arrive(a.counters + (2 * static_cast<int>(gridDim.x) + b) * ty + y, ng)) return;
-  fused_merge<kRowsCta, kThreads>(a, b, sb, ng, G, true, row0, ct, smem);
+  fused_merge<kRowsCta>(a, b, sb, ng, G, true, row0, ct, smem);
 }
 
 /// The partial slots a part writes (a split request's segment; −1: the request is whole here, its
@@ -1027,14 +1009,14 @@ struct PartSlots {
     }
     return s;
   }
-  template <int kRowsCta, int kThreads>
+  template <int kRowsCta>
   __device__ __forceinline__ void merge_in_grid(const DecodeArgs& a, const Sm90Tab& sch, int row0, int ct, uint8_t* smem) {
     if (!a.in_grid_merge) return;
     pdl_wait();  // the arrival counters were zeroed by the previous grid (and see part_range)
     if (np == 0) return;
     if (np > 2) __trap();
-    fused_arrive<kRowsCta, kThreads>(a, sch, pb0, ps0, row0, ct, smem);
-    if (np > 1) fused_arrive<kRowsCta, kThreads>(a, sch, pb1, ps1, row0, ct, smem);
+    fused_arrive<kRowsCta>(a, sch, pb0, ps0, row0, ct, smem);
+    if (np > 1) fused_arrive<kRowsCta>(a, sch, pb1, ps1, row0, ct, smem);
   }
 };
 
@@ -1042,24 +1024,22 @@ struct PartSlots {
 #endif  // MLAKV_SM90A_DEVICE
 
 template <CacheFormat F, int NW, bool ALT = false, bool RM = false, bool RS = false>
-__global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_decode_sm90_kernel(const __grid_constant__ DecodeArgs a) {
+__global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const __grid_constant__ DecodeArgs a) {
 #if MLAKV_SM90A_DEVICE
   using namespace sm90;
   using S = Sm90Smem<F, NW, ALT, RS>;
   constexpr bool kWiden = S::kWiden, kTileScales = S::kTileScales;
   constexpr int NR = S::NR;  // this warpgroup's rows: its own NW, or (ALT) all 2·NW of the CTA
   constexpr int kRowsCta = 2 * NW, NJ = NR / 8, NS = NR / 2, TB = S::kTokenBytes, kRawSlots = S::kRawSlots;
-  constexpr int NC = S::kConsumers, kCT = 128 * NC;  // consumer warpgroups, threads
-  static_assert(NC == 2 || RS, "a third consumer warpgroup only in the register-operand form");
-  // Register split: setmaxnreg moves registers within the 384 × 168 (three consumer warpgroups:
-  // 512 × 128) the CTA was launched with (more, and the consumers' increase waits forever). The FP8 producer widens tiles and keeps
+  // Register split: setmaxnreg moves registers within the 384 × 168 the CTA was launched with
+  // (more, and the consumers' increase waits forever). The FP8 producer widens tiles and keeps
   // several loads in flight; the bf16 one only issues copies; 32-row consumers hold a 128-float o.
   // fp8_ds_mla's pairs (kF16Stage) hold 11 loads a thread across the stage wait: 56 registers
   // spilled 200 bytes there, 72 spill 112 and ran 12 % faster (docs/PERF.md, session 18).
   // RS: the producer only copies, the consumers hold two k-steps of converted A registers.
-  constexpr int kProducerRegs = S::kF16Stage ? 72 : kWiden && !RS ? (NR >= 32 ? 56 : 96) : NC == 3 ? MLAKV_DECODE_WG3_PRODUCER : 40;
-  constexpr int kConsumerRegs = S::kF16Stage ? 216 : kWiden && !RS ? (NR >= 32 ? 224 : 200) : NC == 3 ? MLAKV_DECODE_WG3_CONSUMER : 232;
-  static_assert(128 * kProducerRegs + kCT * kConsumerRegs <= S::kThreads * (65536 / S::kThreads / 8 * 8), "register split");
+  constexpr int kProducerRegs = S::kF16Stage ? 72 : kWiden && !RS ? (NR >= 32 ? 56 : 96) : 40;
+  constexpr int kConsumerRegs = S::kF16Stage ? 216 : kWiden && !RS ? (NR >= 32 ? 224 : 200) : 232;
+  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kSm90Threads * 168, "register split");
   extern __shared__ __align__(1024) uint8_t smem[];
   const uint32_t base = smem_u32(smem);
   if (base & 1023) __trap();  // the swizzle is on address bits: tiles must sit on 1024-byte lines
@@ -1078,7 +1058,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
   const int B = a.batch;
   const int part = blockIdx.x, row0 = blockIdx.y * kRowsCta;
   int lo, hi, first_b;
-  if (!part_range<S::kThreads, kRowsCta>(a, si, lo, hi, first_b)) return;
+  if (!part_range<kSm90Threads, kRowsCta>(a, si, lo, hi, first_b)) return;
 
   // Rows as M in a cluster (a.cluster CTAs along y, the row tiles of one part: the same tiles):
   // each CTA multicasts part of every tile into all of them, so a stage is refilled only once
@@ -1434,7 +1414,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
   if ((threadIdx.x & 127) == 0) MLAKV_TRACE_WIDE(threadIdx.x >> 7, kTrRoleReady);
   const int cw = wg - 1;                   // consumer warpgroup: rows [cw·NW, cw·NW + NW) of the CTA (ALT: all)
   const int rbase = ALT ? 0 : cw * NW;     // this warpgroup's first row in the CTA
-  const int ct = threadIdx.x - 128;        // 0 .. kCT − 1 over the consumer warpgroups
+  const int ct = threadIdx.x - 128;        // 0..255 over both consumer warpgroups
   const int wt = threadIdx.x & 127, w = wt >> 5, lane = wt & 31, g = lane >> 2, qd = lane & 3;
   const int bar_wg = 2 + cw;               // named barrier of this warpgroup
   const uint32_t pw_u = p_u + cw * S::kPTiles * S::kPBytes;
@@ -1469,7 +1449,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
     // RS first: fp8 is kWiden in both of its forms, and the widened form's 32-row copy loop
     // below would take the register-operand form's Q (raw bf16, no row factors: NaN rows).
     if constexpr (RS) {
-      load_q_rows_f16<kRowsCta, S::kDsRs, kCT>(a, b, row0, smem + S::kQ, reinterpret_cast<float*>(smem + S::kQf), ct, 1);
+      load_q_rows_f16<kRowsCta, S::kDsRs>(a, b, row0, smem + S::kQ, reinterpret_cast<float*>(smem + S::kQf), ct, 1);
     } else if constexpr (kWiden && !RM && NR >= 32 && !kTileScales) {
       named_sync(1, 256);
       for (int idx = ct; idx < kRowsCta * 72; idx += 256) {
@@ -1489,7 +1469,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
   PartSlots slots;
   const int payload = sch.header(0);
   auto segment_slot = [&](int b) { return slots.slot(a, sch, b, part, payload); };
-  auto merge_in_grid = [&]() { slots.merge_in_grid<kRowsCta, kCT>(a, sch, row0, ct, smem); };
+  auto merge_in_grid = [&]() { slots.merge_in_grid<kRowsCta>(a, sch, row0, ct, smem); };
 
   if constexpr (RM) {
     // Rows as M (64 rows per CTA), with the two warpgroups in a seesaw: tile k's S = Q·Kᵀ (36
@@ -1794,7 +1774,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
     }
 
     float* red_p = red_wg + par * (4 * NR);
-    if (!ALT || k % NC == cw) {  // ALT: only this warpgroup's tiles
+    if (!ALT || (k & 1) == cw) {  // ALT: only this warpgroup's tiles
       if constexpr (S::kOwnerWidens) {
         // The tile's second half, from the raw ring into this warpgroup's own stage (free: its
         // last tile's P · V is complete), while the producer widens the first.
@@ -1827,20 +1807,13 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
       // pair (ks, e, qd) = (l >> 3, (l >> 2) & 1, l & 3) into the warp's 32 words, read back by
       // quad. fp16 keeps a ratio's 11 bits down to 2^-14 (a token whose scale is 2^14 below the
       // tile's largest in its group is coarser).
-      // Three consumer warpgroups (kDsLean): both read from shared memory where they are used
-      // instead, 16 registers fewer across the tile (160 a thread: ptxas spilled 136 bytes).
-      constexpr bool kDsLean = S::kDsRs && NC == 3;
       [[maybe_unused]] float4 ksc[2];
       [[maybe_unused]] uint4 vr[2];
       [[maybe_unused]] float r_f = 1.0f;  // o's rescale to this tile's reference: r_ref / R
-      [[maybe_unused]] auto scales = [&](int t) {
-        return reinterpret_cast<const float*>(raw_tile + t * kPitch + ((32 ^ (t & 3)) << 4));
-      };
-      [[maybe_unused]] uint32_t* const vr_w = reinterpret_cast<uint32_t*>(smem + S::kVr) + (4 * cw + w) * 32;
       if constexpr (S::kDsRs) {
-        if constexpr (!kDsLean)
+        auto scales = [&](int t) { return reinterpret_cast<const float*>(raw_tile + t * kPitch + ((32 ^ (t & 3)) << 4)); };
 #pragma unroll
-          for (int i = 0; i < 2; ++i) ksc[i] = *reinterpret_cast<const float4*>(scales(tk0 + 8 * i));
+        for (int i = 0; i < 2; ++i) ksc[i] = *reinterpret_cast<const float4*>(scales(tk0 + 8 * i));
         const int t = 16 * (lane >> 3) + 8 * ((lane >> 2) & 1) + (lane & 3);
         const float s0 = scales(t)[w], s1 = scales(t + 4)[w];
         float mx = fmaxf(s0, s1);
@@ -1851,11 +1824,11 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
         const float rr = fmaxf(rt, r_ref * 0x1p-64f), inv = 1.0f / rr;
         r_f = r_ref * inv;
         r_ref = rr;
+        uint32_t* const vr_w = reinterpret_cast<uint32_t*>(smem + S::kVr) + (4 * cw + w) * 32;
         vr_w[8 * (lane & 3) + 2 * (lane >> 3) + ((lane >> 2) & 1)] = pack_f16(s0 * inv, s1 * inv);
         __syncwarp();
-        if constexpr (!kDsLean)
 #pragma unroll
-          for (int x = 0; x < 2; ++x) vr[x] = reinterpret_cast<const uint4*>(vr_w + 8 * qd)[x];
+        for (int x = 0; x < 2; ++x) vr[x] = reinterpret_cast<const uint4*>(vr_w + 8 * qd)[x];
       }
       // RS, P·V in half k-steps h (k-step h / 2, m-tiles 4·(h & 1) .. + 3), converted one ahead
       // into three register sets, so that a set is rewritten only once the wgmma that read it two
@@ -1879,14 +1852,6 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
       };
       [[maybe_unused]] auto v_half = [&](int h, uint32_t(&d)[4][4]) {
         if ((h & 1) == 0 && (!kVPrefetch || h == 0)) v_load(h);
-        // kDsRs: registers 0–1 pair tokens (t, t + 4) of pair (h / 2, 0), registers 2–3 of (h / 2, 1).
-        [[maybe_unused]] uint32_t pr[2];
-        if constexpr (kDsLean) {
-          const uint2 x = *reinterpret_cast<const uint2*>(vr_w + 8 * qd + 4 * (h >> 2) + 2 * ((h >> 1) & 1));
-          pr[0] = x.x, pr[1] = x.y;
-        } else if constexpr (S::kDsRs) {
-          pr[0] = (&vr[h >> 2].x)[2 * ((h >> 1) & 1)], pr[1] = (&vr[h >> 2].x)[2 * ((h >> 1) & 1) + 1];
-        }
 #pragma unroll
         for (int m = 0; m < 4; ++m) {
           const int mt = 4 * (h & 1) + m, u = mt >> 1;
@@ -1899,6 +1864,8 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
           e4m3x4_to_f16x2x2(y01, d[m][0], d[m][1]);
           e4m3x4_to_f16x2x2(y23, d[m][2], d[m][3]);
           if constexpr (S::kDsRs) {
+            // Registers 0–1 pair tokens (t, t + 4) of pair (h / 2, 0), registers 2–3 of (h / 2, 1).
+            const uint32_t* pr = &(&vr[h >> 2].x)[2 * ((h >> 1) & 1)];
 #pragma unroll
             for (int x = 0; x < 4; ++x) asm("mul.rn.f16x2 %0, %0, %1;\n" : "+r"(d[m][x]) : "r"(pr[x >> 1]));
           }
@@ -1968,12 +1935,8 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
         // the wait for the K registers; 3 and 4 at the end).
         [[maybe_unused]] auto take_group = [&](int t) {
           pin(sa[t & 1]);
-          float f[2] = {1.0f, 1.0f};  // tokens tk0 and tk0 + 8
-          if (t < 4)
 #pragma unroll
-            for (int i = 0; i < 2; ++i) f[i] = kDsLean ? scales(tk0 + 8 * i)[t] : (&ksc[i].x)[t];
-#pragma unroll
-          for (int r = 0; r < NS; ++r) s[r] += f[(r >> 1) & 1] * sa[t & 1][r];
+          for (int r = 0; r < NS; ++r) s[r] += (t < 4 ? (&ksc[(r >> 1) & 1].x)[t] : 1.0f) * sa[t & 1][r];
         };
         k_prefetch(0);
         k_block(0, ka[0]);
@@ -2348,22 +2311,19 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
           lsum[j][e] = red_p[n] + red_p[NR + n] + red_p[2 * NR + n] + red_p[3 * NR + n];
         }
       if constexpr (ALT) {
-        // Warpgroups 1 .. NC − 1 hand (m, l, o) over in turn; warpgroup 0 merges each into its
-        // own and writes. The buffer is next written at the following request's end, after the
-        // request-start barrier that warpgroup 0 reaches only once it has read it here. Where it
-        // lies in the Q tile (FP8), a first barrier waits for every warpgroup's last Q·Kᵀ of this
-        // request, and o crosses in kXRounds parts, each written, then merged, between two
-        // barriers (as does each later source's first part).
+        // Warpgroup 1 hands (m, l, o) over; warpgroup 0 merges them into its own and writes. The
+        // buffer is next written at the following request's end, after the request-start barrier
+        // that warpgroup 0 reaches only once it has read it here. Where it lies in the Q tile
+        // (FP8), a first barrier waits for both warpgroups' last Q·Kᵀ of this request, and o
+        // crosses in kXRounds parts, each written, then merged, between two barriers.
         constexpr int R = S::kXRounds, MR = 8 / R;  // column blocks per round
         float* xo = reinterpret_cast<float*>(smem + S::kX);
         float* xm = xo + MR * NS * 128;
         float* xl = xm + NR;
 #pragma unroll
-        for (int src = 1; src < NC; ++src)
-#pragma unroll
         for (int rd = 0; rd < R; ++rd) {
-          if (S::kXInQ || rd > 0 || src > 1) named_sync(5, kCT);  // Q is free / the last part was merged
-          if (cw == src) {
+          if (S::kXInQ) named_sync(5, 256);  // rd 0: Q is free; rd > 0: the last part was merged
+          if (cw == 1) {
 #pragma unroll
             for (int mt = 0; mt < MR; ++mt)
 #pragma unroll
@@ -2377,7 +2337,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
                   xl[8 * j + 2 * qd + e] = lsum[j][e];
                 }
           }
-          named_sync(5, kCT);
+          named_sync(5, 256);
           if (cw == 0) {
 #pragma unroll
             for (int j = 0; j < NJ; ++j)
@@ -2411,7 +2371,7 @@ __global__ void __launch_bounds__(Sm90Smem<F, NW, ALT, RS>::kThreads, 1) mla_dec
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int gr = row0 + rbase + 8 * j + 2 * qd + e;
-          if (gr >= a.rows || (ALT && cw != 0)) continue;
+          if (gr >= a.rows || (ALT && cw == 1)) continue;
           const float l = lsum[j][e];
           const float inv = row_out_factor(l, out_scale);
           const float lse_v = row_lse(m_st[j][e], l);

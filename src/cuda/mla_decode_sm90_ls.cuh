@@ -507,7 +507,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
     len = len_next;
   }
   if (wt == 0) MLAKV_TRACE_WIDE(1 + wg, kTrEnd);
-  slots.merge_in_grid<kRowsCta, kLsThreads>(a, sch, row0, ct, smem);
+  slots.merge_in_grid<kRowsCta>(a, sch, row0, ct, smem);
 #endif
 }
 

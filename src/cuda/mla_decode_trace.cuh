@@ -9,7 +9,7 @@
 namespace mlakv::cuda::mla {
 
 inline constexpr int kTraceCtas = 8;     ///< CTAs (blockIdx.x < 8, blockIdx.y == 0) that stamp
-inline constexpr int kTraceRoles = 4;    ///< producer, consumer warpgroups 0, 1 (and 2)
+inline constexpr int kTraceRoles = 3;    ///< producer, consumer warpgroups 0 and 1
 inline constexpr int kTraceTiles = 64;   ///< loop iterations k stamped per role (slot 63: CTA-wide)
 inline constexpr int kTraceEvents = 8;
 inline constexpr int kTraceWords = kTraceCtas * kTraceRoles * kTraceTiles * kTraceEvents;
