@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# An A/B variant of the decode kernels for a device call: src/cuda/mla_decode.cu recompiled with
+# extra nvcc flags (e.g. -DMLAKV_DECODE_LAZY=1) into a copy of the CUDA build's libmlakv.a, then
+# mlakv (and with TESTS=1 mlakv_tests) relinked against it, into .gl/NAME with BUILT_FROM (for
+# scripts/pack-binaries.sh). The variant's ptxas lines are checked as it compiles: spills are
+# listed, and a kernel whose wgmma ptxas serialized (C7512) fails the build unless
+# ALLOW_C7512=1; so does a variant whose mlakv is byte-identical to the base's (flags that
+# changed nothing).
+#
+#   [BUILD=build-cuda] [TESTS=1] scripts/build-variant.sh NAME [NVCC_FLAGS...]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+B="$(cd "${BUILD:-$root/build-cuda}" && pwd)"
+name="$1"
+shift
+out="$root/.gl/$name"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$out"
+cd "$B"
+targets=(mlakv)
+[[ -n "${TESTS:-}" ]] && targets+=(mlakv_tests)
+ninja "${targets[@]}" >/dev/null  # the base, up to date
+src="$root/src/cuda/mla_decode.cu"
+compile="$(ninja -t commands mlakv | grep -F -- "-c $src" | tail -1)"
+[[ -n "$compile" ]] || { echo "build-variant: no compile command for $src in $B" >&2; exit 1; }
+# Without the depfile flags (they would rewrite the base build's), into the work folder, with
+# ptxas's full account.
+compile="$(sed -E 's/ -MD -MT [^ ]+ -MF [^ ]+//; s# -o [^ ]+# -o '"$work"'/mla_decode.cu.o#' <<<"$compile")"
+[[ "$compile" == *"-o $work/mla_decode.cu.o"* && "$compile" != *" -MF "* ]] || { echo "build-variant: unexpected compile command: $compile" >&2; exit 1; }
+nvcc_bin="${compile%% *}"
+eval "$nvcc_bin $(printf '%q ' "$@") -Xptxas=-v ${compile#* }" >"$work/ptxas.log" 2>&1 || { cat "$work/ptxas.log" >&2; exit 1; }
+grep -E "bytes spill stores" "$work/ptxas.log" | grep -v " 0 bytes spill stores" | sed 's/^ */spill: /' || true
+if grep -q C7512 "$work/ptxas.log"; then
+  grep C7512 "$work/ptxas.log" | sed -E "s/.*function '([^']+)'.*/\1/" | c++filt | sed 's/^/C7512 (wgmma serialized): /' >&2
+  [[ -n "${ALLOW_C7512:-}" ]] || { echo "build-variant: $name serializes wgmma (ALLOW_C7512=1 to build it anyway)" >&2; exit 1; }
+fi
+cp libmlakv.a "$work/libmlakv.a"
+ar r "$work/libmlakv.a" "$work/mla_decode.cu.o"
+for t in "${targets[@]}"; do
+  link="$(ninja -t commands "$t" | tail -1)"
+  link="${link//" libmlakv.a "/" $work/libmlakv.a "}"
+  link="${link//"-o $t "/"-o $out/$t "}"
+  bash -c "$link"
+done
+if cmp -s "$out/mlakv" "$B/mlakv"; then
+  echo "build-variant: $name's mlakv is identical to the base's: the flags changed nothing" >&2
+  exit 1
+fi
+echo "$(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet || echo '+dirty') $*" >"$out/BUILT_FROM"
+echo "built $out ($(cat "$out/BUILT_FROM"))"
