@@ -29,7 +29,9 @@ compile="$(ninja -t commands mlakv | grep -F -- "-c $src" | tail -1)"
 compile="$(sed -E 's/ -MD -MT [^ ]+ -MF [^ ]+//; s# -o [^ ]+# -o '"$work"'/mla_decode.cu.o#' <<<"$compile")"
 [[ "$compile" == *"-o $work/mla_decode.cu.o"* && "$compile" != *" -MF "* ]] || { echo "build-variant: unexpected compile command: $compile" >&2; exit 1; }
 nvcc_bin="${compile%% *}"
+set -f  # the command's code=[…] lists are not globs
 eval "$nvcc_bin $(printf '%q ' "$@") -Xptxas=-v ${compile#* }" >"$work/ptxas.log" 2>&1 || { cat "$work/ptxas.log" >&2; exit 1; }
+set +f
 grep -E "bytes spill stores" "$work/ptxas.log" | grep -v " 0 bytes spill stores" | sed 's/^ */spill: /' || true
 if grep -q C7512 "$work/ptxas.log"; then
   grep C7512 "$work/ptxas.log" | sed -E "s/.*function '([^']+)'.*/\1/" | c++filt | sed 's/^/C7512 (wgmma serialized): /' >&2
