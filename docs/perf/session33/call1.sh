@@ -4,7 +4,7 @@
 #   -DMLAKV_DECODE_WG3=2 -DMLAKV_DECODE_WG3_PRODUCER=24 -DMLAKV_DECODE_WG3_CONSUMER=160 (no C7512);
 #   wg3blz = both.
 # wg3b under racecheck (session 32's hand-over hazards) and its form / NaN tests first, then the
-# A/B over the 16- and 32-row FP8 shapes, lz's tests that session 32 did not reach, wg3b under
+# A/B over the 16- and 32-row FP8 shapes, lz's tests that session 32 did not reach, ncu on m33 and wg3b (fp8 B=128 H=16 4K), wg3b under
 # memcheck and the rest of its decode suite, each in the time left.
 set -u
 LIMIT=${LIMIT:-570}
@@ -28,6 +28,11 @@ tail -11 /tmp/z/ab/ab.log | tee -a $S; echo "ab t=$SECONDS" | tee -a $S
 L='Forms/CudaDecodeFp8Form.DsMla*/rs:CudaDecode.Fp8SixteenAndThirtyTwo*:CudaDecode.Fp8Queries*:CudaDecode.Fp8DsMla*:CudaDecode.FormatsHeadsQueries:CudaDecode.DsMlaSm90Forms:CudaDecode.ReferenceVectors:CudaDecode.LongContextOneRequest:CudaDecode.DcpShards:CudaDecode.QueryE4m3*'
 [ $(left) -gt 60 ] && timeout 100 .gl/lz/mlakv_tests --gtest_filter="$L" > $OUT/tests-lz.log 2>&1
 echo "lz tests rc=$? t=$SECONDS" | tee -a $S; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure|Expected|Which is" $OUT/tests-lz.log | cut -c1-160 | tail -8 | tee -a $S
+for v in m33 wg3b; do
+  [ $(left) -gt 120 ] && CLI=.gl/$v/mlakv OUT=$OUT REPORT=$OUT/ncu-$v.txt STEP_TIMEOUT=60 SECTIONS="SpeedOfLight WarpStateStats SchedulerStats ComputeWorkloadAnalysis" \
+    scripts/ncu-cases.sh 'decode|mla_decode_sm90|fp8 B=128 H=16 ctx=4096'
+  echo "ncu $v t=$SECONDS" | tee -a $S
+done
 [ $(left) -gt 60 ] && timeout 90 compute-sanitizer --tool memcheck .gl/wg3b/mlakv_tests --gtest_filter='Forms/CudaDecodeFp8Form.*/rs:CudaDecode.OneNan*' > $OUT/memcheck.log 2>&1
 echo "memcheck rc=$? t=$SECONDS" | tee -a $S; tail -3 $OUT/memcheck.log | tee -a $S
 [ $(left) -gt 40 ] && timeout $(( $(left) - 10 )) .gl/wg3b/mlakv_tests --gtest_filter="CudaDecode*:-$F" > $OUT/suite-wg3b.log 2>&1
