@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # An A/B variant of the decode kernels for a device call: src/cuda/mla_decode.cu recompiled with
-# extra nvcc flags (e.g. -DMLAKV_DECODE_LAZY=1) into a copy of the CUDA build's libmlakv.a, then
+# extra nvcc flags (e.g. -DMLAKV_DECODE_LAZY=0) into a copy of the CUDA build's libmlakv.a, then
 # mlakv (and with TESTS=1 mlakv_tests) relinked against it, into .gl/NAME with BUILT_FROM (for
 # scripts/pack-binaries.sh). The variant's ptxas lines are checked as it compiles: spills are
 # listed, and a kernel whose wgmma ptxas serialized (C7512) fails the build unless

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ptxas's account of every decode kernel instance in src/cuda/mla_decode.cu for sm_90a, with the
-# given extra nvcc flags (e.g. -DMLAKV_DECODE_LAZY=1): registers, spill bytes, and whether ptxas
+# given extra nvcc flags (e.g. -DMLAKV_DECODE_LAZY=0): registers, spill bytes, and whether ptxas
 # serialized its wgmma (C7512, an info line that -Xptxas=-warn-spills never shows). Check every
 # A/B build with it before spending device time on it (session 32: a build that serialized every
 # wgmma was measured as if it were the idea under test).

@@ -77,11 +77,12 @@ inline constexpr int kStageBytes = kTile * 1152;  // 9 column blocks of 64 dims 
 /// groups whose largest value is under 1.7e-3, round to fp16's subnormal steps) and overflow to
 /// ±inf from 65504 · 2^4 ≈ 1.05e6.
 inline constexpr int kF16Shift = 4;
-// Lazy rescaling in the register-operand form (0: every tile's row maxima exchanged; for A/B
-// builds): a tile whose scores all lie within 2^kLazyTau of the running maxima takes P on those
-// maxima as they are, with no exchange, no barrier for it and no rescale of o or l.
+// Lazy rescaling in the register-operand form (0, for A/B builds: every tile's row maxima
+// exchanged): a tile whose scores all lie within 2^kLazyTau of the running maxima takes P on
+// those maxima as they are, with no exchange, no barrier for it and no rescale of o or l. The
+// default since session 33: fp8 at 32 rows 9-10 % faster on an H100, the rest within ±2.4 %.
 #ifndef MLAKV_DECODE_LAZY
-#define MLAKV_DECODE_LAZY 0
+#define MLAKV_DECODE_LAZY 1
 #endif
 inline constexpr bool kLazyRescale = MLAKV_DECODE_LAZY != 0;
 inline constexpr float kLazyTau = 8.0f;
