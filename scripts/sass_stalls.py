@@ -3,11 +3,12 @@
 
     ncu --section SourceCounters --section WarpStateStats -k K -o rep ... ; \
     ncu --import rep.ncu-rep --page source --csv --print-source sass > sass.csv
-    scripts/sass_stalls.py sass.csv[.gz] [--top 40]
+    scripts/sass_stalls.py sass.csv[.gz] [--top 40] [--per WARP_TILES]
 
 Reads the CSV's sampling columns by name (any column whose header mentions "Sampl" or
 "stall"), so it survives ncu's column order; prints the instructions holding the most samples
-with their address and text, then the samples summed per opcode.
+with their address and text, then the samples summed per opcode; with --per, the executed
+instructions per whole opcode divided by the warp-tiles (an instruction budget per tile).
 """
 import argparse
 import collections
@@ -35,6 +36,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("csv")
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--per", type=float, default=0.0,
+                    help="also list executed warp instructions per opcode divided by this (e.g. the "
+                         "warp-tiles the launch ran: tiles x consumer warps per tile), from the "
+                         "'Instructions Executed' column")
     args = ap.parse_args()
     rows = list(csv.reader(open_text(args.csv)))
     head_i = next((i for i, r in enumerate(rows) if any(c.strip() == "Source" for c in r)), None)
@@ -66,6 +71,20 @@ def main():
         per_op[op.split(".")[0]] += number(r[total_col])
     for op, n in per_op.most_common(25):
         print(f"{100 * n / total:6.2f} %  {op}")
+    executed = next((i for i, c in enumerate(head) if c.lower() == "instructions executed"), None)
+    if args.per > 0 and executed is not None:
+        # Whole opcodes (F2FP.F16.E4M3.UNPACK_B and F2FP.BF16.F32.PACK_AB are different work).
+        per_full = collections.Counter()
+        for r in body:
+            parts = r[src].strip().split()
+            if parts and parts[0].startswith("@"):
+                parts = parts[1:]
+            per_full[parts[0] if parts else "?"] += number(r[executed])
+        all_ex = sum(per_full.values())
+        print()
+        print(f"executed warp instructions / {args.per:g}: {all_ex / args.per:.1f}")
+        for op, n in per_full.most_common(args.top):
+            print(f"{n / args.per:10.1f}  {op}")
 
 
 if __name__ == "__main__":
