@@ -32,6 +32,14 @@ def number(s):
         return 0.0
 
 
+def opcode(text):
+    """The whole opcode of a SASS line (F2FP.F16.E4M3.UNPACK_B), after any predicate guard."""
+    parts = text.strip().split()
+    if parts and parts[0].startswith("@"):
+        parts = parts[1:]
+    return parts[0] if parts else "?"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("csv")
@@ -64,11 +72,7 @@ def main():
     print()
     per_op = collections.Counter()
     for r in body:
-        op = r[src].strip().split(" ")[0] if r[src].strip() else "?"
-        if op.startswith("@"):  # predicate guard: the opcode follows it
-            parts = r[src].strip().split()
-            op = parts[1] if len(parts) > 1 else op
-        per_op[op.split(".")[0]] += number(r[total_col])
+        per_op[opcode(r[src]).split(".")[0]] += number(r[total_col])
     for op, n in per_op.most_common(25):
         print(f"{100 * n / total:6.2f} %  {op}")
     executed = next((i for i, c in enumerate(head) if c.lower() == "instructions executed"), None)
@@ -76,10 +80,7 @@ def main():
         # Whole opcodes (F2FP.F16.E4M3.UNPACK_B and F2FP.BF16.F32.PACK_AB are different work).
         per_full = collections.Counter()
         for r in body:
-            parts = r[src].strip().split()
-            if parts and parts[0].startswith("@"):
-                parts = parts[1:]
-            per_full[parts[0] if parts else "?"] += number(r[executed])
+            per_full[opcode(r[src])] += number(r[executed])
         all_ex = sum(per_full.values())
         print()
         print(f"executed warp instructions / {args.per:g}: {all_ex / args.per:.1f}")
