@@ -30,7 +30,9 @@ compile="$(sed -E 's/ -MD -MT [^ ]+ -MF [^ ]+//; s# -o [^ ]+# -o '"$work"'/mla_d
 [[ "$compile" == *"-o $work/mla_decode.cu.o"* && "$compile" != *" -MF "* ]] || { echo "build-variant: unexpected compile command: $compile" >&2; exit 1; }
 nvcc_bin="${compile%% *}"
 set -f  # the command's code=[…] lists are not globs
-eval "$nvcc_bin $(printf '%q ' "$@") -Xptxas=-v ${compile#* }" >"$work/ptxas.log" 2>&1 || { cat "$work/ptxas.log" >&2; exit 1; }
+extra=""
+(($#)) && extra="$(printf '%q ' "$@")"  # none: a variant of the working tree's sources
+eval "$nvcc_bin $extra -Xptxas=-v ${compile#* }" >"$work/ptxas.log" 2>&1 || { cat "$work/ptxas.log" >&2; exit 1; }
 set +f
 grep -E "bytes spill stores" "$work/ptxas.log" | grep -v " 0 bytes spill stores" | sed 's/^ */spill: /' || true
 if grep -q C7512 "$work/ptxas.log"; then

@@ -437,7 +437,7 @@ INSTANTIATE_TEST_SUITE_P(Forms, CudaDecodeForm, ::testing::Values("rows", "split
 TEST(CudaDecode, BlockSizes) {
   MLAKV_REQUIRE_GPU();
   for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
-    for (int bs : {16, 1, 32, 24}) {  // 24: the division path of the block lookup
+    for (int bs : {16, 1, 32, 24, 128}) {  // 24: the division path of the block lookup; 128: two tiles a block
       Case c;
       c.format = f, c.block_size = bs, c.s_q = 2, c.heads = 16, c.lens = {3, 0, 97, 513};
       check_case(c);
@@ -549,15 +549,18 @@ TEST(CudaDecode, DcpShards) {
 
 TEST(CudaDecode, BadBlockIdsAreMaskedNotRead) {
   MLAKV_REQUIRE_GPU();
-  Case c;
-  c.lens = {300, 200};
-  Problem p(c);
-  std::vector<int32_t> ids = p.bt.ids;
-  ids[1] = 1 << 30;  // request 0, tokens 64..127
-  ids[p.bt.max_blocks + 0] = -5;  // request 1, tokens 0..63
-  const GpuRun g = run_gpu(p, &ids);
-  for (float x : g.out) ASSERT_TRUE(std::isfinite(x));
-  for (float x : g.lse) ASSERT_TRUE(std::isfinite(x));
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
+    Case c;
+    c.format = f;
+    c.lens = {300, 200};
+    Problem p(c);
+    std::vector<int32_t> ids = p.bt.ids;
+    ids[1] = 1 << 30;  // request 0, tokens 64..127
+    ids[p.bt.max_blocks + 0] = -5;  // request 1, tokens 0..63
+    const GpuRun g = run_gpu(p, &ids);
+    for (float x : g.out) ASSERT_TRUE(std::isfinite(x)) << format_name(f);
+    for (float x : g.lse) ASSERT_TRUE(std::isfinite(x)) << format_name(f);
+  }
 }
 
 // The 64-row bf16 form (H=64, H=128) takes whole tiles by TMA boxes (block sizes 16..128: one to
