@@ -1131,7 +1131,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
     if (q == 0) tok_ok[st * kTile + row] = raw_ok[slot * kU + tok];
   };
 
-  const int wg = threadIdx.x >> 7;
+  // Broadcast from lane 0: the compiler then knows it warp-uniform, and what derives from it (the
+  // warpgroup's P buffer in every P·V descriptor) stays in uniform registers instead of two R2UR
+  // a wgmma.
+  const int wg = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x >> 7), 0);
   if (wg == 0) {
     // ---------------------------------------------------------------- producer
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
