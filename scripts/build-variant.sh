@@ -51,5 +51,23 @@ if cmp -s "$out/mlakv" "$B/mlakv"; then
   echo "build-variant: $name's mlakv is identical to the base's: the flags changed nothing" >&2
   exit 1
 fi
+# ptxas can also serialize wgmma without a word (session 34: a tile loop whose live accumulators
+# left no room for the register sets got a wait after every wgmma, and no C7512): a kernel with
+# more full waits (WARPGROUP.DEPBAR.LE gsb0, 0x0) than a quarter of its wgmma fails the build
+# (main's have at most 8 of 68 to 164). Needs cuobjdump (pip nvidia-cuda-cuobjdump where the
+# toolkit lacks it); skipped without.
+if command -v cuobjdump >/dev/null; then
+  serial="$(cuobjdump -sass "$out/mlakv" 2>/dev/null | awk '
+    /Function :/ { if (n && d * 4 > h) print n, h " wgmma", d " full waits"; n = $3; h = 0; d = 0 }
+    /HGMMA/ { h++ }
+    /WARPGROUP.DEPBAR.LE gsb0, 0x0/ { d++ }
+    END { if (n && d * 4 > h) print n, h " wgmma", d " full waits" }')"
+  if [[ -n "$serial" ]]; then
+    sed 's/^/serialized wgmma: /' <<<"$serial" | c++filt >&2
+    [[ -n "${ALLOW_C7512:-}" ]] || { echo "build-variant: $name waits after its wgmma (ALLOW_C7512=1 to keep it anyway)" >&2; exit 1; }
+  fi
+else
+  echo "build-variant: no cuobjdump, the silent-serialization check skipped" >&2
+fi
 echo "$(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet || echo '+dirty') $*" >"$out/BUILT_FROM"
 echo "built $out ($(cat "$out/BUILT_FROM"))"
