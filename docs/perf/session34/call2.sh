@@ -8,7 +8,7 @@
 set -u
 BUNDLE=${BUNDLE:-.gl/b34b.tgz} A=${A:-m34} U=${U:-unif} H=${H:-ahead}
 LIMIT=${LIMIT:-560}
-tar xzf $BUNDLE -C .gl; mkdir -p $OUT /tmp/z
+tar xzf $BUNDLE -C .gl; mkdir -p $OUT /tmp/z/n
 left() { echo $((LIMIT - SECONDS)); }
 S=$OUT/summary.log
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv | tee $S
