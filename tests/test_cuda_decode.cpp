@@ -549,18 +549,20 @@ TEST(CudaDecode, DcpShards) {
 
 TEST(CudaDecode, BadBlockIdsAreMaskedNotRead) {
   MLAKV_REQUIRE_GPU();
-  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla}) {
-    Case c;
-    c.format = f;
-    c.lens = {300, 200};
-    Problem p(c);
-    std::vector<int32_t> ids = p.bt.ids;
-    ids[1] = 1 << 30;  // request 0, tokens 64..127
-    ids[p.bt.max_blocks + 0] = -5;  // request 1, tokens 0..63
-    const GpuRun g = run_gpu(p, &ids);
-    for (float x : g.out) ASSERT_TRUE(std::isfinite(x)) << format_name(f);
-    for (float x : g.lse) ASSERT_TRUE(std::isfinite(x)) << format_name(f);
-  }
+  // s_q 2: 32 rows a CTA, where the fp8 producer checks a tile's one block id read a tile ahead.
+  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
+    for (int s_q : {1, 2}) {
+      Case c;
+      c.format = f, c.s_q = s_q;
+      c.lens = {300, 200};
+      Problem p(c);
+      std::vector<int32_t> ids = p.bt.ids;
+      ids[1] = 1 << 30;  // request 0, tokens 64..127
+      ids[p.bt.max_blocks + 0] = -5;  // request 1, tokens 0..63
+      const GpuRun g = run_gpu(p, &ids);
+      for (float x : g.out) ASSERT_TRUE(std::isfinite(x)) << format_name(f) << " s_q " << s_q;
+      for (float x : g.lse) ASSERT_TRUE(std::isfinite(x)) << format_name(f) << " s_q " << s_q;
+    }
 }
 
 // The 64-row bf16 form (H=64, H=128) takes whole tiles by TMA boxes (block sizes 16..128: one to
