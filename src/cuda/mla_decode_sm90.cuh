@@ -1133,8 +1133,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 
   // Broadcast from lane 0: the compiler then knows it warp-uniform, and what derives from it (the
   // warpgroup's P buffer in every P·V descriptor) stays in uniform registers instead of two R2UR
-  // a wgmma.
-  const int wg = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x >> 7), 0);
+  // a wgmma. Not in bf16's rows-as-M form: there it measured +2 to +4.7 % at B=128 H=128 4K and
+  // 8K (H100, session 36; B=1 H=128 32K −2.3 %).
+  constexpr bool kBroadcastWg = !(RM && !kWiden);
+  const int wg = kBroadcastWg ? __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x >> 7), 0) : static_cast<int>(threadIdx.x >> 7);
   if (wg == 0) {
     // ---------------------------------------------------------------- producer
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
