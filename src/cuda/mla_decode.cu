@@ -466,7 +466,6 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.sched.split_base = reinterpret_cast<int*>(ws + wl.split_base);
   a.sched.nsplit = reinterpret_cast<int*>(ws + wl.nsplit);
   a.sched.list = reinterpret_cast<int*>(ws + wl.list);
-  a.sched.part_start = reinterpret_cast<mla::PartStart*>(ws + wl.part_start);
   a.sched.part_lse = reinterpret_cast<float*>(ws + wl.part_lse);
   a.sched.part_o = reinterpret_cast<float*>(ws + wl.part_o);
   a.pdl = mla::use_pdl(q.device.index);

@@ -37,12 +37,6 @@ __device__ __forceinline__ float row_lse(float m_log2, float l) {
   return l != 0.0f ? (m_log2 + __log2f(l)) * 0.69314718055994531f : -INFINITY;
 }
 
-/// Where a part starts (16 bytes, one load): its cost range [lo, hi) (hi <= lo: no work) and the
-/// request holding cost unit lo (prefix[b] <= lo < prefix[b + 1]).
-struct PartStart {
-  int lo, hi, b, pad;
-};
-
 /// Device-side schedule, all in the caller's workspace.
 struct Schedule {
   int* header;      ///< [0] payload (cost units per part), [1] total cost, [2] combine list length
@@ -52,17 +46,12 @@ struct Schedule {
   int* split_base;  ///< [B] first partial slot of a split request, -1 when written directly
   int* nsplit;      ///< [B] segments of each request
   int* list;        ///< [B] requests the combine kernel handles (split or empty), in any order
-  /// [parts] each part's start, written by the schedule grid (not on the fused path): an
-  /// attention CTA reads it in one load instead of the header and a binary search over prefix,
-  /// ~8 dependent L2 round trips before its first tile's lookups.
-  PartStart* part_start;
   float* part_lse;  ///< [slots, rows] natural-log LSE of each partial
   float* part_o;    ///< [slots, rows, 512] normalized partial outputs
 };
 
 struct WorkspaceLayout {
-  std::size_t header, prefix, ntiles, len_local, split_base, nsplit, list, part_start, part_lse, part_o, counters,
-      total;
+  std::size_t header, prefix, ntiles, len_local, split_base, nsplit, list, part_lse, part_o, counters, total;
 };
 
 /// Fused small-batch path (sm90 kernel only, up to kFusedMaxBatch requests): no schedule grid.
@@ -98,7 +87,6 @@ inline WorkspaceLayout workspace_layout(int batch, int rows, int parts) {
   l.split_base = at; at = up(at + b * sizeof(int));
   l.nsplit = at; at = up(at + b * sizeof(int));
   l.list = at; at = up(at + b * sizeof(int));
-  l.part_start = at; at = up(at + static_cast<std::size_t>(parts) * sizeof(PartStart));
   const std::size_t slots = num_slots(parts), r = static_cast<std::size_t>(rows);
   l.part_lse = at; at = up(at + slots * r * sizeof(float));
   l.part_o = at; at = up(at + slots * r * 512 * sizeof(float));
@@ -245,22 +233,6 @@ __device__ __forceinline__ int local_len(int L, int rank, int world, int inter) 
 
 using split::segments;
 
-/// Part p's start under a schedule of `payload` units a part and `total` in all; `prefix(i)`
-/// reads the schedule's cost prefix (global or shared memory).
-template <class Prefix>
-__device__ __forceinline__ PartStart part_start(int p, int payload, int total, int B, const Prefix& prefix) {
-  PartStart r{p * payload, 0, 0, 0};
-  r.hi = r.lo < total ? min(r.lo + payload, total) : r.lo;
-  int l = 0, h = B;  // prefix[l] <= lo < prefix[h]
-  while (h - l > 1) {
-    const int m = (l + h) >> 1;
-    if (prefix(m) <= r.lo) l = m;
-    else h = m;
-  }
-  r.b = l;
-  return r;
-}
-
 /// Request b's local length and tiles, recorded in s; cost: its tiles plus a segment's fixed cost.
 __device__ __forceinline__ void request_tiles(const DecodeArgs& a, const Schedule& s, int b, int& n, int& cost) {
   // From L2 (ld.global.cg): the fused combine reads the lengths before its griddepcontrol.wait,
@@ -287,14 +259,9 @@ __device__ __forceinline__ int place_request(const Schedule& s, int b, int B, in
   return nsplit;
 }
 
-/// What schedule_warp placed: this lane's request's cost offset, and the schedule's payload and total.
-struct Placed {
-  int first, payload, total;
-};
-
 /// B <= 32: the whole schedule in one warp (lane = request), shuffles only, into `s` (global
 /// memory for the schedule grid, shared memory on the fused path). All 32 lanes call it.
-__device__ __forceinline__ Placed schedule_warp(const DecodeArgs& a, const Schedule& s, int parts) {
+__device__ __forceinline__ void schedule_warp(const DecodeArgs& a, const Schedule& s, int parts) {
   const int B = a.batch, b = threadIdx.x & 31;
   int n = 0, cost = 0;
   if (b < B) request_tiles(a, s, b, n, cost);
@@ -320,7 +287,6 @@ __device__ __forceinline__ Placed schedule_warp(const DecodeArgs& a, const Sched
   const unsigned listed = __ballot_sync(0xffffffffu, b < B && nsplit != 1);  // split, or empty
   if (b < B && nsplit != 1) s.list[__popc(listed & ((1u << b) - 1))] = b;
   if (b == 0) s.header[2] = __popc(listed);
-  return {first, sp.payload, total};
 }
 
 /// Fused path, first merge level: partial i of a request of ns is in group i / G; the last CTA

@@ -43,13 +43,6 @@ __device__ int block_exclusive_scan(int v, int& total) {
   return before;
 }
 
-/// Every part's start record, threads tid, tid + nthreads, ... of the caller's.
-template <class Prefix>
-__device__ __forceinline__ void write_part_starts(const Schedule& s, int B, int parts, int payload, int total,
-                                                  const Prefix& prefix, int tid, int nthreads) {
-  for (int p = tid; p < parts; p += nthreads) s.part_start[p] = part_start(p, payload, total, B, prefix);
-}
-
 __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, int parts) {
   // The attention grid may be scheduled now: it waits for this grid's completion before reading
   // the schedule, and its launch latency hides under this kernel.
@@ -59,16 +52,8 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
   pdl_wait();
   const Schedule s = a.sched;
   const int B = a.batch;
-  // B <= 1024: the cost prefix as placed, for the part starts' binary searches.
-  __shared__ int sh_prefix[kSchedThreads + 1];
-  auto smem_prefix = [&](int i) { return sh_prefix[i]; };
   if (B <= 32) {
-    const int b = threadIdx.x;
-    const Placed pl = schedule_warp(a, a.sched, parts);
-    if (b < B) sh_prefix[b] = pl.first;
-    if (b == 0) sh_prefix[B] = pl.total;
-    __syncwarp();
-    write_part_starts(s, B, parts, pl.payload, pl.total, smem_prefix, b, 32);
+    if (threadIdx.x < 32) schedule_warp(a, a.sched, parts);
     return;
   }
   __shared__ int list_len, max_cost;
@@ -91,16 +76,13 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
       total = B * sp.stride;
     }
     const int nsplit = place_request(s, b, B, first, total, sp.payload, n);
-    if (b < B) sh_prefix[b] = first;
-    if (b == 0) sh_prefix[B] = total;
     const int v = nsplit > 1 ? nsplit : 0;
     int tot;
-    const int ex = block_exclusive_scan(v, tot);  // its barriers also order sh_prefix
+    const int ex = block_exclusive_scan(v, tot);
     if (b < B) {
       s.split_base[b] = v > 0 ? ex : -1;
       if (nsplit != 1) s.list[atomicAdd(&list_len, 1)] = b;  // split, or empty: the combine's work
     }
-    write_part_starts(s, B, parts, sp.payload, total, smem_prefix, threadIdx.x, kSchedThreads);
     __syncthreads();
     if (threadIdx.x == 0) s.header[2] = list_len;
     return;
@@ -142,9 +124,6 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
     }
     slots += tot;
   }
-  // prefix was written by other threads of this CTA, ordered by the barriers above: from L2,
-  // not the read-only path.
-  write_part_starts(s, B, parts, payload, total, [&](int i) { return __ldcg(s.prefix + i); }, threadIdx.x, kSchedThreads);
   __syncthreads();
   if (threadIdx.x == 0) s.header[2] = list_len;
 }

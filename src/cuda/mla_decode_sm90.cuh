@@ -537,12 +537,6 @@ __device__ __forceinline__ void store_out(const DecodeArgs& a, int64_t at, float
   else static_cast<__nv_bfloat16*>(a.out)[at] = __float2bfloat16_rn(y);
 }
 
-/// The schedule grid's record of part p.
-__device__ __forceinline__ PartStart load_part_start(const Schedule& s, int p) {
-  const int4 x = __ldg(reinterpret_cast<const int4*>(s.part_start + p));
-  return {x.x, x.y, x.z, x.w};
-}
-
 /// The start every sm90 form shares: the schedule (fused path: computed into `si` by warp 0, and
 /// empty requests' rows written here; else the schedule grid's, waited for), the dependents'
 /// launch, and this part's cost range [lo, hi) with its first request. False where the part has
@@ -585,15 +579,23 @@ __device__ __forceinline__ bool part_range(const DecodeArgs& a, int* si, int& lo
   }
   if (threadIdx.x == 0) MLAKV_TRACE_WIDE(0, kTrScheduled);
   pdl_launch_dependents();
-  // The schedule grid's record: one load (the grid before wrote it: the read-only path).
-  const PartStart ps = a.fused ? part_start(part, sch.header(0), sch.header(1), B, [&](int i) { return sch.prefix(i); })
-                               : load_part_start(a.sched, part);
-  lo = ps.lo, hi = ps.hi, first_b = ps.b;
+  const int payload = sch.header(0), total = sch.header(1);
+  lo = part * payload;
   // In-grid merge: a grid that outlived its wait-free CTAs could complete before the counter
   // zeroing it depends on, and the next step's first grid waits only for this one.
-  if (hi <= lo) {  // uniform over the CTA
+  if (lo >= total) {  // uniform over the CTA
     if (a.in_grid_merge) pdl_wait();
     return false;
+  }
+  hi = min(lo + payload, total);
+  {
+    int l = 0, h = B;  // prefix[l] <= lo < prefix[h]
+    while (h - l > 1) {
+      const int m = (l + h) >> 1;
+      if (sch.prefix(m) <= lo) l = m;
+      else h = m;
+    }
+    first_b = l;
   }
   return true;
 }
