@@ -9,24 +9,15 @@
 #   3. cap3's register-operand tests and memcheck.   4. g36's full bench (an H200: decode-h200.json).
 set -u
 BUNDLE=${BUNDLE:-.gl/b37.tgz} LIMIT=${LIMIT:-540}
-tar xzf $BUNDLE -C .gl; mkdir -p $OUT /tmp/z/n
-left() { echo $((LIMIT - SECONDS)); }
-S=$OUT/summary.log
-nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv | tee $S
+. scripts/call-lib.sh
+call_start $BUNDLE
 OUT=/tmp/z/ab ROUNDS=${ROUNDS:-3} AB_TIMEOUT=60 scripts/ab-decode.sh ${AB_VARIANTS:-.gl/g36 .gl/ah36 .gl/cap2 .gl/cap3} -- \
   'fp8 B=128 H=16 ctx=4096' 'fp8 B=64 H=16 ctx=16384' 'fp8 B=32 H=16 ctx=8192' 'fp8 B=8 H=16 ctx=1024' \
   'fp8 B=1 H=16 ctx=65536' 'fp8_ds_mla B=128 H=16 ctx=4096' 'fp8_ds_mla B=64 H=16 ctx=16384' \
   'fp8 B=64 H=32 ctx=32768' 'bf16 B=128 H=16 ctx=4096' >/dev/null 2>&1
 cp /tmp/z/ab/ab.log /tmp/z/n/ab.log 2>/dev/null; cp /tmp/z/ab/ab.json $OUT/ab.json 2>/dev/null
 tail -11 /tmp/z/ab/ab.log | tee -a $S; echo "ab t=$SECONDS" | tee -a $S
-for v in trg36 trcap2; do
-  mkdir -p /tmp/z/tb-$v
-  MLAKV_TRACE_DIR=/tmp/z/tb-$v timeout 60 .gl/$v/mlakv bench decode --only 'fp8 B=128 H=16 ctx=4096' \
-    --only 'fp8 B=64 H=16 ctx=16384' > /tmp/z/n/trace-bench-$v.log 2>&1
-  echo "trace $v rc=$? t=$SECONDS" | tee -a $S
-  python3 scripts/decode_trace.py /tmp/z/tb-$v/*.bin > /tmp/z/n/trace-$v.txt 2>&1
-done
-tar czf /tmp/z/n/trace-bins.tgz -C /tmp/z tb-trg36 tb-trcap2
+call_traces 'fp8 B=128 H=16 ctx=4096;fp8 B=64 H=16 ctx=16384' trg36 trcap2
 F='Forms/CudaDecodeFp8Form.*/rs:CudaDecode.BlockSizes:CudaDecode.BadBlockIds*:CudaDecode.DsMlaSm90Forms:CudaDecode.ManyShortRequests:CudaDecode.OneNan*:CudaDecode.LongContextOneRequest:CudaDecode.Fp8SixteenAndThirtyTwoRowCtasMatchReference'
 timeout 200 .gl/cap3/mlakv_tests --gtest_filter="$F" > /tmp/z/n/tests-cap3.log 2>&1
 echo "cap3 tests rc=$? t=$SECONDS" | tee -a $S
@@ -36,5 +27,4 @@ grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure" /tmp/z/n/tests-cap3.log | hea
 echo "memcheck rc=$? t=$SECONDS" | tee -a $S; tail -2 /tmp/z/n/memcheck.log | tee -a $S
 [ $(left) -gt 45 ] && timeout 40 .gl/g36/mlakv bench decode --json $OUT/decode-g36.json > /tmp/z/n/bench-g36.log 2>&1
 echo "bench g36 rc=$? t=$SECONDS" | tee -a $S
-tar czf $OUT/logs.tgz -C /tmp/z n
-echo "end t=$SECONDS" | tee -a $S
+call_end

@@ -1,0 +1,32 @@
+# Shared steps of a device call script (docs/perf/sessionNN/callN.sh), sourced by it:
+#   call_start BUNDLE   unpacks BUNDLE (-C .gl), makes $OUT and /tmp/z/n (logs packed at the end),
+#                       sets S (the summary log) and left() (seconds before $LIMIT), logs the GPU
+#   call_traces "CASE;CASE" NAME...   runs each trace build .gl/NAME on the cases
+#                       (MLAKV_TRACE_DIR=/tmp/z/tb-NAME), its tables into /tmp/z/n/trace-NAME.txt
+#                       (scripts/decode_trace.py), the raw stamps into /tmp/z/n/trace-bins.tgz
+#   call_end            packs /tmp/z/n into $OUT/logs.tgz
+call_start() {
+  tar xzf "$1" -C .gl
+  mkdir -p "$OUT" /tmp/z/n
+  S=$OUT/summary.log
+  nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv | tee "$S"
+}
+left() { echo $((LIMIT - SECONDS)); }
+call_traces() {
+  local cases=() c v dirs=()
+  IFS=';' read -r -a c <<<"$1"
+  shift
+  for v in "${c[@]}"; do cases+=(--only "$v"); done
+  for v in "$@"; do
+    mkdir -p /tmp/z/tb-$v
+    MLAKV_TRACE_DIR=/tmp/z/tb-$v timeout 60 .gl/$v/mlakv bench decode "${cases[@]}" > /tmp/z/n/trace-bench-$v.log 2>&1
+    echo "trace $v rc=$? t=$SECONDS" | tee -a "$S"
+    python3 scripts/decode_trace.py /tmp/z/tb-$v/*.bin > /tmp/z/n/trace-$v.txt 2>&1
+    dirs+=(tb-$v)
+  done
+  tar czf /tmp/z/n/trace-bins.tgz -C /tmp/z "${dirs[@]}"
+}
+call_end() {
+  tar czf "$OUT/logs.tgz" -C /tmp/z n
+  echo "end t=$SECONDS" | tee -a "$S"
+}
