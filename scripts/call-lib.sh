@@ -6,7 +6,7 @@
 #                       (scripts/decode_trace.py), the raw stamps into /tmp/z/n/trace-bins.tgz
 #   call_end            packs /tmp/z/n into $OUT/logs.tgz
 call_start() {
-  tar xzf "$1" -C .gl
+  tar xf "$1" -C .gl   # gz or xz: xz -9 halves the builds (the carry limit is 64 MiB with the tree)
   mkdir -p "$OUT" /tmp/z/n
   S=$OUT/summary.log
   nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv | tee "$S"

@@ -8,7 +8,7 @@
 #   1. A/B g36 / ah36 / cap1 / cap2, three rounds.   2. Traces (CTA ends: the tail).
 #   3. cap1's register-operand tests and memcheck.   4. g36's full bench (an H200: decode-h200.json).
 set -u
-BUNDLE=${BUNDLE:-.gl/b37.tgz} LIMIT=${LIMIT:-540}
+BUNDLE=${BUNDLE:-.gl/b37.txz} LIMIT=${LIMIT:-540}
 . scripts/call-lib.sh
 call_start $BUNDLE
 OUT=/tmp/z/ab ROUNDS=${ROUNDS:-3} AB_TIMEOUT=60 scripts/ab-decode.sh ${AB_VARIANTS:-.gl/g36 .gl/ah36 .gl/cap1 .gl/cap2} -- \
