@@ -1157,18 +1157,19 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // chunks sub + 8j of tokens (pt >> 3) + 16p, chunk c of token t at c ^ (t & 3) (the
       // consumers' reads: a quarter warp's eight 16-byte loads then cover all 32 banks, at the
       // same column of eight tokens and at eight columns of two).
-      // 32 rows (kLookAhead): the producer's warps share the schedulers with the consumers, whose
-      // tile is long there, so its instructions a tile are kept few. Block sizes that are
-      // multiples of the tile hold a tile in one block (one block-table read a thread instead of
-      // four), a token's chunks go out from one base address (a masked token's from the cache's
-      // start, reading nothing: source size 0), and the lookups go out a tile ahead (the request's
-      // length, then its block id: two dependent global reads off the producer's path). H100,
-      // session 35: fp8 H=32 −3.7 %. At 16 rows the same producer measured 2.5–5 % slower (fp8
-      // and fp8_ds_mla, B=8 to B=128), so there each token is looked up just before the tile's
-      // copies, as before.
-      constexpr bool kLookAhead = NW > 8;
+      // Block sizes that are multiples of the tile hold a tile in one block (one block-table read
+      // a thread instead of four), a token's chunks go out from one base address (a masked
+      // token's from the cache's start, reading nothing: source size 0), and the lookups go out a
+      // tile ahead (the request's length, then its block id: two dependent global reads off the
+      // producer's path; H100, session 35: fp8 H=32 −3.7 %). Before issuing tile k the producer
+      // waits for tile k − kInFlight to have landed: filling every free stage at once, its CTAs
+      // asked for more than the HBM gives all of them and ended unevenly (session 36's stamps;
+      // H=16 2.5–5 % slower than looking each token up just before its copies). With one tile in
+      // flight, H100 session 37: fp8 and fp8_ds_mla H=16 −0.4 to −2.4 %, H=32 −0.5 %, B=8 1K +1.8 %.
+      constexpr int kInFlight = 1;
+      static_assert(kInFlight > 0 && kInFlight < S::kStages, "in-flight tiles: at least one, fewer than the ring's stages");
       const int sub = pt & 7, tq = pt >> 3;
-      const bool tile_in_block = kLookAhead && a.block_size % kTile == 0;
+      const bool tile_in_block = a.block_size % kTile == 0;
       struct Ahead {
         int j0 = 0, len = 0, id = -1, in0 = 0;  // the tile's first token, the request's length, its block id as read
       };
@@ -1194,17 +1195,10 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         const int st = k % S::kStages;
         MLAKV_TRACE(0, k, 2);
         Cursor nx = ld;
-        Ahead next;
-        if constexpr (kLookAhead) {
-          advance(nx, lo, hi, sch, B);
-          next = look_ahead(nx);
-        }
-        const uint8_t* src[4];                // 32 rows: this thread's tokens (nullptr: masked)
-        int blk[4], in_block[4] = {};         // 16 rows: their blocks (−1: masked) and rows there
-        if (!kLookAhead) {
-#pragma unroll
-          for (int p = 0; p < 4; ++p) blk[p] = token_block(ld, tq + 16 * p, in_block[p]);
-        } else if (tile_in_block) {
+        advance(nx, lo, hi, sch, B);
+        const Ahead next = look_ahead(nx);
+        const uint8_t* src[4];  // this thread's tokens (nullptr: masked)
+        if (tile_in_block) {
           const bool in_cache = cur.id >= 0 && cur.id < a.num_blocks;
           const uint8_t* const row0 = in_cache ? a.cache + cur.id * a.block_stride + static_cast<int64_t>(cur.in0) * TB : a.cache;
 #pragma unroll
@@ -1217,34 +1211,30 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           for (int p = 0; p < 4; ++p) src[p] = token_src(ld, tq + 16 * p);
         }
         mbar_wait(empty_bar(st), ((k / S::kStages) & 1) ^ 1);
+        // Tile k − kInFlight landed: its stage's full barrier completed that phase (the next one
+        // starts only with this producer's arrivals for tile k − kInFlight + kStages > k).
+        if (const int kp = k - kInFlight; kp >= 0) mbar_wait(full_bar(kp % S::kStages), (kp / S::kStages) & 1);
         MLAKV_TRACE(0, k, 0);
         const uint32_t stage_u = base + st * S::kStBytes;
 #pragma unroll
         for (int p = 0; p < 4; ++p) {
           const int tok = tq + 16 * p;
-          const bool ok = kLookAhead ? src[p] != nullptr : blk[p] >= 0;
-          // 32 rows: the token's chunks from one base (immediate offsets); 16 rows: each chunk's
-          // own address.
-          const uint8_t* const s = kLookAhead ? (ok ? src[p] + 16 * sub : a.cache)
-                                   : ok ? a.cache + blk[p] * a.block_stride + static_cast<int64_t>(in_block[p]) * TB : a.cache;
+          const bool ok = src[p] != nullptr;
+          const uint8_t* const s = ok ? src[p] + 16 * sub : a.cache;  // the token's chunks from one base
           const uint32_t row_u = stage_u + tok * S::kRsPitch;
           constexpr int kChunks = TB / 16;  // 36 (fp8), 41 (fp8_ds_mla)
 #pragma unroll
           for (int j = 0; j < (kChunks + 7) / 8; ++j) {
             const int c = sub + 8 * j;
-            if (c < kChunks) cp_async16(row_u + ((c ^ (tok & 3)) << 4), kLookAhead ? s + 128 * j : ok ? s + 16 * c : a.cache, ok ? 16 : 0);
+            if (c < kChunks) cp_async16(row_u + ((c ^ (tok & 3)) << 4), s + 128 * j, ok ? 16 : 0);
           }
           if (sub == 0) tok_ok[st * kTile + tok] = ok;
         }
         mbar_arrive(full_bar(st));
         MLAKV_TRACE(0, k, 1);
         mbar_arrive_cp_async(full_bar(st));
-        if constexpr (kLookAhead) {
-          ld = nx;
-          cur = next;
-        } else {
-          advance(ld, lo, hi, sch, B);
-        }
+        ld = nx;
+        cur = next;
       }
       cp_async_wait<0>();
     } else if constexpr (!kWiden) {
