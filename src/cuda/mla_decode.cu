@@ -342,6 +342,13 @@ int align_slack() {
   return e && *e ? std::max(-1, std::atoi(e)) : 2;
 }
 
+/// DecodeArgs::rs_inflight: MLAKV_DECODE_RS_INFLIGHT=1|2|3, else 1.
+int rs_inflight() {
+  const char* e = std::getenv("MLAKV_DECODE_RS_INFLIGHT");
+  const int n = e ? std::atoi(e) : 0;
+  return n >= 1 && n <= 3 ? n : 1;
+}
+
 void launch_attention(const DecodeArgs& a, CacheFormat format, int parts, cudaStream_t stream) {
   switch (format) {
     case CacheFormat::bf16: launch_format<CacheFormat::bf16>(a, parts, stream); break;
@@ -474,6 +481,7 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.in_grid_merge = a.fused && mla::use_in_grid_merge(rows, parts);
   a.whole_requests = mla::use_whole_requests();
   a.align_slack = mla::align_slack();
+  a.rs_inflight = mla::rs_inflight();
   a.parts = parts;
   a.counters = reinterpret_cast<int*>(ws + wl.counters);
   a.num_counters = static_cast<int>(mla::num_counters(batch, parts));

@@ -142,6 +142,10 @@ struct DecodeArgs {
   /// aligned to parts where that is within this many units of the balanced payload (split::plan;
   /// MLAKV_DECODE_ALIGN=N, default 2; −1: off).
   int align_slack;
+  /// The register-operand FP8 producer's tiles in flight: tile k is issued once tile k − rs_inflight
+  /// has landed (1 unless MLAKV_DECODE_RS_INFLIGHT=2 or 3; the kernel keeps it below its ring's
+  /// stages). H100, session 37: 1 is the fastest; the H200, with ~1.4× the bytes a second, may want 2.
+  int rs_inflight;
   int parts;
   int* counters;
   int num_counters;

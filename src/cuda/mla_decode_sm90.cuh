@@ -1162,12 +1162,14 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // token's from the cache's start, reading nothing: source size 0), and the lookups go out a
       // tile ahead (the request's length, then its block id: two dependent global reads off the
       // producer's path; H100, session 35: fp8 H=32 −3.7 %). Before issuing tile k the producer
-      // waits for tile k − kInFlight to have landed: filling every free stage at once, its CTAs
+      // waits for tile k − in_flight to have landed: filling every free stage at once, its CTAs
       // asked for more than the HBM gives all of them and ended unevenly (session 36's stamps;
       // H=16 2.5–5 % slower than looking each token up just before its copies). With one tile in
-      // flight, H100 session 37: fp8 and fp8_ds_mla H=16 −0.4 to −2.4 %, H=32 −0.5 %, B=8 1K +1.8 %.
-      constexpr int kInFlight = 1;
-      static_assert(kInFlight > 0 && kInFlight < S::kStages, "in-flight tiles: at least one, fewer than the ring's stages");
+      // flight, H100 session 37: fp8 and fp8_ds_mla H=16 −0.4 to −2.4 %, H=32 −0.5 %, B=8 1K +1.8 %
+      // (a.rs_inflight, 1 unless set; fewer than the ring's stages, so that the parity waited
+      // for is that tile's).
+      static_assert(S::kStages >= 4, "MLAKV_DECODE_RS_INFLIGHT takes up to 3 tiles in flight");
+      const int in_flight = min(max(a.rs_inflight, 1), S::kStages - 1);
       const int sub = pt & 7, tq = pt >> 3;
       const bool tile_in_block = a.block_size % kTile == 0;
       struct Ahead {
@@ -1211,9 +1213,9 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
           for (int p = 0; p < 4; ++p) src[p] = token_src(ld, tq + 16 * p);
         }
         mbar_wait(empty_bar(st), ((k / S::kStages) & 1) ^ 1);
-        // Tile k − kInFlight landed: its stage's full barrier completed that phase (the next one
-        // starts only with this producer's arrivals for tile k − kInFlight + kStages > k).
-        if (const int kp = k - kInFlight; kp >= 0) mbar_wait(full_bar(kp % S::kStages), (kp / S::kStages) & 1);
+        // Tile k − in_flight landed: its stage's full barrier completed that phase (the next one
+        // starts only with this producer's arrivals for tile k − in_flight + kStages > k).
+        if (const int kp = k - in_flight; kp >= 0) mbar_wait(full_bar(kp % S::kStages), (kp / S::kStages) & 1);
         MLAKV_TRACE(0, k, 0);
         const uint32_t stage_u = base + st * S::kStBytes;
 #pragma unroll
