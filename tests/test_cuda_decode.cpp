@@ -422,7 +422,7 @@ TEST_P(CudaDecodeForm, SixtyFourRowCtasMatchReference) {
   c.block_size = 64, c.heads = 32, c.s_q = 4, c.lens = {0, 1, 2, 5, 64, 200, 1000}, c.shard = {2, 1, 16};
   check_case(c);
   c.shard = {1, 0, 1}, c.heads = 128, c.s_q = 1;
-  for (const char* mode : {"default", "merge"}) {  // B <= 8: the fused paths
+  for (const char* mode : {"default", "merge"}) {  // B <= 32: the fused paths
     if (std::strcmp(mode, "default") != 0) setenv("MLAKV_DECODE_FUSED", mode, 1);
     c.lens = {0, 5000, 77};
     check_case(c);
@@ -1051,11 +1051,11 @@ TEST(CudaDecode, ClusteredPairsInACapturedGraph) {
   }
 }
 
-// Small batches (B <= 8) on the sm90 kernel take the fused path: no schedule grid; the attention
+// Small batches (B <= 32) on the sm90 kernel take the fused path: no schedule grid; the attention
 // and combine grids compute the schedule from seq_lens themselves, the attention grid writes
 // empty requests. MLAKV_DECODE_FUSED=merge (opt-in, <= 128 rows) also drops the combine grid: the
 // last CTA to arrive at a split request merges its partials (one level up to 8 partials, two
-// above). =0 keeps the three-kernel path, which the other tests cover at B > 8.
+// above). =0 keeps the three-kernel path, which the other tests cover at B > 32.
 TEST(CudaDecode, FusedOneRequestLongContext) {
   MLAKV_REQUIRE_GPU();
   for (const char* mode : {"default", "merge"}) {
@@ -1070,8 +1070,14 @@ TEST(CudaDecode, FusedOneRequestLongContext) {
 
 TEST(CudaDecode, FusedSmallBatch) {
   MLAKV_REQUIRE_GPU();
+  // Up to the fused limit of 32 requests: 9 (one past the first limit, 8), and 32 of mixed
+  // lengths with empty ones (one request per lane of the schedule's warp).
+  std::vector<int32_t> b32(32);
+  for (int i = 0; i < 32; ++i) b32[i] = i % 7 == 3 ? 0 : (i * 977) % 3000 + (i % 5 == 0 ? 9000 : 1);
   const std::vector<std::vector<int32_t>> batches = {{1024}, {300}, {1}, {1, 0}, {0, 5000, 1, 300, 0, 7000, 64},
-                                                     {2000, 2000, 2000, 2000}};
+                                                     {2000, 2000, 2000, 2000},
+                                                     {5, 0, 4000, 64, 65, 129, 3000, 1, 2500},
+                                                     b32};
   for (const char* mode : {"default", "merge"}) {
     if (std::strcmp(mode, "default") != 0) setenv("MLAKV_DECODE_FUSED", mode, 1);
     for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8})
@@ -1157,7 +1163,7 @@ TEST(CudaDecode, FusedGraphReplayBackToBack) {
   unsetenv("MLAKV_DECODE_FUSED");
 }
 
-// The step's first grid (the attention grid at B <= 8, the schedule grid above) is a programmatic
+// The step's first grid (the attention grid at B <= 32, the schedule grid above) is a programmatic
 // dependent of the kernel before it. That kernel here lets its dependents launch at once, waits
 // until the host has enqueued the decode, and 200 µs later checks that the decode has not yet
 // written its outputs or workspace (poisoned before), then writes the lengths the decode reads

@@ -71,7 +71,7 @@ __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2
 __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __grid_constant__ DecodeArgs a, int z) {
   __shared__ float4 acc_s[kCombineThreads];
   __shared__ float red_m[kCombineWarps], red_s[kCombineWarps];
-  __shared__ int fused_tab[kFusedSchedInts];
+  __shared__ int fused_tab[FusedTab::kInts];
   // The next step's first grid (a programmatic dependent: it waits for this grid before any
   // read) may be scheduled now, its launch under this grid's tail. Only where the step's first
   // grid is such a dependent (MLAKV_DECODE_PDL=inner keeps main's ordering for any successor).
@@ -83,9 +83,7 @@ __global__ void __launch_bounds__(kCombineThreads, 4) combine_kernel(const __gri
   if (a.fused) {
     // No schedule grid: the same schedule, computed here from seq_lens (before pdl_wait, as the
     // tables are read otherwise).
-    s.header = fused_tab, s.prefix = fused_tab + 4, s.ntiles = fused_tab + 16;
-    s.len_local = s.ntiles + kFusedMaxBatch, s.split_base = s.len_local + kFusedMaxBatch;
-    s.nsplit = s.split_base + kFusedMaxBatch, s.list = s.nsplit + kFusedMaxBatch;
+    s = FusedTab::at(s, fused_tab, fused_tab + FusedTab::kList);
     if (warp == 0) schedule_warp(a, s, a.parts);
     __syncthreads();
   }

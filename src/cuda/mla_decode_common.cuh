@@ -60,10 +60,24 @@ struct WorkspaceLayout {
 /// computes the same schedule itself before it waits. Opt-in (MLAKV_DECODE_FUSED=merge, measured
 /// slower: docs/perf/decode-notes.md change 9): no combine grid either; the last CTA to arrive at
 /// a split request (arrival counters in the workspace) merges its partials.
-inline constexpr int kFusedMaxBatch = 8;
-/// Ints of the in-CTA schedule in shared memory: header[4], prefix[12], ntiles, len_local,
-/// split_base, nsplit, list [8 each].
-inline constexpr int kFusedSchedInts = 4 + 12 + 5 * kFusedMaxBatch;
+/// 32: the schedule's one-warp form (a request per lane) computes it.
+inline constexpr int kFusedMaxBatch = 32;
+/// The in-CTA schedule in shared memory, in ints: header[4], prefix[kFusedMaxBatch + 1] (padded to
+/// 16 bytes), then ntiles, len_local, split_base, nsplit and the combine's list [kFusedMaxBatch
+/// each]. The attention kernel keeps all but the list (kAttnInts: its one warp writes the list
+/// elsewhere, to a scratch nothing reads), which is what lets its tightest form (fp8 widened at
+/// 32 rows) hold 32 requests.
+struct FusedTab {
+  static constexpr int kPrefix = 4, kNtiles = (kPrefix + kFusedMaxBatch + 1 + 3) / 4 * 4, kLen = kNtiles + kFusedMaxBatch,
+                       kSplitBase = kLen + kFusedMaxBatch, kNsplit = kSplitBase + kFusedMaxBatch, kList = kNsplit + kFusedMaxBatch,
+                       kAttnInts = kList, kInts = kList + kFusedMaxBatch;
+  /// `base` (its partials) with its tables at `tab` and its list at `list`.
+  __device__ __forceinline__ static Schedule at(Schedule base, int* tab, int* list) {
+    base.header = tab, base.prefix = tab + kPrefix, base.ntiles = tab + kNtiles, base.len_local = tab + kLen;
+    base.split_base = tab + kSplitBase, base.nsplit = tab + kNsplit, base.list = list;
+    return base;
+  }
+};
 /// Arrival counters: one per (partial slot, row tile) for the first merge level, one per
 /// (request, row tile) for the second (row tiles: at most 2 where the fused path runs by default,
 /// 8 for 128 rows at 16 rows per CTA).

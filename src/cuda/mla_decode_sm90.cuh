@@ -174,7 +174,7 @@ template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90S
   static constexpr bool kOwnerWidens = kTileScales && ALT && NW == 8;
   static constexpr int kBar = kSclEnd + (kXInQ ? 0 : kXBytes);
   static constexpr int kSch = kBar + (kOwnerWidens || RS ? 128 : 64);  // fused path: the CTA's own schedule
-  static constexpr int kRaw = kSch + 256;              // raw FP8 units (parts of a tile) in flight
+  static constexpr int kRaw = kSch + FusedTab::kAttnInts * 4;  // raw FP8 units (parts of a tile) in flight
   // A unit is half a tile, or for fp8_ds_mla at 32 rows (704-byte raw tokens beside the larger
   // Q tile) a quarter tile, which fits two slots where two half tiles do not.
   static constexpr int kUnitTokens = kTileScales && NW >= 16 ? 16 : 32;
@@ -198,7 +198,6 @@ template <CacheFormat F, int NW, bool ALT = false, bool RS = false> struct Sm90S
   static constexpr int kRawOk = kRaw + kRawSlots * kRawSlotBytes;  // [slot][kUnitTokens]
   static constexpr int kBytes = bytes_for(kRawSlots);
   static_assert(kBytes <= 232448, "sm90 decode shared-memory plan does not fit");
-  static_assert(kFusedSchedInts * 4 <= 256, "fused schedule");
   static_assert(kQ % 1024 == 0 && kP % 1024 == 0 && kPBytes % 1024 == 0 && kX % 16 == 0 && kOk % 16 == 0 &&
                     kBar % 8 == 0 && kRaw % 16 == 0,
                 "alignment");
@@ -511,11 +510,10 @@ struct MmaRS64 {
 #endif  // MLAKV_SM90A_DEVICE
 
 /// The sm90 kernel's schedule tables: the schedule grid's (global memory), or on the fused path
-/// the CTA's own, computed into shared memory at `si` (layout of kFusedSchedInts).
+/// the CTA's own, computed into shared memory at `si` (FusedTab's layout).
 struct Sm90Tab {
-  static constexpr int kPrefix = 4, kNtiles = 16, kLen = kNtiles + kFusedMaxBatch, kSplitBase = kLen + kFusedMaxBatch,
-                       kNsplit = kSplitBase + kFusedMaxBatch, kList = kNsplit + kFusedMaxBatch;
-  static_assert(kList + kFusedMaxBatch <= kFusedSchedInts && kFusedMaxBatch + 1 <= kNtiles - kPrefix, "layout");
+  static constexpr int kPrefix = FusedTab::kPrefix, kNtiles = FusedTab::kNtiles, kLen = FusedTab::kLen,
+                       kSplitBase = FusedTab::kSplitBase, kNsplit = FusedTab::kNsplit;
   const DecodeArgs& a;
   const int* si;
   __device__ __forceinline__ int header(int i) const { return a.fused ? si[i] : __ldg(a.sched.header + i); }
@@ -541,8 +539,10 @@ __device__ __forceinline__ void store_out(const DecodeArgs& a, int64_t at, float
 /// empty requests' rows written here; else the schedule grid's, waited for), the dependents'
 /// launch, and this part's cost range [lo, hi) with its first request. False where the part has
 /// no work (uniform over the CTA, which then returns).
+/// `scratch`: kFusedMaxBatch ints of shared memory nothing reads before the CTA's barriers are
+/// initialized (the first stage's), where the fused path's schedule warp writes the combine's list.
 template <int kThreadsCta, int kRowsCta>
-__device__ __forceinline__ bool part_range(const DecodeArgs& a, int* si, int& lo, int& hi, int& first_b) {
+__device__ __forceinline__ bool part_range(const DecodeArgs& a, int* si, int* scratch, int& lo, int& hi, int& first_b) {
   const Sm90Tab sch{a, si};
   const int B = a.batch;
   const int part = blockIdx.x, row0 = blockIdx.y * kRowsCta;
@@ -560,9 +560,7 @@ __device__ __forceinline__ bool part_range(const DecodeArgs& a, int* si, int& lo
     // dependent of a grid that only zeroes the arrival counters, itself an ordinary successor
     // (fused_arrive waits for it).
     if (!a.in_grid_merge) pdl_wait();
-    Schedule w = a.sched;
-    w.header = si, w.prefix = si + Sm90Tab::kPrefix, w.ntiles = si + Sm90Tab::kNtiles, w.len_local = si + Sm90Tab::kLen;
-    w.split_base = si + Sm90Tab::kSplitBase, w.nsplit = si + Sm90Tab::kNsplit, w.list = si + Sm90Tab::kList;
+    const Schedule w = FusedTab::at(a.sched, si, scratch);
     if (threadIdx.x < 32) schedule_warp(a, w, static_cast<int>(gridDim.x));
     __syncthreads();
     const int nr = min(kRowsCta, a.rows - row0);
@@ -1059,7 +1057,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   const int B = a.batch;
   const int part = blockIdx.x, row0 = blockIdx.y * kRowsCta;
   int lo, hi, first_b;
-  if (!part_range<kSm90Threads, kRowsCta>(a, si, lo, hi, first_b)) return;
+  if (!part_range<kSm90Threads, kRowsCta>(a, si, reinterpret_cast<int*>(smem), lo, hi, first_b)) return;
 
   // Rows as M in a cluster (a.cluster CTAs along y, the row tiles of one part: the same tiles):
   // each CTA multicasts part of every tile into all of them, so a stage is refilled only once

@@ -44,7 +44,7 @@ struct LsSmem {
   static constexpr int kBar = kOk + 128;                 // [2][9] TMA barriers (a half's: its first block's)
   static constexpr int kBox = kBar + 2 * 9 * 8;          // [2 issuers][2 tiles] the next pair's boxes
   static constexpr int kSch = kBox + 2 * 2 * 8 * 4;      // fused path: the CTA's schedule
-  static constexpr int kBytes = kSch + kFusedSchedInts * 4;
+  static constexpr int kBytes = kSch + FusedTab::kAttnInts * 4;
   static_assert(kBytes <= 232448, "lock-step shared-memory plan does not fit");
   static_assert(kQ % 1024 == 0 && kP1 % 1024 == 0 && kP0 % 1024 == 0 && kOk % 16 == 0 && kBar % 8 == 0, "alignment");
 };
@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
   const Sm90Tab sch{a, si};
   const int B = a.batch, row0 = blockIdx.y * kRowsCta;
   int lo, hi, first_b;
-  if (!part_range<kLsThreads, kRowsCta>(a, si, lo, hi, first_b)) return;
+  if (!part_range<kLsThreads, kRowsCta>(a, si, reinterpret_cast<int*>(smem), lo, hi, first_b)) return;
 
   // The warpgroup index through a shuffle: ptxas then knows it is warp-uniform, and the two
   // warpgroups' wgmma paths are not divergent code to it.
