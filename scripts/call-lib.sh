@@ -4,6 +4,8 @@
 #   call_traces "CASE;CASE" NAME...   runs each trace build .gl/NAME on the cases
 #                       (MLAKV_TRACE_DIR=/tmp/z/tb-NAME), its tables into /tmp/z/n/trace-NAME.txt
 #                       (scripts/decode_trace.py), the raw stamps into /tmp/z/n/trace-bins.tgz
+#   call_tests BIN LOG FILTER SECONDS   runs BIN (an mlakv_tests) on FILTER, its summary into $S
+#   call_memcheck BIN FILTER SECONDS      the same under compute-sanitizer memcheck, if time is left
 #   call_end            packs /tmp/z/n into $OUT/logs.tgz
 call_start() {
   tar xf "$1" -C .gl   # gz or xz: xz -9 halves the builds (the carry limit is 64 MiB with the tree)
@@ -25,6 +27,16 @@ call_traces() {
     dirs+=(tb-$v)
   done
   tar czf /tmp/z/n/trace-bins.tgz -C /tmp/z "${dirs[@]}"
+}
+call_tests() {
+  timeout "$4" "$1" --gtest_filter="$3" > "$2" 2>&1
+  echo "tests $(basename "$2") rc=$? t=$SECONDS" | tee -a "$S"
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |FAILED  \]|Failure" "$2" | head -8 | tee -a "$S"
+}
+call_memcheck() {
+  [ "$(left)" -gt $(( $3 + 5 )) ] && timeout "$3" compute-sanitizer --tool memcheck "$1" --gtest_filter="$2" > /tmp/z/n/memcheck.log 2>&1
+  echo "memcheck rc=$? t=$SECONDS" | tee -a "$S"
+  tail -2 /tmp/z/n/memcheck.log | tee -a "$S"
 }
 call_end() {
   tar czf "$OUT/logs.tgz" -C /tmp/z n

@@ -10,11 +10,8 @@ BUNDLE=${BUNDLE:-.gl/s38.txz} LIMIT=${LIMIT:-540}
 . scripts/call-lib.sh
 call_start $BUNDLE
 F='CudaDecode.ReferenceVectors:CudaDecode.Fp8RowTilePairsMatchReference:Forms/*:CudaDecode.StepWaitsForTheKernelBeforeIt'
-timeout 240 .gl/m38/mlakv_tests --gtest_filter="$F" > $OUT/tests-m38.log 2>&1
-echo "m38 tests rc=$? t=$SECONDS" | tee -a $S
-grep -E "^\[  (PASSED|FAILED|SKIPPED) |FAILED  \]|Failure" $OUT/tests-m38.log | head -8 | tee -a $S
-timeout 60 compute-sanitizer --tool memcheck .gl/m38/mlakv_tests --gtest_filter='Forms/CudaDecodeForm.*/ls:CudaDecode.ReferenceVectors' > /tmp/z/n/memcheck.log 2>&1
-echo "memcheck rc=$? t=$SECONDS" | tee -a $S; tail -2 /tmp/z/n/memcheck.log | tee -a $S
+call_tests .gl/m38/mlakv_tests $OUT/tests-m38.log "$F" 240
+call_memcheck .gl/m38/mlakv_tests 'Forms/CudaDecodeForm.*/ls:CudaDecode.ReferenceVectors' 60
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
   OUT=/tmp/z/ab ROUNDS=3 AB_TIMEOUT=60 scripts/ab-decode.sh .gl/m38 .gl/m38@MLAKV_DECODE_RS_INFLIGHT=2 -- \
     'fp8 B=128 H=16 ctx=4096' 'fp8 B=64 H=16 ctx=16384' 'fp8 B=32 H=16 ctx=8192' 'fp8 B=1 H=16 ctx=65536' \
