@@ -364,6 +364,29 @@ TEST(CudaDecode, Fp8SixteenAndThirtyTwoRowCtasMatchReference) {
   }
 }
 
+// The register-operand producer with more than one tile in flight (MLAKV_DECODE_RS_INFLIGHT=2 and
+// 3; 1 is the default the other tests run): tile k waits for tile k − n, whose stage's barrier
+// phase must still be the one it completed. Long requests (many trips around the rings of four
+// and five stages), short ones, parts that start mid-request, blocks of 1, 16 and 64.
+TEST(CudaDecode, RsTilesInFlightTwoAndThreeMatchReference) {
+  MLAKV_REQUIRE_GPU();
+  for (const char* n : {"2", "3"}) {
+    setenv("MLAKV_DECODE_RS_INFLIGHT", n, 1);
+    for (CacheFormat f : {CacheFormat::fp8, CacheFormat::fp8_ds_mla})
+      for (int h : {16, 32}) {
+        if (f == CacheFormat::fp8_ds_mla && h == 32) continue;  // no register-operand form at 32 rows
+        Case c;
+        c.format = f, c.heads = h, c.lens = {20000, 0, 1, 65, 3000};
+        check_case(c);
+        for (int bs : {1, 16}) {
+          c.block_size = bs, c.lens = {5000, 7, 130};
+          check_case(c);
+        }
+      }
+    unsetenv("MLAKV_DECODE_RS_INFLIGHT");
+  }
+}
+
 // A latent group that is zero in every token: fp8_ds_mla stores its scale as FLT_MIN (a
 // normalization by the group's largest scale must not turn that into 0 · inf). Zero output dims
 // there, and the rest exact.
