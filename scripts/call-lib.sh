@@ -4,6 +4,8 @@
 #   call_traces "CASE;CASE" NAME...   runs each trace build .gl/NAME on the cases
 #                       (MLAKV_TRACE_DIR=/tmp/z/tb-NAME), its tables into /tmp/z/n/trace-NAME.txt
 #                       (scripts/decode_trace.py), the raw stamps into /tmp/z/n/trace-bins.tgz
+#   call_ab NAME VARIANT... -- CASE...  scripts/ab-decode.sh, 3 rounds (ROUNDS), into /tmp/z/NAME;
+#                       its records to $OUT/NAME.json, its log into the logs, its table into $S
 #   call_tests BIN LOG FILTER SECONDS   runs BIN (an mlakv_tests) on FILTER, its summary into $S
 #   call_memcheck BIN FILTER SECONDS      the same under compute-sanitizer memcheck, if time is left
 #   call_end            packs /tmp/z/n into $OUT/logs.tgz
@@ -27,6 +29,16 @@ call_traces() {
     dirs+=(tb-$v)
   done
   tar czf /tmp/z/n/trace-bins.tgz -C /tmp/z "${dirs[@]}"
+}
+call_ab() {
+  local name=$1 n=0 a
+  shift
+  for a in "$@"; do [ "$a" = -- ] && n=0 || n=$((n + 1)); done  # the cases: the words after --
+  OUT=/tmp/z/$name ROUNDS=${ROUNDS:-3} AB_TIMEOUT=${AB_TIMEOUT:-60} scripts/ab-decode.sh "$@" >/dev/null 2>&1
+  cp /tmp/z/$name/ab.json "$OUT/$name.json" 2>/dev/null
+  cp /tmp/z/$name/ab.log "/tmp/z/n/$name.log" 2>/dev/null
+  tail -$((n + 2)) /tmp/z/$name/ab.log | tee -a "$S"
+  echo "$name t=$SECONDS" | tee -a "$S"
 }
 call_tests() {
   timeout "$4" "$1" --gtest_filter="$3" > "$2" 2>&1

@@ -11,20 +11,14 @@ set -u
 BUNDLE=${BUNDLE:-.gl/b37.txz} LIMIT=${LIMIT:-540}
 . scripts/call-lib.sh
 call_start $BUNDLE
-OUT=/tmp/z/ab ROUNDS=${ROUNDS:-3} AB_TIMEOUT=60 scripts/ab-decode.sh ${AB_VARIANTS:-.gl/g36 .gl/ah36 .gl/cap1 .gl/cap2} -- \
+call_ab ab ${AB_VARIANTS:-.gl/g36 .gl/ah36 .gl/cap1 .gl/cap2} -- \
   'fp8 B=128 H=16 ctx=4096' 'fp8 B=64 H=16 ctx=16384' 'fp8 B=32 H=16 ctx=8192' 'fp8 B=8 H=16 ctx=1024' \
   'fp8 B=1 H=16 ctx=65536' 'fp8_ds_mla B=128 H=16 ctx=4096' 'fp8_ds_mla B=64 H=16 ctx=16384' \
-  'fp8 B=64 H=32 ctx=32768' 'bf16 B=128 H=16 ctx=4096' >/dev/null 2>&1
-cp /tmp/z/ab/ab.log /tmp/z/n/ab.log 2>/dev/null; cp /tmp/z/ab/ab.json $OUT/ab.json 2>/dev/null
-tail -11 /tmp/z/ab/ab.log | tee -a $S; echo "ab t=$SECONDS" | tee -a $S
+  'fp8 B=64 H=32 ctx=32768' 'bf16 B=128 H=16 ctx=4096'
 call_traces 'fp8 B=128 H=16 ctx=4096;fp8 B=64 H=16 ctx=16384' trg36 trcap1 trcap2
 F='Forms/CudaDecodeFp8Form.*/rs:CudaDecode.BlockSizes:CudaDecode.BadBlockIds*:CudaDecode.DsMlaSm90Forms:CudaDecode.ManyShortRequests:CudaDecode.OneNan*:CudaDecode.LongContextOneRequest:CudaDecode.Fp8SixteenAndThirtyTwoRowCtasMatchReference'
-timeout 200 .gl/cap1/mlakv_tests --gtest_filter="$F" > /tmp/z/n/tests-cap1.log 2>&1
-echo "cap1 tests rc=$? t=$SECONDS" | tee -a $S
-grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure" /tmp/z/n/tests-cap1.log | head -8 | tee -a $S
-[ $(left) -gt 100 ] && timeout 45 compute-sanitizer --tool memcheck .gl/cap1/mlakv_tests \
-  --gtest_filter='CudaDecode.BlockSizes:CudaDecode.BadBlockIds*:CudaDecode.ManyShortRequests' > /tmp/z/n/memcheck.log 2>&1
-echo "memcheck rc=$? t=$SECONDS" | tee -a $S; tail -2 /tmp/z/n/memcheck.log | tee -a $S
+call_tests .gl/cap1/mlakv_tests /tmp/z/n/tests-cap1.log "$F" 200
+call_memcheck .gl/cap1/mlakv_tests 'CudaDecode.BlockSizes:CudaDecode.BadBlockIds*:CudaDecode.ManyShortRequests' 45
 [ $(left) -gt 45 ] && timeout 40 .gl/g36/mlakv bench decode --json $OUT/decode-g36.json > /tmp/z/n/bench-g36.log 2>&1
 echo "bench g36 rc=$? t=$SECONDS" | tee -a $S
 call_end

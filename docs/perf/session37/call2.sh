@@ -7,19 +7,13 @@ set -u
 BUNDLE=${BUNDLE:-.gl/b38.txz} LIMIT=${LIMIT:-560}
 . scripts/call-lib.sh
 call_start $BUNDLE
-OUT=/tmp/z/ab ROUNDS=${ROUNDS:-3} AB_TIMEOUT=60 scripts/ab-decode.sh .gl/g36 .gl/m37 .gl/cap2 .gl/ah36 -- \
+call_ab ab .gl/g36 .gl/m37 .gl/cap2 .gl/ah36 -- \
   'fp8 B=128 H=16 ctx=4096' 'fp8 B=64 H=16 ctx=16384' 'fp8 B=32 H=16 ctx=8192' 'fp8 B=8 H=16 ctx=1024' \
   'fp8 B=1 H=16 ctx=65536' 'fp8_ds_mla B=128 H=16 ctx=4096' 'fp8_ds_mla B=64 H=16 ctx=16384' \
   'fp8 B=64 H=32 ctx=32768' 'fp8 B=128 H=128 ctx=4096' 'fp8_ds_mla B=128 H=128 ctx=4096' \
-  'fp8 B=1 H=128 ctx=32768' >/dev/null 2>&1
-cp /tmp/z/ab/ab.log /tmp/z/n/ab.log 2>/dev/null; cp /tmp/z/ab/ab.json $OUT/ab.json 2>/dev/null
-tail -13 /tmp/z/ab/ab.log | tee -a $S; echo "ab t=$SECONDS" | tee -a $S
+  'fp8 B=1 H=128 ctx=32768'
 timeout 45 .gl/m37/mlakv bench decode --json $OUT/decode-m37.json > /tmp/z/n/bench-m37.log 2>&1
 echo "bench m37 rc=$? t=$SECONDS" | tee -a $S
-timeout $(( $(left) - 60 )) .gl/m37/mlakv_tests --gtest_filter='*CudaDecode*:DecodeCpu.*' > $OUT/tests-m37.log 2>&1
-echo "m37 tests rc=$? t=$SECONDS" | tee -a $S
-grep -E "^\[  (PASSED|FAILED|SKIPPED) |FAILED  \]|Failure" $OUT/tests-m37.log | head -8 | tee -a $S
-[ $(left) -gt 25 ] && timeout $(( $(left) - 12 )) compute-sanitizer --tool memcheck .gl/m37/mlakv_tests \
-  --gtest_filter='CudaDecode.BlockSizes:CudaDecode.BadBlockIds*:CudaDecode.DsMlaSm90Forms' > /tmp/z/n/memcheck.log 2>&1
-echo "memcheck rc=$? t=$SECONDS" | tee -a $S; tail -2 /tmp/z/n/memcheck.log | tee -a $S
+call_tests .gl/m37/mlakv_tests $OUT/tests-m37.log '*CudaDecode*:DecodeCpu.*' $(( $(left) - 60 ))
+call_memcheck .gl/m37/mlakv_tests 'CudaDecode.BlockSizes:CudaDecode.BadBlockIds*:CudaDecode.DsMlaSm90Forms' $(( $(left) - 12 ))
 call_end

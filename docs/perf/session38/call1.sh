@@ -14,20 +14,17 @@ BUNDLE=${BUNDLE:-.gl/s38.txz} LIMIT=${LIMIT:-560}
 call_start $BUNDLE
 call_tests .gl/m38/mlakv_tests $OUT/tests-m38.log \
   'CudaDecode.ReferenceVectors:CudaDecode.Fp8RowTilePairsMatchReference:Forms/*:CudaDecode.StepWaitsForTheKernelBeforeIt' 150
-OUT=/tmp/z/ab ROUNDS=3 AB_TIMEOUT=60 scripts/ab-decode.sh .gl/m38 .gl/f128 .gl/f128@MLAKV_DECODE_FUSED=0 -- \
+call_ab ab .gl/m38 .gl/f128 .gl/f128@MLAKV_DECODE_FUSED=0 -- \
   'fp8 B=128 H=16 ctx=4096' 'bf16 B=128 H=16 ctx=4096' 'fp8 B=128 H=16 ctx=1024' 'bf16 B=128 H=16 ctx=1024' \
   'fp8_ds_mla B=128 H=16 ctx=4096' 'fp8 B=64 H=16 ctx=16384' 'bf16 B=64 H=16 ctx=16384' 'fp8 B=64 H=32 ctx=32768' \
-  'fp8 B=32 H=16 ctx=1024' 'bf16 B=32 H=128 ctx=1024' 'bf16 B=128 H=128 ctx=4096' >/dev/null 2>&1
-cp /tmp/z/ab/ab.json $OUT/ab.json 2>/dev/null; cp /tmp/z/ab/ab.log /tmp/z/n/ab.log 2>/dev/null
-tail -13 /tmp/z/ab/ab.log | tee -a $S; echo "ab t=$SECONDS" | tee -a $S
+  'fp8 B=32 H=16 ctx=1024' 'bf16 B=32 H=128 ctx=1024' 'bf16 B=128 H=128 ctx=4096'
 call_tests .gl/f128/mlakv_tests $OUT/tests-f128.log \
   'CudaDecode.Fused*:CudaDecode.Graph*:CudaDecode.StepsInARow*:CudaDecode.ManyShortRequests:CudaDecode.NearEqual*:CudaDecode.AlignedSplits*:CudaDecode.DcpShards:CudaDecode.FormatsHeadsQueries:CudaDecode.BlockSizes:CudaDecode.BadBlockIds*:CudaDecode.QueryE4m3*:CudaDecode.OneNan*:CudaDecode.MaskedTokens*:CudaDecode.Sm90SplitRowsPlainLaunches:CudaDecode.ReferenceVectors' 200
 call_memcheck .gl/f128/mlakv_tests 'CudaDecode.FusedGraphReplayBackToBack:CudaDecode.BadBlockIds*' 40
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
-  OUT=/tmp/z/ab2 ROUNDS=3 AB_TIMEOUT=60 scripts/ab-decode.sh .gl/m38 .gl/m38@MLAKV_DECODE_RS_INFLIGHT=2 -- \
+  call_ab ab-inflight .gl/m38 .gl/m38@MLAKV_DECODE_RS_INFLIGHT=2 -- \
     'fp8 B=128 H=16 ctx=4096' 'fp8 B=64 H=16 ctx=16384' 'fp8 B=32 H=16 ctx=8192' 'fp8 B=1 H=16 ctx=65536' \
-    'fp8_ds_mla B=128 H=16 ctx=4096' 'fp8_ds_mla B=64 H=16 ctx=16384' 'fp8 B=64 H=32 ctx=32768' >/dev/null 2>&1
-  cp /tmp/z/ab2/ab.json $OUT/ab-inflight.json 2>/dev/null; tail -9 /tmp/z/ab2/ab.log | tee -a $S
+    'fp8_ds_mla B=128 H=16 ctx=4096' 'fp8_ds_mla B=64 H=16 ctx=16384' 'fp8 B=64 H=32 ctx=32768'
   J=decode-h200.json
 else
   J=decode.json
