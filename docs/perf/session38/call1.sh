@@ -2,7 +2,8 @@
 # Prepared in session 37 for session 38's first call. Bundle .gl/s38.txz (-C .gl): m38 = main at
 # 7d47679 (mlakv, mlakv_tests), f128 = m38 + docs/perf/session37/fused128.patch (the fused path
 # up to 128 requests on the 16- and 32-row forms; mlakv, mlakv_tests). To rebuild: build-cuda's
-# binaries at that commit, then with the patch applied.
+# binaries at main (the library and kernels are 7d47679's; later commits add one test and docs),
+# then with the patch applied (`git apply`, rebuild, `git checkout src tests`).
 #   1. m38's decode tests session 37's call 5 had no time for (the fused path takes B <= 32 there).
 #   2. A/B m38 / f128 / f128 with MLAKV_DECODE_FUSED=0 (its three grids) at B = 32 to 128.
 #   3. f128's decode tests on the fused path and every form that takes it, memcheck on two.
