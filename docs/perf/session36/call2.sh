@@ -9,10 +9,8 @@
 #   4. psg36's full bench.
 set -u
 BUNDLE=${BUNDLE:-.gl/b36b.tgz} LIMIT=${LIMIT:-560}
-tar xzf $BUNDLE -C .gl; mkdir -p $OUT /tmp/z/n
-left() { echo $((LIMIT - SECONDS)); }
-S=$OUT/summary.log
-nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv | tee $S
+. scripts/call-lib.sh
+call_start $BUNDLE
 timeout ${TESTS_S:-330} .gl/ps36/mlakv_tests --gtest_filter='*CudaDecode*' > /tmp/z/n/tests-ps36.log 2>&1
 echo "ps36 tests rc=$? t=$SECONDS" | tee -a $S
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |FAILED  \]|Failure|Expected|Which is" /tmp/z/n/tests-ps36.log | cut -c1-160 | head -14 | tee -a $S

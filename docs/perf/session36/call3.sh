@@ -8,10 +8,8 @@
 #   3. psn36's decode tests (all but the widening fp8 forms), memcheck.   4. g36's full bench.
 set -u
 BUNDLE=${BUNDLE:-.gl/b36c.tgz} LIMIT=${LIMIT:-540}
-tar xzf $BUNDLE -C .gl; mkdir -p $OUT /tmp/z/n
-left() { echo $((LIMIT - SECONDS)); }
-S=$OUT/summary.log
-nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv | tee $S
+. scripts/call-lib.sh
+call_start $BUNDLE
 OUT=/tmp/z/ab ROUNDS=${ROUNDS:-3} AB_TIMEOUT=60 scripts/ab-decode.sh ${AB_VARIANTS:-.gl/g36 .gl/psn36 .gl/ah36} -- \
   'fp8 B=128 H=16 ctx=4096' 'fp8 B=64 H=16 ctx=16384' 'fp8 B=32 H=16 ctx=8192' 'fp8 B=8 H=16 ctx=1024' \
   'fp8 B=1 H=16 ctx=65536' 'fp8_ds_mla B=128 H=16 ctx=4096' 'fp8_ds_mla B=64 H=16 ctx=16384' \
