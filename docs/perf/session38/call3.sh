@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Session 38, call 3. Bundle .gl/s38c.txz (-C .gl): m38 = main 7d47679; mg2 = call 2's mg with the
+# arrival's compare-and-swap only while the word holds another tag (then atomicAdd) and the merge's
+# loads eight at a time; mg2n = mg2 with the merge out of line (one call from each kernel).
+#   1. A/B m38 / mg2 / mg2 merge / mg2n / mg2n merge.
+#   2. mg2n's fused-path tests (default and merge), memcheck on the merge's workspace test.
+#   3. On an H200: the RS producer at 1 and 2 tiles in flight, m38's full bench (decode-h200.json).
+set -u
+BUNDLE=${BUNDLE:-.gl/s38c.txz} LIMIT=${LIMIT:-560}
+. scripts/call-lib.sh
+call_start $BUNDLE
+call_ab ab .gl/m38 .gl/mg2 .gl/mg2@MLAKV_DECODE_FUSED=merge .gl/mg2n .gl/mg2n@MLAKV_DECODE_FUSED=merge -- \
+  'bf16 B=1 H=16 ctx=65536' 'bf16 B=1 H=16 ctx=1024' 'bf16 B=1 H=128 ctx=32768' 'bf16 B=8 H=16 ctx=8192' \
+  'bf16 B=32 H=128 ctx=1024' 'fp8 B=32 H=16 ctx=1024' 'bf16 B=128 H=128 ctx=4096'
+call_tests .gl/mg2n/mlakv_tests $OUT/tests-mg2n.log \
+  'CudaDecode.Fused*:CudaDecode.InGridMerge*:CudaDecode.StepsInARow*:CudaDecode.RsTilesInFlight*' $(( $(left) > 135 ? 130 : $(left) - 5 ))
+if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
+  [ $(left) -gt 80 ] && call_ab ab-inflight .gl/m38 .gl/m38@MLAKV_DECODE_RS_INFLIGHT=2 -- \
+    'fp8 B=128 H=16 ctx=4096' 'fp8 B=64 H=16 ctx=16384' 'fp8 B=32 H=16 ctx=8192' 'fp8 B=1 H=16 ctx=65536' \
+    'fp8_ds_mla B=128 H=16 ctx=4096' 'fp8_ds_mla B=64 H=16 ctx=16384' 'fp8 B=64 H=32 ctx=32768'
+  [ $(left) -gt 60 ] && timeout 50 .gl/m38/mlakv bench decode --json $OUT/decode-h200.json > /tmp/z/n/bench-m38.log 2>&1
+  echo "bench m38 rc=$? t=$SECONDS" | tee -a "$S"
+fi
+call_end
