@@ -9,6 +9,8 @@
 #      two B=128 rows where every build's default path must equal m38's.
 #   2. mg2n's fused-path tests (default and merge), the RS tiles-in-flight test, memcheck on two.
 #   3. On an H200: the RS producer at 1 and 2 tiles in flight, m38's full bench (decode-h200.json).
+# LEAN=1 (session 39, for when less than ~700 s of device time is left; LIMIT=330): the merge's
+# own tests only, memcheck on one, no H200 extras.
 set -u
 BUNDLE=${BUNDLE:-.gl/s38c.txz} LIMIT=${LIMIT:-560}
 . scripts/call-lib.sh
@@ -17,8 +19,14 @@ call_ab ab .gl/m38 .gl/mg2 .gl/mg2@MLAKV_DECODE_FUSED=merge .gl/mg2n .gl/mg2n@ML
   'bf16 B=1 H=16 ctx=65536' 'bf16 B=1 H=16 ctx=1024' 'bf16 B=1 H=128 ctx=32768' 'fp8 B=1 H=16 ctx=65536' \
   'fp8_ds_mla B=1 H=128 ctx=32768' 'bf16 B=8 H=16 ctx=8192' 'bf16 B=8 H=128 ctx=8192' \
   'fp8 B=32 H=16 ctx=1024' 'bf16 B=32 H=128 ctx=1024' 'bf16 B=128 H=128 ctx=4096' 'fp8 B=128 H=16 ctx=4096'
-call_tests .gl/mg2n/mlakv_tests $OUT/tests-mg2n.log \
-  'CudaDecode.Fused*:CudaDecode.InGridMerge*:CudaDecode.StepsInARow*:CudaDecode.Graph*:CudaDecode.DcpShards:CudaDecode.RsTilesInFlight*:Forms/*' 230
+merge_tests='CudaDecode.Fused*:CudaDecode.InGridMerge*:CudaDecode.StepsInARow*:CudaDecode.Graph*:CudaDecode.DcpShards'
+if [ "${LEAN:-0}" = 1 ]; then
+  call_tests .gl/mg2n/mlakv_tests $OUT/tests-mg2n.log "$merge_tests" $(( $(left) - 45 ))
+  call_memcheck .gl/mg2n/mlakv_tests 'CudaDecode.InGridMergeTakesAnyWorkspace' 35
+  call_end
+  exit 0
+fi
+call_tests .gl/mg2n/mlakv_tests $OUT/tests-mg2n.log "$merge_tests:CudaDecode.RsTilesInFlight*:Forms/*" 230
 call_memcheck .gl/mg2n/mlakv_tests 'CudaDecode.InGridMergeTakesAnyWorkspace:CudaDecode.FusedGraphReplayBackToBack' 60
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
   [ $(left) -gt 80 ] && call_ab ab-inflight .gl/m38 .gl/m38@MLAKV_DECODE_RS_INFLIGHT=2 -- \
