@@ -42,12 +42,14 @@ call_ab() {
 }
 call_tests() {
   timeout "$4" "$1" --gtest_filter="$3" > "$2" 2>&1
-  echo "tests $(basename "$2") rc=$? t=$SECONDS" | tee -a "$S"
+  local rc=$?  # before any $(...) in the echo resets it (sessions 38-39 logged rc=0 for a timeout)
+  echo "tests $(basename "$2") rc=$rc t=$SECONDS" | tee -a "$S"
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |FAILED  \]|Failure" "$2" | head -8 | tee -a "$S"
 }
 call_memcheck() {
   [ "$(left)" -gt $(( $3 + 5 )) ] && timeout "$3" compute-sanitizer --tool memcheck "$1" --gtest_filter="$2" > /tmp/z/n/memcheck.log 2>&1
-  echo "memcheck rc=$? t=$SECONDS" | tee -a "$S"
+  local rc=$?
+  echo "memcheck rc=$rc t=$SECONDS" | tee -a "$S"
   tail -2 /tmp/z/n/memcheck.log | tee -a "$S"
 }
 call_end() {

@@ -4,7 +4,9 @@
 // out-of-range block-table entries, CUDA-graph capture, and the FlashMLA / vLLM reference vectors.
 // Skipped without a GPU.
 #include <cstdlib>
+#include <cstring>
 #include <initializer_list>
+#include <random>
 
 #include "attention_test_util.hpp"
 
@@ -1077,13 +1079,14 @@ TEST(CudaDecode, ClusteredPairsInACapturedGraph) {
 // Small batches (B <= 32) on the sm90 kernel take the fused path: no schedule grid; the attention
 // and combine grids compute the schedule from seq_lens themselves, the attention grid writes
 // empty requests. MLAKV_DECODE_FUSED=merge (opt-in, <= 128 rows) also drops the combine grid: the
-// last CTA to arrive at a split request merges its partials (one level up to 8 partials, two
-// above). =0 keeps the three-kernel path, which the other tests cover at B > 32.
+// last CTAs to arrive at a split request merge its partials, a column slice each (up to 64
+// slices; fewer partials, fewer slices). =0 keeps the three-kernel path, which the other tests
+// cover at B > 32.
 TEST(CudaDecode, FusedOneRequestLongContext) {
   MLAKV_REQUIRE_GPU();
   for (const char* mode : {"default", "merge"}) {
     if (std::strcmp(mode, "default") != 0) setenv("MLAKV_DECODE_FUSED", mode, 1);
-    Case c;  // ~130 partials: two merge levels
+    Case c;  // ~130 partials: more than the 64 merge slices
     c.format = std::strcmp(mode, "default") == 0 ? CacheFormat::bf16 : CacheFormat::fp8;
     c.heads = 16, c.lens = {65536};
     check_case(c);
@@ -1152,8 +1155,9 @@ TEST(CudaDecode, FusedSmallBatch) {
 }
 
 // The in-grid merge's arrival counters live in the caller's workspace (poisoned here): a graph
-// replayed back to back, with no host work between replays, must start clean every time. The
-// default fused path (attention grid first, as a plain successor) is replayed the same way.
+// replayed back to back, with no host work between replays (the same tag in every replay), must
+// start clean every time. The default fused path (attention grid first, as a plain successor) is
+// replayed the same way.
 void fused_graph_replay() {
   Case c;
   c.lens = {20000, 0, 300};
@@ -1183,6 +1187,36 @@ TEST(CudaDecode, FusedGraphReplayBackToBack) {
   fused_graph_replay();
   setenv("MLAKV_DECODE_FUSED", "merge", 1);
   fused_graph_replay();
+  unsetenv("MLAKV_DECODE_FUSED");
+}
+
+// The in-grid merge's counter words carry a call's tag: whatever else the caller's workspace holds
+// (zeros, random bytes, or words with a count far past any request's partials under a tag that is
+// not the call's) counts as clean. Plain calls, a new tag each, on a workspace refilled between.
+TEST(CudaDecode, InGridMergeTakesAnyWorkspace) {
+  MLAKV_REQUIRE_GPU();
+  setenv("MLAKV_DECODE_FUSED", "merge", 1);
+  Case c;
+  c.lens = {20000, 0, 300, 7000};
+  Problem p(c);
+  CapturedDecode g(p);
+  std::mt19937 rng(7);
+  for (int fill = 0; fill < 3; ++fill) {
+    SCOPED_TRACE(fill == 0 ? "zeros" : fill == 1 ? "random bytes" : "counts of 1000");
+    std::vector<uint8_t> bytes(g.wsb);
+    for (auto& x : bytes) x = fill == 0 ? 0 : static_cast<uint8_t>(rng());
+    if (fill == 2)
+      for (std::size_t i = 0; i + 8 <= bytes.size(); i += 8) {
+        const uint64_t w = (static_cast<uint64_t>(rng()) << 32) | 1000u;
+        std::memcpy(bytes.data() + i, &w, 8);
+      }
+    CUDA_OK(cudaMemcpy(g.ws.p, bytes.data(), g.wsb, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemset(g.out_d.p, 0xFF, g.out_d.n));
+    CUDA_OK(cudaMemset(g.lse_d.p, 0xFF, g.lse_d.n));
+    mla_decode(g.q, g.cache, g.bt, g.seq, g.out, g.lse, p.params(nullptr), Workspace{g.ws.p, g.wsb}, Stream{g.st});
+    CUDA_OK(cudaStreamSynchronize(g.st));
+    g.expect_matches(p);
+  }
   unsetenv("MLAKV_DECODE_FUSED");
 }
 
@@ -1248,11 +1282,11 @@ TEST(CudaDecode, StepWaitsForTheKernelBeforeIt) {
 }
 
 // Steps in a row on one stream and one workspace, no synchronization between them: each step's
-// first grid may launch while the previous step's combine still reads its partials from the same
-// workspace, so it must not write there before its wait. A schedule-grid step (40 requests, one
-// split over every SM) and a fused one (3 requests), in both orders.
-TEST(CudaDecode, StepsInARowShareOneWorkspace) {
-  MLAKV_REQUIRE_GPU();
+// first grid may launch while the previous step's combine (or in-grid merge) still reads its
+// partials from the same workspace, so it must not write there before its wait. A schedule-grid
+// step (40 requests, one split over every SM) and a fused one (3 requests), in both orders, with
+// the fused step's combine grid and with its in-grid merge.
+void steps_in_a_row() {
   Case ca, cb;
   for (int b = 0; b < 40; ++b) ca.lens.push_back(b % 5 == 2 ? 0 : 300 + (577 * b) % 5000);
   ca.lens[1] = 20000;
@@ -1277,6 +1311,14 @@ TEST(CudaDecode, StepsInARowShareOneWorkspace) {
     ga.expect_matches(pa);
     gb.expect_matches(pb);
   }
+}
+
+TEST(CudaDecode, StepsInARowShareOneWorkspace) {
+  MLAKV_REQUIRE_GPU();
+  steps_in_a_row();
+  setenv("MLAKV_DECODE_FUSED", "merge", 1);
+  steps_in_a_row();
+  unsetenv("MLAKV_DECODE_FUSED");
 }
 
 // The peers' outputs (FlashMLA bf16, vLLM Triton fp8) on their own inputs.

@@ -70,7 +70,7 @@ void launch_sm90_ls(const DecodeArgs& a, int parts, cudaStream_t stream) {
     if (dev >= 0 && dev < 64) configured[dev] = 1;
   }
   const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>((a.rows + 63) / 64));
-  const bool pdl = a.fused && !a.in_grid_merge ? a.pdl_first : a.pdl;
+  const bool pdl = a.fused ? a.pdl_first : a.pdl;
   check_cuda(launch_clustered(pdl, 1, kernel, grid, dim3(kLsThreads), LsSmem::kBytes, stream, a),
              "mla_decode_sm90_ls_kernel");
 }
@@ -81,9 +81,9 @@ void launch_sm90(const DecodeArgs& a, int parts, cudaStream_t stream) {
   check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
   auto kernel = sm90_instance<F, NW, ALT, RM, RS>(dev);
   const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>((a.rows + a.cta_rows - 1) / a.cta_rows));
-  // A programmatic dependent of the schedule grid, of the counter-zeroing grid (in-grid merge),
-  // or (fused path: pdl_first) of whatever ran before the step, waited for before any read.
-  const bool pdl = a.fused && !a.in_grid_merge ? a.pdl_first : a.pdl;
+  // A programmatic dependent of the schedule grid, or (fused path: pdl_first) of whatever ran
+  // before the step, waited for before any read.
+  const bool pdl = a.fused ? a.pdl_first : a.pdl;
   check_cuda(launch_clustered(pdl, RM ? a.cluster : 1, kernel, grid, dim3(kSm90Threads), Sm90Smem<F, NW, ALT, RS>::kBytes,
                               stream, a),
              "mla_decode_sm90_kernel");
@@ -314,17 +314,27 @@ bool use_tma() {
 
 /// The fused small-batch path (sm90 kernel, B ≤ kFusedMaxBatch): the attention and combine grids
 /// compute the schedule themselves, no schedule grid. MLAKV_DECODE_FUSED=0 turns it off;
-/// =merge also drops the combine grid (the in-grid merge, ≤ 128 rows and ≤ 512 parts, so that the
-/// counters cover ≤ 8 row tiles and a merge level never holds more than 32 partials; measured
-/// slower, kept opt-in and tested).
+/// =merge also drops the combine grid (the in-grid merge: ≤ 128 rows, so that the counters cover
+/// ≤ 8 row tiles; ≤ kMergeMaxPartials parts; and a grid the device holds at once, since its
+/// merging CTAs wait for the others to arrive).
 bool use_fused(bool sm90, int batch) {
   if (!sm90 || batch > kFusedMaxBatch) return false;
   const char* e = std::getenv("MLAKV_DECODE_FUSED");
   return !(e && std::strcmp(e, "0") == 0);
 }
-bool use_in_grid_merge(int rows, int parts) {
+bool use_in_grid_merge(int rows, int parts, int ctas, int sms) {
   const char* e = std::getenv("MLAKV_DECODE_FUSED");
-  return e && std::strcmp(e, "merge") == 0 && rows <= 128 && parts <= 512;
+  return e && std::strcmp(e, "merge") == 0 && rows <= 128 && parts <= kMergeMaxPartials && ctas <= sms;
+}
+
+/// The in-grid merge's tag for one call (DecodeArgs::merge_tag): never 0 (a reset counter) nor
+/// ~0 (a workspace filled with 0xFF).
+unsigned next_merge_tag() {
+  static std::atomic<unsigned> next{1};
+  for (;;) {
+    const unsigned t = next.fetch_add(1, std::memory_order_relaxed);
+    if (t != 0 && t != ~0u) return t;
+  }
 }
 
 /// Several whole near-equal requests to a part where there are more requests than parts
@@ -478,19 +488,18 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.pdl = mla::use_pdl(q.device.index);
   a.pdl_first = a.pdl && mla::use_pdl_first();
   a.fused = mla::use_fused(sm90, batch);
-  a.in_grid_merge = a.fused && mla::use_in_grid_merge(rows, parts);
+  a.in_grid_merge = a.fused && mla::use_in_grid_merge(rows, parts, parts * mtiles, sm_count(dev));
+  a.merge_tag = a.in_grid_merge ? mla::next_merge_tag() : 0;
   a.whole_requests = mla::use_whole_requests();
   a.align_slack = mla::align_slack();
   a.rs_inflight = mla::rs_inflight();
   a.parts = parts;
-  a.counters = reinterpret_cast<int*>(ws + wl.counters);
-  a.num_counters = static_cast<int>(mla::num_counters(batch, parts));
+  a.counters = reinterpret_cast<unsigned long long*>(ws + wl.counters);
 
   a.rm_order = mla::rm_order(format);
 
   const cudaStream_t st = to_cuda(stream);
   if (a.in_grid_merge) {
-    mla::launch_zero_counters(a, st);
     mla::launch_attention_sm90(a, cache.desc.format, parts, st);
     return;
   }

@@ -57,9 +57,9 @@ struct WorkspaceLayout {
 /// Fused small-batch path (sm90 kernel only, up to kFusedMaxBatch requests): no schedule grid.
 /// Each attention CTA computes the schedule itself (one warp, from seq_lens, into shared memory)
 /// and writes empty requests; the combine grid, the attention grid's programmatic dependent,
-/// computes the same schedule itself before it waits. Opt-in (MLAKV_DECODE_FUSED=merge, measured
-/// slower: docs/perf/decode-notes.md change 9): no combine grid either; the last CTA to arrive at
-/// a split request (arrival counters in the workspace) merges its partials.
+/// computes the same schedule itself before it waits. Opt-in (MLAKV_DECODE_FUSED=merge): no
+/// combine grid either; the last CTAs to arrive at a split request (arrival counters in the
+/// workspace) merge its partials.
 /// 32: the schedule's one-warp form (a request per lane) computes it.
 inline constexpr int kFusedMaxBatch = 32;
 /// The in-CTA schedule in shared memory, in ints: header[4], prefix[kFusedMaxBatch + 1] (padded to
@@ -78,12 +78,11 @@ struct FusedTab {
     return base;
   }
 };
-/// Arrival counters: one per (partial slot, row tile) for the first merge level, one per
-/// (request, row tile) for the second (row tiles: at most 2 where the fused path runs by default,
-/// 8 for 128 rows at 16 rows per CTA).
-inline std::size_t num_counters(int batch, int parts) {
-  return (2 * static_cast<std::size_t>(parts) + static_cast<std::size_t>(batch)) * 8;
-}
+/// In-grid merge: one arrival counter per (request, row tile), 64 bits (the call's tag, then the
+/// count; row tiles: at most 8, 128 rows at 16 rows per CTA).
+inline std::size_t num_counters(int batch) { return static_cast<std::size_t>(batch) * 8; }
+/// In-grid merge: a request of at most this many partials (parts) fits the merge's shared memory.
+inline constexpr int kMergeMaxPartials = 256;
 
 /// Partial slots: at most 2·(parts − 1) segments belong to split requests (every split needs a
 /// part boundary inside the request, and each boundary adds one segment).
@@ -104,7 +103,7 @@ inline WorkspaceLayout workspace_layout(int batch, int rows, int parts) {
   const std::size_t slots = num_slots(parts), r = static_cast<std::size_t>(rows);
   l.part_lse = at; at = up(at + slots * r * sizeof(float));
   l.part_o = at; at = up(at + slots * r * 512 * sizeof(float));
-  l.counters = at; at = up(at + num_counters(batch, parts) * sizeof(int));
+  l.counters = at; at = up(at + num_counters(batch) * sizeof(unsigned long long));
   l.total = at;
   return l;
 }
@@ -145,10 +144,13 @@ struct DecodeArgs {
 
   Schedule sched;
   /// Fused small-batch path (see kFusedMaxBatch): the schedule is computed in each CTA of the
-  /// attention and combine grids over `parts` parts. With in_grid_merge, the partials are merged
-  /// by the last CTA to arrive; `counters` (zeroed by a kernel launched just before, whose
-  /// completion the attention grid waits for only before its first arrival).
+  /// attention and combine grids over `parts` parts. With in_grid_merge there is no combine grid:
+  /// the last CTAs to arrive at a split request's counter merge its partials, a column slice each
+  /// (fused_arrive). A counter word holds merge_tag (this call's, never 0 or ~0) and the count;
+  /// a word with another tag counts as zero, so the caller's workspace needs no clearing, and the
+  /// last merger resets the word so that a replayed graph (the same tag) finds it clean.
   bool fused, in_grid_merge;
+  unsigned merge_tag;
   /// Near-equal requests, more than parts: several whole requests to a part (split::plan);
   /// MLAKV_DECODE_WHOLE=0 splits them instead.
   bool whole_requests;
@@ -161,8 +163,7 @@ struct DecodeArgs {
   /// stages). H100, session 37: 1 is the fastest; the H200, with ~1.4× the bytes a second, may want 2.
   int rs_inflight;
   int parts;
-  int* counters;
-  int num_counters;
+  unsigned long long* counters;
   /// The attention and combine grids are launched as programmatic dependents (host-side choice);
   /// pdl_first: the step's first grid too, of the kernel before the step.
   bool pdl, pdl_first;
@@ -307,20 +308,11 @@ __device__ __forceinline__ void schedule_warp(const DecodeArgs& a, const Schedul
   if (b == 0) s.header[2] = __popc(listed);
 }
 
-/// Fused path, first merge level: partial i of a request of ns is in group i / G; the last CTA
-/// of a group merges it (into the group's first slot, or straight to the output when there is
-/// one group), the last group merger merges the groups. G = ns up to 8 partials, else ⌈√ns⌉.
-__device__ __forceinline__ int merge_group(int ns) {
-  if (ns <= 8) return ns;
-  int g = 3;
-  while (g * g < ns) ++g;
-  return g;
-}
+/// In-grid merge: the last min(ns, 64) CTAs to arrive at a request of ns partials each merge one
+/// column slice of it (the others return at once).
+__device__ __forceinline__ int merge_slices(int ns) { return min(ns, 64); }
 #endif
 
-/// Zeroes the fused path's arrival counters (launched as an ordinary stream successor; the
-/// attention grid is its programmatic dependent).
-void launch_zero_counters(const DecodeArgs& a, cudaStream_t stream);
 /// Turns seq_lens into the split-KV schedule (one CTA; no host synchronization).
 void launch_schedule(const DecodeArgs& a, int parts, cudaStream_t stream);
 /// The attention kernel over grid (parts, row tiles).

@@ -128,20 +128,7 @@ __global__ void __launch_bounds__(kSchedThreads) schedule_kernel(DecodeArgs a, i
   if (threadIdx.x == 0) s.header[2] = list_len;
 }
 
-__global__ void zero_counters_kernel(int* c, int n) {
-  // The attention grid may start at once: it reads no counter before pdl_wait().
-  pdl_launch_dependents();
-  for (int i = threadIdx.x; i < n; i += blockDim.x) c[i] = 0;
-}
-
 }  // namespace
-
-void launch_zero_counters(const DecodeArgs& a, cudaStream_t stream) {
-  // An ordinary stream successor: everything before the step (and the previous step's last
-  // merges) is complete when it starts.
-  zero_counters_kernel<<<1, 256, 0, stream>>>(a.counters, a.num_counters);
-  check_launch("mla_decode zero_counters_kernel");
-}
 
 void launch_schedule(const DecodeArgs& a, int parts, cudaStream_t stream) {
   // A programmatic dependent of the stream's previous kernel (it waits for it before any read or

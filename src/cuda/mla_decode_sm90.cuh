@@ -556,10 +556,8 @@ __device__ __forceinline__ bool part_range(const DecodeArgs& a, int* si, int* sc
     // schedule kernel would write), and CTA (b mod parts, y) writes empty request b's rows. The
     // grid starts the step as a programmatic dependent of whatever kernel ran before it: its
     // launch and start overlap that kernel's tail, and nothing that kernel may write (inputs, the
-    // workspace the previous step's combine reads) is touched before the wait. In-grid merge: the
-    // dependent of a grid that only zeroes the arrival counters, itself an ordinary successor
-    // (fused_arrive waits for it).
-    if (!a.in_grid_merge) pdl_wait();
+    // workspace the previous step's combine or in-grid merge reads) is touched before the wait.
+    pdl_wait();
     const Schedule w = FusedTab::at(a.sched, si, scratch);
     if (threadIdx.x < 32) schedule_warp(a, w, static_cast<int>(gridDim.x));
     __syncthreads();
@@ -579,12 +577,7 @@ __device__ __forceinline__ bool part_range(const DecodeArgs& a, int* si, int* sc
   pdl_launch_dependents();
   const int payload = sch.header(0), total = sch.header(1);
   lo = part * payload;
-  // In-grid merge: a grid that outlived its wait-free CTAs could complete before the counter
-  // zeroing it depends on, and the next step's first grid waits only for this one.
-  if (lo >= total) {  // uniform over the CTA
-    if (a.in_grid_merge) pdl_wait();
-    return false;
-  }
+  if (lo >= total) return false;  // uniform over the CTA
   hi = min(lo + payload, total);
   {
     int l = 0, h = B;  // prefix[l] <= lo < prefix[h]
@@ -694,8 +687,7 @@ __device__ __forceinline__ void load_q_rows_f16(const DecodeArgs& a, int b, int 
         mx = fmaxf(mx, fmaxf(lo <= FLT_MAX ? lo : 0.0f, hi <= FLT_MAX ? hi : 0.0f));  // inf and NaN: not finite
       }
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    mx = dev::warp_max(mx);
     const int sg = mx > 0.0f ? min(max(14 - ilogbf(mx), -126), 126) : 0;
     f[rr] = __int_as_float((127 + sg) << 23);
     if (lane == 0) qf[RPW * v + rr] = __int_as_float((127 - sg) << 23);
@@ -849,146 +841,196 @@ __device__ __forceinline__ void rm_write_rows(const DecodeArgs& a, const float (
   }
 }
 
-/// Fused path: merges `count` partials (slots first + j·stride) of request b over this CTA's rows
-/// into the output (to_out) or in place into slot `first` (partial o and natural-log LSE). Run by
-/// the 256 consumer threads (named barrier 6) once every partial is written; scratch at the start
-/// of shared memory (the KV stages, free once the consumers are done). Partials are read through
-/// L2 (ld.global.cg): other CTAs of this grid wrote them.
+/// One output row's four columns c..c+3 (float4 `v`) of request b.
+__device__ __forceinline__ void store_out4(const DecodeArgs& a, int b, int gr, int c, float4 v) {
+  const int qi = gr / a.heads, h = gr - qi * a.heads;
+  const int64_t off = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + c;
+  if (a.out_f32) {
+    float* d = static_cast<float*>(a.out) + off;
+    if (a.out_vec) *reinterpret_cast<float4*>(d) = v;
+    else d[0] = v.x, d[1] = v.y, d[2] = v.z, d[3] = v.w;
+    return;
+  }
+  __nv_bfloat16* d = static_cast<__nv_bfloat16*>(a.out) + off;
+  const __nv_bfloat162 lo2 = __floats2bfloat162_rn(v.x, v.y), hi2 = __floats2bfloat162_rn(v.z, v.w);
+  if (a.out_vec) {
+    uint2 pk;
+    pk.x = *reinterpret_cast<const uint32_t*>(&lo2);
+    pk.y = *reinterpret_cast<const uint32_t*>(&hi2);
+    *reinterpret_cast<uint2*>(d) = pk;
+  } else {
+    d[0] = lo2.x, d[1] = lo2.y, d[2] = hi2.x, d[3] = hi2.y;
+  }
+}
+
+/// In-grid merge scratch at the start of shared memory (the KV stages, free once the consumers
+/// are done): the rows' LSE, the partial-lane sums, the weights [rows][ns | 1].
+constexpr int kMergeLse = 0, kMergeRed = 256, kMergeWts = kMergeRed + 256 * 16;
+constexpr int kMergeScratchBytes = kMergeWts + 64 * (kMergeMaxPartials + 1) * 4;
+
+/// In-grid merge: merges the `ns` partials (slots first..first + ns − 1) of request b over this
+/// CTA's rows into the output, columns of slice `slice` of `nslices` only (slice 0 also writes
+/// the LSE). Run by the 256 consumer threads (named barrier 6) once every partial is written.
+/// Partials are read through L2 (ld.global.cg): other CTAs of this grid wrote them.
 template <int kRowsCta>
-__device__ void fused_merge(const DecodeArgs& a, int b, int first, int count, int stride, bool to_out, int row0,
-                            int ct, uint8_t* smem) {
-  float* lse_s = reinterpret_cast<float*>(smem + 16);  // [kRowsCta]
-  float* wts = reinterpret_cast<float*>(smem + 512);   // [kRowsCta][33]
-  const int nr = min(kRowsCta, a.rows - row0);
+__device__ void merge_slice(const DecodeArgs& a, int b, int first, int ns, int slice, int nslices, int row0, int ct,
+                            uint8_t* smem) {
+  float* lse_s = reinterpret_cast<float*>(smem + kMergeLse);
+  float4* red = reinterpret_cast<float4*>(smem + kMergeRed);
+  float* wts = reinterpret_cast<float*>(smem + kMergeWts);
+  const int nr = min(kRowsCta, a.rows - row0), ws = ns | 1, lane = ct & 31;
   const int64_t R = a.rows;
-  float* pl = a.sched.part_lse;
-  float* po = a.sched.part_o;
-  if (ct < nr) {
-    // One pass of independent loads (the LSE values parked in the weight row), then the merge.
-    const int gr = row0 + ct;
-    float* wr = wts + ct * 33;
-#pragma unroll 4
-    for (int j = 0; j < count; ++j) wr[j] = __ldcg(pl + static_cast<int64_t>(first + j * stride) * R + gr);
-    float m = -INFINITY;
-    bool nan_part = false;  // a partial that saw a NaN score makes the row NaN, as in the reference
-    for (int j = 0; j < count; ++j) m = fmaxf(m, wr[j]), nan_part |= isnan(wr[j]);
-    float sum = 0.0f;
-    if (m > -INFINITY)
-      for (int j = 0; j < count; ++j) sum += __expf(wr[j] - m);
-    const float L = nan_part ? NAN : m > -INFINITY ? m + __logf(sum) : -INFINITY;
-    for (int j = 0; j < count; ++j)
-      wr[j] = nan_part ? NAN : L > -INFINITY && wr[j] > -INFINITY ? __expf(wr[j] - L) : 0.0f;
-    lse_s[ct] = L;
+  const float* pl = a.sched.part_lse + static_cast<int64_t>(first) * R + row0;
+  const float4* po = reinterpret_cast<const float4*>(a.sched.part_o) + (static_cast<int64_t>(first) * R + row0) * 128;
+  // The LSE loads eight at a time in flight, then a warp per row turns them into weights.
+  for (int i0 = ct; i0 < nr * ns; i0 += 8 * 256) {
+    float v[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int i = i0 + 256 * k, r = i / ns, j = i - r * ns;
+      v[k] = i < nr * ns ? __ldcg(pl + j * R + r) : 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int i = i0 + 256 * k, r = i / ns, j = i - r * ns;
+      if (i < nr * ns) wts[r * ws + j] = v[k];
+    }
   }
   named_sync(6, 256);
-  const int units = nr * 128;  // float4 column groups
-  for (int u0 = ct; u0 < units; u0 += 4 * 256) {
-    float4 acc[4];
+  for (int r = ct >> 5; r < nr; r += 8) {
+    float* wr = wts + r * ws;
+    float m = -INFINITY;
+    bool nan_part = false;  // a partial that saw a NaN score makes the row NaN, as in the reference
+    for (int j = lane; j < ns; j += 32) m = fmaxf(m, wr[j]), nan_part |= isnan(wr[j]);
+    m = dev::warp_max(m);
+    nan_part = __any_sync(0xffffffffu, nan_part);
+    float sum = 0.0f;
+    if (m > -INFINITY)
+      for (int j = lane; j < ns; j += 32) sum += __expf(wr[j] - m);
+    sum = dev::warp_sum(sum);
+    const float L = nan_part ? NAN : m > -INFINITY ? m + __logf(sum) : -INFINITY;
+    __syncwarp();
+    for (int j = lane; j < ns; j += 32) wr[j] = nan_part ? NAN : L > -INFINITY && wr[j] > -INFINITY ? __expf(wr[j] - L) : 0.0f;
+    if (lane == 0) lse_s[r] = L;
+  }
+  named_sync(6, 256);
+  // The slice's float4 columns [u0, u1) of every row: W items, each summed over the partials by
+  // P lanes (P > 1 only where the items fit one pass), then the lanes' sums added.
+  const int u0 = slice * 128 / nslices, nu = (slice + 1) * 128 / nslices - u0, W = nr * nu;
+  const int P = W >= 256 ? 1 : 256 / W, IW = 256 / P, pl_lane = ct / IW, il = ct - pl_lane * IW;
+  for (int i0 = 0; i0 < W; i0 += IW) {
+    const int item = i0 + il, r = item / nu, u = u0 + item - r * nu;
+    const bool on = pl_lane < P && item < W;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (on) {
+      const float* wr = wts + r * ws;
+      const float4* src = po + r * 128 + u;
+      for (int j0 = pl_lane; j0 < ns; j0 += 8 * P) {
+        float4 v[8];
 #pragma unroll
-    for (int q = 0; q < 4; ++q) acc[q] = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int j0 = 0; j0 < count; j0 += 4) {
-      float4 v[4][4];
-#pragma unroll
-      for (int q = 0; q < 4; ++q)
-#pragma unroll
-        for (int jj = 0; jj < 4; ++jj) {
-          const int u = u0 + 256 * q, j = j0 + jj;
-          v[q][jj] = u < units && j < count
-                         ? __ldcg(reinterpret_cast<const float4*>(
-                               po + (static_cast<int64_t>(first + j * stride) * R + row0 + (u >> 7)) * 512 + (u & 127) * 4))
-                         : make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int k = 0; k < 8; ++k) {
+          const int j = j0 + k * P;
+          v[k] = j < ns ? __ldcg(src + j * R * 128) : make_float4(0.f, 0.f, 0.f, 0.f);
         }
 #pragma unroll
-      for (int q = 0; q < 4; ++q)
-#pragma unroll
-        for (int jj = 0; jj < 4; ++jj) {
-          const int u = u0 + 256 * q, j = j0 + jj;
-          if (u < units && j < count) {
-            const float wt = wts[(u >> 7) * 33 + j];
-            if (wt != 0.0f) {  // an empty partial adds nothing, whatever its o holds
-              acc[q].x += wt * v[q][jj].x;
-              acc[q].y += wt * v[q][jj].y;
-              acc[q].z += wt * v[q][jj].z;
-              acc[q].w += wt * v[q][jj].w;
-            }
+        for (int k = 0; k < 8; ++k) {
+          const int j = j0 + k * P;
+          const float wt = j < ns ? wr[j] : 0.0f;
+          if (wt != 0.0f) {  // an empty partial adds nothing, whatever its o holds
+            acc.x += wt * v[k].x;
+            acc.y += wt * v[k].y;
+            acc.z += wt * v[k].z;
+            acc.w += wt * v[k].w;
           }
         }
-    }
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const int u = u0 + 256 * q;
-      if (u >= units) continue;
-      const int gr = row0 + (u >> 7), c = (u & 127) * 4;
-      if (!to_out) {
-        *reinterpret_cast<float4*>(po + (static_cast<int64_t>(first) * R + gr) * 512 + c) = acc[q];
-        continue;
       }
-      const int qi = gr / a.heads, h = gr - qi * a.heads;
-      const int64_t off = b * a.o_s0 + qi * a.o_s1 + h * a.o_s2 + c;
-      if (a.out_f32) {
-        float* d = static_cast<float*>(a.out) + off;
-        if (a.out_vec) *reinterpret_cast<float4*>(d) = acc[q];
-        else d[0] = acc[q].x, d[1] = acc[q].y, d[2] = acc[q].z, d[3] = acc[q].w;
-      } else {
-        __nv_bfloat16* d = static_cast<__nv_bfloat16*>(a.out) + off;
-        const __nv_bfloat162 lo2 = __floats2bfloat162_rn(acc[q].x, acc[q].y), hi2 = __floats2bfloat162_rn(acc[q].z, acc[q].w);
-        if (a.out_vec) {
-          uint2 pk;
-          pk.x = *reinterpret_cast<const uint32_t*>(&lo2);
-          pk.y = *reinterpret_cast<const uint32_t*>(&hi2);
-          *reinterpret_cast<uint2*>(d) = pk;
-        } else {
-          d[0] = lo2.x, d[1] = lo2.y, d[2] = hi2.x, d[3] = hi2.y;
+    }
+    if (P > 1) {  // one pass only (W < 256)
+      red[ct] = acc;
+      named_sync(6, 256);
+      if (on && pl_lane == 0)
+        for (int k = 1; k < P; ++k) {
+          const float4 t = red[il + k * IW];
+          acc.x += t.x, acc.y += t.y, acc.z += t.z, acc.w += t.w;
         }
-      }
     }
+    if (on && pl_lane == 0) store_out4(a, b, row0 + r, 4 * u, acc);
   }
-  if (ct < nr) {
-    const int gr = row0 + ct;
-    if (to_out) {
-      const int qi = gr / a.heads, h = gr - qi * a.heads;
-      a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = lse_s[ct];
-    } else {
-      pl[static_cast<int64_t>(first) * R + gr] = lse_s[ct];
-    }
+  if (slice == 0 && ct < nr) {
+    const int gr = row0 + ct, qi = gr / a.heads, h = gr - qi * a.heads;
+    a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = lse_s[ct];
   }
   named_sync(6, 256);  // the scratch is reused
 }
 
-/// Fused path: this CTA wrote partial `slot` of request b (its rows). Arrive at the partial's
-/// group counter; the group's last CTA merges the group (straight to the output when the request
-/// has one group), then arrives at the request counter, whose last CTA merges the groups. The
-/// last arrival resets each counter to 0 (the zeroing kernel before the grid makes any
-/// workspace start clean; the reset keeps the counters clean between steps as well).
-template <int kRowsCta>
-__device__ void fused_arrive(const DecodeArgs& a, const Sm90Tab& sch, int b, int slot, int row0, int ct,
-                             uint8_t* smem) {
-  int* flag = reinterpret_cast<int*>(smem);
-  const int sb = sch.split_base(b), ns = sch.nsplit(b);
-  const int i = slot - sb, G = merge_group(ns), ng = (ns + G - 1) / G, gi = i / G, g0 = gi * G;
-  const int gn = min(G, ns - g0), ty = gridDim.y, y = blockIdx.y;
-  auto arrive = [&](int* c, int n) {
-    __threadfence();  // this thread's partial stores, before the arrival
-    named_sync(6, 256);
-    if (ct == 0) {
-      const bool last = atomicAdd(c, 1) == n - 1;
-      if (last) {
-        atomicExch(c, 0);
-        __threadfence();  // the other CTAs' partials, after the arrival
+/// In-grid merge: this CTA wrote one partial of request b (its rows). Arrives at the request's
+/// counter (one per row tile) and returns the arrival's index (0 first): the last
+/// merge_slices(ns) arrivals each merge a slice (merge_if_last). A word with another tag (an
+/// earlier call's, or whatever the workspace held) counts as zero.
+__device__ __forceinline__ int merge_arrive(const DecodeArgs& a, unsigned long long* c, int ct, uint8_t* smem) {
+  int* flag = reinterpret_cast<int*>(smem + kMergeLse);
+  __threadfence();  // this thread's partial stores, before the arrival
+  named_sync(6, 256);
+  if (ct == 0) {
+    // A compare-and-swap only while the word holds another tag (the first arrival claims it);
+    // then plain adds: CTAs ending together would retry a swap once per round trip each
+    // (session 38: +37 µs at B=1 H=16 64K).
+    const unsigned long long tag = static_cast<unsigned long long>(a.merge_tag) << 32;
+    unsigned long long v = *reinterpret_cast<volatile unsigned long long*>(c);
+    int idx = -1;
+    while ((v >> 32) != a.merge_tag) {
+      const unsigned long long got = atomicCAS(c, v, tag | 1ull);
+      if (got == v) {
+        idx = 0;
+        break;
       }
-      *flag = last;
+      v = got;
     }
-    named_sync(6, 256);
-    return *flag != 0;
-  };
-  if (!arrive(a.counters + (sb + gi) * ty + y, gn)) return;
-  if (ng == 1) {
-    fused_merge<kRowsCta>(a, b, sb, ns, 1, true, row0, ct, smem);
-    return;
+    *flag = idx >= 0 ? idx : static_cast<int>(atomicAdd(c, 1ull) & 0xffffffffu);
   }
-  fused_merge<kRowsCta>(a, b, sb + g0, gn, 1, false, row0, ct, smem);
-  if (!arrive(a.counters + (2 * static_cast<int>(gridDim.x) + b) * ty + y, ng)) return;
-  fused_merge<kRowsCta>(a, b, sb, ng, G, true, row0, ct, smem);
+  named_sync(6, 256);
+  const int idx = *flag;
+  named_sync(6, 256);  // the flag is read before the scratch is reused
+  return idx;
+}
+
+/// In-grid merge, after every arrival of this CTA (so that no CTA waits on one that waits): if
+/// arrival `idx` is among the last merge_slices(ns), waits for all ns, counts itself past them
+/// (the last to do so resets the word: the next call, or a graph's next replay, finds it clean),
+/// and merges its slice.
+template <int kRowsCta>
+__device__ __forceinline__ void merge_if_last(const DecodeArgs& a, unsigned long long* c, int b, int first, int ns,
+                                              int idx, int row0, int ct, uint8_t* smem) {
+  const int z = merge_slices(ns);
+  if (idx < ns - z) return;
+  if (ct == 0) {
+    for (;;) {
+      unsigned long long v;
+      asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(c) : "memory");
+      if (static_cast<int>(v & 0xffffffffu) >= ns) break;  // the tag is ours since our arrival
+      __nanosleep(64);
+    }
+    __threadfence();  // the other CTAs' partials, after their arrivals
+    if (static_cast<int>(atomicAdd(c, 1ull) & 0xffffffffu) == ns + z - 1) atomicExch(c, 0ull);
+  }
+  named_sync(6, 256);
+  merge_slice<kRowsCta>(a, b, first, ns, ns - 1 - idx, z, row0, ct, smem);
+}
+
+/// In-grid merge after a part's loop: `rec` (PartSlots) names the one or two split requests
+/// this CTA wrote partials of. Inline: out of line (a call from each kernel) measured 1.6 %
+/// slower on bf16 B=128 H=128 4K, a path that never calls it (session 40).
+template <int kRowsCta>
+__device__ __forceinline__ void merge_part(const DecodeArgs& a, const int* si, int rec, int row0, int ct, uint8_t* smem) {
+  const Sm90Tab sch{a, si};
+  const int np = rec & 0xff, pb0 = (rec >> 8) & 0xff, pb1 = (rec >> 16) & 0xff;
+  if (np > 2) __trap();
+  const int ty = gridDim.y, y = blockIdx.y;
+  unsigned long long* c0 = a.counters + pb0 * ty + y;
+  unsigned long long* c1 = a.counters + pb1 * ty + y;
+  const int i0 = merge_arrive(a, c0, ct, smem), i1 = np > 1 ? merge_arrive(a, c1, ct, smem) : 0;
+  merge_if_last<kRowsCta>(a, c0, pb0, sch.split_base(pb0), sch.nsplit(pb0), i0, row0, ct, smem);
+  if (np > 1) merge_if_last<kRowsCta>(a, c1, pb1, sch.split_base(pb1), sch.nsplit(pb1), i1, row0, ct, smem);
 }
 
 /// The partial slots a part writes (a split request's segment; −1: the request is whole here, its
@@ -996,26 +1038,19 @@ __device__ void fused_arrive(const DecodeArgs& a, const Sm90Tab& sch, int b, int
 /// last segment can be split) and merges after the part's loop. `part` and `payload` come from
 /// the caller's registers: read here (blockIdx.x, the schedule's header), they cost the
 /// rows-as-M form its uniform Q descriptor (+4 % at bf16 B=128 H=128, session 24).
+/// The record is one register (it lives through the whole loop): the count in bits 0–7, then
+/// the requests (< kFusedMaxBatch) in bits 8–15 and 16–23.
 struct PartSlots {
-  int np = 0, pb0 = 0, ps0 = 0, pb1 = 0, ps1 = 0;
+  int rec = 0;
   __device__ __forceinline__ int slot(const DecodeArgs& a, const Sm90Tab& sch, int b, int part, int payload) {
     const int sb = sch.split_base(b);
     const int s = sb >= 0 ? sb + part - (sch.prefix(b) + kSegmentCost) / payload : -1;
-    if (a.in_grid_merge && s >= 0) {
-      if (np == 0) pb0 = b, ps0 = s;
-      else pb1 = b, ps1 = s;
-      ++np;
-    }
+    if (a.in_grid_merge && s >= 0) rec += 1 + (b << (8 + 8 * min(rec & 0xff, 2)));
     return s;
   }
   template <int kRowsCta>
   __device__ __forceinline__ void merge_in_grid(const DecodeArgs& a, const Sm90Tab& sch, int row0, int ct, uint8_t* smem) {
-    if (!a.in_grid_merge) return;
-    pdl_wait();  // the arrival counters were zeroed by the previous grid (and see part_range)
-    if (np == 0) return;
-    if (np > 2) __trap();
-    fused_arrive<kRowsCta>(a, sch, pb0, ps0, row0, ct, smem);
-    if (np > 1) fused_arrive<kRowsCta>(a, sch, pb1, ps1, row0, ct, smem);
+    if (a.in_grid_merge && (rec & 0xff) != 0) merge_part<kRowsCta>(a, sch.si, rec, row0, ct, smem);
   }
 };
 
@@ -1524,6 +1559,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   const int payload = sch.header(0);
   auto segment_slot = [&](int b) { return slots.slot(a, sch, b, part, payload); };
   auto merge_in_grid = [&]() { slots.merge_in_grid<kRowsCta>(a, sch, row0, ct, smem); };
+  static_assert(S::kQ >= kMergeScratchBytes, "the in-grid merge's scratch lies in the KV stages");
 
   if constexpr (RM) {
     // Rows as M (64 rows per CTA), with the two warpgroups in a seesaw: tile k's S = Q·Kᵀ (36
@@ -1871,8 +1907,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
         const int t = 16 * (lane >> 3) + 8 * ((lane >> 2) & 1) + (lane & 3);
         const float s0 = scales(t)[w], s1 = scales(t + 4)[w];
         float mx = fmaxf(s0, s1);
-#pragma unroll
-        for (int sh = 16; sh > 0; sh >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, sh));
+        mx = dev::warp_max(mx);
         // The power of two at or above mx (inf stays inf), at least FLT_MIN.
         const float rt = __uint_as_float((__float_as_uint(fmaxf(mx, FLT_MIN)) + 0x7fffffu) & 0xff800000u);
         const float rr = fmaxf(rt, r_ref * 0x1p-64f), inv = 1.0f / rr;

@@ -507,6 +507,7 @@ __global__ void __launch_bounds__(kLsThreads, 1) mla_decode_sm90_ls_kernel(const
     len = len_next;
   }
   if (wt == 0) MLAKV_TRACE_WIDE(1 + wg, kTrEnd);
+  static_assert(S::kQ >= kMergeScratchBytes, "the in-grid merge's scratch lies in the KV stages");
   slots.merge_in_grid<kRowsCta>(a, sch, row0, ct, smem);
 #endif
 }
