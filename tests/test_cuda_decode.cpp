@@ -696,43 +696,46 @@ TEST(CudaDecode, MaskedTokensNeverSeeAnEarlierRequestsNan) {
 // in 16- and 64-row CTAs, for every format; request 1 stays exact.
 TEST(CudaDecode, OneNanInACachedTokenMakesItsRequestsRowsNan) {
   MLAKV_REQUIRE_GPU();
-  for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
-    for (int h : {16, 128}) {
-      if (f != CacheFormat::bf16 && h > 16) continue;  // above 16 rows e4m3 widens bit-level: NaN reads as ±480
-      Case c;
-      c.format = f, c.heads = h, c.lens = {20000, 700, 513, 3000};
-      SCOPED_TRACE(describe(c));
-      Problem p(c);
-      const int64_t stride = p.host->cache.desc.stride_bytes(), tb = p.host->cache.desc.token_bytes();
-      const int64_t esz = f == CacheFormat::bf16 ? 2 : 1;
-      auto poison = [&](int64_t b, int64_t t, int ch) {
-        const int32_t id = p.bt.ids[b * p.bt.max_blocks + t / c.block_size];
-        uint8_t* at = p.host->bytes.data() + id * stride + (t % c.block_size) * tb + ch * esz;
-        if (esz == 2) at[0] = 0xC0, at[1] = 0x7F;  // bf16 quiet NaN
-        else at[0] = 0x7F;                         // e4m3 NaN
-      };
-      const bool ds = f == CacheFormat::fp8_ds_mla;
-      poison(0, 12345, 7);
-      poison(2, 512, ds ? 300 : 530);  // fp8_ds_mla's rope is bf16: a latent channel instead
-      poison(3, 2999, ds ? 200 : 77);
-      std::vector<float> ref_out, ref_lse;
-      p.reference(ref_out, ref_lse);
-      const GpuRun g = run_gpu(p);
-      const int64_t per_req = p.S * p.H;
-      for (int64_t b : {0, 2, 3})
-        for (int64_t r = b * per_req; r < (b + 1) * per_req; ++r) {
-          ASSERT_TRUE(std::isnan(ref_lse[r]));
-          EXPECT_TRUE(std::isnan(g.lse[r])) << "request " << b << " row " << r - b * per_req << ": lse " << g.lse[r];
-          EXPECT_TRUE(std::isnan(g.out[r * kLatentDim + 100])) << "request " << b << " row " << r - b * per_req;
-        }
-      std::vector<float> got(g.out.begin() + per_req * kLatentDim, g.out.begin() + 2 * per_req * kLatentDim);
-      std::vector<float> want(ref_out.begin() + per_req * kLatentDim, ref_out.begin() + 2 * per_req * kLatentDim);
-      for (float x : got) ASSERT_TRUE(std::isfinite(x));
-      EXPECT_LE(rel_err(got, want), 4e-3);
-      EXPECT_LE(attn::max_lse_diff(std::vector<float>(g.lse.begin() + per_req, g.lse.begin() + 2 * per_req),
-                                   std::vector<float>(ref_lse.begin() + per_req, ref_lse.begin() + 2 * per_req)),
-                ds ? 4e-3 : 1e-3);
-    }
+  for (const char* mode : {"default", "merge"}) {  // B=4: the fused path's combine grid, or its in-grid merge
+    for (CacheFormat f : {CacheFormat::bf16, CacheFormat::fp8, CacheFormat::fp8_ds_mla})
+      for (int h : {16, 128}) {
+        if (f != CacheFormat::bf16 && h > 16) continue;  // above 16 rows e4m3 widens bit-level: NaN reads as ±480
+        const ScopedEnv fused("MLAKV_DECODE_FUSED", std::strcmp(mode, "merge") == 0 ? "merge" : nullptr);
+        Case c;
+        c.format = f, c.heads = h, c.lens = {20000, 700, 513, 3000};
+        SCOPED_TRACE(std::string(mode) + " " + describe(c));
+        Problem p(c);
+        const int64_t stride = p.host->cache.desc.stride_bytes(), tb = p.host->cache.desc.token_bytes();
+        const int64_t esz = f == CacheFormat::bf16 ? 2 : 1;
+        auto poison = [&](int64_t b, int64_t t, int ch) {
+          const int32_t id = p.bt.ids[b * p.bt.max_blocks + t / c.block_size];
+          uint8_t* at = p.host->bytes.data() + id * stride + (t % c.block_size) * tb + ch * esz;
+          if (esz == 2) at[0] = 0xC0, at[1] = 0x7F;  // bf16 quiet NaN
+          else at[0] = 0x7F;                         // e4m3 NaN
+        };
+        const bool ds = f == CacheFormat::fp8_ds_mla;
+        poison(0, 12345, 7);
+        poison(2, 512, ds ? 300 : 530);  // fp8_ds_mla's rope is bf16: a latent channel instead
+        poison(3, 2999, ds ? 200 : 77);
+        std::vector<float> ref_out, ref_lse;
+        p.reference(ref_out, ref_lse);
+        const GpuRun g = run_gpu(p);
+        const int64_t per_req = p.S * p.H;
+        for (int64_t b : {0, 2, 3})
+          for (int64_t r = b * per_req; r < (b + 1) * per_req; ++r) {
+            ASSERT_TRUE(std::isnan(ref_lse[r]));
+            EXPECT_TRUE(std::isnan(g.lse[r])) << "request " << b << " row " << r - b * per_req << ": lse " << g.lse[r];
+            EXPECT_TRUE(std::isnan(g.out[r * kLatentDim + 100])) << "request " << b << " row " << r - b * per_req;
+          }
+        std::vector<float> got(g.out.begin() + per_req * kLatentDim, g.out.begin() + 2 * per_req * kLatentDim);
+        std::vector<float> want(ref_out.begin() + per_req * kLatentDim, ref_out.begin() + 2 * per_req * kLatentDim);
+        for (float x : got) ASSERT_TRUE(std::isfinite(x));
+        EXPECT_LE(rel_err(got, want), 4e-3);
+        EXPECT_LE(attn::max_lse_diff(std::vector<float>(g.lse.begin() + per_req, g.lse.begin() + 2 * per_req),
+                                     std::vector<float>(ref_lse.begin() + per_req, ref_lse.begin() + 2 * per_req)),
+                  ds ? 4e-3 : 1e-3);
+      }
+  }
 }
 
 // Both forms of fp8 at 16 and 32 rows: K and V as register operands (MLAKV_DECODE_FP8_FORM=rs,
@@ -1079,14 +1082,14 @@ TEST(CudaDecode, ClusteredPairsInACapturedGraph) {
 // Small batches (B <= 32) on the sm90 kernel take the fused path: no schedule grid; the attention
 // and combine grids compute the schedule from seq_lens themselves, the attention grid writes
 // empty requests. MLAKV_DECODE_FUSED=merge (opt-in, <= 128 rows) also drops the combine grid: the
-// last CTAs to arrive at a split request merge its partials, a column slice each (up to 64
+// last CTAs to arrive at a split request merge its partials, a column slice each (up to 128
 // slices; fewer partials, fewer slices). =0 keeps the three-kernel path, which the other tests
 // cover at B > 32.
 TEST(CudaDecode, FusedOneRequestLongContext) {
   MLAKV_REQUIRE_GPU();
   for (const char* mode : {"default", "merge"}) {
     if (std::strcmp(mode, "default") != 0) setenv("MLAKV_DECODE_FUSED", mode, 1);
-    Case c;  // ~130 partials: more than the 64 merge slices
+    Case c;  // ~130 partials: more than the 128 merge slices
     c.format = std::strcmp(mode, "default") == 0 ? CacheFormat::bf16 : CacheFormat::fp8;
     c.heads = 16, c.lens = {65536};
     check_case(c);

@@ -308,9 +308,9 @@ __device__ __forceinline__ void schedule_warp(const DecodeArgs& a, const Schedul
   if (b == 0) s.header[2] = __popc(listed);
 }
 
-/// In-grid merge: the last min(ns, 64) CTAs to arrive at a request of ns partials each merge one
+/// In-grid merge: the last min(ns, 128) CTAs to arrive at a request of ns partials each merge one
 /// column slice of it (the others return at once).
-__device__ __forceinline__ int merge_slices(int ns) { return min(ns, 64); }
+__device__ __forceinline__ int merge_slices(int ns) { return min(ns, 128); }
 #endif
 
 /// Turns seq_lens into the split-KV schedule (one CTA; no host synchronization).

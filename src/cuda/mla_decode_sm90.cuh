@@ -864,103 +864,97 @@ __device__ __forceinline__ void store_out4(const DecodeArgs& a, int b, int gr, i
 }
 
 /// In-grid merge scratch at the start of shared memory (the KV stages, free once the consumers
-/// are done): the rows' LSE, the partial-lane sums, the weights [rows][ns | 1].
-constexpr int kMergeLse = 0, kMergeRed = 256, kMergeWts = kMergeRed + 256 * 16;
-constexpr int kMergeScratchBytes = kMergeWts + 64 * (kMergeMaxPartials + 1) * 4;
+/// are done): the arrival's index, shared by the CTA.
+constexpr int kMergeFlag = 0, kMergeScratchBytes = 16;
+/// (LSE, float4 of o) pairs a merging lane has in flight: one round trip covers the slice of a
+/// B=1 H=16 step (132 partials, 16 lanes an item) and two items a lane of B=32 H=128's.
+#ifndef MLAKV_DECODE_MERGE_INFLIGHT
+#define MLAKV_DECODE_MERGE_INFLIGHT 16
+#endif
+constexpr int kMergeInFlight = MLAKV_DECODE_MERGE_INFLIGHT;
+
+/// One lane's running merge of partials for one item (a row's four output columns): the largest
+/// LSE seen, Σ exp(lse − m), Σ exp(lse − m)·o, and whether a partial's LSE was NaN (a partial that
+/// saw a NaN score: the row reads NaN, as in the reference).
+struct MergeAcc {
+  float m = -INFINITY, s = 0.0f;
+  float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+  bool nan = false;
+
+  __device__ __forceinline__ void add(float lse, float4 v) {
+    nan |= isnan(lse);
+    if (!(lse > -INFINITY)) return;  // an empty partial adds nothing, whatever its o holds
+    const float mx = fmaxf(m, lse), c = __expf(m - mx), w = __expf(lse - mx);
+    m = mx, s = s * c + w;
+    o = make_float4(o.x * c + w * v.x, o.y * c + w * v.y, o.z * c + w * v.z, o.w * c + w * v.w);
+  }
+  /// With the lane `off` away (xor): every lane of the warp runs it.
+  __device__ __forceinline__ void join(int off) {
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, off), s2 = __shfl_xor_sync(0xffffffffu, s, off);
+    float4 o2;
+    o2.x = __shfl_xor_sync(0xffffffffu, o.x, off), o2.y = __shfl_xor_sync(0xffffffffu, o.y, off);
+    o2.z = __shfl_xor_sync(0xffffffffu, o.z, off), o2.w = __shfl_xor_sync(0xffffffffu, o.w, off);
+    nan |= __shfl_xor_sync(0xffffffffu, static_cast<int>(nan), off) != 0;
+    const float mx = fmaxf(m, m2);
+    if (!(mx > -INFINITY)) return;  // neither saw a token
+    const float c1 = __expf(m - mx), c2 = __expf(m2 - mx);
+    m = mx, s = s * c1 + s2 * c2;
+    o = make_float4(o.x * c1 + o2.x * c2, o.y * c1 + o2.y * c2, o.z * c1 + o2.z * c2, o.w * c1 + o2.w * c2);
+  }
+};
 
 /// In-grid merge: merges the `ns` partials (slots first..first + ns − 1) of request b over this
 /// CTA's rows into the output, columns of slice `slice` of `nslices` only (slice 0 also writes
-/// the LSE). Run by the 256 consumer threads (named barrier 6) once every partial is written.
-/// Partials are read through L2 (ld.global.cg): other CTAs of this grid wrote them.
+/// the LSE). Run by the 256 consumer threads once every partial is written; partials are read
+/// through L2 (ld.global.cg): other CTAs of this grid wrote them.
+/// One pass, no shared memory: an item (a row's float4 of the slice) belongs to P consecutive
+/// lanes of a warp, each folding every P-th partial's LSE and o as they land; the P lanes then
+/// join by shuffles. A lane's (item, partial) pairs go kMergeInFlight at a time, across items,
+/// so the chain after the last arrival is ~(pairs per lane / kMergeInFlight) round trips — the
+/// two-phase merge (LSEs, weights in shared memory, then the partials eight at a time per item)
+/// took 5 at B=1 H=16 and 16 at B=32 H=128.
 template <int kRowsCta>
-__device__ void merge_slice(const DecodeArgs& a, int b, int first, int ns, int slice, int nslices, int row0, int ct,
-                            uint8_t* smem) {
-  float* lse_s = reinterpret_cast<float*>(smem + kMergeLse);
-  float4* red = reinterpret_cast<float4*>(smem + kMergeRed);
-  float* wts = reinterpret_cast<float*>(smem + kMergeWts);
-  const int nr = min(kRowsCta, a.rows - row0), ws = ns | 1, lane = ct & 31;
+__device__ void merge_slice(const DecodeArgs& a, int b, int first, int ns, int slice, int nslices, int row0, int ct) {
+  const int nr = min(kRowsCta, a.rows - row0);
   const int64_t R = a.rows;
   const float* pl = a.sched.part_lse + static_cast<int64_t>(first) * R + row0;
   const float4* po = reinterpret_cast<const float4*>(a.sched.part_o) + (static_cast<int64_t>(first) * R + row0) * 128;
-  // The LSE loads eight at a time in flight, then a warp per row turns them into weights.
-  for (int i0 = ct; i0 < nr * ns; i0 += 8 * 256) {
-    float v[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int i = i0 + 256 * k, r = i / ns, j = i - r * ns;
-      v[k] = i < nr * ns ? __ldcg(pl + j * R + r) : 0.0f;
-    }
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int i = i0 + 256 * k, r = i / ns, j = i - r * ns;
-      if (i < nr * ns) wts[r * ws + j] = v[k];
-    }
-  }
-  named_sync(6, 256);
-  for (int r = ct >> 5; r < nr; r += 8) {
-    float* wr = wts + r * ws;
-    float m = -INFINITY;
-    bool nan_part = false;  // a partial that saw a NaN score makes the row NaN, as in the reference
-    for (int j = lane; j < ns; j += 32) m = fmaxf(m, wr[j]), nan_part |= isnan(wr[j]);
-    m = dev::warp_max(m);
-    nan_part = __any_sync(0xffffffffu, nan_part);
-    float sum = 0.0f;
-    if (m > -INFINITY)
-      for (int j = lane; j < ns; j += 32) sum += __expf(wr[j] - m);
-    sum = dev::warp_sum(sum);
-    const float L = nan_part ? NAN : m > -INFINITY ? m + __logf(sum) : -INFINITY;
-    __syncwarp();
-    for (int j = lane; j < ns; j += 32) wr[j] = nan_part ? NAN : L > -INFINITY && wr[j] > -INFINITY ? __expf(wr[j] - L) : 0.0f;
-    if (lane == 0) lse_s[r] = L;
-  }
-  named_sync(6, 256);
-  // The slice's float4 columns [u0, u1) of every row: W items, each summed over the partials by
-  // P lanes (P > 1 only where the items fit one pass), then the lanes' sums added.
   const int u0 = slice * 128 / nslices, nu = (slice + 1) * 128 / nslices - u0, W = nr * nu;
-  const int P = W >= 256 ? 1 : 256 / W, IW = 256 / P, pl_lane = ct / IW, il = ct - pl_lane * IW;
-  for (int i0 = 0; i0 < W; i0 += IW) {
-    const int item = i0 + il, r = item / nu, u = u0 + item - r * nu;
-    const bool on = pl_lane < P && item < W;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (on) {
-      const float* wr = wts + r * ws;
-      const float4* src = po + r * 128 + u;
-      for (int j0 = pl_lane; j0 < ns; j0 += 8 * P) {
-        float4 v[8];
+  int P = 1;  // lanes per item: as many as keep the 256 threads busy, a power of two ≤ 32
+  while (P < 32 && W * P < 256) P *= 2;
+  const int G = 256 / P, g = ct / P, lp = ct - g * P;
+  const int J = (ns + P - 1) / P, n = (W + G - 1) / G * J;  // partials per lane per item; pairs per lane
+  MergeAcc acc;
+  for (int q0 = 0; q0 < n; q0 += kMergeInFlight) {  // n, J and P are the same in every lane
+    float lv[kMergeInFlight];
+    float4 ov[kMergeInFlight];
 #pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          const int j = j0 + k * P;
-          v[k] = j < ns ? __ldcg(src + j * R * 128) : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
+    for (int k = 0; k < kMergeInFlight; ++k) {
+      const int q = q0 + k, t = q / J, j = lp + (q - t * J) * P, item = g + t * G, r = item / nu;
+      const bool on = q < n && item < W && j < ns;
+      lv[k] = on ? __ldcg(pl + j * R + r) : -INFINITY;
+      ov[k] = on ? __ldcg(po + (j * R + r) * 128 + u0 + item - r * nu) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
 #pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          const int j = j0 + k * P;
-          const float wt = j < ns ? wr[j] : 0.0f;
-          if (wt != 0.0f) {  // an empty partial adds nothing, whatever its o holds
-            acc.x += wt * v[k].x;
-            acc.y += wt * v[k].y;
-            acc.z += wt * v[k].z;
-            acc.w += wt * v[k].w;
-          }
+    for (int k = 0; k < kMergeInFlight; ++k) {
+      const int q = q0 + k, t = q / J;
+      if (q >= n) break;
+      acc.add(lv[k], ov[k]);
+      if (q - t * J != J - 1) continue;
+      for (int off = P / 2; off > 0; off >>= 1) acc.join(off);  // the item's last pair: its lanes meet
+      const int item = g + t * G, r = item / nu, u = u0 + item - r * nu;
+      if (lp == 0 && item < W) {
+        const float L = acc.nan ? NAN : acc.m > -INFINITY ? acc.m + __logf(acc.s) : -INFINITY;
+        const float f = acc.nan ? NAN : acc.s > 0.0f ? 1.0f / acc.s : 0.0f;
+        store_out4(a, b, row0 + r, 4 * u, make_float4(acc.o.x * f, acc.o.y * f, acc.o.z * f, acc.o.w * f));
+        if (u == 0) {
+          const int gr = row0 + r, qi = gr / a.heads, h = gr - qi * a.heads;
+          a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = L;
         }
       }
+      acc = MergeAcc{};
     }
-    if (P > 1) {  // one pass only (W < 256)
-      red[ct] = acc;
-      named_sync(6, 256);
-      if (on && pl_lane == 0)
-        for (int k = 1; k < P; ++k) {
-          const float4 t = red[il + k * IW];
-          acc.x += t.x, acc.y += t.y, acc.z += t.z, acc.w += t.w;
-        }
-    }
-    if (on && pl_lane == 0) store_out4(a, b, row0 + r, 4 * u, acc);
   }
-  if (slice == 0 && ct < nr) {
-    const int gr = row0 + ct, qi = gr / a.heads, h = gr - qi * a.heads;
-    a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = lse_s[ct];
-  }
-  named_sync(6, 256);  // the scratch is reused
 }
 
 /// In-grid merge: this CTA wrote one partial of request b (its rows). Arrives at the request's
@@ -968,7 +962,7 @@ __device__ void merge_slice(const DecodeArgs& a, int b, int first, int ns, int s
 /// merge_slices(ns) arrivals each merge a slice (merge_if_last). A word with another tag (an
 /// earlier call's, or whatever the workspace held) counts as zero.
 __device__ __forceinline__ int merge_arrive(const DecodeArgs& a, unsigned long long* c, int ct, uint8_t* smem) {
-  int* flag = reinterpret_cast<int*>(smem + kMergeLse);
+  int* flag = reinterpret_cast<int*>(smem + kMergeFlag);
   __threadfence();  // this thread's partial stores, before the arrival
   named_sync(6, 256);
   if (ct == 0) {
@@ -1000,7 +994,7 @@ __device__ __forceinline__ int merge_arrive(const DecodeArgs& a, unsigned long l
 /// and merges its slice.
 template <int kRowsCta>
 __device__ __forceinline__ void merge_if_last(const DecodeArgs& a, unsigned long long* c, int b, int first, int ns,
-                                              int idx, int row0, int ct, uint8_t* smem) {
+                                              int idx, int row0, int ct) {
   const int z = merge_slices(ns);
   if (idx < ns - z) return;
   if (ct == 0) {
@@ -1014,7 +1008,7 @@ __device__ __forceinline__ void merge_if_last(const DecodeArgs& a, unsigned long
     if (static_cast<int>(atomicAdd(c, 1ull) & 0xffffffffu) == ns + z - 1) atomicExch(c, 0ull);
   }
   named_sync(6, 256);
-  merge_slice<kRowsCta>(a, b, first, ns, ns - 1 - idx, z, row0, ct, smem);
+  merge_slice<kRowsCta>(a, b, first, ns, ns - 1 - idx, z, row0, ct);
 }
 
 /// In-grid merge after a part's loop: `rec` (PartSlots) names the one or two split requests
@@ -1029,8 +1023,8 @@ __device__ __forceinline__ void merge_part(const DecodeArgs& a, const int* si, i
   unsigned long long* c0 = a.counters + pb0 * ty + y;
   unsigned long long* c1 = a.counters + pb1 * ty + y;
   const int i0 = merge_arrive(a, c0, ct, smem), i1 = np > 1 ? merge_arrive(a, c1, ct, smem) : 0;
-  merge_if_last<kRowsCta>(a, c0, pb0, sch.split_base(pb0), sch.nsplit(pb0), i0, row0, ct, smem);
-  if (np > 1) merge_if_last<kRowsCta>(a, c1, pb1, sch.split_base(pb1), sch.nsplit(pb1), i1, row0, ct, smem);
+  merge_if_last<kRowsCta>(a, c0, pb0, sch.split_base(pb0), sch.nsplit(pb0), i0, row0, ct);
+  if (np > 1) merge_if_last<kRowsCta>(a, c1, pb1, sch.split_base(pb1), sch.nsplit(pb1), i1, row0, ct);
 }
 
 /// The partial slots a part writes (a split request's segment; −1: the request is whole here, its
