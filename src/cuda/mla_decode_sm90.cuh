@@ -866,10 +866,12 @@ __device__ __forceinline__ void store_out4(const DecodeArgs& a, int b, int gr, i
 /// In-grid merge scratch at the start of shared memory (the KV stages, free once the consumers
 /// are done): the arrival's index, shared by the CTA.
 constexpr int kMergeFlag = 0, kMergeScratchBytes = 16;
-/// (LSE, float4 of o) pairs a merging lane has in flight: one round trip covers the slice of a
-/// B=1 H=16 step (132 partials, 16 lanes an item) and two items a lane of B=32 H=128's.
+/// (LSE, float4 of o) pairs a merging lane has in flight. Sixteen measured slower than eight
+/// (session 40: bf16 B=1 H=128 32K 77.0 against 68.0 µs, B=32 H=128 1K 82.8 against 71.3) and
+/// raised the fp8 rows-as-M pairs kernel's spills from 40 to 76 bytes; eight leave every default
+/// form's spills as they were.
 #ifndef MLAKV_DECODE_MERGE_INFLIGHT
-#define MLAKV_DECODE_MERGE_INFLIGHT 16
+#define MLAKV_DECODE_MERGE_INFLIGHT 8
 #endif
 constexpr int kMergeInFlight = MLAKV_DECODE_MERGE_INFLIGHT;
 
@@ -909,10 +911,10 @@ struct MergeAcc {
 /// through L2 (ld.global.cg): other CTAs of this grid wrote them.
 /// One pass, no shared memory: an item (a row's float4 of the slice) belongs to P consecutive
 /// lanes of a warp, each folding every P-th partial's LSE and o as they land; the P lanes then
-/// join by shuffles. A lane's (item, partial) pairs go kMergeInFlight at a time, across items,
-/// so the chain after the last arrival is ~(pairs per lane / kMergeInFlight) round trips — the
-/// two-phase merge (LSEs, weights in shared memory, then the partials eight at a time per item)
-/// took 5 at B=1 H=16 and 16 at B=32 H=128.
+/// join by shuffles. A lane's (item, partial) pairs go kMergeInFlight at a time, across items.
+/// Against the two-phase merge before it (the LSEs, weights through shared memory, then each
+/// item's partials): 4–8 points nearer the combine grid at B=1, about 4 further at B=32 H=128
+/// 1K (session 40, across two runs); the chain after the last arrival is not what costs most.
 template <int kRowsCta>
 __device__ void merge_slice(const DecodeArgs& a, int b, int first, int ns, int slice, int nslices, int row0, int ct) {
   const int nr = min(kRowsCta, a.rows - row0);
