@@ -116,15 +116,10 @@ __device__ __forceinline__ int ue8m0_exponent(float amax) {
 /// 2^-e as a float for the e above (|e| < 127).
 __device__ __forceinline__ float exp2_neg(int e) { return __uint_as_float(static_cast<uint32_t>(127 - e) << 23); }
 
-/// Maximum and sum over the 32 lanes of a warp (every lane gets the result).
+/// Maximum over the 32 lanes of a warp (every lane gets the result).
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 

@@ -81,7 +81,8 @@ struct FusedTab {
 /// In-grid merge: one arrival counter per (request, row tile), 64 bits (the call's tag, then the
 /// count; row tiles: at most 8, 128 rows at 16 rows per CTA).
 inline std::size_t num_counters(int batch) { return static_cast<std::size_t>(batch) * 8; }
-/// In-grid merge: a request of at most this many partials (parts) fits the merge's shared memory.
+/// In-grid merge: at most this many parts (a merging lane folds up to ⌈parts / lanes an item⌉
+/// partials of each of its items; the counters' count holds any number).
 inline constexpr int kMergeMaxPartials = 256;
 
 /// Partial slots: at most 2·(parts − 1) segments belong to split requests (every split needs a
@@ -146,7 +147,7 @@ struct DecodeArgs {
   /// Fused small-batch path (see kFusedMaxBatch): the schedule is computed in each CTA of the
   /// attention and combine grids over `parts` parts. With in_grid_merge there is no combine grid:
   /// the last CTAs to arrive at a split request's counter merge its partials, a column slice each
-  /// (fused_arrive). A counter word holds merge_tag (this call's, never 0 or ~0) and the count;
+  /// (merge_arrive). A counter word holds merge_tag (this call's, never 0 or ~0) and the count;
   /// a word with another tag counts as zero, so the caller's workspace needs no clearing, and the
   /// last merger resets the word so that a replayed graph (the same tag) finds it clean.
   bool fused, in_grid_merge;
