@@ -52,17 +52,28 @@ def load(path):
     return lambda c, r, k, e: v[((c * ROLES + r) * TILES + k) * EVENTS + e]
 
 
+STEP_NAMES = ["attention grid's last CTA end", "combine CTA 0 start", "combine CTA 0 past its wait",
+              "combine's last CTA end", "in-grid merge: last partial stored", "last arrival counted",
+              "last merger past its wait", "last merger done"]
+
+
+def step_count(path):
+    """Step words in the file: 4 (attention end and the combine's three), 8 (the in-grid merge's
+    four after them: builds from session 40 on), 0 in files from before either."""
+    extra = len(words(path)) - CTAS * ROLES * TILES * EVENTS
+    return 8 if extra in (8, 72) else 4 if extra in (4, 68) else 0
+
+
 def step_words(path):
-    """The step-wide %globaltimer words after the per-CTA ones (attention end, combine start,
-    combine's return from its wait, combine end), or None in files from before them."""
-    v, n = words(path), CTAS * ROLES * TILES * EVENTS
-    return v[n:n + 4] if len(v) >= n + 4 else None
+    """The step-wide %globaltimer words after the per-CTA ones, or None in files from before them."""
+    v, n, k = words(path), CTAS * ROLES * TILES * EVENTS, step_count(path)
+    return v[n:n + k] if k else None
 
 
 def combine_ctas(path):
     """Combine CTAs 0-7's %globaltimer stamps (start, schedule, past the wait, first item's LSE,
     its stores, end, the second item's LSE and stores), or None in files from before them."""
-    v, n = words(path), CTAS * ROLES * TILES * EVENTS + 4
+    v, n = words(path), CTAS * ROLES * TILES * EVENTS + step_count(path)
     return [v[n + 8 * c:n + 8 * c + 8] for c in range(8)] if len(v) >= n + 64 else None
 
 
@@ -89,8 +100,7 @@ def report(path):
                                                           f(2, 5), f(0, 2), f(1, 2), f(2, 2)))
     sw = step_words(path)
     if sw and any(sw):
-        names = ["attention grid's last CTA end", "combine CTA 0 start", "combine CTA 0 past its wait", "combine's last CTA end"]
-        print("   step: " + ", ".join("%s %d" % (n, x - t0) for n, x in zip(names, sw) if x) + "   [ns from the first traced CTA's start]")
+        print("   step: " + ", ".join("%s %d" % (n, x - t0) for n, x in zip(STEP_NAMES, sw) if x) + "   [ns from the first traced CTA's start]")
     cc = combine_ctas(path)
     if cc and any(any(x) for x in cc):
         print("   combine CTA: start, scheduled, past wait, LSE, stored, end, 2nd item LSE, stored   [ns from the first traced CTA's start]")
