@@ -883,25 +883,25 @@ struct MergeAcc {
   float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
   bool nan = false;
 
+  /// Another running merge (m2, s2, o2) folded in; neither having seen a token leaves it as it is.
+  __device__ __forceinline__ void fold(float m2, float s2, float4 o2) {
+    const float mx = fmaxf(m, m2);
+    if (!(mx > -INFINITY)) return;
+    const float c1 = __expf(m - mx), c2 = __expf(m2 - mx);
+    m = mx, s = s * c1 + s2 * c2;
+    o = make_float4(o.x * c1 + o2.x * c2, o.y * c1 + o2.y * c2, o.z * c1 + o2.z * c2, o.w * c1 + o2.w * c2);
+  }
   __device__ __forceinline__ void add(float lse, float4 v) {
     nan |= isnan(lse);
-    if (!(lse > -INFINITY)) return;  // an empty partial adds nothing, whatever its o holds
-    const float mx = fmaxf(m, lse), c = __expf(m - mx), w = __expf(lse - mx);
-    m = mx, s = s * c + w;
-    o = make_float4(o.x * c + w * v.x, o.y * c + w * v.y, o.z * c + w * v.z, o.w * c + w * v.w);
+    if (lse > -INFINITY) fold(lse, 1.0f, v);  // an empty partial adds nothing, whatever its o holds
   }
   /// With the lane `off` away (xor): every lane of the warp runs it.
   __device__ __forceinline__ void join(int off) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, off), s2 = __shfl_xor_sync(0xffffffffu, s, off);
     float4 o2;
     o2.x = __shfl_xor_sync(0xffffffffu, o.x, off), o2.y = __shfl_xor_sync(0xffffffffu, o.y, off);
     o2.z = __shfl_xor_sync(0xffffffffu, o.z, off), o2.w = __shfl_xor_sync(0xffffffffu, o.w, off);
     nan |= __shfl_xor_sync(0xffffffffu, static_cast<int>(nan), off) != 0;
-    const float mx = fmaxf(m, m2);
-    if (!(mx > -INFINITY)) return;  // neither saw a token
-    const float c1 = __expf(m - mx), c2 = __expf(m2 - mx);
-    m = mx, s = s * c1 + s2 * c2;
-    o = make_float4(o.x * c1 + o2.x * c2, o.y * c1 + o2.y * c2, o.z * c1 + o2.z * c2, o.w * c1 + o2.w * c2);
+    fold(__shfl_xor_sync(0xffffffffu, m, off), __shfl_xor_sync(0xffffffffu, s, off), o2);
   }
 };
 
