@@ -1030,6 +1030,12 @@ struct CapturedDecode {
     EXPECT_LE(rel_err(o, ref_out), 4e-3);
     EXPECT_LE(attn::max_lse_diff(lse_d.get<float>(), ref_lse), p.c.format == CacheFormat::fp8_ds_mla ? 4e-3 : 1e-3);
   }
+  /// The grids one step launches (the captured graph's nodes: mla_decode adds only kernels).
+  std::size_t grids() const {
+    std::size_t n = 0;
+    EXPECT_EQ(cudaGraphGetNodes(graph, nullptr, &n), cudaSuccess);
+    return n;
+  }
   /// New lengths on the device (prefixes of the written ones: the cache stays valid), the outputs
   /// poisoned, one replay, checked against p's reference over those lengths.
   void replay_with(Problem& p, const std::vector<int32_t>& lens) {
@@ -1060,6 +1066,32 @@ TEST(CudaDecode, GraphCaptureFollowsDeviceLengths) {
   // Prefixes of the written lengths stay valid caches, so shorter lengths need no rewrite.
   for (const std::vector<int32_t>& lens : {std::vector<int32_t>{4000, 17, 0, 900}, {1, 17, 0, 64}, {2500, 0, 0, 1}})
     g.replay_with(p, lens);
+}
+
+// The in-grid merge is the default where a split request has about two partials (B=32 at 64-row
+// CTAs): the step is one grid. With fewer requests (B=8) or 16-row CTAs (132 parts) it is the
+// attention and combine grids, and MLAKV_DECODE_FUSED=combine keeps the combine grid at B=32.
+TEST(CudaDecode, InGridMergeIsTheDefaultWhereRequestsHaveAboutTwoPartials) {
+  MLAKV_REQUIRE_GPU();
+  struct Want {
+    int batch, heads;
+    const char* env;
+    std::size_t grids;
+  };
+  for (const Want w : {Want{32, 128, nullptr, 1}, Want{32, 128, "combine", 2}, Want{8, 128, nullptr, 2},
+                       Want{32, 16, nullptr, 2}}) {
+    const ScopedEnv fused("MLAKV_DECODE_FUSED", w.env);
+    Case c;
+    c.heads = w.heads;
+    for (int i = 0; i < w.batch; ++i) c.lens.push_back(i % 9 == 4 ? 0 : 700 + 37 * i);  // some split, some empty
+    SCOPED_TRACE(describe(c) + (w.env ? std::string(" FUSED=") + w.env : std::string()));
+    Problem p(c);
+    CapturedDecode g(p);
+    EXPECT_EQ(g.grids(), w.grids);
+    CUDA_OK(cudaGraphLaunch(g.exec, g.st));
+    CUDA_OK(cudaStreamSynchronize(g.st));
+    g.expect_matches(p);
+  }
 }
 
 // The CTA-pair forms (every format at 128 heads) captured in a CUDA graph as a caller

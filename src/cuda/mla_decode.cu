@@ -313,18 +313,26 @@ bool use_tma() {
 }
 
 /// The fused small-batch path (sm90 kernel, B ≤ kFusedMaxBatch): the attention and combine grids
-/// compute the schedule themselves, no schedule grid. MLAKV_DECODE_FUSED=0 turns it off;
-/// =merge also drops the combine grid (the in-grid merge: ≤ 128 rows, so that the counters cover
-/// ≤ 8 row tiles; ≤ kMergeMaxPartials parts; and a grid the device holds at once, since its
-/// merging CTAs wait for the others to arrive).
+/// compute the schedule themselves, no schedule grid. MLAKV_DECODE_FUSED=0 turns it off.
 bool use_fused(bool sm90, int batch) {
   if (!sm90 || batch > kFusedMaxBatch) return false;
   const char* e = std::getenv("MLAKV_DECODE_FUSED");
   return !(e && std::strcmp(e, "0") == 0);
 }
-bool use_in_grid_merge(int rows, int parts, int ctas, int sms) {
+/// On the fused path, the in-grid merge drops the combine grid too. It can run with ≤ 128 rows
+/// (the counters cover ≤ 8 row tiles), ≤ kMergeMaxPartials parts and a grid the device holds at
+/// once (its merging CTAs wait for the others to arrive). It is the default where a split request
+/// has about two partials (2 · parts ≤ 5 · batch: B=32 at 64-row CTAs, −4 to −12 %, session 40);
+/// from about four it loses to the combine grid (B ≤ 8, B=32 at 16 rows). There a request spans
+/// at most three consecutive parts, so CTAs dispatched in order can always finish even where
+/// fewer SMs are free than the grid has CTAs. MLAKV_DECODE_FUSED=merge takes it wherever it can
+/// run, =combine nowhere.
+bool use_in_grid_merge(int batch, int rows, int parts, int ctas, int sms) {
+  if (rows > 128 || parts > kMergeMaxPartials || ctas > sms) return false;
   const char* e = std::getenv("MLAKV_DECODE_FUSED");
-  return e && std::strcmp(e, "merge") == 0 && rows <= 128 && parts <= kMergeMaxPartials && ctas <= sms;
+  if (e && std::strcmp(e, "merge") == 0) return true;
+  if (e && std::strcmp(e, "combine") == 0) return false;
+  return 2 * parts <= 5 * batch;
 }
 
 /// The in-grid merge's tag for one call (DecodeArgs::merge_tag): never 0 (a reset counter) nor
@@ -488,7 +496,7 @@ void mla_decode(const Tensor& q, const Cache& cache, const Tensor& block_table, 
   a.pdl = mla::use_pdl(q.device.index);
   a.pdl_first = a.pdl && mla::use_pdl_first();
   a.fused = mla::use_fused(sm90, batch);
-  a.in_grid_merge = a.fused && mla::use_in_grid_merge(rows, parts, parts * mtiles, sm_count(dev));
+  a.in_grid_merge = a.fused && mla::use_in_grid_merge(batch, rows, parts, parts * mtiles, sm_count(dev));
   a.merge_tag = a.in_grid_merge ? mla::next_merge_tag() : 0;
   a.whole_requests = mla::use_whole_requests();
   a.align_slack = mla::align_slack();

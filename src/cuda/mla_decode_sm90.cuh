@@ -965,6 +965,7 @@ __device__ void merge_slice(const DecodeArgs& a, int b, int first, int ns, int s
 /// earlier call's, or whatever the workspace held) counts as zero.
 __device__ __forceinline__ int merge_arrive(const DecodeArgs& a, unsigned long long* c, int ct, uint8_t* smem) {
   int* flag = reinterpret_cast<int*>(smem + kMergeFlag);
+  if (ct == 0) MLAKV_TRACE_STEP(kTsMergeStored, true);
   __threadfence();  // this thread's partial stores, before the arrival
   named_sync(6, 256);
   if (ct == 0) {
@@ -983,6 +984,7 @@ __device__ __forceinline__ int merge_arrive(const DecodeArgs& a, unsigned long l
       v = got;
     }
     *flag = idx >= 0 ? idx : static_cast<int>(atomicAdd(c, 1ull) & 0xffffffffu);
+    MLAKV_TRACE_STEP(kTsMergeArrived, true);
   }
   named_sync(6, 256);
   const int idx = *flag;
@@ -991,26 +993,31 @@ __device__ __forceinline__ int merge_arrive(const DecodeArgs& a, unsigned long l
 }
 
 /// In-grid merge, after every arrival of this CTA (so that no CTA waits on one that waits): if
-/// arrival `idx` is among the last merge_slices(ns), waits for all ns, counts itself past them
-/// (the last to do so resets the word: the next call, or a graph's next replay, finds it clean),
-/// and merges its slice.
+/// arrival `idx` is among the last merge_slices(ns), waits for all ns, merges its slice, then
+/// counts itself past them (the last to do so resets the word: the next call, or a graph's next
+/// replay, finds it clean). Nothing but the wait lies between the last arrival and the loads:
+/// the last arrival does not poll (it saw the count), and the count past comes after the merge.
 template <int kRowsCta>
 __device__ __forceinline__ void merge_if_last(const DecodeArgs& a, unsigned long long* c, int b, int first, int ns,
                                               int idx, int row0, int ct) {
   const int z = merge_slices(ns);
   if (idx < ns - z) return;
   if (ct == 0) {
-    for (;;) {
-      unsigned long long v;
-      asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(c) : "memory");
-      if (static_cast<int>(v & 0xffffffffu) >= ns) break;  // the tag is ours since our arrival
-      __nanosleep(64);
-    }
-    __threadfence();  // the other CTAs' partials, after their arrivals
-    if (static_cast<int>(atomicAdd(c, 1ull) & 0xffffffffu) == ns + z - 1) atomicExch(c, 0ull);
+    if (idx != ns - 1)
+      for (;;) {
+        unsigned long long v;
+        asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(c) : "memory");
+        if (static_cast<int>(v & 0xffffffffu) >= ns) break;  // the tag is ours since our arrival
+        __nanosleep(64);
+      }
+    else
+      __threadfence();  // the arrival's add was relaxed: acquire the others' partials
   }
-  named_sync(6, 256);
+  if (ct == 0) MLAKV_TRACE_STEP(kTsMergeWoke, true);
+  named_sync(6, 256);  // thread 0's acquire, before every thread's loads (as CUTLASS's barrier waits)
   merge_slice<kRowsCta>(a, b, first, ns, ns - 1 - idx, z, row0, ct);
+  if (ct == 0) MLAKV_TRACE_STEP(kTsMergeDone, true);  // its own stores issued, not yet landed
+  if (ct == 0 && static_cast<int>(atomicAdd(c, 1ull) & 0xffffffffu) == ns + z - 1) atomicExch(c, 0ull);
 }
 
 /// In-grid merge after a part's loop: `rec` (PartSlots) names the one or two split requests

@@ -15,8 +15,20 @@ inline constexpr int kTraceEvents = 8;
 inline constexpr int kTraceWords = kTraceCtas * kTraceRoles * kTraceTiles * kTraceEvents;
 /// Step-wide %globaltimer words after the per-CTA ones: the attention grid's last CTA end (the
 /// latest of any CTA), the combine grid's first CTA start and its return from the programmatic
-/// wait, and that grid's last CTA end. The maxima hold the last launch's (later than any before).
-enum TraceStep : int { kTsAttnEnd = 0, kTsCombStart = 1, kTsCombWaited = 2, kTsCombEnd = 3, kTraceStepWords = 4 };
+/// wait, and that grid's last CTA end; with the in-grid merge, the latest CTA to have stored its
+/// partials, the latest arrival counted, the latest merger past its wait and the latest merger
+/// done. The maxima hold the last launch's (later than any before).
+enum TraceStep : int {
+  kTsAttnEnd = 0,
+  kTsCombStart = 1,
+  kTsCombWaited = 2,
+  kTsCombEnd = 3,
+  kTsMergeStored = 4,
+  kTsMergeArrived = 5,
+  kTsMergeWoke = 6,
+  kTsMergeDone = 7,
+  kTraceStepWords = 8
+};
 inline constexpr int kTraceAllWords = kTraceWords + kTraceStepWords;
 
 /// Slot 63's events (k = kTraceTiles − 1): globaltimer (ns) at these points, per role (ready: past
