@@ -309,9 +309,15 @@ __device__ __forceinline__ void schedule_warp(const DecodeArgs& a, const Schedul
   if (b == 0) s.header[2] = __popc(listed);
 }
 
-/// In-grid merge: the last min(ns, 128) CTAs to arrive at a request of ns partials each merge one
-/// column slice of it (the others return at once).
-__device__ __forceinline__ int merge_slices(int ns) { return min(ns, 128); }
+/// In-grid merge: the last min(ns, kMergeMaxSlices) CTAs to arrive at a request of ns partials
+/// each merge one column slice of it (the others return at once). At most 128: a slice holds at
+/// least one float4 of the 512 columns.
+#ifndef MLAKV_DECODE_MERGE_SLICES
+#define MLAKV_DECODE_MERGE_SLICES 128
+#endif
+constexpr int kMergeMaxSlices = MLAKV_DECODE_MERGE_SLICES;
+static_assert(kMergeMaxSlices >= 1 && kMergeMaxSlices <= 128, "a merge slice holds at least one float4 column");
+__device__ __forceinline__ int merge_slices(int ns) { return min(ns, kMergeMaxSlices); }
 #endif
 
 /// Turns seq_lens into the split-KV schedule (one CTA; no host synchronization).

@@ -905,20 +905,40 @@ struct MergeAcc {
   }
 };
 
+/// A merging lane's walk over its (item, partial) pairs, item-major: the item's row r and float4
+/// column u, the pair's index among the item's (jj) and its LSE offset (partial j = lp + jj·P,
+/// row r: j·R + r). Advanced by additions only: per-pair divisions and a branch around each load
+/// cost the first one-pass merge ~1,000 instructions a round (session 41: 18 µs of a B=32 H=128
+/// 1K step after the last arrival).
+struct MergeWalk {
+  int item, r, u, jj, off;
+  /// nu columns a row; G items a step (dr rows, du columns); J pairs an item; jstep = P·R;
+  /// lane0 = lp·R.
+  struct Shape {
+    int nu, G, dr, du, J, jstep, lane0;
+  };
+  __device__ __forceinline__ void next(const Shape& s) {
+    if (++jj < s.J) {
+      off += s.jstep;
+      return;
+    }
+    jj = 0, item += s.G, r += s.dr, u += s.du;
+    if (u >= s.nu) u -= s.nu, ++r;
+    off = s.lane0 + r;
+  }
+};
+
 /// In-grid merge: merges the `ns` partials (slots first..first + ns − 1) of request b over this
 /// CTA's rows into the output, columns of slice `slice` of `nslices` only (slice 0 also writes
 /// the LSE). Run by the 256 consumer threads once every partial is written; partials are read
 /// through L2 (ld.global.cg): other CTAs of this grid wrote them.
 /// One pass, no shared memory: an item (a row's float4 of the slice) belongs to P consecutive
 /// lanes of a warp, each folding every P-th partial's LSE and o as they land; the P lanes then
-/// join by shuffles. A lane's (item, partial) pairs go kMergeInFlight at a time, across items.
-/// Against the two-phase merge before it (the LSEs, weights through shared memory, then each
-/// item's partials): 4–8 points nearer the combine grid at B=1, about 4 further at B=32 H=128
-/// 1K (session 40, across two runs); the chain after the last arrival is not what costs most.
+/// join by shuffles. A lane's (item, partial) pairs go kMergeInFlight at a time, across items;
+/// a pair past the end loads slot `first`'s row 0 (always there) and counts as empty.
 template <int kRowsCta>
 __device__ void merge_slice(const DecodeArgs& a, int b, int first, int ns, int slice, int nslices, int row0, int ct) {
-  const int nr = min(kRowsCta, a.rows - row0);
-  const int64_t R = a.rows;
+  const int nr = min(kRowsCta, a.rows - row0), R = a.rows;
   const float* pl = a.sched.part_lse + static_cast<int64_t>(first) * R + row0;
   const float4* po = reinterpret_cast<const float4*>(a.sched.part_o) + (static_cast<int64_t>(first) * R + row0) * 128;
   const int u0 = slice * 128 / nslices, nu = (slice + 1) * 128 / nslices - u0, W = nr * nu;
@@ -926,35 +946,42 @@ __device__ void merge_slice(const DecodeArgs& a, int b, int first, int ns, int s
   while (P < 32 && W * P < 256) P *= 2;
   const int G = 256 / P, g = ct / P, lp = ct - g * P;
   const int J = (ns + P - 1) / P, n = (W + G - 1) / G * J;  // partials per lane per item; pairs per lane
+  const int dr = G / nu;
+  const MergeWalk::Shape sh{nu, G, dr, G - dr * nu, J, P * R, lp * R};
+  MergeWalk w{g, g / nu, g - g / nu * nu, 0, 0};
+  w.off = sh.lane0 + w.r;
   MergeAcc acc;
   for (int q0 = 0; q0 < n; q0 += kMergeInFlight) {  // n, J and P are the same in every lane
     float lv[kMergeInFlight];
     float4 ov[kMergeInFlight];
+    MergeWalk lw = w;
 #pragma unroll
     for (int k = 0; k < kMergeInFlight; ++k) {
-      const int q = q0 + k, t = q / J, j = lp + (q - t * J) * P, item = g + t * G, r = item / nu;
-      const bool on = q < n && item < W && j < ns;
-      lv[k] = on ? __ldcg(pl + j * R + r) : -INFINITY;
-      ov[k] = on ? __ldcg(po + (j * R + r) * 128 + u0 + item - r * nu) : make_float4(0.f, 0.f, 0.f, 0.f);
+      const bool on = q0 + k < n && lw.item < W && lp + lw.jj * P < ns;
+      const int o = on ? lw.off : 0;
+      lv[k] = __ldcg(pl + o);
+      ov[k] = __ldcg(po + static_cast<int64_t>(o) * 128 + (on ? u0 + lw.u : 0));
+      if (!on) lv[k] = -INFINITY;
+      lw.next(sh);
     }
 #pragma unroll
     for (int k = 0; k < kMergeInFlight; ++k) {
-      const int q = q0 + k, t = q / J;
-      if (q >= n) break;
+      if (q0 + k >= n) break;
       acc.add(lv[k], ov[k]);
-      if (q - t * J != J - 1) continue;
-      for (int off = P / 2; off > 0; off >>= 1) acc.join(off);  // the item's last pair: its lanes meet
-      const int item = g + t * G, r = item / nu, u = u0 + item - r * nu;
-      if (lp == 0 && item < W) {
-        const float L = acc.nan ? NAN : acc.m > -INFINITY ? acc.m + __logf(acc.s) : -INFINITY;
-        const float f = acc.nan ? NAN : acc.s > 0.0f ? 1.0f / acc.s : 0.0f;
-        store_out4(a, b, row0 + r, 4 * u, make_float4(acc.o.x * f, acc.o.y * f, acc.o.z * f, acc.o.w * f));
-        if (u == 0) {
-          const int gr = row0 + r, qi = gr / a.heads, h = gr - qi * a.heads;
-          a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = L;
+      if (w.jj == J - 1) {
+        for (int off = P / 2; off > 0; off >>= 1) acc.join(off);  // the item's last pair: its lanes meet
+        if (lp == 0 && w.item < W) {
+          const float L = acc.nan ? NAN : acc.m > -INFINITY ? acc.m + __logf(acc.s) : -INFINITY;
+          const float f = acc.nan ? NAN : acc.s > 0.0f ? 1.0f / acc.s : 0.0f;
+          store_out4(a, b, row0 + w.r, 4 * (u0 + w.u), make_float4(acc.o.x * f, acc.o.y * f, acc.o.z * f, acc.o.w * f));
+          if (u0 + w.u == 0) {
+            const int gr = row0 + w.r, qi = gr / a.heads, h = gr - qi * a.heads;
+            a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = L;
+          }
         }
+        acc = MergeAcc{};
       }
-      acc = MergeAcc{};
+      w.next(sh);
     }
   }
 }
