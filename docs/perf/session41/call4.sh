@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Session 41, call 4 (bundle .gl/s44.txz, -C .gl; an H200 wanted): mf = main 08dcee4 (the merge's
+# Session 41, call 4 (bundle .gl/s45.txz, -C .gl; an H200 wanted): mf = main 08dcee4 (the merge's
 # walk by additions); md1..md3 = mf + session41/merge-diag.patch with -DMLAKV_DIAG_MERGE=1 (the
 # merge does nothing), 2 (LSE loads only), 3 (o loads only): timing only, their outputs are wrong;
-# trmf = mf's trace build.
+# trmf = mf's trace build; mh1 / mh2 = mf + session41/l2-hints.patch with -DMLAKV_DECODE_L2_HINTS=1
+# (the partials stored with an L2 evict_last policy) / 2 (and the bf16 KV tiles' TMA copies with
+# evict_first).
 #   1. Session 41's H200 full bench read bf16 B=1 H=16 1K / 8K and B=8 H=16 1K at 45.7 / 40.4 /
 #      38.2 µs (session 31's H200: 15.0 / 18.8 / 18.7; the H100 15.1): which switch removes it,
 #      and a trace of the 1K step.
 #   2. Where the merge's 8 µs (B=1 H=16 64K) and 18 µs (B=32 H=128 1K) go: md1..md3 against mf,
-#      all with MLAKV_DECODE_FUSED=merge; ncu source counters of mf's merged steps.
+#      all with MLAKV_DECODE_FUSED=merge; mh1 / mh2: whether the partials leave L2 before the merge
+#      reads them; ncu source counters of mf's merged steps.
 set -u
-BUNDLE=${BUNDLE:-.gl/s44.txz} LIMIT=${LIMIT:-300}
+BUNDLE=${BUNDLE:-.gl/s45.txz} LIMIT=${LIMIT:-300}
 . scripts/call-lib.sh
 call_start $BUNDLE
 call_ab small .gl/mf .gl/mf@MLAKV_DECODE_FUSED=0 .gl/mf@MLAKV_DECODE_PDL=0 .gl/mf@MLAKV_DECODE_TMA=0 .gl/mf@MLAKV_DECODE_FUSED=merge -- \
@@ -17,8 +20,8 @@ call_ab small .gl/mf .gl/mf@MLAKV_DECODE_FUSED=0 .gl/mf@MLAKV_DECODE_PDL=0 .gl/m
 call_traces 'bf16 B=1 H=16 ctx=1024;bf16 B=8 H=16 ctx=1024' trmf
 cp /tmp/z/n/trace-trmf.txt /tmp/z/n/trace-trmf-small.txt
 export MLAKV_DECODE_FUSED=merge
-call_ab diag .gl/mf .gl/md1 .gl/md2 .gl/md3 -- \
-  'bf16 B=1 H=16 ctx=65536' 'bf16 B=1 H=128 ctx=32768' 'bf16 B=32 H=128 ctx=1024' 'fp8 B=32 H=128 ctx=8192' 'bf16 B=8 H=128 ctx=1024'
+call_ab diag .gl/mf .gl/md1 .gl/md2 .gl/md3 .gl/mh1 .gl/mh2 -- \
+  'bf16 B=1 H=16 ctx=65536' 'bf16 B=1 H=128 ctx=32768' 'bf16 B=32 H=128 ctx=1024' 'fp8 B=32 H=128 ctx=8192' 'bf16 B=8 H=128 ctx=1024' 'bf16 B=128 H=16 ctx=4096'
 for c in 'bf16 B=1 H=16 ctx=65536' 'bf16 B=32 H=128 ctx=1024'; do
   n=$(echo "$c" | tr -c 'A-Za-z0-9\n' _)
   [ "$(left)" -gt 40 ] || break
