@@ -322,7 +322,7 @@ bool use_fused(bool sm90, int batch) {
 /// On the fused path, the in-grid merge drops the combine grid too. It can run with ≤ 128 rows
 /// (the counters cover ≤ 8 row tiles), ≤ kMergeMaxPartials parts and a grid the device holds at
 /// once (its merging CTAs wait for the others to arrive). It is the default where a split request
-/// has about two partials (2 · parts ≤ 5 · batch: B=32 at 64-row CTAs, −4 to −12 %, session 40);
+/// has about two partials (2 · parts ≤ 5 · batch: B=32 at 64-row CTAs, −2 to −10 % on an H200, session 41);
 /// from about four it loses to the combine grid (B ≤ 8, B=32 at 16 rows). There a request spans
 /// at most three consecutive parts, so CTAs dispatched in order can always finish even where
 /// fewer SMs are free than the grid has CTAs. MLAKV_DECODE_FUSED=merge takes it wherever it can

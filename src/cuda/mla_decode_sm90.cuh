@@ -908,8 +908,8 @@ struct MergeAcc {
 /// A merging lane's walk over its (item, partial) pairs, item-major: the item's row r and float4
 /// column u, the pair's index among the item's (jj) and its LSE offset (partial j = lp + jj·P,
 /// row r: j·R + r). Advanced by additions only: per-pair divisions and a branch around each load
-/// cost the first one-pass merge ~1,000 instructions a round (session 41: 18 µs of a B=32 H=128
-/// 1K step after the last arrival).
+/// cost the first one-pass merge ~1,000 instructions a round; without them the merge was 0.5–3 %
+/// faster (session 41), so issue is not what holds it (18 µs at B=32 H=128 1K, 8 at B=1 H=16 64K).
 struct MergeWalk {
   int item, r, u, jj, off;
   /// nu columns a row; G items a step (dr rows, du columns); J pairs an item; jstep = P·R;
