@@ -4,10 +4,11 @@
 # merge does nothing), 2 (LSE loads only), 3 (o loads only): timing only, their outputs are wrong;
 # trmf = mf's trace build; mh1 / mh2 = mf + session41/l2-hints.patch with -DMLAKV_DECODE_L2_HINTS=1
 # (the partials stored with an L2 evict_last policy) / 2 (and the bf16 KV tiles' TMA copies with
-# evict_first).
+# evict_first); mfb = main with the bench's backlog check (time_us repeats a run whose memset
+# backlog drained before the host had enqueued every timed call).
 #   1. Session 41's H200 full bench read bf16 B=1 H=16 1K / 8K and B=8 H=16 1K at 45.7 / 40.4 /
-#      38.2 µs (session 31's H200: 15.0 / 18.8 / 18.7; the H100 15.1): which switch removes it,
-#      and a trace of the 1K step.
+#      38.2 µs (session 31's H200: 15.0 / 18.8 / 18.7; the H100 15.1): mfb against mf (the bench
+#      timing the host?), which switch removes it, and a trace of the 1K step.
 #   2. Where the merge's 8 µs (B=1 H=16 64K) and 18 µs (B=32 H=128 1K) go: md1..md3 against mf,
 #      all with MLAKV_DECODE_FUSED=merge; mh1 / mh2: whether the partials leave L2 before the merge
 #      reads them; ncu source counters of mf's merged steps.
@@ -15,7 +16,7 @@ set -u
 BUNDLE=${BUNDLE:-.gl/s45.txz} LIMIT=${LIMIT:-300}
 . scripts/call-lib.sh
 call_start $BUNDLE
-call_ab small .gl/mf .gl/mf@MLAKV_DECODE_FUSED=0 .gl/mf@MLAKV_DECODE_PDL=0 .gl/mf@MLAKV_DECODE_TMA=0 .gl/mf@MLAKV_DECODE_FUSED=merge -- \
+call_ab small .gl/mf .gl/mfb .gl/mf@MLAKV_DECODE_FUSED=0 .gl/mf@MLAKV_DECODE_PDL=0 .gl/mf@MLAKV_DECODE_TMA=0 .gl/mf@MLAKV_DECODE_FUSED=merge -- \
   'bf16 B=1 H=16 ctx=1024' 'bf16 B=1 H=16 ctx=8192' 'bf16 B=8 H=16 ctx=1024' 'fp8 B=1 H=16 ctx=1024'
 call_traces 'bf16 B=1 H=16 ctx=1024;bf16 B=8 H=16 ctx=1024' trmf
 cp /tmp/z/n/trace-trmf.txt /tmp/z/n/trace-trmf-small.txt
