@@ -184,6 +184,7 @@ int run_decode(const BenchOptions& opts) {
     r.bytes = static_cast<double>(s.batch) * s.ctx * static_cast<double>(tb);
     if (s.mma) setenv("MLAKV_DECODE_KERNEL", "mma", 1);
     const int b2b = opts.back_to_back;
+    double host_us = 0;
     r.us = time_us(
                [&](int i) {
                  for (int c = 0; c < b2b; ++c) {
@@ -192,7 +193,7 @@ int run_decode(const BenchOptions& opts) {
                    mla_decode(qt, cache, btt, sl, ot, lt, p, Workspace{ws.get(), ws_bytes}, st);
                  }
                },
-               stream.get(), t) /
+               stream.get(), t, &host_us) /
            b2b;
     if (s.mma) unsetenv("MLAKV_DECODE_KERNEL");
 #ifdef MLAKV_DECODE_TRACE
@@ -206,7 +207,8 @@ int run_decode(const BenchOptions& opts) {
     }
 #endif
     const double flops = 2.0 * s.batch * s.s_q * s.heads * static_cast<double>(s.ctx) * (kHeadDim + kLatentDim);
-    r.extra = {{"batch", s.batch}, {"heads", s.heads}, {"context", s.ctx}, {"s_q", s.s_q}};
+    // host_us: the host's time to enqueue one step (mla_decode's validation and launches).
+    r.extra = {{"batch", s.batch}, {"heads", s.heads}, {"context", s.ctx}, {"s_q", s.s_q}, {"host_us", host_us / b2b}};
     finish(r, copy, flops);
     print_row(std::cout, r);
     results.push_back(r);

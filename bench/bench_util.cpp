@@ -73,7 +73,7 @@ void fill_from_pool(const DeviceBuffer& pool, void* dst, std::size_t bytes, void
   }
 }
 
-double time_us(const std::function<void(int)>& enqueue, void* stream, const TimeOptions& t) {
+double time_us(const std::function<void(int)>& enqueue, void* stream, const TimeOptions& t, double* host_us) {
   // Keep the GPU busy while the host enqueues every call, so that each event pair brackets the
   // op's GPU time and not the host's launch overhead (validation and launch take a few µs,
   // as long as a whole small op): ~64 MB of memset per call queued ahead, ~20 µs of GPU time.
@@ -117,6 +117,7 @@ double time_us(const std::function<void(int)>& enqueue, void* stream, const Time
       ck(cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]), "cudaEventElapsedTime");
       us[static_cast<std::size_t>(i)] = 1000.0 * ms;
     }
+    if (host_us) *host_us = 1000.0 * host_ms / n;
     if (host_ms <= backlog_ms) break;
     if (attempt == 2) {
       std::cerr << "mlakv bench: the host took " << host_ms << " ms to enqueue " << n << " calls, longer than the "
@@ -171,7 +172,9 @@ BenchStream::BenchStream() { throw Error("mlakv bench: built without CUDA"); }
 BenchStream::~BenchStream() = default;
 void BenchStream::sync() const {}
 void fill_from_pool(const DeviceBuffer&, void*, std::size_t, void*) {}
-double time_us(const std::function<void(int)>&, void*, const TimeOptions&) { throw Error("mlakv bench: built without CUDA"); }
+double time_us(const std::function<void(int)>&, void*, const TimeOptions&, double*) {
+  throw Error("mlakv bench: built without CUDA");
+}
 std::size_t l2_bytes(int) { return 0; }
 std::string device_name(int) { return "none"; }
 double measure_copy_gbps(int, int) { throw Error("mlakv bench: built without CUDA"); }

@@ -62,8 +62,9 @@ struct TimeOptions {
 /// Median time in microseconds of `enqueue(i)` for i = 0, 1, ...: each timed call sits between its
 /// own pair of CUDA events on `stream`, after `warmup` untimed calls, all enqueued behind a long
 /// memset so that the events time the GPU, not the host's launch overhead. The caller rotates
-/// inputs by i so that repeated calls do not find their data in L2.
-double time_us(const std::function<void(int)>& enqueue, void* stream, const TimeOptions& t);
+/// inputs by i so that repeated calls do not find their data in L2. `host_us`, if given, gets the
+/// host's time to enqueue one call (with its two event records), averaged over the timed calls.
+double time_us(const std::function<void(int)>& enqueue, void* stream, const TimeOptions& t, double* host_us = nullptr);
 
 /// Bytes of L2 on `device` and its name.
 std::size_t l2_bytes(int device);
