@@ -5,10 +5,11 @@
 # trmf = mf's trace build; mh1 / mh2 = mf + session41/l2-hints.patch with -DMLAKV_DECODE_L2_HINTS=1
 # (the partials stored with an L2 evict_last policy) / 2 (and the bf16 KV tiles' TMA copies with
 # evict_first); mfb = main with the bench's backlog check (time_us repeats a run whose memset
-# backlog drained before the host had enqueued every timed call).
+# backlog drained before the host had enqueued every timed call; its records carry host_us).
 #   1. Session 41's H200 full bench read bf16 B=1 H=16 1K / 8K and B=8 H=16 1K at 45.7 / 40.4 /
 #      38.2 µs (session 31's H200: 15.0 / 18.8 / 18.7; the H100 15.1): mfb against mf (the bench
-#      timing the host?), which switch removes it, and a trace of the 1K step.
+#      timing the host? its host_us says how long a step takes to enqueue), which switch removes
+#      it, and a trace of the 1K step.
 #   2. Where the merge's 8 µs (B=1 H=16 64K) and 18 µs (B=32 H=128 1K) go: md1..md3 against mf,
 #      all with MLAKV_DECODE_FUSED=merge; mh1 / mh2: whether the partials leave L2 before the merge
 #      reads them; ncu source counters of mf's merged steps.
