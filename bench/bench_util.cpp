@@ -82,49 +82,54 @@ double time_us(const std::function<void(int)>& enqueue, void* stream, const Time
   // Warm-up: at least t.warmup calls and 20 ms of them, so that the SM clock has left whatever
   // state the work before left it in (a 15 µs decode step measured 15 to 44 µs by what ran
   // before it: session 22).
+  using Clock = std::chrono::steady_clock;
   int done = 0;
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   do {
     for (int i = 0; i < 8; ++i) enqueue(done++);
     ck(cudaStreamSynchronize(st(stream)), "cudaStreamSynchronize");
-  } while (done < t.warmup || std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(20));
+  } while (done < t.warmup || Clock::now() - t0 < std::chrono::milliseconds(20));
   // The backlog must outlast the host's enqueueing of the timed calls: where the host is slower
   // than that, the GPU drains it and then waits on the host, and the events time the host's
-  // launches. Checked on every run (GPU time of the backlog against the host's enqueue time);
-  // a run that drained it is repeated with a backlog that covers the host's time, twice at most.
+  // launches. Checked on every run: the GPU reaches call i's first event g_i after the backlog's
+  // start; the host enqueued it h_i after enqueueing that start (when the GPU was idle, so the two
+  // clocks start together). A call whose slack g_i − h_i is under 10 µs found the GPU waiting for
+  // it, or nearly; such a run is repeated with twice the backlog, twice at most. (A host held up
+  // by a full launch queue leaves a large slack: the GPU is busy with what the queue holds.)
   int memsets = (n + 3) / 4;
-  std::vector<double> us(static_cast<std::size_t>(n));
-  std::vector<cudaEvent_t> ev(2 * static_cast<std::size_t>(n) + 2);
+  std::vector<double> us(static_cast<std::size_t>(n)), host_at(static_cast<std::size_t>(n));
+  std::vector<cudaEvent_t> ev(2 * static_cast<std::size_t>(n) + 1);
   for (auto& e : ev) ck(cudaEventCreate(&e), "cudaEventCreate");
   for (int attempt = 0;; ++attempt) {
+    const auto h0 = Clock::now();
     ck(cudaEventRecord(ev[2 * n], st(stream)), "cudaEventRecord");
     for (int i = 0; i < memsets; ++i) ck(cudaMemsetAsync(hold.get(), i & 0xff, hold.bytes(), st(stream)), "cudaMemsetAsync");
-    ck(cudaEventRecord(ev[2 * n + 1], st(stream)), "cudaEventRecord");
-    const auto h0 = std::chrono::steady_clock::now();
+    const auto h1 = Clock::now();
     for (int i = 0; i < n; ++i) {
+      host_at[static_cast<std::size_t>(i)] = std::chrono::duration<double, std::milli>(Clock::now() - h0).count();
       ck(cudaEventRecord(ev[2 * i], st(stream)), "cudaEventRecord");
       enqueue(done + i);
       ck(cudaEventRecord(ev[2 * i + 1], st(stream)), "cudaEventRecord");
     }
-    const double host_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - h0).count();
+    if (host_us) *host_us = 1000.0 * std::chrono::duration<double, std::milli>(Clock::now() - h1).count() / n;
     done += n;
     ck(cudaStreamSynchronize(st(stream)), "cudaStreamSynchronize");
     ck(cudaGetLastError(), "kernel launch");
-    float backlog_ms = 0;
-    ck(cudaEventElapsedTime(&backlog_ms, ev[2 * n], ev[2 * n + 1]), "cudaEventElapsedTime");
+    double least_slack_ms = 1e30;
     for (int i = 0; i < n; ++i) {
-      float ms = 0;
+      float ms = 0, at = 0;
       ck(cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]), "cudaEventElapsedTime");
+      ck(cudaEventElapsedTime(&at, ev[2 * n], ev[2 * i]), "cudaEventElapsedTime");
       us[static_cast<std::size_t>(i)] = 1000.0 * ms;
+      least_slack_ms = std::min(least_slack_ms, at - host_at[static_cast<std::size_t>(i)]);
     }
-    if (host_us) *host_us = 1000.0 * host_ms / n;
-    if (host_ms <= backlog_ms) break;
+    if (least_slack_ms >= 0.010) break;
     if (attempt == 2) {
-      std::cerr << "mlakv bench: the host took " << host_ms << " ms to enqueue " << n << " calls, longer than the "
-                << backlog_ms << " ms of GPU work queued ahead: these times may include launch overhead\n";
+      std::cerr << "mlakv bench: the GPU caught up with the host (least slack " << 1000.0 * least_slack_ms
+                << " µs with " << memsets << " memsets queued ahead): these times may include launch overhead\n";
       break;
     }
-    memsets = std::min(4096, static_cast<int>(memsets * (1.5 * host_ms / std::max(backlog_ms, 1e-3f))) + 1);
+    memsets = std::min(512, 2 * memsets);
   }
   for (auto& e : ev) cudaEventDestroy(e);
   std::nth_element(us.begin(), us.begin() + n / 2, us.end());
