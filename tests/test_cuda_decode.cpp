@@ -1113,10 +1113,10 @@ TEST(CudaDecode, ClusteredPairsInACapturedGraph) {
 
 // Small batches (B <= 32) on the sm90 kernel take the fused path: no schedule grid; the attention
 // and combine grids compute the schedule from seq_lens themselves, the attention grid writes
-// empty requests. MLAKV_DECODE_FUSED=merge (opt-in, <= 128 rows) also drops the combine grid: the
-// last CTAs to arrive at a split request merge its partials, a column slice each (up to 128
-// slices; fewer partials, fewer slices). =0 keeps the three-kernel path, which the other tests
-// cover at B > 32.
+// empty requests. The in-grid merge (MLAKV_DECODE_FUSED=merge here; by default only where a
+// request has about two partials, <= 128 rows) also drops the combine grid: the last CTAs to
+// arrive at a split request merge its partials, a column slice each (up to 128 slices; fewer
+// partials, fewer slices). =0 keeps the three-kernel path, which the other tests cover at B > 32.
 TEST(CudaDecode, FusedOneRequestLongContext) {
   MLAKV_REQUIRE_GPU();
   for (const char* mode : {"default", "merge"}) {

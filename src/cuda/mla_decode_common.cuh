@@ -57,9 +57,9 @@ struct WorkspaceLayout {
 /// Fused small-batch path (sm90 kernel only, up to kFusedMaxBatch requests): no schedule grid.
 /// Each attention CTA computes the schedule itself (one warp, from seq_lens, into shared memory)
 /// and writes empty requests; the combine grid, the attention grid's programmatic dependent,
-/// computes the same schedule itself before it waits. Opt-in (MLAKV_DECODE_FUSED=merge): no
-/// combine grid either; the last CTAs to arrive at a split request (arrival counters in the
-/// workspace) merge its partials.
+/// computes the same schedule itself before it waits. With the in-grid merge (use_in_grid_merge:
+/// by default where a request has about two partials) no combine grid either; the last CTAs to
+/// arrive at a split request (arrival counters in the workspace) merge its partials.
 /// 32: the schedule's one-warp form (a request per lane) computes it.
 inline constexpr int kFusedMaxBatch = 32;
 /// The in-CTA schedule in shared memory, in ints: header[4], prefix[kFusedMaxBatch + 1] (padded to

@@ -946,10 +946,9 @@ __device__ void merge_slice(const DecodeArgs& a, int b, int first, int ns, int s
   while (P < 32 && W * P < 256) P *= 2;
   const int G = 256 / P, g = ct / P, lp = ct - g * P;
   const int J = (ns + P - 1) / P, n = (W + G - 1) / G * J;  // partials per lane per item; pairs per lane
-  const int dr = G / nu;
+  const int dr = G / nu, r0 = g / nu;
   const MergeWalk::Shape sh{nu, G, dr, G - dr * nu, J, P * R, lp * R};
-  MergeWalk w{g, g / nu, g - g / nu * nu, 0, 0};
-  w.off = sh.lane0 + w.r;
+  MergeWalk w{g, r0, g - r0 * nu, 0, sh.lane0 + r0};
   MergeAcc acc;
   for (int q0 = 0; q0 < n; q0 += kMergeInFlight) {  // n, J and P are the same in every lane
     float lv[kMergeInFlight];
