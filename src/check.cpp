@@ -80,7 +80,7 @@ std::optional<ByteExtent> byte_extent(const Tensor& t) {
 
 ByteSpan byte_span(const Tensor& t, std::string_view name) {
   const std::optional<ByteExtent> e = byte_extent(t);
-  require(e.has_value(), name, ": ", t.describe(), " has no byte span within int64 (unchecked view)");
+  MLAKV_REQUIRE(e.has_value(), name, ": ", t.describe(), " has no byte span within int64 (unchecked view)");
   ByteSpan s{name, t.device, 0, 0, &t};
   if (e->hi == 0) return s;
   // A span reaching below address 0 or past the last one is cut there: no memory lies beyond.
@@ -110,10 +110,10 @@ void check_outputs_disjoint(std::initializer_list<ByteSpan> outputs, std::initia
 }
 
 void check_scale_pointer(const float* p, std::string_view name, std::string_view what, bool host_readable) {
-  require(p != nullptr, name, ": null, expected a pointer to ", what);
-  require(reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0, name, ": address ", static_cast<const void*>(p),
+  MLAKV_REQUIRE(p != nullptr, name, ": null, expected a pointer to ", what);
+  MLAKV_REQUIRE(reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0, name, ": address ", static_cast<const void*>(p),
           " is not ", alignof(float), "-byte aligned, expected a float's alignment");
-  if (host_readable) require(std::isfinite(*p) && *p > 0.0f, name, ": ", *p, ", expected a finite value > 0");
+  if (host_readable) MLAKV_REQUIRE(std::isfinite(*p) && *p > 0.0f, name, ": ", *p, ", expected a finite value > 0");
 }
 
 void check_no_self_overlap(const Tensor& t, std::string_view name) {
@@ -126,30 +126,30 @@ void check_no_self_overlap(const Tensor& t, std::string_view name) {
   for (int i = 0; i < n; ++i) {
     const int d = order[i];
     const int64_t step = std::llabs(t.stride[d]);
-    require(step > span, name, ": stride ", t.stride[d], " of dimension ", d, " of ", t.describe(), " with strides ",
+    MLAKV_REQUIRE(step > span, name, ": stride ", t.stride[d], " of dimension ", d, " of ", t.describe(), " with strides ",
             strides_of(t), " makes elements share memory, expected an output whose elements are all distinct");
     span += (t.shape[d] - 1) * step;  // fits: check_tensor bounded every offset
   }
 }
 
 void check_tensor(const Tensor& t, std::string_view name, Device device) {
-  require(t.ndim >= 0 && t.ndim <= kMaxDims, name, ": ndim ", t.ndim, " out of range [0, ", kMaxDims, "]");
+  MLAKV_REQUIRE(t.ndim >= 0 && t.ndim <= kMaxDims, name, ": ndim ", t.ndim, " out of range [0, ", kMaxDims, "]");
   for (int d = 0; d < t.ndim; ++d)
-    require(t.shape[d] >= 0, name, ": dimension ", d, " is ", t.shape[d], ", expected >= 0");
-  require(element_count(t).has_value(), name, ": ", t.describe(), " has more than ", INT64_MAX,
+    MLAKV_REQUIRE(t.shape[d] >= 0, name, ": dimension ", d, " is ", t.shape[d], ", expected >= 0");
+  MLAKV_REQUIRE(element_count(t).has_value(), name, ": ", t.describe(), " has more than ", INT64_MAX,
           " elements, expected a view whose element count fits in int64");
-  require(byte_extent(t).has_value(), name, ": ", t.describe(), " with strides ", strides_of(t),
+  MLAKV_REQUIRE(byte_extent(t).has_value(), name, ": ", t.describe(), " with strides ", strides_of(t),
           " spans more than 2^63 bytes, expected a view whose byte offsets fit in int64");
-  require(t.data != nullptr || is_empty(t), name, ": null data pointer for ", t.describe());
+  MLAKV_REQUIRE(t.data != nullptr || is_empty(t), name, ": null data pointer for ", t.describe());
   // Elements are read and written as their type (floats, int32/int64 indices) on the host too.
-  require(reinterpret_cast<std::uintptr_t>(t.data) % dtype_size(t.dtype) == 0, name, ": data address ", t.data,
+  MLAKV_REQUIRE(reinterpret_cast<std::uintptr_t>(t.data) % dtype_size(t.dtype) == 0, name, ": data address ", t.data,
           " is not ", dtype_size(t.dtype), "-byte aligned, expected the alignment of its ", dtype_name(t.dtype),
           " elements");
   check_same_device(t, name, device);
 }
 
 void check_same_device(const Tensor& t, std::string_view name, Device device) {
-  require(t.device == device, name, " is on ", t.device.str(), ", expected ", device.str(),
+  MLAKV_REQUIRE(t.device == device, name, " is on ", t.device.str(), ", expected ", device.str(),
           " (all tensors of an op must be on one device)");
 }
 
@@ -161,21 +161,21 @@ void check_dtype(const Tensor& t, std::string_view name, std::initializer_list<D
 }
 
 void check_ndim(const Tensor& t, std::string_view name, int ndim) {
-  require(t.ndim == ndim, name, ": ", t.describe(), " has ", t.ndim, " dimensions, expected ", ndim);
+  MLAKV_REQUIRE(t.ndim == ndim, name, ": ", t.describe(), " has ", t.ndim, " dimensions, expected ", ndim);
 }
 
 void check_dim(const Tensor& t, std::string_view name, int dim, int64_t expected) {
-  require(t.shape[dim] == expected, name, ": dimension ", dim, " of ", t.describe(), " is ", t.shape[dim],
+  MLAKV_REQUIRE(t.shape[dim] == expected, name, ": dimension ", dim, " of ", t.describe(), " is ", t.shape[dim],
           ", expected ", expected);
 }
 
 void check_inner_contiguous(const Tensor& t, std::string_view name) {
-  require(t.ndim == 0 || t.shape[t.ndim - 1] <= 1 || t.stride[t.ndim - 1] == 1, name,
+  MLAKV_REQUIRE(t.ndim == 0 || t.shape[t.ndim - 1] <= 1 || t.stride[t.ndim - 1] == 1, name,
           ": innermost stride is ", t.ndim ? t.stride[t.ndim - 1] : 0, ", expected 1");
 }
 
 void check_contiguous(const Tensor& t, std::string_view name) {
-  require(t.is_contiguous(), name, ": ", t.describe(), " must be contiguous");
+  MLAKV_REQUIRE(t.is_contiguous(), name, ": ", t.describe(), " must be contiguous");
 }
 
 void check_block_table(const Tensor& block_table, Device device, int64_t batch) {
@@ -188,10 +188,10 @@ void check_block_table(const Tensor& block_table, Device device, int64_t batch) 
 
 void check_aligned(const Tensor& t, std::string_view name, std::size_t bytes) {
   const auto addr = reinterpret_cast<std::uintptr_t>(t.data);
-  require(addr % bytes == 0, name, ": data address ", t.data, " is not ", bytes, "-byte aligned");
+  MLAKV_REQUIRE(addr % bytes == 0, name, ": data address ", t.data, " is not ", bytes, "-byte aligned");
   const std::size_t es = dtype_size(t.dtype);
   for (int d = 0; d + 1 < t.ndim; ++d)
-    require((static_cast<std::size_t>(t.stride[d]) * es) % bytes == 0 || t.shape[d] <= 1, name, ": stride ",
+    MLAKV_REQUIRE((static_cast<std::size_t>(t.stride[d]) * es) % bytes == 0 || t.shape[d] <= 1, name, ": stride ",
             t.stride[d], " of dimension ", d, " is not a multiple of ", bytes, " bytes");
 }
 

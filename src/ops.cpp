@@ -62,10 +62,10 @@ void dsv4_dequant_gather(const Cache& cache, const Tensor& block_table, const Te
 }
 
 std::size_t mla_decode_workspace_size(int batch, int s_q, int heads, Device device) {
-  detail::require(batch >= 0, "batch: ", batch, ", expected >= 0");
-  detail::require(s_q >= 1, "s_q: ", s_q, ", expected >= 1");
-  detail::require(heads >= 1, "heads: ", heads, ", expected >= 1");
-  detail::require(static_cast<int64_t>(s_q) * heads <= std::numeric_limits<int>::max(), "s_q x heads: ", s_q, " x ",
+  MLAKV_REQUIRE(batch >= 0, "batch: ", batch, ", expected >= 0");
+  MLAKV_REQUIRE(s_q >= 1, "s_q: ", s_q, ", expected >= 1");
+  MLAKV_REQUIRE(heads >= 1, "heads: ", heads, ", expected >= 1");
+  MLAKV_REQUIRE(static_cast<int64_t>(s_q) * heads <= std::numeric_limits<int>::max(), "s_q x heads: ", s_q, " x ",
                   heads, " = ", static_cast<int64_t>(s_q) * heads, " query rows, expected <= ",
                   std::numeric_limits<int>::max());
   if (device.is_cpu()) return 0;

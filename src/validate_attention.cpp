@@ -27,18 +27,18 @@ void check_lengths_and_blocks(const Cache& cache, const Tensor& block_table, con
   const int64_t bs = cache.desc.block_size, max_blocks = block_table.size(1), cap = table_capacity(max_blocks, bs);
   for (int64_t b = 0; b < seq_lens.size(0); ++b) {
     const int64_t len = i32_at(seq_lens, b);
-    require(len >= 0, "seq_lens[", b, "]: ", len, ", expected >= 0");
+    MLAKV_REQUIRE(len >= 0, "seq_lens[", b, "]: ", len, ", expected >= 0");
     const int64_t local = dcp::local_length(len, shard.rank, shard.world, shard.interleave);
     if (shard.world > 1)
-      require(local <= cap, "seq_lens[", b, "]: ", len, " tokens puts ", local, " on DCP rank ",
+      MLAKV_REQUIRE(local <= cap, "seq_lens[", b, "]: ", len, " tokens puts ", local, " on DCP rank ",
               shard.rank, " of ", shard.world, " (interleave ", shard.interleave, "), beyond the block_table capacity of ",
               max_blocks, " blocks x ", bs, " = ", cap, " tokens");
     else
-      require(len <= cap, "seq_lens[", b, "]: ", len, ", beyond the block_table capacity of ", max_blocks,
+      MLAKV_REQUIRE(len <= cap, "seq_lens[", b, "]: ", len, ", beyond the block_table capacity of ", max_blocks,
               " blocks x ", bs, " = ", cap, " tokens");
     for (int64_t j = 0; j < (local + bs - 1) / bs; ++j) {
       const int64_t id = i32_at(block_table, b, j);
-      require(id >= 0 && id < cache.desc.num_blocks, "block_table[", b, "][", j, "]: block id ", id,
+      MLAKV_REQUIRE(id >= 0 && id < cache.desc.num_blocks, "block_table[", b, "][", j, "]: block id ", id,
               ", expected in [0, ", cache.desc.num_blocks, ") (used by seq_lens[", b, "] = ", len, ")");
     }
   }
@@ -66,23 +66,23 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
   check_tensor(q, "q", dev);
   check_dtype(q, "q", {DType::bf16, DType::e4m3});
   check_ndim(q, "q", 4);
-  require(q.shape[3] == kHeadDim, "q: head width ", q.shape[3], " (", q.describe(), "), expected ", kHeadDim,
+  MLAKV_REQUIRE(q.shape[3] == kHeadDim, "q: head width ", q.shape[3], " (", q.describe(), "), expected ", kHeadDim,
           " (latent ", kLatentDim, " + rope ", kRopeDim, "; other MLA dimensions are not supported)");
   check_inner_contiguous(q, "q");
   const int64_t batch = q.shape[0], s_q = q.shape[1], heads = q.shape[2];
-  require(s_q >= 1 && s_q <= kMaxQueriesPerRequest, "q: s_q (dimension 1) is ", s_q, ", expected 1..",
+  MLAKV_REQUIRE(s_q >= 1 && s_q <= kMaxQueriesPerRequest, "q: s_q (dimension 1) is ", s_q, ", expected 1..",
           kMaxQueriesPerRequest);
-  require(heads >= 1, "q: heads (dimension 2) is ", heads, ", expected >= 1");
+  MLAKV_REQUIRE(heads >= 1, "q: heads (dimension 2) is ", heads, ", expected >= 1");
   // Batch and query rows (s_q x heads) are int counts in the workspace query and the kernels.
-  require(batch <= std::numeric_limits<int>::max(), "q: batch (dimension 0) is ", batch, ", expected <= ",
+  MLAKV_REQUIRE(batch <= std::numeric_limits<int>::max(), "q: batch (dimension 0) is ", batch, ", expected <= ",
           std::numeric_limits<int>::max());
-  require(s_q * heads <= std::numeric_limits<int>::max(), "q: s_q x heads is ", s_q, " x ", heads, " = ", s_q * heads,
+  MLAKV_REQUIRE(s_q * heads <= std::numeric_limits<int>::max(), "q: s_q x heads is ", s_q, " x ", heads, " = ", s_q * heads,
           ", expected <= ", std::numeric_limits<int>::max());
 
   validate_cache(cache, "cache");
-  require(cache.device == dev, "cache is on ", cache.device.str(), ", expected ", dev.str(),
+  MLAKV_REQUIRE(cache.device == dev, "cache is on ", cache.device.str(), ", expected ", dev.str(),
           " (all tensors of an op must be on one device)");
-  require(cache.desc.format != CacheFormat::dsv4,
+  MLAKV_REQUIRE(cache.desc.format != CacheFormat::dsv4,
           "cache.desc.format: dsv4 is not supported by mla_decode (its head dim is 512, not 576), expected bf16, "
           "fp8 or fp8_ds_mla");
 
@@ -96,7 +96,7 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
   check_dtype(out, "out", {DType::bf16, DType::f32});
   check_ndim(out, "out", 4);
   for (int d = 0; d < 3; ++d) check_dim(out, "out", d, q.shape[d]);
-  require(out.shape[3] == kLatentDim, "out: width ", out.shape[3], " (", out.describe(), "), expected ", kLatentDim);
+  MLAKV_REQUIRE(out.shape[3] == kLatentDim, "out: width ", out.shape[3], " (", out.describe(), "), expected ", kLatentDim);
   check_inner_contiguous(out, "out");
   check_tensor(lse, "lse", dev);
   check_dtype(lse, "lse", {DType::f32});
@@ -105,7 +105,7 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
   check_no_self_overlap(out, "out");
   check_no_self_overlap(lse, "lse");
 
-  require(std::isfinite(params.softmax_scale) && params.softmax_scale > 0.0f, "params.softmax_scale: ",
+  MLAKV_REQUIRE(std::isfinite(params.softmax_scale) && params.softmax_scale > 0.0f, "params.softmax_scale: ",
           params.softmax_scale, ", expected a finite value > 0 (usually 1 / sqrt(576))");
   if (q.dtype == DType::e4m3) {
     check_scale_pointer(params.q_scale, "params.q_scale", "the float scale of the e4m3 q", dev.is_cpu());
@@ -114,9 +114,9 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
 
   const std::size_t need = mla_decode_workspace_size(static_cast<int>(batch), static_cast<int>(s_q),
                                                      static_cast<int>(heads), dev);
-  require(workspace.bytes >= need, "workspace.bytes: ", workspace.bytes, ", expected >= ", need,
+  MLAKV_REQUIRE(workspace.bytes >= need, "workspace.bytes: ", workspace.bytes, ", expected >= ", need,
           " (mla_decode_workspace_size(", batch, ", ", s_q, ", ", heads, ", ", dev.str(), "))");
-  require(need == 0 || workspace.data != nullptr, "workspace.data: null for ", workspace.bytes, " bytes");
+  MLAKV_REQUIRE(need == 0 || workspace.data != nullptr, "workspace.data: null for ", workspace.bytes, " bytes");
   // The CUDA path writes its split-KV partials to the workspace and combines them into out and lse.
   check_outputs_disjoint({byte_span(out, "out"), byte_span(lse, "lse"), byte_span(workspace.data, need, dev, "workspace")},
                          {byte_span(q, "q"), cache_span(cache), cache_scale_span(cache),

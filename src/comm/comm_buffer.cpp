@@ -15,7 +15,7 @@ class HostCommBuffer final : public CommBuffer {
   explicit HostCommBuffer(std::size_t bytes) : bytes_(bytes) {
     constexpr std::size_t kAlign = 256;
     p_ = bytes ? std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign) : nullptr;
-    detail::require(bytes == 0 || p_ != nullptr, "Communicator::allocate: ", bytes, " bytes of host memory unavailable");
+    MLAKV_REQUIRE(bytes == 0 || p_ != nullptr, "Communicator::allocate: ", bytes, " bytes of host memory unavailable");
   }
   ~HostCommBuffer() override { std::free(p_); }
   void* data() const override { return p_; }

@@ -46,7 +46,7 @@ struct Shared {
 
   void barrier(int rank, const char* what) {
     std::unique_lock<std::mutex> lock(m);
-    require(!broken, "cpu group rank ", rank, ": ", what, " on a broken group (an earlier collective timed out)");
+    MLAKV_REQUIRE(!broken, "cpu group rank ", rank, ": ", what, " on a broken group (an earlier collective timed out)");
     const uint64_t gen = generation;
     if (++arrived == world) {
       arrived = 0;
@@ -98,14 +98,14 @@ class CpuCommunicator final : public Communicator {
  private:
   // Publishes this rank's send buffer, then calls take(src, peer_send) for every rank in order.
   template <class Take> void run(Kind kind, const void* send, std::size_t bytes, Take&& take) {
-    require(send != nullptr || bytes == 0, "cpu group rank ", rank_, ": ", kind_name(kind), ": null send buffer");
+    MLAKV_REQUIRE(send != nullptr || bytes == 0, "cpu group rank ", rank_, ": ", kind_name(kind), ": null send buffer");
     s_->posted[static_cast<std::size_t>(rank_)] = {kind, send, bytes};
     s_->barrier(rank_, kind_name(kind));
     // Every rank sees the same posts, so a mismatch makes all of them throw here, and none is
     // left waiting at the second barrier.
     for (int r = 0; r < s_->world; ++r) {
       const Posted& p = s_->posted[static_cast<std::size_t>(r)];
-      require(p.kind == kind && p.bytes == bytes, "cpu group rank ", rank_, ": ", kind_name(kind), " of ", bytes,
+      MLAKV_REQUIRE(p.kind == kind && p.bytes == bytes, "cpu group rank ", rank_, ": ", kind_name(kind), " of ", bytes,
               " bytes per rank, but rank ", r, " called ", kind_name(p.kind), " with ", p.bytes,
               " (every rank must call the same collective with the same size)");
     }
@@ -120,8 +120,8 @@ class CpuCommunicator final : public Communicator {
 }  // namespace
 
 std::vector<std::unique_ptr<Communicator>> make_cpu_group(int world, std::chrono::milliseconds timeout) {
-  require(world >= 1, "make_cpu_group: world ", world, ", expected >= 1");
-  require(timeout.count() > 0, "make_cpu_group: timeout ", timeout.count(), " ms, expected > 0");
+  MLAKV_REQUIRE(world >= 1, "make_cpu_group: world ", world, ", expected >= 1");
+  MLAKV_REQUIRE(timeout.count() > 0, "make_cpu_group: timeout ", timeout.count(), " ms, expected > 0");
   auto shared = std::make_shared<Shared>(world, timeout);
   std::vector<std::unique_ptr<Communicator>> comms;
   comms.reserve(static_cast<std::size_t>(world));

@@ -22,7 +22,7 @@ NcclApi load() {
   }
   auto sym = [&](auto& fn, const char* symbol) {
     fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, symbol));
-    detail::require(fn != nullptr, "NCCL: ", name, " has no ", symbol, " (NCCL 2.19 or newer is needed)");
+    MLAKV_REQUIRE(fn != nullptr, "NCCL: ", name, " has no ", symbol, " (NCCL 2.19 or newer is needed)");
   };
   NcclApi api{};
   sym(api.GetUniqueId, "ncclGetUniqueId");

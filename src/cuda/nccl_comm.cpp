@@ -169,7 +169,7 @@ class NcclCommunicator final : public Communicator {
     const std::size_t n = (std::max<std::size_t>(bytes, 1) + kPage - 1) / kPage * kPage;
     void* p = nullptr;
     const ncclResult_t a = cuda::nccl().MemAlloc(&p, n);
-    detail::require(a == ncclSuccess, "Communicator::allocate: ncclMemAlloc of ", n, " bytes on rank ", st_->rank,
+    MLAKV_REQUIRE(a == ncclSuccess, "Communicator::allocate: ncclMemAlloc of ", n, " bytes on rank ", st_->rank,
                     " failed: ", cuda::nccl().GetErrorString(a), " (MLAKV_NCCL_SYMMETRIC=0 uses cudaMalloc)");
     ncclWindow_t win = nullptr;
     try {
@@ -186,7 +186,7 @@ class NcclCommunicator final : public Communicator {
   // Every call: the rank's device current, and a clear error on a communicator an earlier
   // failure aborted (NCCL would only say "invalid argument").
   void enter() {
-    detail::require(st_->comm != nullptr, "NCCL communicator of rank ", st_->rank,
+    MLAKV_REQUIRE(st_->comm != nullptr, "NCCL communicator of rank ", st_->rank,
                     ": aborted by an earlier failure; make a new group");
     cuda::set_device(Device::cuda(st_->device));
   }
@@ -220,10 +220,10 @@ void wait_ready(ncclComm_t comm, ncclResult_t res, int rank, std::chrono::millis
 }
 
 void check_group_args(int world, int rank, int device) {
-  detail::require(world >= 1, "world: ", world, ", expected >= 1");
-  detail::require(rank >= 0 && rank < world, "rank: ", rank, ", expected in [0, ", world, ")");
+  MLAKV_REQUIRE(world >= 1, "world: ", world, ", expected >= 1");
+  MLAKV_REQUIRE(rank >= 0 && rank < world, "rank: ", rank, ", expected in [0, ", world, ")");
   const int n = cuda_device_count();
-  detail::require(device >= 0 && device < n, "device: ", device, ", expected a CUDA device in [0, ", n, ")");
+  MLAKV_REQUIRE(device >= 0 && device < n, "device: ", device, ", expected a CUDA device in [0, ", n, ")");
 }
 
 }  // namespace
@@ -261,7 +261,7 @@ NcclId nccl_make_id() {
   static_assert(sizeof(ncclUniqueId) == sizeof(NcclId::bytes));
   ncclUniqueId raw;
   const ncclResult_t res = cuda::nccl().GetUniqueId(&raw);
-  detail::require(res == ncclSuccess, "ncclGetUniqueId failed: ", cuda::nccl().GetErrorString(res));
+  MLAKV_REQUIRE(res == ncclSuccess, "ncclGetUniqueId failed: ", cuda::nccl().GetErrorString(res));
   NcclId id;
   std::memcpy(id.bytes.data(), raw.internal, sizeof(raw.internal));
   return id;
@@ -271,7 +271,7 @@ void nccl_write_id(const NcclId& id, const std::string& path) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    detail::require(static_cast<bool>(f), "nccl id path: cannot write ", tmp);
+    MLAKV_REQUIRE(static_cast<bool>(f), "nccl id path: cannot write ", tmp);
     f.write(id.bytes.data(), static_cast<std::streamsize>(id.bytes.size()));
   }
   std::filesystem::rename(tmp, path);
@@ -283,7 +283,7 @@ NcclId nccl_read_id(const std::string& path, std::chrono::milliseconds timeout) 
     std::ifstream f(path, std::ios::binary);
     NcclId id;
     if (f && f.read(id.bytes.data(), static_cast<std::streamsize>(id.bytes.size()))) return id;
-    detail::require(Clock::now() < deadline, "nccl id path: ", path, " did not appear within ", timeout.count(),
+    MLAKV_REQUIRE(Clock::now() < deadline, "nccl id path: ", path, " did not appear within ", timeout.count(),
                     " ms");
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -305,7 +305,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(const NcclId& id, int world
 std::vector<std::unique_ptr<Communicator>> make_nccl_group(const std::vector<int>& devices,
                                                            std::chrono::milliseconds timeout) {
   const int world = static_cast<int>(devices.size());
-  detail::require(world >= 1, "devices: empty list, expected at least one CUDA device");
+  MLAKV_REQUIRE(world >= 1, "devices: empty list, expected at least one CUDA device");
   for (int r = 0; r < world; ++r) check_group_args(world, r, devices[r]);
   const NcclId id = nccl_make_id();
   std::vector<std::unique_ptr<Communicator>> comms(world);

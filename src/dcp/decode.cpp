@@ -33,7 +33,7 @@ DecodeLayout decode_layout(int batch, int s_q, int heads, int world, Device devi
   l.heads = heads;
   l.world = world;
   const int64_t all_heads = static_cast<int64_t>(heads) * world;
-  detail::require(all_heads <= std::numeric_limits<int>::max(), "local_heads x world: ", heads, " x ", world, " = ",
+  MLAKV_REQUIRE(all_heads <= std::numeric_limits<int>::max(), "local_heads x world: ", heads, " x ", world, " = ",
                   all_heads, " query heads, expected <= ", std::numeric_limits<int>::max());
   const auto T = static_cast<std::size_t>(l.tokens), N = static_cast<std::size_t>(heads),
              W = static_cast<std::size_t>(world);
@@ -57,7 +57,7 @@ DecodeLayout decode_layout(int batch, int s_q, int heads, int world, Device devi
   p.reset(shared);
   l.a2a_send = p.take(product(W, ops::packed_floats(l.tokens, heads), 4));
   l.a2a_recv = p.take(product(W, ops::packed_floats(l.tokens, heads), 4));
-  detail::require(!p.overflowed(), "dcp::decode workspace for batch ", batch, ", s_q ", s_q, ", local_heads ", heads,
+  MLAKV_REQUIRE(!p.overflowed(), "dcp::decode workspace for batch ", batch, ", s_q ", s_q, ", local_heads ", heads,
                   ", world ", world, ": more than ", WorkspacePlan::kMaxBytes,
                   " bytes, expected sizes whose workspace fits in memory");
   l.total = std::max(end, p.used()) + WorkspacePlan::kAlign;  // slack to align any base pointer
@@ -69,13 +69,13 @@ void validate_decode(Communicator& comm, const Tensor& q_local, const Tensor& ou
                      const DecodeOptions& opts, Workspace workspace, const DecodeLayout& layout) {
   using namespace detail;
   const Device dev = comm.device();
-  require(comm.world() >= 1, "comm.world(): ", comm.world(), ", expected >= 1");
+  MLAKV_REQUIRE(comm.world() >= 1, "comm.world(): ", comm.world(), ", expected >= 1");
   check_tensor(q_local, "q_local", dev);
   check_dtype(q_local, "q_local", {DType::bf16});
   check_ndim(q_local, "q_local", 4);
   check_dim(q_local, "q_local", 3, kHeadDim);
   check_inner_contiguous(q_local, "q_local");
-  require(q_local.shape[2] >= 1, "q_local: local heads (dimension 2) is ", q_local.shape[2], ", expected >= 1");
+  MLAKV_REQUIRE(q_local.shape[2] >= 1, "q_local: local heads (dimension 2) is ", q_local.shape[2], ", expected >= 1");
   check_tensor(out, "out", dev);
   check_dtype(out, "out", {DType::bf16, DType::f32});
   check_ndim(out, "out", 4);
@@ -88,19 +88,19 @@ void validate_decode(Communicator& comm, const Tensor& q_local, const Tensor& ou
   for (int d = 0; d < 3; ++d) check_dim(lse, "lse", d, q_local.shape[d]);
   check_no_self_overlap(out, "out");
   check_no_self_overlap(lse, "lse");
-  require(opts.merge == Merge::allgather_reduce_scatter || opts.merge == Merge::all_to_all, "opts.merge: ",
+  MLAKV_REQUIRE(opts.merge == Merge::allgather_reduce_scatter || opts.merge == Merge::all_to_all, "opts.merge: ",
           static_cast<int>(opts.merge), ", expected allgather_reduce_scatter or all_to_all");
-  require(opts.q_quant == QueryQuant::none || opts.q_quant == QueryQuant::e4m3_after_gather ||
+  MLAKV_REQUIRE(opts.q_quant == QueryQuant::none || opts.q_quant == QueryQuant::e4m3_after_gather ||
               opts.q_quant == QueryQuant::e4m3_before_gather,
           "opts.q_quant: ", static_cast<int>(opts.q_quant), ", expected none, e4m3_after_gather or e4m3_before_gather");
   if (opts.q_quant != QueryQuant::none) {
     check_scale_pointer(opts.q_scale, "opts.q_scale", "the float query scale (opts.q_quant quantizes q to e4m3)",
                         dev.is_cpu());
   }
-  require(workspace.bytes >= layout.total, "workspace.bytes: ", workspace.bytes, ", expected >= ", layout.total,
+  MLAKV_REQUIRE(workspace.bytes >= layout.total, "workspace.bytes: ", workspace.bytes, ", expected >= ", layout.total,
           " (dcp::decode_workspace_size(", q_local.shape[0], ", ", q_local.shape[1], ", ", q_local.shape[2], ", ",
           layout.world, ", ", dev.str(), "))");
-  require(workspace.data != nullptr, "workspace.data: null, expected ", layout.total, " bytes");
+  MLAKV_REQUIRE(workspace.data != nullptr, "workspace.data: null, expected ", layout.total, " bytes");
 }
 
 // The step writes out, lse and the whole workspace (the other ranks' collectives too) while it
@@ -125,10 +125,10 @@ void check_step_memory(const Tensor& q_local, const Cache& cache, const Tensor& 
 }  // namespace
 
 std::size_t decode_workspace_size(int batch, int s_q, int local_heads, int world, Device device) {
-  detail::require(batch >= 0, "batch: ", batch, ", expected >= 0");
-  detail::require(s_q >= 1, "s_q: ", s_q, ", expected >= 1");
-  detail::require(local_heads >= 1, "local_heads: ", local_heads, ", expected >= 1");
-  detail::require(world >= 1, "world: ", world, ", expected >= 1");
+  MLAKV_REQUIRE(batch >= 0, "batch: ", batch, ", expected >= 0");
+  MLAKV_REQUIRE(s_q >= 1, "s_q: ", s_q, ", expected >= 1");
+  MLAKV_REQUIRE(local_heads >= 1, "local_heads: ", local_heads, ", expected >= 1");
+  MLAKV_REQUIRE(world >= 1, "world: ", world, ", expected >= 1");
   return decode_layout(batch, s_q, local_heads, world, device).total;
 }
 
@@ -140,12 +140,12 @@ void decode(Communicator& comm, const Tensor& q_local, const Cache& cache, const
   detail::check_ndim(q_local, "q_local", 4);
   // The layout (and the kernels' loop bounds) take int counts.
   for (int d = 0; d < 3; ++d)
-    detail::require(q_local.shape[d] <= std::numeric_limits<int>::max(), "q_local: dimension ", d, " is ",
+    MLAKV_REQUIRE(q_local.shape[d] <= std::numeric_limits<int>::max(), "q_local: dimension ", d, " is ",
                     q_local.shape[d], ", expected <= ", std::numeric_limits<int>::max());
   const int batch = static_cast<int>(q_local.shape[0]), s_q = static_cast<int>(q_local.shape[1]),
             N = static_cast<int>(q_local.shape[2]);
-  detail::require(s_q >= 1, "q_local: s_q (dimension 1) is ", s_q, ", expected >= 1");
-  detail::require(N >= 1, "q_local: local heads (dimension 2) is ", N, ", expected >= 1");
+  MLAKV_REQUIRE(s_q >= 1, "q_local: s_q (dimension 1) is ", s_q, ", expected >= 1");
+  MLAKV_REQUIRE(N >= 1, "q_local: local heads (dimension 2) is ", N, ", expected >= 1");
   const DecodeLayout L = decode_layout(batch, s_q, N, W, dev);
   validate_decode(comm, q_local, out, lse, opts, workspace, L);
   check_step_memory(q_local, cache, block_table, seq_lens, out, lse, opts, workspace, L);

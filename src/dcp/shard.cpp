@@ -6,14 +6,13 @@
 namespace mlakv::dcp {
 
 void check_shard(const DcpShard& shard, int block_size) {
-  using detail::require;
-  require(shard.world >= 1, "shard.world: ", shard.world, ", expected >= 1");
-  require(shard.rank >= 0 && shard.rank < shard.world, "shard.rank: ", shard.rank, ", expected in [0, ",
+  MLAKV_REQUIRE(shard.world >= 1, "shard.world: ", shard.world, ", expected >= 1");
+  MLAKV_REQUIRE(shard.rank >= 0 && shard.rank < shard.world, "shard.rank: ", shard.rank, ", expected in [0, ",
           shard.world, ")");
-  require(shard.interleave >= 1, "shard.interleave: ", shard.interleave, ", expected >= 1");
-  require(block_size >= 1, "block_size: ", block_size, ", expected >= 1");
+  MLAKV_REQUIRE(shard.interleave >= 1, "shard.interleave: ", shard.interleave, ", expected >= 1");
+  MLAKV_REQUIRE(block_size >= 1, "block_size: ", block_size, ", expected >= 1");
   // A block must hold whole interleave runs so that a run's local indices stay in one block.
-  require(block_size % shard.interleave == 0, "shard.interleave: ", shard.interleave,
+  MLAKV_REQUIRE(block_size % shard.interleave == 0, "shard.interleave: ", shard.interleave,
           ", expected a divisor of the cache block_size ", block_size);
 }
 
@@ -46,13 +45,13 @@ void slot_mapping(const Tensor& positions, const Tensor& token_to_req, const Ten
       const int64_t pos = static_cast<const int64_t*>(positions.data)[t * positions.stride[0]];
       const int64_t req = static_cast<const int32_t*>(token_to_req.data)[t * token_to_req.stride[0]];
       if (pos < 0 || req < 0) continue;  // padding
-      require(req < batch, "token_to_req[", t, "]: ", req, ", expected < ", batch, " (rows of block_table) or negative for padding");
+      MLAKV_REQUIRE(req < batch, "token_to_req[", t, "]: ", req, ", expected < ", batch, " (rows of block_table) or negative for padding");
       if (owner(pos, shard.world, shard.interleave) != shard.rank) continue;
       const int64_t j = local_index(pos, shard.world, shard.interleave);
-      require(j / block_size < max_blocks, "positions[", t, "]: ", pos, " is local index ", j, " on rank ", shard.rank,
+      MLAKV_REQUIRE(j / block_size < max_blocks, "positions[", t, "]: ", pos, " is local index ", j, " on rank ", shard.rank,
               ", beyond the block_table capacity of ", max_blocks, " blocks x ", block_size, " tokens");
       const int64_t id = static_cast<const int32_t*>(block_table.data)[req * block_table.stride[0] + j / block_size];
-      require(id >= 0, "block_table[", req, "][", j / block_size, "]: block id ", id, ", expected >= 0 (used by positions[",
+      MLAKV_REQUIRE(id >= 0, "block_table[", req, "][", j / block_size, "]: block id ", id, ", expected >= 0 (used by positions[",
               t, "] = ", pos, ")");
     }
   }
