@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Session 42, call 1: session 41's call4.sh, rebuilt (bundle .gl/s47.txz, -C .gl; an H200 wanted).
-# m = main ec93892 (the merge's walk by additions, MergeWalk; the bench's backlog check, host_us);
-# mf = 08dcee4 (the same kernels, the bench without the check); md1..md3 = m + session41/merge-diag.patch
+# Session 42, call 1 (not run: no device came; to run next): session 41's call4.sh, rebuilt (bundle
+# .gl/s47.txz, -C .gl; an H200 wanted). m = main (the merge's walk by additions; the bench's
+# backlog check, host_us; since e50013f the lazy validation messages); mf = 08dcee4 (the same kernels,
+# the bench without the check, the eager validation); md1..md3 = m + session42/merge-diag.patch
 # with -DMLAKV_DIAG_MERGE=1 (the merge does nothing), 2 (LSE loads only), 3 (o loads only): timing
 # only, their outputs are wrong; trm = m's trace build; mh1 / mh2 = m + session41/l2-hints.patch with
 # -DMLAKV_DECODE_L2_HINTS=1 (the partials stored with an L2 evict_last policy) / 2 (and the bf16 KV
