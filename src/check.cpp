@@ -112,7 +112,7 @@ void check_outputs_disjoint(std::initializer_list<ByteSpan> outputs, std::initia
 void check_scale_pointer(const float* p, std::string_view name, std::string_view what, bool host_readable) {
   MLAKV_REQUIRE(p != nullptr, name, ": null, expected a pointer to ", what);
   MLAKV_REQUIRE(reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0, name, ": address ", static_cast<const void*>(p),
-          " is not ", alignof(float), "-byte aligned, expected a float's alignment");
+                " is not ", alignof(float), "-byte aligned, expected a float's alignment");
   if (host_readable) MLAKV_REQUIRE(std::isfinite(*p) && *p > 0.0f, name, ": ", *p, ", expected a finite value > 0");
 }
 
@@ -127,7 +127,7 @@ void check_no_self_overlap(const Tensor& t, std::string_view name) {
     const int d = order[i];
     const int64_t step = std::llabs(t.stride[d]);
     MLAKV_REQUIRE(step > span, name, ": stride ", t.stride[d], " of dimension ", d, " of ", t.describe(), " with strides ",
-            strides_of(t), " makes elements share memory, expected an output whose elements are all distinct");
+                  strides_of(t), " makes elements share memory, expected an output whose elements are all distinct");
     span += (t.shape[d] - 1) * step;  // fits: check_tensor bounded every offset
   }
 }
@@ -137,20 +137,20 @@ void check_tensor(const Tensor& t, std::string_view name, Device device) {
   for (int d = 0; d < t.ndim; ++d)
     MLAKV_REQUIRE(t.shape[d] >= 0, name, ": dimension ", d, " is ", t.shape[d], ", expected >= 0");
   MLAKV_REQUIRE(element_count(t).has_value(), name, ": ", t.describe(), " has more than ", INT64_MAX,
-          " elements, expected a view whose element count fits in int64");
+                " elements, expected a view whose element count fits in int64");
   MLAKV_REQUIRE(byte_extent(t).has_value(), name, ": ", t.describe(), " with strides ", strides_of(t),
-          " spans more than 2^63 bytes, expected a view whose byte offsets fit in int64");
+                " spans more than 2^63 bytes, expected a view whose byte offsets fit in int64");
   MLAKV_REQUIRE(t.data != nullptr || is_empty(t), name, ": null data pointer for ", t.describe());
   // Elements are read and written as their type (floats, int32/int64 indices) on the host too.
   MLAKV_REQUIRE(reinterpret_cast<std::uintptr_t>(t.data) % dtype_size(t.dtype) == 0, name, ": data address ", t.data,
-          " is not ", dtype_size(t.dtype), "-byte aligned, expected the alignment of its ", dtype_name(t.dtype),
-          " elements");
+                " is not ", dtype_size(t.dtype), "-byte aligned, expected the alignment of its ", dtype_name(t.dtype),
+                " elements");
   check_same_device(t, name, device);
 }
 
 void check_same_device(const Tensor& t, std::string_view name, Device device) {
   MLAKV_REQUIRE(t.device == device, name, " is on ", t.device.str(), ", expected ", device.str(),
-          " (all tensors of an op must be on one device)");
+                " (all tensors of an op must be on one device)");
 }
 
 void check_dtype(const Tensor& t, std::string_view name, std::initializer_list<DType> allowed) {
@@ -166,12 +166,12 @@ void check_ndim(const Tensor& t, std::string_view name, int ndim) {
 
 void check_dim(const Tensor& t, std::string_view name, int dim, int64_t expected) {
   MLAKV_REQUIRE(t.shape[dim] == expected, name, ": dimension ", dim, " of ", t.describe(), " is ", t.shape[dim],
-          ", expected ", expected);
+                ", expected ", expected);
 }
 
 void check_inner_contiguous(const Tensor& t, std::string_view name) {
   MLAKV_REQUIRE(t.ndim == 0 || t.shape[t.ndim - 1] <= 1 || t.stride[t.ndim - 1] == 1, name,
-          ": innermost stride is ", t.ndim ? t.stride[t.ndim - 1] : 0, ", expected 1");
+                ": innermost stride is ", t.ndim ? t.stride[t.ndim - 1] : 0, ", expected 1");
 }
 
 void check_contiguous(const Tensor& t, std::string_view name) {
@@ -192,7 +192,7 @@ void check_aligned(const Tensor& t, std::string_view name, std::size_t bytes) {
   const std::size_t es = dtype_size(t.dtype);
   for (int d = 0; d + 1 < t.ndim; ++d)
     MLAKV_REQUIRE((static_cast<std::size_t>(t.stride[d]) * es) % bytes == 0 || t.shape[d] <= 1, name, ": stride ",
-            t.stride[d], " of dimension ", d, " is not a multiple of ", bytes, " bytes");
+                  t.stride[d], " of dimension ", d, " is not a multiple of ", bytes, " bytes");
 }
 
 }  // namespace mlakv::detail

@@ -66,8 +66,8 @@ std::size_t mla_decode_workspace_size(int batch, int s_q, int heads, Device devi
   MLAKV_REQUIRE(s_q >= 1, "s_q: ", s_q, ", expected >= 1");
   MLAKV_REQUIRE(heads >= 1, "heads: ", heads, ", expected >= 1");
   MLAKV_REQUIRE(static_cast<int64_t>(s_q) * heads <= std::numeric_limits<int>::max(), "s_q x heads: ", s_q, " x ",
-                  heads, " = ", static_cast<int64_t>(s_q) * heads, " query rows, expected <= ",
-                  std::numeric_limits<int>::max());
+                heads, " = ", static_cast<int64_t>(s_q) * heads, " query rows, expected <= ",
+                std::numeric_limits<int>::max());
   if (device.is_cpu()) return 0;
 #if MLAKV_WITH_CUDA
   return cuda::mla_decode_workspace_size(batch, s_q, heads, device.index);

@@ -35,7 +35,7 @@ std::string Device::str() const { return is_cpu() ? std::string("cpu") : "cuda:"
 
 Tensor::Tensor(void* ptr, DType dt, std::initializer_list<int64_t> shp, Device dev) : data(ptr), dtype(dt), device(dev) {
   MLAKV_REQUIRE(shp.size() <= static_cast<std::size_t>(kMaxDims), "Tensor: ", shp.size(), " dimensions, at most ",
-                  kMaxDims, " supported");
+                kMaxDims, " supported");
   ndim = static_cast<int>(shp.size());
   int d = 0;
   for (int64_t s : shp) shape[d++] = s;
@@ -52,7 +52,7 @@ Tensor::Tensor(void* ptr, DType dt, std::initializer_list<int64_t> shp, std::ini
                Device dev)
     : Tensor(ptr, dt, shp, dev) {
   MLAKV_REQUIRE(strides.size() == shp.size(), "Tensor: ", strides.size(), " strides for ", shp.size(),
-                  " dimensions");
+                " dimensions");
   int d = 0;
   for (int64_t s : strides) stride[d++] = s;
 }
@@ -60,15 +60,15 @@ Tensor::Tensor(void* ptr, DType dt, std::initializer_list<int64_t> shp, std::ini
 int64_t Tensor::numel() const {
   const std::optional<int64_t> n = detail::element_count(*this);
   MLAKV_REQUIRE(n.has_value(), "Tensor::numel: ", describe(), " has more than ", INT64_MAX,
-                  " elements, expected an element count that fits in int64");
+                " elements, expected an element count that fits in int64");
   return *n;
 }
 
 std::size_t Tensor::nbytes() const {
   int64_t bytes;
   MLAKV_REQUIRE(!__builtin_mul_overflow(numel(), static_cast<int64_t>(dtype_size(dtype)), &bytes),
-                  "Tensor::nbytes: ", describe(), " holds more than ", INT64_MAX,
-                  " bytes of elements, expected a size that fits in int64");
+                "Tensor::nbytes: ", describe(), " holds more than ", INT64_MAX,
+                " bytes of elements, expected a size that fits in int64");
   return static_cast<std::size_t>(bytes);
 }
 
@@ -85,7 +85,7 @@ bool Tensor::is_contiguous() const {
 std::size_t Tensor::span_bytes() const {
   const std::optional<detail::ByteExtent> e = detail::byte_extent(*this);
   MLAKV_REQUIRE(e.has_value(), "Tensor::span_bytes: ", describe(),
-                  " reaches more than 2^63 bytes, expected a view whose byte offsets fit in int64");
+                " reaches more than 2^63 bytes, expected a view whose byte offsets fit in int64");
   return static_cast<std::size_t>(e->hi);
 }
 

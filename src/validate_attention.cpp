@@ -31,15 +31,15 @@ void check_lengths_and_blocks(const Cache& cache, const Tensor& block_table, con
     const int64_t local = dcp::local_length(len, shard.rank, shard.world, shard.interleave);
     if (shard.world > 1)
       MLAKV_REQUIRE(local <= cap, "seq_lens[", b, "]: ", len, " tokens puts ", local, " on DCP rank ",
-              shard.rank, " of ", shard.world, " (interleave ", shard.interleave, "), beyond the block_table capacity of ",
-              max_blocks, " blocks x ", bs, " = ", cap, " tokens");
+                    shard.rank, " of ", shard.world, " (interleave ", shard.interleave,
+                    "), beyond the block_table capacity of ", max_blocks, " blocks x ", bs, " = ", cap, " tokens");
     else
       MLAKV_REQUIRE(len <= cap, "seq_lens[", b, "]: ", len, ", beyond the block_table capacity of ", max_blocks,
-              " blocks x ", bs, " = ", cap, " tokens");
+                    " blocks x ", bs, " = ", cap, " tokens");
     for (int64_t j = 0; j < (local + bs - 1) / bs; ++j) {
       const int64_t id = i32_at(block_table, b, j);
       MLAKV_REQUIRE(id >= 0 && id < cache.desc.num_blocks, "block_table[", b, "][", j, "]: block id ", id,
-              ", expected in [0, ", cache.desc.num_blocks, ") (used by seq_lens[", b, "] = ", len, ")");
+                    ", expected in [0, ", cache.desc.num_blocks, ") (used by seq_lens[", b, "] = ", len, ")");
     }
   }
 }
@@ -67,24 +67,24 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
   check_dtype(q, "q", {DType::bf16, DType::e4m3});
   check_ndim(q, "q", 4);
   MLAKV_REQUIRE(q.shape[3] == kHeadDim, "q: head width ", q.shape[3], " (", q.describe(), "), expected ", kHeadDim,
-          " (latent ", kLatentDim, " + rope ", kRopeDim, "; other MLA dimensions are not supported)");
+                " (latent ", kLatentDim, " + rope ", kRopeDim, "; other MLA dimensions are not supported)");
   check_inner_contiguous(q, "q");
   const int64_t batch = q.shape[0], s_q = q.shape[1], heads = q.shape[2];
   MLAKV_REQUIRE(s_q >= 1 && s_q <= kMaxQueriesPerRequest, "q: s_q (dimension 1) is ", s_q, ", expected 1..",
-          kMaxQueriesPerRequest);
+                kMaxQueriesPerRequest);
   MLAKV_REQUIRE(heads >= 1, "q: heads (dimension 2) is ", heads, ", expected >= 1");
   // Batch and query rows (s_q x heads) are int counts in the workspace query and the kernels.
   MLAKV_REQUIRE(batch <= std::numeric_limits<int>::max(), "q: batch (dimension 0) is ", batch, ", expected <= ",
-          std::numeric_limits<int>::max());
+                std::numeric_limits<int>::max());
   MLAKV_REQUIRE(s_q * heads <= std::numeric_limits<int>::max(), "q: s_q x heads is ", s_q, " x ", heads, " = ", s_q * heads,
-          ", expected <= ", std::numeric_limits<int>::max());
+                ", expected <= ", std::numeric_limits<int>::max());
 
   validate_cache(cache, "cache");
   MLAKV_REQUIRE(cache.device == dev, "cache is on ", cache.device.str(), ", expected ", dev.str(),
-          " (all tensors of an op must be on one device)");
+                " (all tensors of an op must be on one device)");
   MLAKV_REQUIRE(cache.desc.format != CacheFormat::dsv4,
-          "cache.desc.format: dsv4 is not supported by mla_decode (its head dim is 512, not 576), expected bf16, "
-          "fp8 or fp8_ds_mla");
+                "cache.desc.format: dsv4 is not supported by mla_decode (its head dim is 512, not 576), expected bf16, "
+                "fp8 or fp8_ds_mla");
 
   check_block_table(block_table, dev, batch);
   check_tensor(seq_lens, "seq_lens", dev);
@@ -106,7 +106,7 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
   check_no_self_overlap(lse, "lse");
 
   MLAKV_REQUIRE(std::isfinite(params.softmax_scale) && params.softmax_scale > 0.0f, "params.softmax_scale: ",
-          params.softmax_scale, ", expected a finite value > 0 (usually 1 / sqrt(576))");
+                params.softmax_scale, ", expected a finite value > 0 (usually 1 / sqrt(576))");
   if (q.dtype == DType::e4m3) {
     check_scale_pointer(params.q_scale, "params.q_scale", "the float scale of the e4m3 q", dev.is_cpu());
   }
@@ -115,7 +115,7 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
   const std::size_t need = mla_decode_workspace_size(static_cast<int>(batch), static_cast<int>(s_q),
                                                      static_cast<int>(heads), dev);
   MLAKV_REQUIRE(workspace.bytes >= need, "workspace.bytes: ", workspace.bytes, ", expected >= ", need,
-          " (mla_decode_workspace_size(", batch, ", ", s_q, ", ", heads, ", ", dev.str(), "))");
+                " (mla_decode_workspace_size(", batch, ", ", s_q, ", ", heads, ", ", dev.str(), "))");
   MLAKV_REQUIRE(need == 0 || workspace.data != nullptr, "workspace.data: null for ", workspace.bytes, " bytes");
   // The CUDA path writes its split-KV partials to the workspace and combines them into out and lse.
   check_outputs_disjoint({byte_span(out, "out"), byte_span(lse, "lse"), byte_span(workspace.data, need, dev, "workspace")},

@@ -29,7 +29,7 @@ int64_t field_alignment(CacheFormat f) { return f == CacheFormat::fp8_ds_mla ? 4
 // Rejects (L, R) other than (512, 64) with the reason, rather than a bare dimension mismatch.
 void check_width(const Tensor& t, std::string_view name, int64_t expected, std::string_view what) {
   MLAKV_REQUIRE(t.shape[1] == expected, name, ": ", what, " width ", t.shape[1], " (", t.describe(), "), expected ", expected,
-          " (mlakv supports L = ", kLatentDim, ", R = ", kRopeDim, " only)");
+                " (mlakv supports L = ", kLatentDim, ", R = ", kRopeDim, " only)");
 }
 
 void check_index_vector(const Tensor& t, std::string_view name, Device device, DType dtype) {
@@ -42,7 +42,7 @@ void check_index_vector(const Tensor& t, std::string_view name, Device device, D
 // A destination whose rows must not overlap: row stride at least the row width.
 void check_rows_disjoint(const Tensor& t, std::string_view name, int dim, int64_t row_elems) {
   MLAKV_REQUIRE(t.shape[dim] <= 1 || t.stride[dim] >= row_elems, name, ": stride ", t.stride[dim], " of dimension ", dim,
-          " of ", t.describe(), " makes rows overlap, expected >= ", row_elems);
+                " of ", t.describe(), " makes rows overlap, expected >= ", row_elems);
 }
 
 void check_slots(const Tensor& slot_mapping, const Cache& cache) {
@@ -51,7 +51,7 @@ void check_slots(const Tensor& slot_mapping, const Cache& cache) {
   for (int64_t t = 0; t < slot_mapping.size(0); ++t) {
     const int64_t s = int_at(slot_mapping, t);
     MLAKV_REQUIRE(s < cap, "slot_mapping[", t, "]: slot ", s, " is outside the cache, expected < ", cap, " (",
-            cache.desc.num_blocks, " blocks of ", cache.desc.block_size, ") or negative to skip");
+                  cache.desc.num_blocks, " blocks of ", cache.desc.block_size, ") or negative to skip");
   }
 }
 
@@ -63,11 +63,11 @@ void check_positions(const Cache& cache, const Tensor& block_table, int64_t b, i
   const int64_t bs = cache.desc.block_size;
   const int64_t max_blocks = block_table.size(1), cap = table_capacity(max_blocks, bs);
   MLAKV_REQUIRE(first + n <= cap, what, " of request ", b, " ends at position ", first + n,
-          ", beyond the block_table capacity of ", max_blocks, " blocks x ", bs, " = ", cap, " tokens");
+                ", beyond the block_table capacity of ", max_blocks, " blocks x ", bs, " = ", cap, " tokens");
   for (int64_t j = first / bs; j <= (first + n - 1) / bs; ++j) {
     const int64_t id = int_at(block_table, b, j);
     MLAKV_REQUIRE(id >= 0 && id < cache.desc.num_blocks, "block_table[", b, "][", j, "]: block id ", id,
-            ", expected in [0, ", cache.desc.num_blocks, ")");
+                  ", expected in [0, ", cache.desc.num_blocks, ")");
   }
 }
 
@@ -78,7 +78,7 @@ Device validate_gather_common(const Cache& cache, const Tensor& block_table, con
   const Device dev = cache.device;
   check_index_vector(cu_seq_lens, "cu_seq_lens", dev, DType::i32);
   MLAKV_REQUIRE(cu_seq_lens.size(0) >= 1, "cu_seq_lens: ", cu_seq_lens.describe(),
-          " is empty, expected batch + 1 >= 1 entries");
+                " is empty, expected batch + 1 >= 1 entries");
   const int64_t batch = cu_seq_lens.size(0) - 1;
   check_block_table(block_table, dev, batch);
   check_tensor(dst, "dst", dev);
@@ -105,7 +105,7 @@ Device validate_gather_common(const Cache& cache, const Tensor& block_table, con
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t lo = int_at(cu_seq_lens, b), hi = int_at(cu_seq_lens, b + 1);
     MLAKV_REQUIRE(hi >= lo, "cu_seq_lens[", b + 1, "]: ", hi, " < cu_seq_lens[", b, "] = ", lo,
-            ", expected non-decreasing (a sequence length cannot be negative)");
+                  ", expected non-decreasing (a sequence length cannot be negative)");
     MLAKV_REQUIRE(hi <= rows, "cu_seq_lens[", b + 1, "]: ", hi, " rows, but dst has ", rows, " rows (", dst.describe(), ")");
     const int64_t start = opts.seq_starts ? int_at(*opts.seq_starts, b) : 0;
     MLAKV_REQUIRE(start >= 0, "seq_starts[", b, "]: ", start, ", expected >= 0");
@@ -113,8 +113,8 @@ Device validate_gather_common(const Cache& cache, const Tensor& block_table, con
     if (opts.token_to_seq)
       for (int64_t r = lo; r < hi; ++r)
         MLAKV_REQUIRE(int_at(*opts.token_to_seq, r) == b, "token_to_seq[", r, "]: ", int_at(*opts.token_to_seq, r),
-                ", expected ", b, " (row ", r, " lies in [cu_seq_lens[", b, "], cu_seq_lens[", b + 1, "]) = [", lo,
-                ", ", hi, "))");
+                      ", expected ", b, " (row ", r, " lies in [cu_seq_lens[", b, "], cu_seq_lens[", b + 1, "]) = [",
+                      lo, ", ", hi, "))");
   }
   return dev;
 }
@@ -124,19 +124,19 @@ Device validate_gather_common(const Cache& cache, const Tensor& block_table, con
 void validate_cache_desc(const CacheDesc& d, std::string_view name) {
   MLAKV_REQUIRE(d.format == CacheFormat::bf16 || d.format == CacheFormat::fp8 || d.format == CacheFormat::fp8_ds_mla ||
               d.format == CacheFormat::dsv4,
-          arg(name, "format"), ": unknown format code ", static_cast<int>(d.format),
-          ", expected bf16, fp8, fp8_ds_mla or dsv4");
+                arg(name, "format"), ": unknown format code ", static_cast<int>(d.format),
+                ", expected bf16, fp8, fp8_ds_mla or dsv4");
   MLAKV_REQUIRE(d.num_blocks >= 0, arg(name, "num_blocks"), ": ", d.num_blocks, ", expected >= 0");
   MLAKV_REQUIRE(d.block_size >= 1, arg(name, "block_size"), ": ", d.block_size, ", expected >= 1");
   MLAKV_REQUIRE(d.block_stride == 0 || d.block_stride >= d.dense_block_bytes(), arg(name, "block_stride"), ": ",
-          d.block_stride, " bytes, expected 0 (natural) or >= ", d.dense_block_bytes(), " (", d.block_size,
-          " tokens of format ", format_name(d.format), ")");
+                d.block_stride, " bytes, expected 0 (natural) or >= ", d.dense_block_bytes(), " (", d.block_size,
+                " tokens of format ", format_name(d.format), ")");
   MLAKV_REQUIRE(d.stride_bytes() % field_alignment(d.format) == 0, arg(name, "block_stride"), ": ", d.stride_bytes(),
-          " bytes, expected a multiple of ", field_alignment(d.format), " for format ", format_name(d.format));
+                " bytes, expected a multiple of ", field_alignment(d.format), " for format ", format_name(d.format));
   // Slots and block offsets are int64: every byte of the cache (so every slot) must be addressable.
   const int64_t max_blocks = std::numeric_limits<int64_t>::max() / d.stride_bytes();
   MLAKV_REQUIRE(d.num_blocks <= max_blocks, arg(name, "num_blocks"), ": ", d.num_blocks, " blocks of ",
-          d.stride_bytes(), " bytes overflow a 64-bit byte offset, expected <= ", max_blocks);
+                d.stride_bytes(), " bytes overflow a 64-bit byte offset, expected <= ", max_blocks);
 }
 
 void validate_cache(const Cache& cache, std::string_view name) {
@@ -144,10 +144,10 @@ void validate_cache(const Cache& cache, std::string_view name) {
   validate_cache_desc(d, arg(name, "desc"));
   const int64_t align = field_alignment(d.format);
   MLAKV_REQUIRE(reinterpret_cast<std::uintptr_t>(cache.data) % static_cast<std::uintptr_t>(align) == 0,
-          arg(name, "data"), ": address ", cache.data, " is not ", align, "-byte aligned, as format ",
-          format_name(d.format), " needs");
+                arg(name, "data"), ": address ", cache.data, " is not ", align, "-byte aligned, as format ",
+                format_name(d.format), " needs");
   MLAKV_REQUIRE(cache.data != nullptr || d.num_blocks == 0, arg(name, "data"), ": null pointer for ", d.num_blocks,
-          " blocks");
+                " blocks");
   if (d.format == CacheFormat::fp8) {
     check_scale_pointer(cache.scale, arg(name, "scale"), "the per-tensor float scale (format fp8)", cache.device.is_cpu());
   }
@@ -165,7 +165,7 @@ ByteSpan cache_scale_span(const Cache& cache) {
 Device validate_write_cache(const Tensor& kv_c, const Tensor& k_pe, const Tensor& slot_mapping, const Cache& cache) {
   validate_cache(cache, "cache");
   MLAKV_REQUIRE(cache.desc.format != CacheFormat::dsv4,
-          "cache.desc.format: dsv4, expected bf16, fp8 or fp8_ds_mla (dsv4 caches are written by dsv4_write)");
+                "cache.desc.format: dsv4, expected bf16, fp8 or fp8_ds_mla (dsv4 caches are written by dsv4_write)");
   const Device dev = cache.device;
   check_index_vector(slot_mapping, "slot_mapping", dev, DType::i64);
   const int64_t tokens = slot_mapping.size(0);
@@ -182,7 +182,7 @@ Device validate_write_cache(const Tensor& kv_c, const Tensor& k_pe, const Tensor
     check_width(in.t, in.name, in.width, in.what);
     check_inner_contiguous(in.t, in.name);
     MLAKV_REQUIRE(in.t.size(0) >= tokens, in.name, ": ", in.t.size(0), " rows (", in.t.describe(), "), expected >= ",
-            tokens, " (the length of slot_mapping)");
+                  tokens, " (the length of slot_mapping)");
   }
   check_outputs_disjoint({cache_span(cache)}, {byte_span(kv_c, "kv_c"), byte_span(k_pe, "k_pe"),
                                                byte_span(slot_mapping, "slot_mapping"), cache_scale_span(cache)});
@@ -218,7 +218,7 @@ Device validate_gather_dequant_cache(const Cache& cache, const Tensor& block_tab
 Device validate_dsv4_write(const Tensor& k, const Tensor& slot_mapping, const Cache& cache) {
   validate_cache(cache, "cache");
   MLAKV_REQUIRE(cache.desc.format == CacheFormat::dsv4, "cache.desc.format: ", format_name(cache.desc.format),
-          ", expected dsv4 (other formats are written by write_cache)");
+                ", expected dsv4 (other formats are written by write_cache)");
   const Device dev = cache.device;
   check_index_vector(slot_mapping, "slot_mapping", dev, DType::i64);
   check_tensor(k, "k", dev);
@@ -227,7 +227,7 @@ Device validate_dsv4_write(const Tensor& k, const Tensor& slot_mapping, const Ca
   check_dim(k, "k", 1, kDsv4HeadDim);
   check_inner_contiguous(k, "k");
   MLAKV_REQUIRE(k.size(0) >= slot_mapping.size(0), "k: ", k.size(0), " rows (", k.describe(), "), expected >= ",
-          slot_mapping.size(0), " (the length of slot_mapping)");
+                slot_mapping.size(0), " (the length of slot_mapping)");
   check_outputs_disjoint({cache_span(cache)}, {byte_span(k, "k"), byte_span(slot_mapping, "slot_mapping")});
   check_slots(slot_mapping, cache);
   return dev;
@@ -237,7 +237,7 @@ Device validate_dsv4_dequant_gather(const Cache& cache, const Tensor& block_tabl
                                     const Tensor& out, const std::optional<Tensor>& gather_lens, int64_t offset) {
   validate_cache(cache, "cache");
   MLAKV_REQUIRE(cache.desc.format == CacheFormat::dsv4, "cache.desc.format: ", format_name(cache.desc.format),
-          ", expected dsv4 (use gather_dequant_cache for other formats)");
+                ", expected dsv4 (use gather_dequant_cache for other formats)");
   const Device dev = cache.device;
   check_index_vector(seq_lens, "seq_lens", dev, DType::i32);
   const int64_t reqs = seq_lens.size(0);
@@ -267,10 +267,10 @@ Device validate_dsv4_dequant_gather(const Cache& cache, const Tensor& block_tabl
     if (gather_lens)
       MLAKV_REQUIRE(n >= 0 && n <= len, "gather_lens[", r, "]: ", n, ", expected in [0, seq_lens[", r, "] = ", len, "]");
     MLAKV_REQUIRE(offset + n <= max_rows, gather_lens ? "gather_lens[" : "seq_lens[", r, "]: offset ", offset, " + ",
-            n, " rows = ", offset + n, ", expected <= max_rows = ", max_rows, " (", out.describe(), ")");
+                  n, " rows = ", offset + n, ", expected <= max_rows = ", max_rows, " (", out.describe(), ")");
     MLAKV_REQUIRE(len <= table_capacity(block_table.size(1), cache.desc.block_size), "seq_lens[", r, "]: ", len,
-            ", beyond the block_table capacity of ", block_table.size(1), " blocks x ", cache.desc.block_size,
-            " tokens");
+                  ", beyond the block_table capacity of ", block_table.size(1), " blocks x ", cache.desc.block_size,
+                  " tokens");
     check_positions(cache, block_table, r, len - n, n, "gathered range");
   }
   return dev;

@@ -106,8 +106,8 @@ class CpuCommunicator final : public Communicator {
     for (int r = 0; r < s_->world; ++r) {
       const Posted& p = s_->posted[static_cast<std::size_t>(r)];
       MLAKV_REQUIRE(p.kind == kind && p.bytes == bytes, "cpu group rank ", rank_, ": ", kind_name(kind), " of ", bytes,
-              " bytes per rank, but rank ", r, " called ", kind_name(p.kind), " with ", p.bytes,
-              " (every rank must call the same collective with the same size)");
+                    " bytes per rank, but rank ", r, " called ", kind_name(p.kind), " with ", p.bytes,
+                    " (every rank must call the same collective with the same size)");
     }
     for (int r = 0; r < s_->world; ++r) take(r, static_cast<const uint8_t*>(s_->posted[static_cast<std::size_t>(r)].send));
     s_->barrier(rank_, kind_name(kind));

@@ -792,9 +792,10 @@ __device__ __forceinline__ void rm_rescale(float (&o)[4][32], int i, float alpha
   }
 }
 
-/// In-grid merge: the rows-as-M form keeps its part's last partial in the KV stages (at kMergeKeep: 64 rows of 128
-/// float4, float4 u of row r at u ^ (r & 7), so that both the fragment's stores and the merge's
-/// row-wise reads are conflict-free): a merger then reads only the others' partials back.
+/// In-grid merge: the rows-as-M form can keep its part's last partial in the KV stages (at
+/// kMergeKeep: 64 rows of 128 float4, float4 u of row r at u ^ (r & 7), so that both the
+/// fragment's stores and the merge's row-wise reads are conflict-free); its merger then reads
+/// only the others' partials back. Off until measured (session 42's call 1: mo).
 #ifndef MLAKV_DECODE_MERGE_KEEP
 #define MLAKV_DECODE_MERGE_KEEP 0
 #endif
@@ -1076,7 +1077,8 @@ __device__ __forceinline__ void merge_if_last(const DecodeArgs& a, unsigned long
   }
   if (ct == 0) MLAKV_TRACE_STEP(kTsMergeWoke, true);
   named_sync(6, 256);  // thread 0's acquire, before every thread's loads (as CUTLASS's barrier waits)
-  merge_slice<kRowsCta>(a, b, first, ns, ns - 1 - idx, z, row0, ct, own, kept >= first && kept - first < ns ? kept - first : -1);
+  const int own_j = kept >= first && kept - first < ns ? kept - first : -1;  // the kept partial's index here
+  merge_slice<kRowsCta>(a, b, first, ns, ns - 1 - idx, z, row0, ct, own, own_j);
   if (ct == 0) MLAKV_TRACE_STEP(kTsMergeDone, true);  // its own stores issued, not yet landed
   if (ct == 0 && static_cast<int>(atomicAdd(c, 1ull) & 0xffffffffu) == ns + z - 1) atomicExch(c, 0ull);
 }

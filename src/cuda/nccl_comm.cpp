@@ -170,7 +170,7 @@ class NcclCommunicator final : public Communicator {
     void* p = nullptr;
     const ncclResult_t a = cuda::nccl().MemAlloc(&p, n);
     MLAKV_REQUIRE(a == ncclSuccess, "Communicator::allocate: ncclMemAlloc of ", n, " bytes on rank ", st_->rank,
-                    " failed: ", cuda::nccl().GetErrorString(a), " (MLAKV_NCCL_SYMMETRIC=0 uses cudaMalloc)");
+                  " failed: ", cuda::nccl().GetErrorString(a), " (MLAKV_NCCL_SYMMETRIC=0 uses cudaMalloc)");
     ncclWindow_t win = nullptr;
     try {
       st_->finish(cuda::nccl().CommWindowRegister(st_->comm, p, n, &win, NCCL_WIN_COLL_SYMMETRIC),
@@ -187,7 +187,7 @@ class NcclCommunicator final : public Communicator {
   // failure aborted (NCCL would only say "invalid argument").
   void enter() {
     MLAKV_REQUIRE(st_->comm != nullptr, "NCCL communicator of rank ", st_->rank,
-                    ": aborted by an earlier failure; make a new group");
+                  ": aborted by an earlier failure; make a new group");
     cuda::set_device(Device::cuda(st_->device));
   }
 
@@ -284,7 +284,7 @@ NcclId nccl_read_id(const std::string& path, std::chrono::milliseconds timeout) 
     NcclId id;
     if (f && f.read(id.bytes.data(), static_cast<std::streamsize>(id.bytes.size()))) return id;
     MLAKV_REQUIRE(Clock::now() < deadline, "nccl id path: ", path, " did not appear within ", timeout.count(),
-                    " ms");
+                  " ms");
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }

@@ -34,7 +34,7 @@ DecodeLayout decode_layout(int batch, int s_q, int heads, int world, Device devi
   l.world = world;
   const int64_t all_heads = static_cast<int64_t>(heads) * world;
   MLAKV_REQUIRE(all_heads <= std::numeric_limits<int>::max(), "local_heads x world: ", heads, " x ", world, " = ",
-                  all_heads, " query heads, expected <= ", std::numeric_limits<int>::max());
+                all_heads, " query heads, expected <= ", std::numeric_limits<int>::max());
   const auto T = static_cast<std::size_t>(l.tokens), N = static_cast<std::size_t>(heads),
              W = static_cast<std::size_t>(world);
   constexpr std::size_t K = kHeadDim, D = kLatentDim;
@@ -58,8 +58,8 @@ DecodeLayout decode_layout(int batch, int s_q, int heads, int world, Device devi
   l.a2a_send = p.take(product(W, ops::packed_floats(l.tokens, heads), 4));
   l.a2a_recv = p.take(product(W, ops::packed_floats(l.tokens, heads), 4));
   MLAKV_REQUIRE(!p.overflowed(), "dcp::decode workspace for batch ", batch, ", s_q ", s_q, ", local_heads ", heads,
-                  ", world ", world, ": more than ", WorkspacePlan::kMaxBytes,
-                  " bytes, expected sizes whose workspace fits in memory");
+                ", world ", world, ": more than ", WorkspacePlan::kMaxBytes,
+                " bytes, expected sizes whose workspace fits in memory");
   l.total = std::max(end, p.used()) + WorkspacePlan::kAlign;  // slack to align any base pointer
   return l;
 }
@@ -89,17 +89,18 @@ void validate_decode(Communicator& comm, const Tensor& q_local, const Tensor& ou
   check_no_self_overlap(out, "out");
   check_no_self_overlap(lse, "lse");
   MLAKV_REQUIRE(opts.merge == Merge::allgather_reduce_scatter || opts.merge == Merge::all_to_all, "opts.merge: ",
-          static_cast<int>(opts.merge), ", expected allgather_reduce_scatter or all_to_all");
+                static_cast<int>(opts.merge), ", expected allgather_reduce_scatter or all_to_all");
   MLAKV_REQUIRE(opts.q_quant == QueryQuant::none || opts.q_quant == QueryQuant::e4m3_after_gather ||
-              opts.q_quant == QueryQuant::e4m3_before_gather,
-          "opts.q_quant: ", static_cast<int>(opts.q_quant), ", expected none, e4m3_after_gather or e4m3_before_gather");
+                    opts.q_quant == QueryQuant::e4m3_before_gather,
+                "opts.q_quant: ", static_cast<int>(opts.q_quant),
+                ", expected none, e4m3_after_gather or e4m3_before_gather");
   if (opts.q_quant != QueryQuant::none) {
     check_scale_pointer(opts.q_scale, "opts.q_scale", "the float query scale (opts.q_quant quantizes q to e4m3)",
                         dev.is_cpu());
   }
   MLAKV_REQUIRE(workspace.bytes >= layout.total, "workspace.bytes: ", workspace.bytes, ", expected >= ", layout.total,
-          " (dcp::decode_workspace_size(", q_local.shape[0], ", ", q_local.shape[1], ", ", q_local.shape[2], ", ",
-          layout.world, ", ", dev.str(), "))");
+                " (dcp::decode_workspace_size(", q_local.shape[0], ", ", q_local.shape[1], ", ", q_local.shape[2], ", ",
+                layout.world, ", ", dev.str(), "))");
   MLAKV_REQUIRE(workspace.data != nullptr, "workspace.data: null, expected ", layout.total, " bytes");
 }
 
@@ -141,7 +142,7 @@ void decode(Communicator& comm, const Tensor& q_local, const Cache& cache, const
   // The layout (and the kernels' loop bounds) take int counts.
   for (int d = 0; d < 3; ++d)
     MLAKV_REQUIRE(q_local.shape[d] <= std::numeric_limits<int>::max(), "q_local: dimension ", d, " is ",
-                    q_local.shape[d], ", expected <= ", std::numeric_limits<int>::max());
+                  q_local.shape[d], ", expected <= ", std::numeric_limits<int>::max());
   const int batch = static_cast<int>(q_local.shape[0]), s_q = static_cast<int>(q_local.shape[1]),
             N = static_cast<int>(q_local.shape[2]);
   MLAKV_REQUIRE(s_q >= 1, "q_local: s_q (dimension 1) is ", s_q, ", expected >= 1");

@@ -36,8 +36,8 @@ ContextLayout context_layout(const CacheDesc& desc, int64_t rows, int batch, int
   l.send = p.take(row_bytes);
   l.recv = p.take(product(world, row_bytes));
   MLAKV_REQUIRE(!p.overflowed(), "dcp::gather_context workspace for ", rows, " rows of ", desc.token_bytes(),
-                  " bytes over ", batch, " requests, world ", world, ", interleave ", interleave, ": more than ",
-                  WorkspacePlan::kMaxBytes, " bytes, expected sizes whose workspace fits in memory");
+                " bytes over ", batch, " requests, world ", world, ", interleave ", interleave, ": more than ",
+                WorkspacePlan::kMaxBytes, " bytes, expected sizes whose workspace fits in memory");
   l.total = p.used() + WorkspacePlan::kAlign;
   return l;
 }
@@ -58,26 +58,27 @@ void check_host_indices(const Cache& cache, const Tensor& block_table, const Ten
   const int64_t batch = seq_starts.shape[0], bs = cache.desc.block_size, max_blocks = block_table.shape[1];
   const int64_t step = static_cast<int64_t>(shard.interleave) * shard.world;
   MLAKV_REQUIRE(batch == 0 || i32_at(cu_seq_lens, 0) >= 0, "cu_seq_lens[0]: ", batch ? i32_at(cu_seq_lens, 0) : 0,
-          ", expected >= 0");
+                ", expected >= 0");
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t lo = i32_at(cu_seq_lens, b), hi = i32_at(cu_seq_lens, b + 1), start = i32_at(seq_starts, b);
     MLAKV_REQUIRE(hi >= lo, "cu_seq_lens[", b + 1, "]: ", hi, " < cu_seq_lens[", b, "] = ", lo,
-            ", expected non-decreasing (a chunk length cannot be negative)");
+                  ", expected non-decreasing (a chunk length cannot be negative)");
     MLAKV_REQUIRE(hi <= out.shape[0], "cu_seq_lens[", b + 1, "]: ", hi, " rows, but out has ", out.shape[0], " rows (",
-            out.describe(), ")");
+                  out.describe(), ")");
     MLAKV_REQUIRE(start >= 0 && start % step == 0, "seq_starts[", b, "]: ", start,
-            ", expected a non-negative multiple of interleave x world = ", shard.interleave, " x ", shard.world, " = ",
-            step, " (chunk boundaries must line up on every rank)");
+                  ", expected a non-negative multiple of interleave x world = ", shard.interleave, " x ", shard.world,
+                  " = ", step, " (chunk boundaries must line up on every rank)");
     const int64_t first = start / shard.world;
     const int64_t n = local_length(hi - lo, shard.rank, shard.world, shard.interleave);
     if (n == 0) continue;
-    MLAKV_REQUIRE(first + n <= detail::table_capacity(max_blocks, bs), "seq_starts[", b, "] + chunk length: ", start, " + ", hi - lo,
-            " puts local rows up to ", first + n, " on rank ", shard.rank, ", beyond the block_table capacity of ",
-            max_blocks, " blocks x ", bs, " = ", detail::table_capacity(max_blocks, bs), " tokens");
+    MLAKV_REQUIRE(first + n <= detail::table_capacity(max_blocks, bs), "seq_starts[", b, "] + chunk length: ", start,
+                  " + ", hi - lo, " puts local rows up to ", first + n, " on rank ", shard.rank,
+                  ", beyond the block_table capacity of ", max_blocks, " blocks x ", bs, " = ",
+                  detail::table_capacity(max_blocks, bs), " tokens");
     for (int64_t j = first / bs; j <= (first + n - 1) / bs; ++j) {
       const int64_t id = static_cast<const int32_t*>(block_table.data)[b * block_table.stride[0] + j];
       MLAKV_REQUIRE(id >= 0 && id < cache.desc.num_blocks, "block_table[", b, "][", j, "]: block id ", id,
-              ", expected in [0, ", cache.desc.num_blocks, ")");
+                    ", expected in [0, ", cache.desc.num_blocks, ")");
     }
   }
 }
@@ -110,7 +111,7 @@ void gather_context(Communicator& comm, const Cache& cache, const Tensor& block_
   const int64_t batch = seq_starts.shape[0];
   // The layout takes an int batch; cu_seq_lens has batch + 1 entries.
   MLAKV_REQUIRE(batch < std::numeric_limits<int>::max(), "seq_starts: ", seq_starts.describe(), " has ", batch,
-          " requests, expected < ", std::numeric_limits<int>::max());
+                " requests, expected < ", std::numeric_limits<int>::max());
   check_index_vector(seq_starts, "seq_starts", dev, batch);
   check_index_vector(cu_seq_lens, "cu_seq_lens", dev, batch + 1);
   check_block_table(block_table, dev, batch);
@@ -120,12 +121,12 @@ void gather_context(Communicator& comm, const Cache& cache, const Tensor& block_
   check_dim(out, "out", 1, cache.desc.row_width());
   check_inner_contiguous(out, "out");
   MLAKV_REQUIRE(out.shape[0] <= 1 || out.stride[0] >= out.shape[1], "out: row stride ", out.stride[0], " of ",
-          out.describe(), " makes rows overlap, expected >= ", out.shape[1]);
+                out.describe(), " makes rows overlap, expected >= ", out.shape[1]);
 
   const ContextLayout L = context_layout(cache.desc, out.shape[0], static_cast<int>(batch), shard.world, interleave);
   MLAKV_REQUIRE(workspace.bytes >= L.total, "workspace.bytes: ", workspace.bytes, ", expected >= ", L.total,
-          " (dcp::gather_context_workspace_size(desc, ", out.shape[0], ", ", batch, ", ", shard.world, ", ",
-          interleave, "))");
+                " (dcp::gather_context_workspace_size(desc, ", out.shape[0], ", ", batch, ", ", shard.world, ", ",
+                interleave, "))");
   MLAKV_REQUIRE(workspace.data != nullptr, "workspace.data: null, expected ", L.total, " bytes");
   // Every rank writes out and the workspace (the all-gather lands in it) while reading the cache.
   check_outputs_disjoint({byte_span(out, "out"), byte_span(workspace.data, L.total, dev, "workspace")},

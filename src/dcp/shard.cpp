@@ -8,12 +8,12 @@ namespace mlakv::dcp {
 void check_shard(const DcpShard& shard, int block_size) {
   MLAKV_REQUIRE(shard.world >= 1, "shard.world: ", shard.world, ", expected >= 1");
   MLAKV_REQUIRE(shard.rank >= 0 && shard.rank < shard.world, "shard.rank: ", shard.rank, ", expected in [0, ",
-          shard.world, ")");
+                shard.world, ")");
   MLAKV_REQUIRE(shard.interleave >= 1, "shard.interleave: ", shard.interleave, ", expected >= 1");
   MLAKV_REQUIRE(block_size >= 1, "block_size: ", block_size, ", expected >= 1");
   // A block must hold whole interleave runs so that a run's local indices stay in one block.
   MLAKV_REQUIRE(block_size % shard.interleave == 0, "shard.interleave: ", shard.interleave,
-          ", expected a divisor of the cache block_size ", block_size);
+                ", expected a divisor of the cache block_size ", block_size);
 }
 
 void slot_mapping(const Tensor& positions, const Tensor& token_to_req, const Tensor& block_table, int block_size,
@@ -49,10 +49,10 @@ void slot_mapping(const Tensor& positions, const Tensor& token_to_req, const Ten
       if (owner(pos, shard.world, shard.interleave) != shard.rank) continue;
       const int64_t j = local_index(pos, shard.world, shard.interleave);
       MLAKV_REQUIRE(j / block_size < max_blocks, "positions[", t, "]: ", pos, " is local index ", j, " on rank ", shard.rank,
-              ", beyond the block_table capacity of ", max_blocks, " blocks x ", block_size, " tokens");
+                    ", beyond the block_table capacity of ", max_blocks, " blocks x ", block_size, " tokens");
       const int64_t id = static_cast<const int32_t*>(block_table.data)[req * block_table.stride[0] + j / block_size];
       MLAKV_REQUIRE(id >= 0, "block_table[", req, "][", j / block_size, "]: block id ", id, ", expected >= 0 (used by positions[",
-              t, "] = ", pos, ")");
+                    t, "] = ", pos, ")");
     }
   }
   ops::kernels_for(dev, "dcp::slot_mapping").slot_mapping(positions, token_to_req, block_table, block_size, shard,
