@@ -67,6 +67,19 @@ TEST(ValidationAllocations, AGoodCacheWriteIsValidatedWithoutAllocating) {
   EXPECT_EQ(allocations_in([&] { detail::validate_write_cache(tkv, tpe, ts, cache.cache); }), 0);
 }
 
+TEST(ValidationAllocations, AGoodGatherAndMergeAreValidatedWithoutAllocating) {
+  OwnedCache cache(CacheFormat::fp8, 4, 16);
+  std::vector<int32_t> table{0, 1, 2, 3}, cu{0, 20, 30};
+  std::vector<uint16_t> dst(30 * kHeadDim);
+  const Tensor tt(table.data(), DType::i32, {2, 2}), tcu(cu.data(), DType::i32, {3}),
+      td(dst.data(), DType::bf16, {30, kHeadDim});
+  EXPECT_EQ(allocations_in([&] { detail::validate_gather_dequant_cache(cache.cache, tt, tcu, td, {}); }), 0);
+  std::vector<float> oa(4 * 8 * kLatentDim), ob(oa.size()), la(4 * 8), lb(la.size());
+  const Tensor toa(oa.data(), DType::f32, {4, 8, kLatentDim}), tob(ob.data(), DType::f32, {4, 8, kLatentDim}),
+      tla(la.data(), DType::f32, {4, 8}), tlb(lb.data(), DType::f32, {4, 8});
+  EXPECT_EQ(allocations_in([&] { detail::validate_merge_states(toa, tla, tob, tlb, toa, tla); }), 0);
+}
+
 TEST(ValidationAllocations, ARejectedDecodeBuildsItsMessage) {
   // The counter sees the library's allocations: a failure's message is one.
   GoodDecode d(CacheFormat::bf16);
