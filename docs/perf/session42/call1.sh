@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 42, call 1 (not run: no device came; to run next): session 41's call4.sh, rebuilt (bundle
+# Session 42, call 1 (not run: no device came; to run next): session 41's call4.sh (which it replaces), rebuilt (bundle
 # .gl/s47.txz, -C .gl; an H200 wanted). m = main (the merge's walk by additions; the bench's
 # backlog check, host_us; since e50013f the lazy validation messages); mf = 08dcee4 (the same kernels,
 # the bench without the check, the eager validation); md1..md3 = m + session42/merge-diag.patch
