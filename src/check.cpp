@@ -111,8 +111,8 @@ void check_outputs_disjoint(std::initializer_list<ByteSpan> outputs, std::initia
 
 void check_scale_pointer(const float* p, std::string_view name, std::string_view what, bool host_readable) {
   MLAKV_REQUIRE(p != nullptr, name, ": null, expected a pointer to ", what);
-  MLAKV_REQUIRE(reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0, name, ": address ", static_cast<const void*>(p),
-                " is not ", alignof(float), "-byte aligned, expected a float's alignment");
+  MLAKV_REQUIRE(reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0, name, ": address ",
+                static_cast<const void*>(p), " is not ", alignof(float), "-byte aligned, expected a float's alignment");
   if (host_readable) MLAKV_REQUIRE(std::isfinite(*p) && *p > 0.0f, name, ": ", *p, ", expected a finite value > 0");
 }
 
@@ -126,8 +126,9 @@ void check_no_self_overlap(const Tensor& t, std::string_view name) {
   for (int i = 0; i < n; ++i) {
     const int d = order[i];
     const int64_t step = std::llabs(t.stride[d]);
-    MLAKV_REQUIRE(step > span, name, ": stride ", t.stride[d], " of dimension ", d, " of ", t.describe(), " with strides ",
-                  strides_of(t), " makes elements share memory, expected an output whose elements are all distinct");
+    MLAKV_REQUIRE(step > span, name, ": stride ", t.stride[d], " of dimension ", d, " of ", t.describe(),
+                  " with strides ", strides_of(t),
+                  " makes elements share memory, expected an output whose elements are all distinct");
     span += (t.shape[d] - 1) * step;  // fits: check_tensor bounded every offset
   }
 }

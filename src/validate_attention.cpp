@@ -76,8 +76,8 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
   // Batch and query rows (s_q x heads) are int counts in the workspace query and the kernels.
   MLAKV_REQUIRE(batch <= std::numeric_limits<int>::max(), "q: batch (dimension 0) is ", batch, ", expected <= ",
                 std::numeric_limits<int>::max());
-  MLAKV_REQUIRE(s_q * heads <= std::numeric_limits<int>::max(), "q: s_q x heads is ", s_q, " x ", heads, " = ", s_q * heads,
-                ", expected <= ", std::numeric_limits<int>::max());
+  MLAKV_REQUIRE(s_q * heads <= std::numeric_limits<int>::max(), "q: s_q x heads is ", s_q, " x ", heads, " = ",
+                s_q * heads, ", expected <= ", std::numeric_limits<int>::max());
 
   validate_cache(cache, "cache");
   MLAKV_REQUIRE(cache.device == dev, "cache is on ", cache.device.str(), ", expected ", dev.str(),
@@ -96,7 +96,8 @@ Device validate_mla_decode(const Tensor& q, const Cache& cache, const Tensor& bl
   check_dtype(out, "out", {DType::bf16, DType::f32});
   check_ndim(out, "out", 4);
   for (int d = 0; d < 3; ++d) check_dim(out, "out", d, q.shape[d]);
-  MLAKV_REQUIRE(out.shape[3] == kLatentDim, "out: width ", out.shape[3], " (", out.describe(), "), expected ", kLatentDim);
+  MLAKV_REQUIRE(out.shape[3] == kLatentDim, "out: width ", out.shape[3], " (", out.describe(), "), expected ",
+                kLatentDim);
   check_inner_contiguous(out, "out");
   check_tensor(lse, "lse", dev);
   check_dtype(lse, "lse", {DType::f32});

@@ -28,8 +28,8 @@ int64_t field_alignment(CacheFormat f) { return f == CacheFormat::fp8_ds_mla ? 4
 
 // Rejects (L, R) other than (512, 64) with the reason, rather than a bare dimension mismatch.
 void check_width(const Tensor& t, std::string_view name, int64_t expected, std::string_view what) {
-  MLAKV_REQUIRE(t.shape[1] == expected, name, ": ", what, " width ", t.shape[1], " (", t.describe(), "), expected ", expected,
-                " (mlakv supports L = ", kLatentDim, ", R = ", kRopeDim, " only)");
+  MLAKV_REQUIRE(t.shape[1] == expected, name, ": ", what, " width ", t.shape[1], " (", t.describe(), "), expected ",
+                expected, " (mlakv supports L = ", kLatentDim, ", R = ", kRopeDim, " only)");
 }
 
 void check_index_vector(const Tensor& t, std::string_view name, Device device, DType dtype) {
@@ -41,8 +41,8 @@ void check_index_vector(const Tensor& t, std::string_view name, Device device, D
 
 // A destination whose rows must not overlap: row stride at least the row width.
 void check_rows_disjoint(const Tensor& t, std::string_view name, int dim, int64_t row_elems) {
-  MLAKV_REQUIRE(t.shape[dim] <= 1 || t.stride[dim] >= row_elems, name, ": stride ", t.stride[dim], " of dimension ", dim,
-                " of ", t.describe(), " makes rows overlap, expected >= ", row_elems);
+  MLAKV_REQUIRE(t.shape[dim] <= 1 || t.stride[dim] >= row_elems, name, ": stride ", t.stride[dim], " of dimension ",
+                dim, " of ", t.describe(), " makes rows overlap, expected >= ", row_elems);
 }
 
 void check_slots(const Tensor& slot_mapping, const Cache& cache) {
@@ -106,7 +106,8 @@ Device validate_gather_common(const Cache& cache, const Tensor& block_table, con
     const int64_t lo = int_at(cu_seq_lens, b), hi = int_at(cu_seq_lens, b + 1);
     MLAKV_REQUIRE(hi >= lo, "cu_seq_lens[", b + 1, "]: ", hi, " < cu_seq_lens[", b, "] = ", lo,
                   ", expected non-decreasing (a sequence length cannot be negative)");
-    MLAKV_REQUIRE(hi <= rows, "cu_seq_lens[", b + 1, "]: ", hi, " rows, but dst has ", rows, " rows (", dst.describe(), ")");
+    MLAKV_REQUIRE(hi <= rows, "cu_seq_lens[", b + 1, "]: ", hi, " rows, but dst has ", rows, " rows (", dst.describe(),
+                  ")");
     const int64_t start = opts.seq_starts ? int_at(*opts.seq_starts, b) : 0;
     MLAKV_REQUIRE(start >= 0, "seq_starts[", b, "]: ", start, ", expected >= 0");
     check_positions(cache, block_table, b, start, hi - lo, "gathered range");
@@ -256,7 +257,8 @@ Device validate_dsv4_dequant_gather(const Cache& cache, const Tensor& block_tabl
   }
   MLAKV_REQUIRE(offset >= 0, "offset: ", offset, ", expected >= 0");
   const int64_t max_rows = out.size(1);
-  MLAKV_REQUIRE(offset <= max_rows, "offset: ", offset, ", expected <= max_rows = ", max_rows, " (", out.describe(), ")");
+  MLAKV_REQUIRE(offset <= max_rows, "offset: ", offset, ", expected <= max_rows = ", max_rows, " (", out.describe(),
+                ")");
   check_outputs_disjoint({byte_span(out, "out")}, {cache_span(cache), byte_span(block_table, "block_table"),
                                                    byte_span(seq_lens, "seq_lens"), byte_span(gather_lens, "gather_lens")});
   if (!dev.is_cpu()) return dev;
@@ -265,7 +267,8 @@ Device validate_dsv4_dequant_gather(const Cache& cache, const Tensor& block_tabl
     MLAKV_REQUIRE(len >= 0, "seq_lens[", r, "]: ", len, ", expected >= 0");
     const int64_t n = gather_lens ? int_at(*gather_lens, r) : len;
     if (gather_lens)
-      MLAKV_REQUIRE(n >= 0 && n <= len, "gather_lens[", r, "]: ", n, ", expected in [0, seq_lens[", r, "] = ", len, "]");
+      MLAKV_REQUIRE(n >= 0 && n <= len, "gather_lens[", r, "]: ", n, ", expected in [0, seq_lens[", r, "] = ", len,
+                    "]");
     MLAKV_REQUIRE(offset + n <= max_rows, gather_lens ? "gather_lens[" : "seq_lens[", r, "]: offset ", offset, " + ",
                   n, " rows = ", offset + n, ", expected <= max_rows = ", max_rows, " (", out.describe(), ")");
     MLAKV_REQUIRE(len <= table_capacity(block_table.size(1), cache.desc.block_size), "seq_lens[", r, "]: ", len,

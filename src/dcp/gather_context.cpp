@@ -104,7 +104,8 @@ void gather_context(Communicator& comm, const Cache& cache, const Tensor& block_
   const Device dev = comm.device();
   const DcpShard shard{comm.world(), comm.rank(), interleave};
   validate_cache(cache, "cache");
-  MLAKV_REQUIRE(cache.device == dev, "cache is on ", cache.device.str(), ", expected ", dev.str(), " (the communicator's device)");
+  MLAKV_REQUIRE(cache.device == dev, "cache is on ", cache.device.str(), ", expected ", dev.str(),
+                " (the communicator's device)");
   check_shard(shard, cache.desc.block_size);
   check_tensor(seq_starts, "seq_starts", dev);
   check_ndim(seq_starts, "seq_starts", 1);

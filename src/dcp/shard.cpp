@@ -45,14 +45,16 @@ void slot_mapping(const Tensor& positions, const Tensor& token_to_req, const Ten
       const int64_t pos = static_cast<const int64_t*>(positions.data)[t * positions.stride[0]];
       const int64_t req = static_cast<const int32_t*>(token_to_req.data)[t * token_to_req.stride[0]];
       if (pos < 0 || req < 0) continue;  // padding
-      MLAKV_REQUIRE(req < batch, "token_to_req[", t, "]: ", req, ", expected < ", batch, " (rows of block_table) or negative for padding");
+      MLAKV_REQUIRE(req < batch, "token_to_req[", t, "]: ", req, ", expected < ", batch,
+                    " (rows of block_table) or negative for padding");
       if (owner(pos, shard.world, shard.interleave) != shard.rank) continue;
       const int64_t j = local_index(pos, shard.world, shard.interleave);
-      MLAKV_REQUIRE(j / block_size < max_blocks, "positions[", t, "]: ", pos, " is local index ", j, " on rank ", shard.rank,
-                    ", beyond the block_table capacity of ", max_blocks, " blocks x ", block_size, " tokens");
+      MLAKV_REQUIRE(j / block_size < max_blocks, "positions[", t, "]: ", pos, " is local index ", j, " on rank ",
+                    shard.rank, ", beyond the block_table capacity of ", max_blocks, " blocks x ", block_size,
+                    " tokens");
       const int64_t id = static_cast<const int32_t*>(block_table.data)[req * block_table.stride[0] + j / block_size];
-      MLAKV_REQUIRE(id >= 0, "block_table[", req, "][", j / block_size, "]: block id ", id, ", expected >= 0 (used by positions[",
-                    t, "] = ", pos, ")");
+      MLAKV_REQUIRE(id >= 0, "block_table[", req, "][", j / block_size, "]: block id ", id,
+                    ", expected >= 0 (used by positions[", t, "] = ", pos, ")");
     }
   }
   ops::kernels_for(dev, "dcp::slot_mapping").slot_mapping(positions, token_to_req, block_table, block_size, shard,
