@@ -992,7 +992,7 @@ __device__ void merge_slice(const DecodeArgs& a, int b, int first, int ns, int s
       const bool on = q0 + k < n && lw.item < W && j < ns;
       const int o = on ? lw.off : 0;
       lv[k] = __ldcg(pl + o);
-      if (on && j == own_j)
+      if (MLAKV_DECODE_MERGE_KEEP && on && j == own_j)  // off: the default merge keeps no compare
         ov[k] = own[keep_at(lw.r, u0 + lw.u)];
       else
         ov[k] = __ldcg(po + static_cast<int64_t>(o) * 128 + (on ? u0 + lw.u : 0));
