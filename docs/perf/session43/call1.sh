@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 43, call 1: session 42's call1.sh (never run) with, on an H200, m's full bench first (bundle
-# .gl/s48.txz, -C .gl; an H200 wanted). m = main (the merge's walk by additions; the bench's
+# Session 43, call 1: the first half of session 42's call1.sh (never run): on an H200 m's full bench,
+# the small-step A/B and mo (bundle .gl/s48a.txz: m, mf, mo, trm; an H200 wanted); call2.sh has the
+# merge diagnostics (md1..md3, mh1, mh2). m = main (the merge's walk by additions; the bench's
 # backlog check, host_us; since e50013f the lazy validation messages); mf = 08dcee4 (the same kernels,
 # the bench without the check, the eager validation); md1..md3 = m + session42/merge-diag.patch
 # with -DMLAKV_DIAG_MERGE=1 (the merge does nothing), 2 (LSE loads only), 3 (o loads only): timing
@@ -16,7 +17,7 @@
 #      all with MLAKV_DECODE_FUSED=merge; mh1 / mh2: whether the partials leave L2 before the merge
 #      reads them; ncu source counters of m's merged steps.
 set -u
-BUNDLE=${BUNDLE:-.gl/s48.txz} LIMIT=${LIMIT:-500}
+BUNDLE=${BUNDLE:-.gl/s48a.txz} LIMIT=${LIMIT:-500}
 . scripts/call-lib.sh
 call_start $BUNDLE
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
@@ -26,21 +27,11 @@ fi
 call_ab small .gl/mf .gl/m .gl/m@MLAKV_DECODE_FUSED=0 .gl/m@MLAKV_DECODE_PDL=0 .gl/m@MLAKV_DECODE_TMA=0 .gl/m@MLAKV_DECODE_FUSED=merge -- \
   'bf16 B=1 H=16 ctx=1024' 'bf16 B=1 H=16 ctx=8192' 'bf16 B=8 H=16 ctx=1024' 'fp8 B=1 H=16 ctx=1024'
 call_traces 'bf16 B=1 H=16 ctx=1024;bf16 B=8 H=16 ctx=1024' trm
-cp /tmp/z/n/trace-trm.txt /tmp/z/n/trace-trm-small.txt
+call_ab keepd .gl/m .gl/mo -- 'bf16 B=32 H=128 ctx=1024' 'fp8 B=32 H=128 ctx=8192' 'fp8_ds_mla B=32 H=128 ctx=1024' \
+  'bf16 B=32 H=16 ctx=1024' 'bf16 B=32 H=128 ctx=65536'
 export MLAKV_DECODE_FUSED=merge
-call_ab diag .gl/m .gl/md1 .gl/md2 .gl/md3 .gl/mh1 .gl/mh2 .gl/mo -- \
+call_ab keep .gl/m .gl/mo -- \
   'bf16 B=1 H=16 ctx=65536' 'bf16 B=1 H=128 ctx=32768' 'bf16 B=32 H=128 ctx=1024' 'fp8 B=32 H=128 ctx=8192' 'bf16 B=8 H=128 ctx=1024' 'bf16 B=128 H=16 ctx=4096'
-for c in 'bf16 B=1 H=16 ctx=65536' 'bf16 B=32 H=128 ctx=1024'; do
-  n=$(echo "$c" | tr -c 'A-Za-z0-9\n' _)
-  [ "$(left)" -gt 40 ] || break
-  timeout 60 ncu -k regex:mla_decode_sm90 --launch-skip 5 --launch-count 1 --section SourceCounters --section WarpStateStats \
-    --section SpeedOfLight --section MemoryWorkloadAnalysis -o /tmp/z/ncu-$n .gl/m/mlakv bench decode --only "$c" --iters 3 > /tmp/z/n/ncu-$n.log 2>&1
-  echo "ncu $n rc=$? t=$SECONDS" | tee -a "$S"
-  ncu -i /tmp/z/ncu-$n.ncu-rep --page source --csv --print-source sass > /tmp/z/sass-$n.csv 2>/dev/null
-  ncu -i /tmp/z/ncu-$n.ncu-rep --page details > /tmp/z/n/details-$n.txt 2>&1
-  python3 scripts/ncu_sass_top.py /tmp/z/sass-$n.csv 50 > /tmp/z/n/sass-top-$n.txt 2>&1
-  gzip -c /tmp/z/sass-$n.csv > $OUT/sass-$n.csv.gz
-done
 call_tests .gl/mo/mlakv_tests $OUT/tests-mo-merge.log \
   'CudaDecode.Fused*:CudaDecode.InGridMerge*:CudaDecode.StepsInARow*:CudaDecode.Graph*:CudaDecode.OneNan*:CudaDecode.ClusteredPairsInACapturedGraph:Forms/CudaDecodeForm.*' $(( $(left) - 60 ))
 call_memcheck .gl/mo/mlakv_tests 'CudaDecode.InGridMerge*:CudaDecode.FusedGraphReplayBackToBack' 25
