@@ -17,14 +17,14 @@
 #      all with MLAKV_DECODE_FUSED=merge; mh1 / mh2: whether the partials leave L2 before the merge
 #      reads them; ncu source counters of m's merged steps.
 set -u
-BUNDLE=${BUNDLE:-.gl/s48a.txz} LIMIT=${LIMIT:-500}
+BUNDLE=${BUNDLE:-.gl/s48a.txz} LIMIT=${LIMIT:-420}
 . scripts/call-lib.sh
 call_start $BUNDLE
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
   timeout 60 .gl/m/mlakv bench decode --json $OUT/decode-h200.json > /tmp/z/n/bench-m.log 2>&1
   echo "bench m rc=$? t=$SECONDS" | tee -a "$S"
 fi
-call_ab small .gl/mf .gl/m .gl/m@MLAKV_DECODE_FUSED=0 .gl/m@MLAKV_DECODE_PDL=0 .gl/m@MLAKV_DECODE_TMA=0 .gl/m@MLAKV_DECODE_FUSED=merge -- \
+call_ab small .gl/mf .gl/m .gl/m@MLAKV_DECODE_FUSED=0 -- \
   'bf16 B=1 H=16 ctx=1024' 'bf16 B=1 H=16 ctx=8192' 'bf16 B=8 H=16 ctx=1024' 'fp8 B=1 H=16 ctx=1024'
 call_traces 'bf16 B=1 H=16 ctx=1024;bf16 B=8 H=16 ctx=1024' trm
 call_ab keepd .gl/m .gl/mo -- 'bf16 B=32 H=128 ctx=1024' 'fp8 B=32 H=128 ctx=8192' 'fp8_ds_mla B=32 H=128 ctx=1024' \
