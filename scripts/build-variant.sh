@@ -55,13 +55,16 @@ fi
 # left no room for the register sets got a wait after every wgmma, and no C7512): a kernel with
 # more full waits (WARPGROUP.DEPBAR.LE gsb0, 0x0) than a quarter of its wgmma fails the build
 # (main's have at most 8 of 68 to 164). Needs cuobjdump (pip nvidia-cuda-cuobjdump where the
-# toolkit lacks it); skipped without.
+# toolkit lacks it, and pip nvidia-cuda-nvdisasm, which its -sass runs); skipped without. A failed
+# disassembly fails the build: under pipefail it would otherwise end this script without a word.
 if command -v cuobjdump >/dev/null; then
-  serial="$(cuobjdump -sass "$out/mlakv" 2>/dev/null | awk '
+  cuobjdump -sass "$out/mlakv" >"$work/sass.txt" 2>"$work/sass.err" ||
+    { cat "$work/sass.err" >&2; echo "build-variant: cuobjdump -sass failed (nvdisasm on PATH?)" >&2; exit 1; }
+  serial="$(awk '
     /Function :/ { if (n && d * 4 > h) print n, h " wgmma", d " full waits"; n = $3; h = 0; d = 0 }
     /HGMMA/ { h++ }
     /WARPGROUP.DEPBAR.LE gsb0, 0x0/ { d++ }
-    END { if (n && d * 4 > h) print n, h " wgmma", d " full waits" }')"
+    END { if (n && d * 4 > h) print n, h " wgmma", d " full waits" }' "$work/sass.txt")"
   if [[ -n "$serial" ]]; then
     sed 's/^/serialized wgmma: /' <<<"$serial" | c++filt >&2
     [[ -n "${ALLOW_C7512:-}" ]] || { echo "build-variant: $name waits after its wgmma (ALLOW_C7512=1 to keep it anyway)" >&2; exit 1; }
