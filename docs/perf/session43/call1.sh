@@ -24,9 +24,11 @@ if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
   timeout 60 .gl/m/mlakv bench decode --json $OUT/decode-h200.json > /tmp/z/n/bench-m.log 2>&1
   echo "bench m rc=$? t=$SECONDS" | tee -a "$S"
 fi
-call_ab small .gl/mf .gl/m .gl/m@MLAKV_DECODE_FUSED=0 -- \
-  'bf16 B=1 H=16 ctx=1024' 'bf16 B=1 H=16 ctx=8192' 'bf16 B=8 H=16 ctx=1024' 'fp8 B=1 H=16 ctx=1024'
-call_traces 'bf16 B=1 H=16 ctx=1024;bf16 B=8 H=16 ctx=1024' trm
+if [ -z "${LEAN:-}" ]; then  # LEAN=1: mo and the bench only (a short call)
+  call_ab small .gl/mf .gl/m .gl/m@MLAKV_DECODE_FUSED=0 -- \
+    'bf16 B=1 H=16 ctx=1024' 'bf16 B=1 H=16 ctx=8192' 'bf16 B=8 H=16 ctx=1024' 'fp8 B=1 H=16 ctx=1024'
+  call_traces 'bf16 B=1 H=16 ctx=1024;bf16 B=8 H=16 ctx=1024' trm
+fi
 call_ab keepd .gl/m .gl/mo -- 'bf16 B=32 H=128 ctx=1024' 'fp8 B=32 H=128 ctx=8192' 'fp8_ds_mla B=32 H=128 ctx=1024' \
   'bf16 B=32 H=16 ctx=1024' 'bf16 B=32 H=128 ctx=65536'
 export MLAKV_DECODE_FUSED=merge
