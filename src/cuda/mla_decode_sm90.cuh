@@ -792,16 +792,6 @@ __device__ __forceinline__ void rm_rescale(float (&o)[4][32], int i, float alpha
   }
 }
 
-/// In-grid merge: the rows-as-M form can keep its part's last partial in the KV stages (at
-/// kMergeKeep: 64 rows of 128 float4, float4 u of row r at u ^ (r & 7), so that both the
-/// fragment's stores and the merge's row-wise reads are conflict-free); its merger then reads
-/// only the others' partials back. Off until measured (session 42's call 1: mo).
-#ifndef MLAKV_DECODE_MERGE_KEEP
-#define MLAKV_DECODE_MERGE_KEEP 0
-#endif
-constexpr int kMergeKeep = 1024, kMergeKeepBytes = kMergeKeep + 64 * 512 * 4;
-__device__ __forceinline__ int keep_at(int r, int u) { return r * 128 + (u ^ (r & 7)); }
-
 /// Rows-as-M, a segment's end: warpgroup cw's 256 output columns (o[cb]: column block cb, an
 /// m64n64 accumulator's fragment) of the CTA's rows, normalized by both warpgroups' row sums (this
 /// thread's shares l_run, exchanged through row_l[2][64] and named barrier `bar` of both
@@ -848,27 +838,6 @@ __device__ __forceinline__ void rm_write_rows(const DecodeArgs& a, const float (
           for (int e = 0; e < 2; ++e) store_out(a, off + 64 * cb + 8 * j + e, o[cb][4 * j + 2 * i + e] * inv);
       if (cw == 0 && qd == 0) a.lse[b * a.l_s0 + qi * a.l_s1 + h * a.l_s2] = lse_v;
     }
-  }
-}
-
-/// Rows-as-M, after the part's loop: the part's last partial (just written by rm_write_rows, o
-/// and both warpgroups' row sums still as they were) also into the kept copy for the in-grid
-/// merge (kMergeKeep). Only once every tile is consumed: it overwrites the KV stages.
-__device__ __forceinline__ void rm_keep_rows(const DecodeArgs& a, const float (&o)[4][32], const float* row_l,
-                                             float4* keep, int row0, int cw, int w, int g, int qd, float out_scale) {
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int r = 16 * w + g + 8 * i;
-    if (row0 + r >= a.rows) continue;
-    const float inv = row_out_factor(row_l[r] + row_l[64 + r], out_scale);
-#pragma unroll
-    for (int cb = 0; cb < 4; ++cb)
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const int c = 256 * cw + 64 * cb + 8 * j + 2 * qd;
-        reinterpret_cast<float2*>(keep + keep_at(r, c >> 2))[(c >> 1) & 1] =
-            make_float2(o[cb][4 * j + 2 * i] * inv, o[cb][4 * j + 2 * i + 1] * inv);
-      }
   }
 }
 
@@ -968,8 +937,7 @@ struct MergeWalk {
 /// join by shuffles. A lane's (item, partial) pairs go kMergeInFlight at a time, across items;
 /// a pair past the end loads slot `first`'s row 0 (always there) and counts as empty.
 template <int kRowsCta>
-__device__ void merge_slice(const DecodeArgs& a, int b, int first, int ns, int slice, int nslices, int row0, int ct,
-                            const float4* own, int own_j) {
+__device__ void merge_slice(const DecodeArgs& a, int b, int first, int ns, int slice, int nslices, int row0, int ct) {
   const int nr = min(kRowsCta, a.rows - row0), R = a.rows;
   const float* pl = a.sched.part_lse + static_cast<int64_t>(first) * R + row0;
   const float4* po = reinterpret_cast<const float4*>(a.sched.part_o) + (static_cast<int64_t>(first) * R + row0) * 128;
@@ -988,14 +956,10 @@ __device__ void merge_slice(const DecodeArgs& a, int b, int first, int ns, int s
     MergeWalk lw = w;
 #pragma unroll
     for (int k = 0; k < kMergeInFlight; ++k) {
-      const int j = lp + lw.jj * P;
-      const bool on = q0 + k < n && lw.item < W && j < ns;
+      const bool on = q0 + k < n && lw.item < W && lp + lw.jj * P < ns;
       const int o = on ? lw.off : 0;
       lv[k] = __ldcg(pl + o);
-      if (MLAKV_DECODE_MERGE_KEEP && on && j == own_j)  // off: the default merge keeps no compare
-        ov[k] = own[keep_at(lw.r, u0 + lw.u)];
-      else
-        ov[k] = __ldcg(po + static_cast<int64_t>(o) * 128 + (on ? u0 + lw.u : 0));
+      ov[k] = __ldcg(po + static_cast<int64_t>(o) * 128 + (on ? u0 + lw.u : 0));
       if (!on) lv[k] = -INFINITY;
       lw.next(sh);
     }
@@ -1061,7 +1025,7 @@ __device__ __forceinline__ int merge_arrive(const DecodeArgs& a, unsigned long l
 /// the last arrival does not poll (it saw the count), and the count past comes after the merge.
 template <int kRowsCta>
 __device__ __forceinline__ void merge_if_last(const DecodeArgs& a, unsigned long long* c, int b, int first, int ns,
-                                              int idx, int row0, int ct, const float4* own, int kept) {
+                                              int idx, int row0, int ct) {
   const int z = merge_slices(ns);
   if (idx < ns - z) return;
   if (ct == 0) {
@@ -1077,8 +1041,7 @@ __device__ __forceinline__ void merge_if_last(const DecodeArgs& a, unsigned long
   }
   if (ct == 0) MLAKV_TRACE_STEP(kTsMergeWoke, true);
   named_sync(6, 256);  // thread 0's acquire, before every thread's loads (as CUTLASS's barrier waits)
-  const int own_j = kept >= first && kept - first < ns ? kept - first : -1;  // the kept partial's index here
-  merge_slice<kRowsCta>(a, b, first, ns, ns - 1 - idx, z, row0, ct, own, own_j);
+  merge_slice<kRowsCta>(a, b, first, ns, ns - 1 - idx, z, row0, ct);
   if (ct == 0) MLAKV_TRACE_STEP(kTsMergeDone, true);  // its own stores issued, not yet landed
   if (ct == 0 && static_cast<int>(atomicAdd(c, 1ull) & 0xffffffffu) == ns + z - 1) atomicExch(c, 0ull);
 }
@@ -1087,8 +1050,7 @@ __device__ __forceinline__ void merge_if_last(const DecodeArgs& a, unsigned long
 /// this CTA wrote partials of. Inline: out of line (a call from each kernel) measured 1.6 %
 /// slower on bf16 B=128 H=128 4K, a path that never calls it (session 40).
 template <int kRowsCta>
-__device__ __forceinline__ void merge_part(const DecodeArgs& a, const int* si, int rec, int kept, int row0, int ct,
-                                           uint8_t* smem) {
+__device__ __forceinline__ void merge_part(const DecodeArgs& a, const int* si, int rec, int row0, int ct, uint8_t* smem) {
   const Sm90Tab sch{a, si};
   const int np = rec & 0xff, pb0 = (rec >> 8) & 0xff, pb1 = (rec >> 16) & 0xff;
   if (np > 2) __trap();
@@ -1096,9 +1058,8 @@ __device__ __forceinline__ void merge_part(const DecodeArgs& a, const int* si, i
   unsigned long long* c0 = a.counters + pb0 * ty + y;
   unsigned long long* c1 = a.counters + pb1 * ty + y;
   const int i0 = merge_arrive(a, c0, ct, smem), i1 = np > 1 ? merge_arrive(a, c1, ct, smem) : 0;
-  const float4* own = reinterpret_cast<const float4*>(smem + kMergeKeep);
-  merge_if_last<kRowsCta>(a, c0, pb0, sch.split_base(pb0), sch.nsplit(pb0), i0, row0, ct, own, kept);
-  if (np > 1) merge_if_last<kRowsCta>(a, c1, pb1, sch.split_base(pb1), sch.nsplit(pb1), i1, row0, ct, own, kept);
+  merge_if_last<kRowsCta>(a, c0, pb0, sch.split_base(pb0), sch.nsplit(pb0), i0, row0, ct);
+  if (np > 1) merge_if_last<kRowsCta>(a, c1, pb1, sch.split_base(pb1), sch.nsplit(pb1), i1, row0, ct);
 }
 
 /// The partial slots a part writes (a split request's segment; −1: the request is whole here, its
@@ -1110,7 +1071,6 @@ __device__ __forceinline__ void merge_part(const DecodeArgs& a, const int* si, i
 /// the requests (< kFusedMaxBatch) in bits 8–15 and 16–23.
 struct PartSlots {
   int rec = 0;
-  int kept = -1;  // the slot whose partial the CTA also kept in shared memory (kMergeKeep)
   __device__ __forceinline__ int slot(const DecodeArgs& a, const Sm90Tab& sch, int b, int part, int payload) {
     const int sb = sch.split_base(b);
     const int s = sb >= 0 ? sb + part - (sch.prefix(b) + kSegmentCost) / payload : -1;
@@ -1119,7 +1079,7 @@ struct PartSlots {
   }
   template <int kRowsCta>
   __device__ __forceinline__ void merge_in_grid(const DecodeArgs& a, const Sm90Tab& sch, int row0, int ct, uint8_t* smem) {
-    if (a.in_grid_merge && (rec & 0xff) != 0) merge_part<kRowsCta>(a, sch.si, rec, kept, row0, ct, smem);
+    if (a.in_grid_merge && (rec & 0xff) != 0) merge_part<kRowsCta>(a, sch.si, rec, row0, ct, smem);
   }
 };
 
@@ -1629,7 +1589,6 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
   auto segment_slot = [&](int b) { return slots.slot(a, sch, b, part, payload); };
   auto merge_in_grid = [&]() { slots.merge_in_grid<kRowsCta>(a, sch, row0, ct, smem); };
   static_assert(S::kQ >= kMergeScratchBytes, "the in-grid merge's scratch lies in the KV stages");
-  static_assert(!RM || S::kQ >= kMergeKeepBytes, "the kept partial lies in the KV stages");
 
   if constexpr (RM) {
     // Rows as M (64 rows per CTA), with the two warpgroups in a seesaw: tile k's S = Q·Kᵀ (36
@@ -1721,7 +1680,7 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
 
     Cursor cs;
     seek(cs, first_b, lo, hi, sch, B);
-    int seg_t0 = cs.t, last_slot = -1;  // the last segment's partial slot (−1: none or whole)
+    int seg_t0 = cs.t;
     for (int k = 0; cs.b < B; ++k) {
       const int st = k & 1;
       const int b = cs.b;
@@ -1884,18 +1843,13 @@ __global__ void __launch_bounds__(kSm90Threads, 1) mla_decode_sm90_kernel(const 
       // ---- end of segment: normalized output, or a partial for the combine kernel ----
       if (seg_last) {
         // The next writes of row_l come after the next segment's Q barrier.
-        last_slot = segment_slot(b);
-        rm_write_rows(a, o, l_run, row_l, 5, o_ref, b, last_slot, row0, cw, w, g, qd, out_scale);
+        rm_write_rows(a, o, l_run, row_l, 5, o_ref, b, segment_slot(b), row0, cw, w, g, qd, out_scale);
       }
       advance(cs, lo, hi, sch, B);
       if (cs.b != b) seg_t0 = cs.t;
     }
     if (wt == 0) MLAKV_TRACE_WIDE(1 + cw, kTrEnd);
     if (ncl > 1) cluster_sync();
-    if (MLAKV_DECODE_MERGE_KEEP && a.in_grid_merge && last_slot >= 0) {
-      rm_keep_rows(a, o, row_l, reinterpret_cast<float4*>(smem + kMergeKeep), row0, cw, w, g, qd, out_scale);
-      slots.kept = last_slot;
-    }
     merge_in_grid();
     return;
   }
