@@ -8,6 +8,9 @@
 #                       its records to $OUT/NAME.json, its log into the logs, its table into $S
 #   call_tests BIN LOG FILTER SECONDS   runs BIN (an mlakv_tests) on FILTER, its summary into $S
 #   call_memcheck BIN FILTER SECONDS      the same under compute-sanitizer memcheck, if time is left
+#   call_ncu BIN CASE...  ncu source counters, warp states and memory tables of one decode step of
+#                       each CASE while over 40 s are left: details and the hottest SASS lines into
+#                       the logs, the SASS table to $OUT
 #   call_end            packs /tmp/z/n into $OUT/logs.tgz
 call_start() {
   tar xf "$1" -C .gl   # gz or xz: xz -9 halves the builds (the carry limit is 64 MiB with the tree)
@@ -51,6 +54,22 @@ call_memcheck() {
   local rc=$?
   echo "memcheck rc=$rc t=$SECONDS" | tee -a "$S"
   tail -2 /tmp/z/n/memcheck.log | tee -a "$S"
+}
+call_ncu() {
+  local bin=$1 c n
+  shift
+  for c in "$@"; do
+    n=$(echo "$c" | tr -c 'A-Za-z0-9\n' _)
+    [ "$(left)" -gt 40 ] || break
+    timeout 60 ncu -k regex:mla_decode_sm90 --launch-skip 5 --launch-count 1 --section SourceCounters \
+      --section WarpStateStats --section SpeedOfLight --section MemoryWorkloadAnalysis -o /tmp/z/ncu-$n \
+      "$bin" bench decode --only "$c" --iters 3 > /tmp/z/n/ncu-$n.log 2>&1
+    echo "ncu $n rc=$? t=$SECONDS" | tee -a "$S"
+    ncu -i /tmp/z/ncu-$n.ncu-rep --page source --csv --print-source sass > /tmp/z/sass-$n.csv 2>/dev/null
+    ncu -i /tmp/z/ncu-$n.ncu-rep --page details > /tmp/z/n/details-$n.txt 2>&1
+    python3 scripts/ncu_sass_top.py /tmp/z/sass-$n.csv 50 > /tmp/z/n/sass-top-$n.txt 2>&1
+    gzip -c /tmp/z/sass-$n.csv > $OUT/sass-$n.csv.gz
+  done
 }
 call_end() {
   tar czf "$OUT/logs.tgz" -C /tmp/z n

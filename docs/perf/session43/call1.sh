@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 43, call 1: the first half of session 42's call1.sh (never run): on an H200 m's full bench,
+# Session 43, call 1: the first half of session 42's call1.sh (never run, since deleted): on an H200 m's full bench,
 # the small-step A/B and mo (bundle .gl/s48a.txz: m, mf, mo, trm; an H200 wanted); call2.sh has the
 # merge diagnostics (md1..md3, mh1, mh2). m = main (the merge's walk by additions; the bench's
 # backlog check, host_us; since e50013f the lazy validation messages); mf = 08dcee4 (the same kernels,

@@ -13,15 +13,5 @@ call_start $BUNDLE
 export MLAKV_DECODE_FUSED=merge
 call_ab diag .gl/m .gl/md1 .gl/md2 .gl/md3 .gl/mh1 .gl/mh2 -- \
   'bf16 B=1 H=16 ctx=65536' 'bf16 B=1 H=128 ctx=32768' 'bf16 B=32 H=128 ctx=1024' 'fp8 B=32 H=128 ctx=8192' 'bf16 B=8 H=128 ctx=1024' 'bf16 B=128 H=16 ctx=4096'
-for c in 'bf16 B=1 H=16 ctx=65536' 'bf16 B=32 H=128 ctx=1024'; do
-  n=$(echo "$c" | tr -c 'A-Za-z0-9\n' _)
-  [ "$(left)" -gt 40 ] || break
-  timeout 60 ncu -k regex:mla_decode_sm90 --launch-skip 5 --launch-count 1 --section SourceCounters --section WarpStateStats \
-    --section SpeedOfLight --section MemoryWorkloadAnalysis -o /tmp/z/ncu-$n .gl/m/mlakv bench decode --only "$c" --iters 3 > /tmp/z/n/ncu-$n.log 2>&1
-  echo "ncu $n rc=$? t=$SECONDS" | tee -a "$S"
-  ncu -i /tmp/z/ncu-$n.ncu-rep --page source --csv --print-source sass > /tmp/z/sass-$n.csv 2>/dev/null
-  ncu -i /tmp/z/ncu-$n.ncu-rep --page details > /tmp/z/n/details-$n.txt 2>&1
-  python3 scripts/ncu_sass_top.py /tmp/z/sass-$n.csv 50 > /tmp/z/n/sass-top-$n.txt 2>&1
-  gzip -c /tmp/z/sass-$n.csv > $OUT/sass-$n.csv.gz
-done
+call_ncu .gl/m/mlakv 'bf16 B=1 H=16 ctx=65536' 'bf16 B=32 H=128 ctx=1024'
 call_end
