@@ -24,19 +24,21 @@ if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
   timeout 60 .gl/m/mlakv bench decode --json $OUT/decode-h200.json > /tmp/z/n/bench-m.log 2>&1
   echo "bench m rc=$? t=$SECONDS" | tee -a "$S"
 fi
-if [ -z "${LEAN:-}" ]; then  # LEAN=1: mo and the bench only (a short call)
+if [ -z "${LEAN:-}" ]; then  # LEAN=1: no small A/B and trace (a short call)
   call_ab small .gl/mf .gl/m .gl/m@MLAKV_DECODE_FUSED=0 -- \
     'bf16 B=1 H=16 ctx=1024' 'bf16 B=1 H=16 ctx=8192' 'bf16 B=8 H=16 ctx=1024' 'fp8 B=1 H=16 ctx=1024'
   call_traces 'bf16 B=1 H=16 ctx=1024;bf16 B=8 H=16 ctx=1024' trm
 fi
-call_ab keepd .gl/m .gl/mo -- 'bf16 B=32 H=128 ctx=1024' 'fp8 B=32 H=128 ctx=8192' 'fp8_ds_mla B=32 H=128 ctx=1024' \
-  'bf16 B=32 H=16 ctx=1024' 'bf16 B=32 H=128 ctx=65536'
-export MLAKV_DECODE_FUSED=merge
-call_ab keep .gl/m .gl/mo -- \
-  'bf16 B=1 H=16 ctx=65536' 'bf16 B=1 H=128 ctx=32768' 'bf16 B=32 H=128 ctx=1024' 'fp8 B=32 H=128 ctx=8192' 'bf16 B=8 H=128 ctx=1024' 'bf16 B=128 H=16 ctx=4096'
-call_tests .gl/mo/mlakv_tests $OUT/tests-mo-merge.log \
-  'CudaDecode.Fused*:CudaDecode.InGridMerge*:CudaDecode.StepsInARow*:CudaDecode.Graph*:CudaDecode.OneNan*:CudaDecode.ClusteredPairsInACapturedGraph:Forms/CudaDecodeForm.*' $(( $(left) - 60 ))
-call_memcheck .gl/mo/mlakv_tests 'CudaDecode.InGridMerge*:CudaDecode.FusedGraphReplayBackToBack' 25
-unset MLAKV_DECODE_FUSED
-call_tests .gl/mo/mlakv_tests $OUT/tests-mo.log 'CudaDecode.InGridMerge*:CudaDecode.Fused*' $(( $(left) - 5 ))
+if [ -n "${MO:-}" ]; then  # MO=1: mo against m, its tests (session 43 ran LEAN=1 MO=1; mo lost, is gone from main)
+  call_ab keepd .gl/m .gl/mo -- 'bf16 B=32 H=128 ctx=1024' 'fp8 B=32 H=128 ctx=8192' 'fp8_ds_mla B=32 H=128 ctx=1024' \
+    'bf16 B=32 H=16 ctx=1024' 'bf16 B=32 H=128 ctx=65536'
+  export MLAKV_DECODE_FUSED=merge
+  call_ab keep .gl/m .gl/mo -- \
+    'bf16 B=1 H=16 ctx=65536' 'bf16 B=1 H=128 ctx=32768' 'bf16 B=32 H=128 ctx=1024' 'fp8 B=32 H=128 ctx=8192' 'bf16 B=8 H=128 ctx=1024' 'bf16 B=128 H=16 ctx=4096'
+  call_tests .gl/mo/mlakv_tests $OUT/tests-mo-merge.log \
+    'CudaDecode.Fused*:CudaDecode.InGridMerge*:CudaDecode.StepsInARow*:CudaDecode.Graph*:CudaDecode.OneNan*:CudaDecode.ClusteredPairsInACapturedGraph:Forms/CudaDecodeForm.*' $(( $(left) - 60 ))
+  call_memcheck .gl/mo/mlakv_tests 'CudaDecode.InGridMerge*:CudaDecode.FusedGraphReplayBackToBack' 25
+  unset MLAKV_DECODE_FUSED
+  call_tests .gl/mo/mlakv_tests $OUT/tests-mo.log 'CudaDecode.InGridMerge*:CudaDecode.Fused*' $(( $(left) - 5 ))
+fi
 call_end
