@@ -61,7 +61,7 @@ call_ncu() {
   for c in "$@"; do
     n=$(echo "$c" | tr -c 'A-Za-z0-9\n' _)
     [ "$(left)" -gt 40 ] || break
-    timeout 60 ncu -k regex:mla_decode_sm90 --launch-skip 5 --launch-count 1 --section SourceCounters \
+    timeout 60 ncu --clock-control none -k regex:mla_decode_sm90 --launch-skip 5 --launch-count 1 --section SourceCounters \
       --section WarpStateStats --section SpeedOfLight --section MemoryWorkloadAnalysis -o /tmp/z/ncu-$n \
       "$bin" bench decode --only "$c" --iters 3 > /tmp/z/n/ncu-$n.log 2>&1
     echo "ncu $n rc=$? t=$SECONDS" | tee -a "$S"
